@@ -1,0 +1,1 @@
+//! Instance-side registration: register with the registry, heartbeat, deregister.
