@@ -1,0 +1,106 @@
+//! Deciding whether an attempt failed, apart from what the breaker does about it.
+//!
+//! The default rule, [`DefaultClassifier`]: transport errors, timeouts, 5xx answers and
+//! bodies that cannot be decoded are the instance's failures; 4xx answers are the caller's
+//! problem and never trip a breaker; everything else succeeded. Supply your own
+//! [`Classify`] to the builder to change it (say, to count 429 as a failure).
+
+use http::StatusCode;
+
+use crate::Error;
+
+/// What one attempt amounted to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The instance did its job.
+    Success,
+    /// The instance answered, but the request was wrong (4xx): no retry, no breaker count.
+    CallerError,
+    /// The instance failed: counts toward its breaker, and another instance may be tried.
+    Failure,
+}
+
+/// The attempt as a classifier sees it.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    /// An answer arrived in time, with this status and body.
+    Answered {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The whole body.
+        body: &'a [u8],
+    },
+    /// No usable answer: the error says why.
+    Errored(&'a Error),
+}
+
+/// Decides the [`Outcome`] of an attempt.
+pub trait Classify: Send + Sync + std::fmt::Debug + 'static {
+    /// Classifies one attempt.
+    fn classify(&self, attempt: Attempt<'_>) -> Outcome;
+}
+
+/// Transport errors, timeouts, 5xx and undecodable bodies fail; 4xx is the caller's problem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassifier;
+
+impl Classify for DefaultClassifier {
+    fn classify(&self, attempt: Attempt<'_>) -> Outcome {
+        match attempt {
+            Attempt::Answered { status, .. } if status.is_server_error() => Outcome::Failure,
+            Attempt::Answered { status, .. } if status.is_client_error() => Outcome::CallerError,
+            Attempt::Answered { .. } => Outcome::Success,
+            Attempt::Errored(error) if error.is_instance_failure() => Outcome::Failure,
+            Attempt::Errored(_) => Outcome::CallerError,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn answered(code: u16) -> Outcome {
+        let status = StatusCode::from_u16(code).expect("valid status");
+        DefaultClassifier.classify(Attempt::Answered { status, body: b"" })
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(answered(200), Outcome::Success);
+        assert_eq!(answered(204), Outcome::Success);
+        assert_eq!(answered(404), Outcome::CallerError);
+        assert_eq!(answered(400), Outcome::CallerError);
+        assert_eq!(answered(500), Outcome::Failure);
+        assert_eq!(answered(503), Outcome::Failure);
+    }
+
+    #[test]
+    fn errors() {
+        let timeout = Error::Timeout {
+            address: "http://x".into(),
+            timeout: Duration::from_secs(1),
+        };
+        let decode = Error::Decode {
+            address: "http://x".into(),
+            message: "expected value".into(),
+        };
+        let refused = Error::Http {
+            address: "http://x".into(),
+            message: "connection refused".into(),
+        };
+        let bad = Error::InvalidRequest("path".into());
+        for e in [&timeout, &decode, &refused] {
+            assert_eq!(
+                DefaultClassifier.classify(Attempt::Errored(e)),
+                Outcome::Failure
+            );
+        }
+        assert_eq!(
+            DefaultClassifier.classify(Attempt::Errored(&bad)),
+            Outcome::CallerError
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! Building a [`ServiceClient`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::breaker::BreakerConfig;
+use crate::cache::CacheConfig;
+use crate::classify::{Classify, DefaultClassifier};
+use crate::discovery::Discovery;
+use crate::{Error, ServiceClient};
+
+/// Settings for a [`ServiceClient`]; made by [`ServiceClient::builder`].
+///
+/// Defaults follow the original contract: per-attempt timeout 1 s, failure limit 1, retest
+/// delay 30 s; plus a fresh-cache TTL of 5 s, a stale fallback kept for an hour, up to 2
+/// retries on other instances within a retry budget of 20 % of requests, and no overall
+/// deadline beyond what the timeouts and retries imply.
+#[derive(Debug, Clone)]
+pub struct ServiceClientBuilder {
+    pub(crate) service: String,
+    pub(crate) discovery: Option<Arc<dyn Discovery>>,
+    pub(crate) timeout: Duration,
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) cache: CacheConfig,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_percent: f32,
+    pub(crate) retry_non_idempotent: bool,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) http: Option<reqwest::Client>,
+    pub(crate) event_capacity: usize,
+}
+
+impl ServiceClientBuilder {
+    pub(crate) fn new(service: String) -> Self {
+        Self {
+            service,
+            discovery: None,
+            timeout: Duration::from_secs(1),
+            breaker: BreakerConfig::default(),
+            cache: CacheConfig::default(),
+            max_retries: 2,
+            retry_percent: 0.2,
+            retry_non_idempotent: false,
+            deadline: None,
+            classifier: Arc::new(DefaultClassifier),
+            http: None,
+            event_capacity: 1024,
+        }
+    }
+
+    /// Where instances come from: [`RegistryDiscovery`](crate::RegistryDiscovery),
+    /// [`StaticDiscovery`](crate::StaticDiscovery) or your own [`Discovery`]. Required.
+    pub fn discovery(mut self, discovery: impl Discovery) -> Self {
+        self.discovery = Some(Arc::new(discovery));
+        self
+    }
+
+    /// Per-attempt timeout, covering connect, send and reading the whole body (default 1 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Consecutive failures that open an instance's breaker (default 1).
+    pub fn failure_limit(mut self, limit: u32) -> Self {
+        self.breaker.failure_limit = limit;
+        self
+    }
+
+    /// How long an open breaker waits before admitting one probe (default 30 s).
+    pub fn retest_delay(mut self, delay: Duration) -> Self {
+        self.breaker.retest_delay = delay;
+        self
+    }
+
+    /// Randomises each retest delay by up to this fraction either way (default 0.0).
+    pub fn retest_jitter(mut self, fraction: f64) -> Self {
+        self.breaker.jitter = fraction;
+        self
+    }
+
+    /// Multiplies the retest delay by `multiplier` after each failed probe, up to `max`
+    /// (default: no backoff).
+    pub fn retest_backoff(mut self, multiplier: f64, max: Duration) -> Self {
+        self.breaker.backoff_multiplier = multiplier;
+        self.breaker.max_retest_delay = max;
+        self
+    }
+
+    /// How long a successful GET answer is served from the cache (default 5 s; zero turns
+    /// the fresh cache off but keeps the stale fallback).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.ttl = ttl;
+        self
+    }
+
+    /// How long the last good answer is kept as a fallback for when upstream fails
+    /// (default 1 h).
+    pub fn stale_ttl(mut self, ttl: Duration) -> Self {
+        self.cache.stale_ttl = ttl;
+        self
+    }
+
+    /// Most entries kept in each cache (default 10 000).
+    pub fn cache_capacity(mut self, entries: u64) -> Self {
+        self.cache.max_entries = entries;
+        self
+    }
+
+    /// Retries on other instances after a failed attempt (default 2; 0 disables retries).
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Retries allowed as a fraction of requests, over a 10 s window, on top of a floor of
+    /// 10 retries per second (default 0.2): a sick service is not hammered.
+    pub fn retry_budget(mut self, fraction: f32) -> Self {
+        self.retry_percent = fraction;
+        self
+    }
+
+    /// Also retry non-idempotent requests such as POST (default: off).
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.retry_non_idempotent = yes;
+        self
+    }
+
+    /// An overall deadline for one call, across all its attempts (default: none).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// How attempts are judged (default [`DefaultClassifier`]).
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// Use this HTTP client (for TLS or proxy settings) instead of a default one.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// Checks the settings and starts discovery. Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the first invalid setting: no discovery source, an empty or
+    /// malformed service name, a zero timeout or failure limit, a retry budget outside
+    /// `0.0..=1000.0`, or no tokio runtime.
+    pub fn build(self) -> Result<ServiceClient, Error> {
+        self.validate().map_err(Error::Config)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config(
+                "ServiceClient::build must be called inside a tokio runtime".into(),
+            ));
+        }
+        ServiceClient::start(self)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.service.is_empty()
+            || self.service.len() > 128
+            || !self.service.chars().all(valid_char)
+        {
+            return Err(format!(
+                "service name {:?} must be 1 to 128 characters of [A-Za-z0-9._-]",
+                self.service
+            ));
+        }
+        if self.discovery.is_none() {
+            return Err("no discovery source: call .discovery(..)".into());
+        }
+        if self.timeout.is_zero() {
+            return Err("timeout must be greater than zero".into());
+        }
+        if !(0.0..=1000.0).contains(&self.retry_percent) {
+            return Err(format!(
+                "retry budget must be in 0.0..=1000.0, got {}",
+                self.retry_percent
+            ));
+        }
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err("deadline must be greater than zero".into());
+        }
+        self.breaker.validate()
+    }
+}

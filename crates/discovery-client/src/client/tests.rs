@@ -1,0 +1,411 @@
+//! The request path against real HTTP servers on loopback port 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use super::*;
+use crate::{Source, StaticDiscovery};
+
+/// How a fake instance answers: 0 = ok, 1 = 500, 2 = garbage body, 3 = hang, 4 = 404.
+#[derive(Debug, Default)]
+struct Fake {
+    mode: AtomicU32,
+    hits: AtomicUsize,
+}
+
+const OK: u32 = 0;
+const FAIL: u32 = 1;
+const GARBAGE: u32 = 2;
+const HANG: u32 = 3;
+const NOT_FOUND: u32 = 4;
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Rating {
+    item_id: String,
+    instance: u32,
+}
+
+async fn rating(State((n, fake)): State<(u32, Arc<Fake>)>) -> (StatusCode, String) {
+    fake.hits.fetch_add(1, Ordering::SeqCst);
+    match fake.mode.load(Ordering::SeqCst) {
+        FAIL => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{\"error\":\"boom\"}".into(),
+        ),
+        GARBAGE => (StatusCode::OK, "<html>not json".into()),
+        HANG => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            (StatusCode::OK, String::new())
+        }
+        NOT_FOUND => (StatusCode::NOT_FOUND, "{\"error\":\"no such item\"}".into()),
+        _ => (
+            StatusCode::OK,
+            format!("{{\"item_id\":\"widget\",\"instance\":{n}}}"),
+        ),
+    }
+}
+
+/// Starts `n` fake instances; returns their addresses and controls.
+async fn fakes(n: u32) -> (Vec<String>, Vec<Arc<Fake>>) {
+    let mut addresses = Vec::new();
+    let mut controls = Vec::new();
+    for i in 1..=n {
+        let fake = Arc::new(Fake::default());
+        let app = Router::new()
+            .route("/ratings/widget", get(rating).post(rating))
+            .with_state((i, Arc::clone(&fake)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        addresses.push(format!("http://{}", listener.local_addr().expect("addr")));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        controls.push(fake);
+    }
+    (addresses, controls)
+}
+
+fn client(addresses: &[String]) -> ServiceClientBuilder {
+    ServiceClient::builder("ratings")
+        .discovery(StaticDiscovery::new(addresses.iter().cloned()))
+        .timeout(Duration::from_millis(300))
+        .retest_delay(Duration::from_millis(400))
+}
+
+/// The next breaker event, skipping discovery's instance events.
+async fn next_breaker_event(events: &mut broadcast::Receiver<Event>) -> Event {
+    let wait = async {
+        loop {
+            match events.recv().await.expect("event stream open") {
+                Event::InstanceAdded { .. } | Event::InstanceRemoved { .. } => continue,
+                other => return other,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), wait)
+        .await
+        .expect("breaker event in time")
+}
+
+async fn instance_of(client: &ServiceClient) -> u32 {
+    client
+        .get_json::<Rating>("/ratings/widget")
+        .await
+        .expect("rating")
+        .instance
+}
+
+#[tokio::test]
+async fn round_robin_interleaves_across_instances() {
+    let (addresses, _) = fakes(3).await;
+    let c = client(&addresses).build().expect("client");
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(instance_of(&c).await);
+    }
+    assert_eq!(seen, vec![1, 2, 3, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn failing_instance_opens_and_is_skipped_then_retested_and_closed() {
+    let (addresses, fakes) = fakes(2).await;
+    let c = client(&addresses).build().expect("client");
+    let mut events = c.subscribe();
+    fakes[0].mode.store(FAIL, Ordering::SeqCst);
+    // The first call hits instance 1, fails, and is retried on instance 2.
+    assert_eq!(instance_of(&c).await, 2);
+    assert_eq!(
+        next_breaker_event(&mut events).await,
+        Event::BreakerOpened {
+            service: "ratings".into(),
+            address: addresses[0].clone()
+        }
+    );
+    let hits_when_opened = fakes[0].hits.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(instance_of(&c).await, 2);
+    }
+    assert_eq!(
+        fakes[0].hits.load(Ordering::SeqCst),
+        hits_when_opened,
+        "no request while open"
+    );
+    // The retest timer moves it to Retest by itself.
+    assert_eq!(
+        next_breaker_event(&mut events).await,
+        Event::BreakerRetesting {
+            service: "ratings".into(),
+            address: addresses[0].clone()
+        }
+    );
+    fakes[0].mode.store(OK, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(instance_of(&c).await);
+    }
+    assert!(seen.contains(&1), "probe went to instance 1: {seen:?}");
+    assert_eq!(
+        next_breaker_event(&mut events).await,
+        Event::BreakerClosed {
+            service: "ratings".into(),
+            address: addresses[0].clone()
+        }
+    );
+    let states: Vec<_> = c.instances().iter().map(|i| i.state).collect();
+    assert_eq!(states, vec![crate::breaker::BreakerState::Closed; 2]);
+}
+
+#[tokio::test]
+async fn a_hanging_instance_times_out_and_opens() {
+    let (addresses, fakes) = fakes(1).await;
+    fakes[0].mode.store(HANG, Ordering::SeqCst);
+    let c = client(&addresses).build().expect("client");
+    let started = Instant::now();
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+    // Now open: the next call is turned away at once.
+    let started = Instant::now();
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    assert_eq!(
+        error,
+        Error::AllInstancesDown {
+            service: "ratings".into()
+        }
+    );
+    assert!(started.elapsed() < Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn not_found_is_the_callers_problem_and_never_trips_the_breaker() {
+    let (addresses, fakes) = fakes(1).await;
+    fakes[0].mode.store(NOT_FOUND, Ordering::SeqCst);
+    let c = client(&addresses).build().expect("client");
+    for _ in 0..5 {
+        let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+        assert!(
+            matches!(error, Error::Status { status: 404, .. }),
+            "{error:?}"
+        );
+    }
+    assert_eq!(
+        fakes[0].hits.load(Ordering::SeqCst),
+        5,
+        "no retries for a 404"
+    );
+    assert_eq!(c.instances()[0].state, crate::breaker::BreakerState::Closed);
+}
+
+#[tokio::test]
+async fn garbage_body_is_a_failure_and_is_retried_elsewhere() {
+    let (addresses, fakes) = fakes(2).await;
+    fakes[0].mode.store(GARBAGE, Ordering::SeqCst);
+    let c = client(&addresses).build().expect("client");
+    assert_eq!(instance_of(&c).await, 2);
+    assert_eq!(c.instances()[0].state, crate::breaker::BreakerState::Open);
+    // Alone, the garbage instance gives a decode error.
+    let (alone, fakes) = self::fakes(1).await;
+    fakes[0].mode.store(GARBAGE, Ordering::SeqCst);
+    let c = client(&alone).build().expect("client");
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    assert!(matches!(error, Error::Decode { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn no_instances_is_all_down_at_once() {
+    let c = client(&[]).build().expect("client");
+    let started = Instant::now();
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    assert_eq!(
+        error,
+        Error::AllInstancesDown {
+            service: "ratings".into()
+        }
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn refused_connections_open_breakers_then_stale_answers_are_served() {
+    let (addresses, fakes) = fakes(1).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let mut all = addresses.clone();
+    all.push(dead.clone());
+    let c = client(&all)
+        .cache_ttl(Duration::ZERO)
+        .build()
+        .expect("client");
+    let first = c
+        .get_json_cached::<Rating>("/ratings/widget")
+        .await
+        .expect("live");
+    assert_eq!(first.source, Source::Live);
+    assert_eq!(first.value.instance, 1);
+    // Instance 1 starts failing; the dead one refuses connections.
+    fakes[0].mode.store(FAIL, Ordering::SeqCst);
+    let stale = c
+        .get_json_cached::<Rating>("/ratings/widget")
+        .await
+        .expect("stale");
+    assert_eq!(stale.source, Source::Stale);
+    assert_eq!(stale.value.instance, 1);
+    let states: Vec<_> = c.instances().iter().map(|i| i.state).collect();
+    assert_eq!(states, vec![crate::breaker::BreakerState::Open; 2]);
+    // Nothing cached for another path: the error comes through.
+    let error = c
+        .get_json_cached::<Rating>("/ratings/other")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error,
+        Error::AllInstancesDown {
+            service: "ratings".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn cached_answers_coalesce_and_expire() {
+    let (addresses, fakes) = fakes(1).await;
+    let c = client(&addresses)
+        .cache_ttl(Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get_json_cached::<Rating>("/ratings/widget").await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("task").expect("answer");
+    }
+    assert_eq!(
+        fakes[0].hits.load(Ordering::SeqCst),
+        1,
+        "ten concurrent misses, one call"
+    );
+    let hit = c
+        .get_json_cached::<Rating>("/ratings/widget")
+        .await
+        .expect("hit");
+    assert_eq!(hit.source, Source::Cache);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let live = c
+        .get_json_cached::<Rating>("/ratings/widget")
+        .await
+        .expect("live");
+    assert_eq!(live.source, Source::Live);
+    assert_eq!(fakes[0].hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn retries_stay_within_the_budget() {
+    let (addresses, fakes) = fakes(3).await;
+    for f in &fakes {
+        f.mode.store(FAIL, Ordering::SeqCst);
+    }
+    let c = client(&addresses)
+        .failure_limit(1000)
+        .retry_budget(0.0)
+        .build()
+        .expect("client");
+    // The budget's floor allows 10 retries/s over its 10 s window (100); beyond that, each
+    // request makes a single attempt.
+    for _ in 0..200 {
+        let _ = c.get_json::<Rating>("/ratings/widget").await;
+    }
+    let hits: usize = fakes.iter().map(|f| f.hits.load(Ordering::SeqCst)).sum();
+    assert!(
+        hits <= 200 + 100,
+        "retries beyond the budget: {hits} attempts"
+    );
+    assert!(hits > 200, "the floor allows some retries: {hits}");
+}
+
+#[tokio::test]
+async fn post_is_not_retried_unless_allowed() {
+    let (addresses, fakes) = fakes(2).await;
+    for f in &fakes {
+        f.mode.store(FAIL, Ordering::SeqCst);
+    }
+    let c = client(&addresses)
+        .failure_limit(100)
+        .build()
+        .expect("client");
+    let error = c
+        .send(
+            Method::POST,
+            "/ratings/widget",
+            Some(Bytes::from_static(b"{}")),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::Status { status: 500, .. }),
+        "{error:?}"
+    );
+    let hits: usize = fakes.iter().map(|f| f.hits.load(Ordering::SeqCst)).sum();
+    assert_eq!(hits, 1, "a failed POST is not retried");
+    // GET is retried: two instances, two more attempts.
+    let _ = c.get_json::<Rating>("/ratings/widget").await;
+    let hits: usize = fakes.iter().map(|f| f.hits.load(Ordering::SeqCst)).sum();
+    assert_eq!(hits, 3);
+}
+
+#[tokio::test]
+async fn deadline_bounds_all_attempts() {
+    let (addresses, fakes) = fakes(3).await;
+    for f in &fakes {
+        f.mode.store(HANG, Ordering::SeqCst);
+    }
+    let c = client(&addresses)
+        .deadline(Duration::from_millis(450))
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(700), "{took:?}");
+    assert!(
+        matches!(
+            error,
+            Error::DeadlineExceeded { .. } | Error::Timeout { .. }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_is_a_typed_error() {
+    let no_discovery = ServiceClient::builder("ratings").build().unwrap_err();
+    assert!(matches!(no_discovery, Error::Config(ref m) if m.contains("discovery")));
+    let bad_name = ServiceClient::builder("rat ings")
+        .discovery(StaticDiscovery::new(["http://127.0.0.1:1"]))
+        .build()
+        .unwrap_err();
+    assert!(matches!(bad_name, Error::Config(ref m) if m.contains("service name")));
+    let zero = client(&[]).failure_limit(0).build().unwrap_err();
+    assert!(matches!(zero, Error::Config(ref m) if m.contains("failure_limit")));
+    let bad_path = client(&[])
+        .build()
+        .expect("client")
+        .get("ratings")
+        .await
+        .unwrap_err();
+    assert!(matches!(bad_path, Error::InvalidRequest(_)));
+}

@@ -1,0 +1,87 @@
+//! Where the instances of a service come from.
+//!
+//! A [`Discovery`] source watches one service and publishes each new instance set into a
+//! [`tokio::sync::watch`] channel; the client reads the latest set on every request, so a
+//! change is used by the very next call. Sources:
+//!
+//! - [`RegistryDiscovery`]: the registry's blocking query. Each query waits at the registry
+//!   until the set changes, so a new or departed instance is seen within milliseconds. When
+//!   the registry cannot be reached the last known set is kept, and the outage is logged once
+//!   (and once more when it ends), not per request.
+//! - [`StaticDiscovery`]: a fixed list of addresses.
+//!
+//! Sources report outages and recoveries through [`DiscoveryReport`]s so the client can log
+//! them and publish [`Event`](crate::Event)s.
+
+mod registry;
+mod static_list;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+use crate::Instance;
+
+pub use registry::RegistryDiscovery;
+pub use static_list::StaticDiscovery;
+
+/// The instances of a service at one moment, sorted by id.
+pub type InstanceSet = Arc<[Instance]>;
+
+/// Where a discovery source publishes what it finds.
+#[derive(Debug)]
+pub struct DiscoverySink {
+    pub(crate) sets: watch::Sender<Option<InstanceSet>>,
+    pub(crate) reports: tokio::sync::mpsc::UnboundedSender<DiscoveryReport>,
+}
+
+impl DiscoverySink {
+    /// Publishes a new instance set (sorted by id here). Returns `false` once nobody listens,
+    /// which tells the source to stop.
+    pub fn publish(&self, mut instances: Vec<Instance>) -> bool {
+        instances.sort_by(|a, b| a.id.cmp(&b.id));
+        let set: InstanceSet = instances.into();
+        self.sets.send_if_modified(|current| {
+            if current.as_deref() == Some(&*set) {
+                false
+            } else {
+                *current = Some(set);
+                true
+            }
+        });
+        !self.sets.is_closed()
+    }
+
+    /// Reports that the source cannot be reached (the last set stays in use).
+    pub fn outage(&self, reason: impl Into<String>) {
+        let _ = self.reports.send(DiscoveryReport::Outage(reason.into()));
+    }
+
+    /// Reports that the source answers again.
+    pub fn recovered(&self) {
+        let _ = self.reports.send(DiscoveryReport::Recovered);
+    }
+
+    /// Whether every reader is gone (the client was dropped).
+    pub fn is_closed(&self) -> bool {
+        self.sets.is_closed()
+    }
+}
+
+/// A change in a discovery source's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryReport {
+    /// The source cannot be reached.
+    Outage(String),
+    /// The source answers again.
+    Recovered,
+}
+
+/// A source of instance sets for a named service.
+pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
+    /// Watches `service` and publishes every new set into `sink`, until
+    /// [`DiscoverySink::is_closed`]. The client spawns the returned future as a task and
+    /// aborts it when the client is dropped.
+    fn watch(&self, service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()>;
+}
