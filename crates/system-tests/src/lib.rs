@@ -1,1 +1,316 @@
-//! End-to-end tests live in `tests/`.
+//! Helpers for the end-to-end tests in `tests/`: start the real `registry`,
+//! `ratings-service` and `market` binaries on port 0, read what they log, signal them as a
+//! user would (Ctrl-C, Ctrl-Z, `kill -9`), and wait for conditions with a deadline.
+//!
+//! The binaries are built once per test run with `cargo build` (a no-op when they are up to
+//! date), so `cargo test` alone is enough.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure is a test failure
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+/// Where the workspace's binaries are built (the directory holding this test binary's
+/// `deps/`).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// Builds the three service binaries once per test process.
+fn ensure_built() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = bin_dir();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args([
+                "build", "--bin", "registry", "--bin", "ratings-service", "--bin", "market",
+            ]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build");
+            assert!(status.success(), "cargo build of the service binaries failed");
+            dir
+        })
+        .clone()
+}
+
+/// One running program, its output kept line by line.
+pub struct Proc {
+    /// The program's name, for messages.
+    pub name: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    /// The base URL it listens on, from its `listening on http://...` line.
+    pub url: String,
+    stopped: bool,
+}
+
+impl Proc {
+    /// Starts `binary` with `args`, waits for its `listening on` line (at most 20 s).
+    pub async fn start(binary: &str, args: &[&str]) -> Proc {
+        let dir = ensure_built();
+        let mut child = Command::new(dir.join(binary))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("REGISTRY_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        collect(child.stdout.take().expect("stdout"), Arc::clone(&lines));
+        collect(child.stderr.take().expect("stderr"), Arc::clone(&lines));
+        let mut proc = Proc {
+            name: binary.to_string(),
+            child,
+            lines,
+            url: String::new(),
+            stopped: false,
+        };
+        let line = proc
+            .wait_for_log("listening on http://", Duration::from_secs(20))
+            .await;
+        let at = line.find("listening on http://").expect("found") + "listening on ".len();
+        proc.url = line[at..]
+            .split_whitespace()
+            .next()
+            .expect("url")
+            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string();
+        proc
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every line logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// How many lines logged so far contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until a line containing `needle` is logged; returns it. Panics with the whole
+    /// log after `limit`.
+    pub async fn wait_for_log(&mut self, needle: &str, limit: Duration) -> String {
+        self.wait_for_nth_log(needle, 1, limit).await
+    }
+
+    /// Waits until `n` lines containing `needle` have been logged; returns the n-th.
+    pub async fn wait_for_nth_log(&mut self, needle: &str, n: usize, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
+            {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} did not log {needle:?} {n} time(s) within {limit:?}:\n{}",
+                    self.name,
+                    self.lines().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid() as i32), signal).expect("send signal");
+    }
+
+    /// Ctrl-Z: SIGSTOP. The process keeps its sockets but answers nothing.
+    pub fn pause(&mut self) {
+        self.signal(Signal::SIGSTOP);
+        self.stopped = true;
+    }
+
+    /// `fg`: SIGCONT.
+    pub fn resume(&mut self) {
+        self.signal(Signal::SIGCONT);
+        self.stopped = false;
+    }
+
+    /// Ctrl-C as a service manager sends it (SIGTERM), then waits for a clean exit (at most
+    /// 10 s). Returns whether it exited successfully.
+    pub async fn terminate(&mut self) -> bool {
+        if self.stopped {
+            self.resume();
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "{} ignored SIGTERM", self.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to deregister.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.stopped {
+            let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGCONT);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if std::env::var_os("SYSTEM_TESTS_ECHO").is_some() {
+                eprintln!("{line}");
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+}
+
+/// Starts the registry on a free loopback port.
+pub async fn registry(extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Proc::start("registry", &args).await
+}
+
+/// Starts ratings instance `n` on a free loopback port, registered with `registry`, and
+/// waits until it says it registered.
+pub async fn ratings(n: u32, registry: &Proc, extra: &[&str]) -> Proc {
+    let instance = n.to_string();
+    let mut args = vec![
+        "--instance",
+        &instance,
+        "--listen",
+        "127.0.0.1:0",
+        "--registry",
+        &registry.url,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start("ratings-service", &args).await
+}
+
+/// Starts the market on a free loopback port, using `registry` for discovery.
+pub async fn market(registry: &Proc, extra: &[&str]) -> Proc {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--registry", &registry.url];
+    args.extend_from_slice(extra);
+    Proc::start("market", &args).await
+}
+
+/// An HTTP client for talking to the programs as a browser or script would.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// GETs `url` and decodes JSON, panicking with the body on a non-2xx status.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = http().get(url).send().await.expect("GET");
+    let status = response.status();
+    let body = response.text().await.expect("body");
+    assert!(status.is_success(), "GET {url} answered {status}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}
+
+/// Calls `check` every 10 ms until it returns `Some`, for at most `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the registry lists exactly `ids` for `service` (at most 10 s).
+pub async fn wait_for_instances(registry: &Proc, service: &str, ids: &[&str]) {
+    let url = format!("{}/v1/services/{service}", registry.url);
+    let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    eventually(Duration::from_secs(10), &format!("{service} instances {ids:?}"), || {
+        let url = url.clone();
+        let want = want.clone();
+        async move {
+            let answer = get_json(&url).await;
+            let mut have: Vec<String> = answer["instances"]
+                .as_array()?
+                .iter()
+                .filter_map(|i| i["id"].as_str().map(str::to_string))
+                .collect();
+            have.sort();
+            (have == want).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The market's `/api/items` answer as (item id, rating, source, instance) rows.
+pub async fn market_items(market: &Proc) -> Vec<(String, Option<u64>, String, Option<u64>)> {
+    let answer = get_json(&format!("{}/api/items", market.url)).await;
+    answer["items"]
+        .as_array()
+        .expect("items array")
+        .iter()
+        .map(|item| {
+            (
+                item["id"].as_str().expect("id").to_string(),
+                item["rating"].as_u64(),
+                item["rating_source"].as_str().expect("source").to_string(),
+                item["rating_instance"].as_u64(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,151 @@
+//! The walkthrough in DESIGN.md, step by step, with the real programs.
+
+use std::time::Duration;
+
+use system_tests::*;
+
+const ITEMS: [&str; 4] = ["widget", "gadget", "gizmo", "doohickey"];
+
+#[tokio::test]
+async fn without_ratings_the_page_shows_prices_and_no_rating_yet() {
+    let registry = registry(&[]).await;
+    let market = market(&registry, &[]).await;
+    let page = http().get(&market.url).send().await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.expect("html");
+    assert_eq!(html.matches("no rating yet").count(), 4, "{html}");
+    assert!(html.contains('$'), "prices shown: {html}");
+    let items = market_items(&market).await;
+    assert_eq!(items.len(), 4);
+    for (id, rating, source, _) in items {
+        assert_eq!((rating, source.as_str()), (None, "none"), "{id}");
+    }
+    assert!(market.count("all services are down") >= 1);
+}
+
+#[tokio::test]
+async fn ratings_appear_and_calls_interleave_across_instances() {
+    let registry = registry(&[]).await;
+    let _r1 = ratings(1, &registry, &[]).await;
+    let _r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let market = market(&registry, &[]).await;
+
+    let items = market_items(&market).await;
+    let ids: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
+    assert_eq!(ids, ITEMS);
+    for (id, rating, source, _) in &items {
+        assert!(matches!(rating, Some(1..=5)), "{id}: {rating:?}");
+        assert_eq!(source, "live", "{id}");
+    }
+    let served_by: Vec<u64> = items.iter().filter_map(|i| i.3).collect();
+    assert!(served_by.contains(&1) && served_by.contains(&2), "{served_by:?}");
+
+    let html = http()
+        .get(&market.url)
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("html");
+    assert!(!html.contains("no rating yet"), "{html}");
+
+    // The market's terminal shows each call, on both instances.
+    assert!(market.count("ratings using instance 1: http://127.0.0.1:") >= 1);
+    assert!(market.count("ratings using instance 2: http://127.0.0.1:") >= 1);
+    let calls: Vec<String> = market
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("ratings using instance"))
+        .collect();
+    assert!(calls.len() >= 8, "two page loads, four calls each: {calls:?}");
+}
+
+#[tokio::test]
+async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_down() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let mut r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let mut market = market(&registry, &[]).await;
+    let before = market_items(&market).await;
+    assert!(before.iter().all(|i| i.2 == "live"), "{before:?}");
+
+    // Ctrl-C both instances: they deregister, and the market hears of it.
+    assert!(r1.terminate().await, "instance 1 exits cleanly");
+    assert!(r2.terminate().await, "instance 2 exits cleanly");
+    wait_for_instances(&registry, "ratings", &[]).await;
+    for n in [1, 2] {
+        market
+            .wait_for_log(&format!("ratings instance {n} removed"), Duration::from_secs(5))
+            .await;
+    }
+
+    let after = market_items(&market).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.1, b.1, "same rating for {}", a.0);
+        assert!(a.2 == "stale" || a.2 == "cache", "{a:?}");
+    }
+    assert!(market.count("all services are down") >= 1);
+    let html = http()
+        .get(&market.url)
+        .send()
+        .await
+        .expect("GET /")
+        .text()
+        .await
+        .expect("html");
+    assert!(!html.contains("no rating yet"), "ratings still shown: {html}");
+}
+
+#[tokio::test]
+async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let _r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let mut market = market(
+        &registry,
+        &["--timeout", "300ms", "--retest-delay", "2s"],
+    )
+    .await;
+    market_items(&market).await;
+    let url1 = r1.url.clone();
+    let using1 = format!("ratings using instance 1: {url1}");
+
+    // Ctrl-Z instance 1: the next call to it times out and opens its breaker.
+    r1.pause();
+    let items = market_items(&market).await;
+    assert!(
+        items.iter().all(|i| i.1.is_some()),
+        "every rating still shown: {items:?}"
+    );
+    let open = format!("OPEN breaker on [ratings at {url1}]");
+    market.wait_for_log(&open, Duration::from_secs(2)).await;
+
+    // Until the retest delay passes, nothing goes to instance 1.
+    let calls_to_1 = market.count(&using1);
+    for _ in 0..3 {
+        let items = market_items(&market).await;
+        assert!(items.iter().all(|i| i.2 == "live" && i.3 == Some(2)), "{items:?}");
+    }
+    assert_eq!(market.count(&using1), calls_to_1, "no request to an open instance");
+    assert_eq!(market.count("RETEST breaker"), 0, "too early for a retest");
+
+    // After the delay the breaker retests by itself.
+    let retest = format!("RETEST breaker on [ratings at {url1}]");
+    market.wait_for_log(&retest, Duration::from_secs(4)).await;
+
+    // `fg` instance 1; the next probe succeeds and closes the breaker.
+    r1.resume();
+    market_items(&market).await;
+    let close = format!("CLOSE breaker on [ratings at {url1}]");
+    market.wait_for_log(&close, Duration::from_secs(2)).await;
+
+    // Traffic interleaves again.
+    let items = market_items(&market).await;
+    let served_by: Vec<u64> = items.iter().filter_map(|i| i.3).collect();
+    assert!(served_by.contains(&1) && served_by.contains(&2), "{served_by:?}");
+    assert_eq!(market.count(&open), 1, "opened once");
+}

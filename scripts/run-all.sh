@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the whole system in one terminal: the registry, ratings instances 1..3 and the
+# market, each line prefixed with the process it came from. Ctrl-C stops everything
+# cleanly (instances deregister, the market and registry shut down gracefully).
+set -euo pipefail
+: "${BIN:?}" "${RUN_DIR:?}"
+mkdir -p "$RUN_DIR"
+pids=()
+
+# start NAME CMD...: runs CMD with its output prefixed by [NAME]. The prefixer ignores
+# Ctrl-C so it can print the services' last lines as they shut down.
+start() {
+    local name=$1; shift
+    "$@" > >(trap '' INT TERM; exec sed -u "s/^/[$name] /") 2>&1 &
+    pids+=("$!")
+    echo $! > "$RUN_DIR/$name.pid"
+}
+
+stop() {
+    trap - INT TERM
+    echo "[run] stopping..."
+    kill -CONT "${pids[@]}" 2>/dev/null || true
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM
+
+start registry "$BIN/registry"
+# Wait for the registry to answer before starting what registers with it.
+for _ in $(seq 1 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/8500) 2>/dev/null && break
+    sleep 0.1
+done
+for n in 1 2 3; do
+    start "ratings-$n" "$BIN/ratings-service" --instance "$n"
+done
+start market "$BIN/market"
+echo "[run] market on http://127.0.0.1:5000 — Ctrl-C stops everything"
+echo "[run] in another terminal: make pauseRatings INSTANCE=1, make resumeRatings INSTANCE=1"
+wait || true
+wait || true
+rm -f "$RUN_DIR"/*.pid
