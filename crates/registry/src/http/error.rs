@@ -1,0 +1,173 @@
+//! The one error type handlers return, rendered as `{"error": "<what was wrong>"}`.
+//!
+//! Every variant maps to a 4xx status with a message about the request, never about the
+//! server's internals. axum's own rejections (bad JSON, missing content type, oversized
+//! body, bad path or query) are converted here too, so clients see one error shape.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+use crate::validate::ValidationError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The input broke a rule (name, address, metadata, TTL, query parameter).
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// axum could not extract the request (body, content type, path or query); the status
+    /// is the one axum chose, except that JSON of the wrong shape is a plain 400.
+    #[error("{message}")]
+    Rejected {
+        /// Status to answer with.
+        status: StatusCode,
+        /// What was wrong, from the rejection.
+        message: String,
+    },
+    /// The bearer token was missing or wrong.
+    #[error("missing or wrong bearer token (Authorization: Bearer <token>)")]
+    Unauthorized,
+    /// The store refused the operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Too many blocking queries are already waiting.
+    #[error("too many blocking queries in progress; retry later or query without index")]
+    TooManyBlockingQueries,
+    /// No route matches the path.
+    #[error("no such endpoint: {0}")]
+    NotFound(String),
+    /// The path exists but not for this method.
+    #[error("method {0} is not allowed on this endpoint")]
+    MethodNotAllowed(String),
+}
+
+impl ApiError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Rejected { status, .. } => *status,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Store(error) => match error {
+                StoreError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
+                StoreError::LeaseMismatch => StatusCode::FORBIDDEN,
+                StoreError::AddressConflict => StatusCode::CONFLICT,
+                StoreError::TooManyInstances { .. } | StoreError::TooManyServices { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+            },
+            Self::TooManyBlockingQueries => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn rejected(status: StatusCode, message: String) -> Self {
+        // axum answers well-formed JSON of the wrong shape with 422; our contract is 400.
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        Self::Rejected { status, message }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    /// What was wrong.
+    error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        // Path rejections that are not the client's fault (a route/extractor mismatch)
+        // would be 500s; they cannot happen with our routes, and the text is still safe.
+        Self::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::rejected(rejection.status(), rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    async fn render(error: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn store_errors_map_to_the_documented_statuses() {
+        let cases = [
+            (
+                StoreError::UnknownInstance {
+                    service: "s".into(),
+                    id: "i".into(),
+                },
+                404,
+            ),
+            (StoreError::LeaseMismatch, 403),
+            (StoreError::AddressConflict, 409),
+            (StoreError::TooManyInstances { limit: 1 }, 429),
+            (StoreError::TooManyServices { limit: 1 }, 429),
+        ];
+        for (error, status) in cases {
+            let message = error.to_string();
+            let (got, body) = render(ApiError::Store(error)).await;
+            assert_eq!(got.as_u16(), status);
+            assert_eq!(body, serde_json::json!({ "error": message }));
+        }
+    }
+
+    #[tokio::test]
+    async fn unauthorized_asks_for_a_bearer_token() {
+        let response = ApiError::Unauthorized.into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+}

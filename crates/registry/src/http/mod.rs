@@ -1,0 +1,151 @@
+//! The HTTP API: shared state, the router, handlers, extractors, auth and errors.
+//!
+//! | call | handler |
+//! |---|---|
+//! | `PUT /v1/services/{service}/instances/{id}` | register; `{"lease", "ttl_secs"}` |
+//! | `PUT /v1/services/{service}/instances/{id}/heartbeat` | renew (`X-Lease`); `{"ttl_secs"}` |
+//! | `DELETE /v1/services/{service}/instances/{id}` | deregister (`X-Lease`); 204 |
+//! | `GET /v1/services` | `{"services": [...]}` |
+//! | `GET /v1/services/{service}?index=N&wait=30s` | `{"index", "instances"}`, blocking with `index` |
+//! | `GET /health` | `{"status": "ok"}` |
+//!
+//! Errors are always `{"error": "..."}` ([`ApiError`]).
+
+mod auth;
+pub mod error;
+mod extract;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, put};
+use tokio::sync::Semaphore;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+pub use extract::LEASE_HEADER;
+pub use routes::INDEX_HEADER;
+
+use crate::config::{BearerToken, Config};
+use crate::shutdown::Shutdown;
+use crate::store::MemoryStore;
+use crate::validate::TtlPolicy;
+
+/// Largest request body accepted, in bytes; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Shared so clones are one pointer copy.
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// The registry's data.
+    store: Arc<MemoryStore>,
+    /// TTL default and bounds for registrations.
+    ttl_policy: TtlPolicy,
+    /// Cap on a blocking query's wait, and its wait when it names none.
+    max_wait: Duration,
+    /// Required bearer token, if any.
+    token: Option<BearerToken>,
+    /// Whether reads need the token too.
+    protect_reads: bool,
+    /// One permit per blocking query in progress; bounds parked requests.
+    blocking_permits: Semaphore,
+    /// The permits `blocking_permits` started with.
+    max_blocking_queries: usize,
+    /// Fired when the server shuts down: blocking queries return at once.
+    shutdown: Shutdown,
+}
+
+impl AppState {
+    /// State for `config`, with an empty in-memory store.
+    pub fn new(config: &Config) -> Self {
+        let max_blocking_queries = config.max_blocking_queries.min(Semaphore::MAX_PERMITS);
+        Self {
+            inner: Arc::new(Shared {
+                store: Arc::new(MemoryStore::new(config.store_limits())),
+                ttl_policy: config.ttl_policy(),
+                max_wait: config.max_wait,
+                token: config.token.clone(),
+                protect_reads: config.protect_reads,
+                blocking_permits: Semaphore::new(max_blocking_queries),
+                max_blocking_queries,
+                shutdown: Shutdown::new(),
+            }),
+        }
+    }
+
+    /// The store behind the API.
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.inner.store
+    }
+
+    /// The shutdown signal; firing it makes blocking queries return at once.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
+    /// How many blocking queries are waiting right now.
+    pub fn blocking_queries(&self) -> usize {
+        self.inner.max_blocking_queries - self.inner.blocking_permits.available_permits()
+    }
+
+    fn ttl_policy(&self) -> &TtlPolicy {
+        &self.inner.ttl_policy
+    }
+
+    fn max_wait(&self) -> Duration {
+        self.inner.max_wait
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.inner.token.as_ref().map(BearerToken::as_str)
+    }
+
+    fn protect_reads(&self) -> bool {
+        self.inner.protect_reads
+    }
+
+    fn blocking_permits(&self) -> &Semaphore {
+        &self.inner.blocking_permits
+    }
+}
+
+/// The registry's router. Serve it with [`crate::run`], or call it directly in tests
+/// (`app(state).oneshot(request)`).
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/services", get(routes::list_services))
+        .route("/v1/services/{service}", get(routes::get_service))
+        .route(
+            "/v1/services/{service}/instances/{id}",
+            put(routes::register).delete(routes::deregister),
+        )
+        .route(
+            "/v1/services/{service}/instances/{id}/heartbeat",
+            put(routes::heartbeat),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(routes::health))
+        .merge(api)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

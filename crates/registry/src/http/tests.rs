@@ -1,0 +1,869 @@
+//! Handler tests: the router driven with `oneshot`, no sockets.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::time::{Instant, advance};
+use tower::ServiceExt;
+
+use super::*;
+
+const ADDR: &str = "http://127.0.0.1:8001";
+
+fn state() -> AppState {
+    AppState::new(&Config::default())
+}
+
+fn state_with(configure: impl FnOnce(&mut Config)) -> AppState {
+    let mut config = Config::default();
+    configure(&mut config);
+    AppState::new(&config)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+async fn send(state: &AppState, request: Request<Body>) -> Reply {
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {bytes:?}"))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn put_json(uri: &str, body: &Value) -> Request<Body> {
+    Request::put(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn with_lease(method: Method, uri: &str, lease: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(lease) = lease {
+        builder = builder.header("X-Lease", lease);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn instance_uri(service: &str, id: &str) -> String {
+    format!("/v1/services/{service}/instances/{id}")
+}
+
+/// Registers and returns the lease.
+async fn register(state: &AppState, service: &str, id: &str, address: &str) -> String {
+    let reply = send(
+        state,
+        put_json(&instance_uri(service, id), &json!({ "address": address })),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["lease"].as_str().unwrap().to_owned()
+}
+
+async fn heartbeat(state: &AppState, service: &str, id: &str, lease: Option<&str>) -> Reply {
+    let uri = format!("{}/heartbeat", instance_uri(service, id));
+    send(state, with_lease(Method::PUT, &uri, lease)).await
+}
+
+async fn service(state: &AppState, name: &str) -> Value {
+    let reply = send(state, get(&format!("/v1/services/{name}"))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.body
+}
+
+async fn services(state: &AppState) -> Value {
+    send(state, get("/v1/services")).await.body["services"].clone()
+}
+
+fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    let message = reply.body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no JSON error in {}", reply.body));
+    assert!(
+        message.contains(needle),
+        "error {message:?} does not mention {needle:?}"
+    );
+    assert_eq!(
+        reply.body.as_object().map(|o| o.len()),
+        Some(1),
+        "error body has only `error`: {}",
+        reply.body
+    );
+}
+
+/// Yields until `n` blocking queries are parked (bounded).
+async fn until_blocking(state: &AppState, n: usize) {
+    for _ in 0..1000 {
+        if state.blocking_queries() == n {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!(
+        "expected {n} blocking queries, have {}",
+        state.blocking_queries()
+    );
+}
+
+#[tokio::test]
+async fn health_is_ok() {
+    let reply = send(&state(), get("/health")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({ "status": "ok" }));
+}
+
+#[tokio::test]
+async fn register_then_read_back() {
+    let state = state();
+    let reply = send(
+        &state,
+        put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "metadata": { "zone": "a" }, "ttl_secs": 60 }),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let lease = reply.body["lease"].as_str().unwrap();
+    assert_eq!(lease.len(), 32);
+    assert!(lease.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(reply.body["ttl_secs"], 60);
+
+    let reply = send(&state, get("/v1/services/ratings")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-registry-index"], "1");
+    assert_eq!(
+        reply.body,
+        json!({
+            "index": 1,
+            "instances": [{ "id": "1", "address": ADDR, "metadata": { "zone": "a" } }]
+        })
+    );
+    assert_eq!(services(&state).await, json!(["ratings"]));
+}
+
+#[tokio::test]
+async fn default_ttl_and_empty_metadata() {
+    let state = state();
+    let reply = send(
+        &state,
+        put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "metadata": null }),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["ttl_secs"], 120);
+    assert_eq!(
+        service(&state, "ratings").await["instances"][0]["metadata"],
+        json!({})
+    );
+}
+
+#[tokio::test]
+async fn listings_are_sorted() {
+    let state = state();
+    register(&state, "ratings", "b", "http://127.0.0.1:8002").await;
+    register(&state, "ratings", "a", ADDR).await;
+    register(&state, "market", "x", "http://127.0.0.1:5000").await;
+    assert_eq!(services(&state).await, json!(["market", "ratings"]));
+    let body = service(&state, "ratings").await;
+    let ids: Vec<_> = body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("a"), json!("b")]);
+}
+
+#[tokio::test]
+async fn unknown_service_is_empty_not_404() {
+    let reply = send(&state(), get("/v1/services/nothing-here")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({ "index": 0, "instances": [] }));
+    assert_eq!(reply.headers["x-registry-index"], "0");
+}
+
+#[tokio::test]
+async fn heartbeat_renews_without_moving_the_index() {
+    let state = state();
+    let lease = register(&state, "ratings", "1", ADDR).await;
+
+    let reply = heartbeat(&state, "ratings", "1", Some(&lease)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({ "ttl_secs": 120 }));
+    assert_eq!(service(&state, "ratings").await["index"], 1);
+
+    assert_error(
+        &heartbeat(&state, "ratings", "2", Some(&lease)).await,
+        StatusCode::NOT_FOUND,
+        "not registered",
+    );
+    assert_error(
+        &heartbeat(&state, "other", "1", Some(&lease)).await,
+        StatusCode::NOT_FOUND,
+        "not registered",
+    );
+    assert_error(
+        &heartbeat(&state, "ratings", "1", Some("0000")).await,
+        StatusCode::FORBIDDEN,
+        "lease",
+    );
+    assert_error(
+        &heartbeat(&state, "ratings", "1", None).await,
+        StatusCode::FORBIDDEN,
+        "lease",
+    );
+}
+
+#[tokio::test]
+async fn deregister_needs_the_lease_and_keeps_the_index() {
+    let state = state();
+    let lease = register(&state, "ratings", "1", ADDR).await;
+    let uri = instance_uri("ratings", "1");
+
+    let reply = send(&state, with_lease(Method::DELETE, &uri, Some("wrong"))).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
+    let reply = send(&state, with_lease(Method::DELETE, &uri, None)).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
+    let reply = send(
+        &state,
+        with_lease(Method::DELETE, &instance_uri("ratings", "2"), Some(&lease)),
+    )
+    .await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
+    assert_eq!(
+        service(&state, "ratings").await["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        service(&state, "ratings").await,
+        json!({ "index": 2, "instances": [] })
+    );
+    assert_eq!(services(&state).await, json!([]));
+    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
+}
+
+#[tokio::test]
+async fn identical_reregistration_issues_a_new_lease_only() {
+    let state = state();
+    let old = register(&state, "ratings", "1", ADDR).await;
+    let new = register(&state, "ratings", "1", ADDR).await;
+    assert_ne!(old, new);
+    assert_eq!(service(&state, "ratings").await["index"], 1);
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&old)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&new)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn metadata_change_moves_the_index() {
+    let state = state();
+    register(&state, "ratings", "1", ADDR).await;
+    let reply = send(
+        &state,
+        put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "metadata": { "v": "2" } }),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = service(&state, "ratings").await;
+    assert_eq!(body["index"], 2);
+    assert_eq!(body["instances"][0]["metadata"], json!({ "v": "2" }));
+}
+
+#[tokio::test]
+async fn moving_an_id_to_another_address_needs_its_lease() {
+    let state = state();
+    let lease = register(&state, "ratings", "1", ADDR).await;
+    let before = service(&state, "ratings").await;
+    let hijack = json!({ "address": "http://10.0.0.66:80" });
+    let uri = instance_uri("ratings", "1");
+
+    let reply = send(&state, put_json(&uri, &hijack)).await;
+    assert_error(&reply, StatusCode::CONFLICT, "different address");
+    let mut wrong = put_json(&uri, &hijack);
+    wrong
+        .headers_mut()
+        .insert("x-lease", "deadbeef".parse().unwrap());
+    assert_error(&send(&state, wrong).await, StatusCode::CONFLICT, "X-Lease");
+    assert_eq!(service(&state, "ratings").await, before);
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
+        StatusCode::OK,
+        "the owner's lease survives a refused hijack"
+    );
+
+    let mut owner = put_json(&uri, &hijack);
+    owner
+        .headers_mut()
+        .insert("x-lease", lease.parse().unwrap());
+    let reply = send(&state, owner).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let after = service(&state, "ratings").await;
+    assert_eq!(after["index"], 2);
+    assert_eq!(after["instances"][0]["address"], "http://10.0.0.66:80");
+}
+
+#[tokio::test]
+async fn invalid_registrations_are_refused_and_change_nothing() {
+    let long = "x".repeat(129);
+    let too_many: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases: Vec<(String, Value, &str)> = vec![
+        (instance_uri("ratings", "1"), json!({}), "address"),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": 8001 }),
+            "address",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": "127.0.0.1:8001" }),
+            "http://",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": "ftp://h:21" }),
+            "http://",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": "http://:80" }),
+            "host",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": "http://h:99999" }),
+            "port",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": "http://h/?x=1" }),
+            "query",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": format!("http://h/{}", "p".repeat(256)) }),
+            "256",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "metadata": too_many }),
+            "metadata",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "metadata": { "k".repeat(65): "v" } }),
+            "metadata key",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "metadata": { "k": "v".repeat(257) } }),
+            "metadata value",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "metadata": ["a"] }),
+            "metadata",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "metadata": { "k": 1 } }),
+            "metadata",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "ttl_secs": 0 }),
+            "ttl_secs",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "ttl_secs": 3601 }),
+            "ttl_secs",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "ttl_secs": -5 }),
+            "ttl_secs",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "ttl_secs": "60" }),
+            "ttl_secs",
+        ),
+        (instance_uri("ratings", "1"), json!([ADDR]), "JSON"),
+        (
+            instance_uri("ratings", "a%20b"),
+            json!({ "address": ADDR }),
+            "instance id",
+        ),
+        (
+            instance_uri("rat%2Fings", "1"),
+            json!({ "address": ADDR }),
+            "service",
+        ),
+        (
+            instance_uri("ratings", &long),
+            json!({ "address": ADDR }),
+            "128",
+        ),
+        (
+            instance_uri(&long, "1"),
+            json!({ "address": ADDR }),
+            "service",
+        ),
+    ];
+    let state = state();
+    for (uri, body, needle) in cases {
+        let reply = send(&state, put_json(&uri, &body)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+    }
+    assert_eq!(services(&state).await, json!([]));
+    assert_eq!(
+        service(&state, "ratings").await,
+        json!({ "index": 0, "instances": [] })
+    );
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_json_errors() {
+    let state = state();
+    let uri = instance_uri("ratings", "1");
+    let syntax = Request::put(&uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{\"address\": "))
+        .unwrap();
+    assert_error(&send(&state, syntax).await, StatusCode::BAD_REQUEST, "JSON");
+
+    let empty = Request::put(&uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::empty())
+        .unwrap();
+    assert_error(&send(&state, empty).await, StatusCode::BAD_REQUEST, "JSON");
+
+    let untyped = Request::put(&uri)
+        .body(Body::from(json!({ "address": ADDR }).to_string()))
+        .unwrap();
+    assert_error(
+        &send(&state, untyped).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "Content-Type",
+    );
+    assert_eq!(services(&state).await, json!([]));
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let state = state();
+    let body = json!({ "address": ADDR, "metadata": { "k": "v".repeat(17 * 1024) } });
+    let reply = send(&state, put_json(&instance_uri("ratings", "1"), &body)).await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "length limit");
+    assert_eq!(services(&state).await, json!([]));
+
+    // The same body without a length hint (streamed) is cut off too.
+    let request = Request::put(instance_uri("ratings", "1"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(streamed(body.to_string()))
+        .unwrap();
+    let reply = send(&state, request).await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "length limit");
+}
+
+/// A body without a length hint, as a streamed (chunked) upload has.
+fn streamed(text: String) -> Body {
+    Body::from_stream(Body::from(text).into_data_stream())
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let state = state();
+    assert_error(
+        &send(&state, get("/v2/nothing")).await,
+        StatusCode::NOT_FOUND,
+        "/v2/nothing",
+    );
+    assert_error(
+        &send(&state, get("/v1/services/a/instances")).await,
+        StatusCode::NOT_FOUND,
+        "no such endpoint",
+    );
+    let post = Request::post("/v1/services").body(Body::empty()).unwrap();
+    let reply = send(&state, post).await;
+    assert_error(&reply, StatusCode::METHOD_NOT_ALLOWED, "POST");
+    assert_eq!(reply.headers[header::ALLOW], "GET,HEAD");
+    let get_instance = get(&instance_uri("ratings", "1"));
+    assert_error(
+        &send(&state, get_instance).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "GET",
+    );
+}
+
+#[tokio::test]
+async fn bad_watch_parameters_are_400() {
+    let state = state();
+    for (query, needle) in [
+        ("index=abc", "index"),
+        ("index=-1", "index"),
+        ("index=1.5", "index"),
+        ("index=1&wait=forever", "wait"),
+        ("index=1&wait=10", "wait"),
+        ("index=1&index=2", "index"),
+    ] {
+        let reply = send(&state, get(&format!("/v1/services/ratings?{query}"))).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+    }
+    let reply = send(&state, get("/v1/services/bad%20name")).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "service");
+}
+
+#[tokio::test]
+async fn token_guards_writes() {
+    let state = state_with(|c| c.token = Some("s3cret".parse().unwrap()));
+    let uri = instance_uri("ratings", "1");
+    let body = json!({ "address": ADDR });
+
+    let reply = send(&state, put_json(&uri, &body)).await;
+    assert_error(&reply, StatusCode::UNAUTHORIZED, "bearer token");
+    assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
+    let mut wrong = put_json(&uri, &body);
+    wrong
+        .headers_mut()
+        .insert(header::AUTHORIZATION, "Bearer s3cre".parse().unwrap());
+    assert_error(
+        &send(&state, wrong).await,
+        StatusCode::UNAUTHORIZED,
+        "bearer token",
+    );
+    assert_eq!(services(&state).await, json!([]), "reads stay open");
+
+    let mut right = put_json(&uri, &body);
+    right
+        .headers_mut()
+        .insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+    let reply = send(&state, right).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let lease = reply.body["lease"].as_str().unwrap().to_owned();
+
+    // Heartbeat and deregister are writes too: the lease alone is not enough.
+    let reply = heartbeat(&state, "ratings", "1", Some(&lease)).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(services(&state).await, json!(["ratings"]));
+
+    assert_eq!(send(&state, get("/health")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn protect_reads_guards_reads_but_not_health() {
+    let state = state_with(|c| {
+        c.token = Some("s3cret".parse().unwrap());
+        c.protect_reads = true;
+    });
+    for uri in ["/v1/services", "/v1/services/ratings"] {
+        assert_error(
+            &send(&state, get(uri)).await,
+            StatusCode::UNAUTHORIZED,
+            "token",
+        );
+        let authorized = Request::get(uri)
+            .header(header::AUTHORIZATION, "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(&state, authorized).await.status, StatusCode::OK);
+    }
+    assert_eq!(send(&state, get("/health")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn instance_and_service_limits_are_429() {
+    let state = state_with(|c| {
+        c.max_instances_per_service = 1;
+        c.max_services = 1;
+    });
+    register(&state, "ratings", "1", ADDR).await;
+    let reply = send(
+        &state,
+        put_json(&instance_uri("ratings", "2"), &json!({ "address": ADDR })),
+    )
+    .await;
+    assert_error(
+        &reply,
+        StatusCode::TOO_MANY_REQUESTS,
+        "limit of 1 instances",
+    );
+    let reply = send(
+        &state,
+        put_json(&instance_uri("other", "1"), &json!({ "address": ADDR })),
+    )
+    .await;
+    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "limit of 1 services");
+    assert_eq!(services(&state).await, json!(["ratings"]));
+    assert_eq!(service(&state, "ratings").await["index"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_query_returns_as_soon_as_the_set_changes() {
+    let state = state();
+    register(&state, "ratings", "1", ADDR).await;
+    let start = Instant::now();
+    let watch =
+        tokio::spawn(app(state.clone()).oneshot(get("/v1/services/ratings?index=1&wait=30s")));
+    until_blocking(&state, 1).await;
+
+    register(&state, "ratings", "2", "http://127.0.0.1:8002").await;
+    let response = watch.await.unwrap().unwrap();
+    assert_eq!(Instant::now(), start, "woke on the change, not on a timer");
+    assert_eq!(response.headers()["x-registry-index"], "2");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(body["index"], 2);
+    assert_eq!(body["instances"].as_array().unwrap().len(), 2);
+    assert_eq!(state.blocking_queries(), 0, "the permit is released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_query_ignores_heartbeats_and_waits_out_its_wait() {
+    let state = state();
+    let lease = register(&state, "ratings", "1", ADDR).await;
+    let before = service(&state, "ratings").await;
+    let start = Instant::now();
+    let watch = tokio::spawn(send_owned(
+        state.clone(),
+        get("/v1/services/ratings?index=1&wait=2s"),
+    ));
+    until_blocking(&state, 1).await;
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
+        StatusCode::OK
+    );
+    let identical = register(&state, "ratings", "1", ADDR).await;
+    assert_ne!(identical, lease);
+    tokio::task::yield_now().await;
+    assert!(
+        !watch.is_finished(),
+        "heartbeats and no-op re-registrations do not wake"
+    );
+
+    let reply = watch.await.unwrap();
+    assert_eq!(Instant::now() - start, Duration::from_secs(2));
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, before);
+    assert_eq!(reply.headers["x-registry-index"], "1");
+}
+
+async fn send_owned(state: AppState, request: Request<Body>) -> Reply {
+    send(&state, request).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_query_wait_is_capped_and_defaults_to_the_cap() {
+    let state = state_with(|c| c.max_wait = Duration::from_secs(5));
+    register(&state, "ratings", "1", ADDR).await;
+    for uri in [
+        "/v1/services/ratings?index=1&wait=1h",
+        "/v1/services/ratings?index=1",
+    ] {
+        let start = Instant::now();
+        let reply = send(&state, get(uri)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(Instant::now() - start, Duration::from_secs(5), "{uri}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_without_a_current_index_answer_at_once() {
+    let state = state();
+    register(&state, "ratings", "1", ADDR).await;
+    let start = Instant::now();
+    for uri in [
+        "/v1/services/ratings",
+        "/v1/services/ratings?wait=30s",
+        "/v1/services/ratings?index=0&wait=30s",
+        "/v1/services/ratings?index=7&wait=30s",
+        "/v1/services/ratings?index=1&wait=0s",
+    ] {
+        let reply = send(&state, get(uri)).await;
+        assert_eq!(reply.body["index"], 1, "{uri}");
+    }
+    assert_eq!(Instant::now(), start);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watching_an_unknown_service_wakes_on_its_first_registration() {
+    let state = state();
+    let watch = tokio::spawn(send_owned(
+        state.clone(),
+        get("/v1/services/ratings?index=0&wait=60s"),
+    ));
+    until_blocking(&state, 1).await;
+    let start = Instant::now();
+    register(&state, "ratings", "1", ADDR).await;
+    let reply = watch.await.unwrap();
+    assert_eq!(Instant::now(), start);
+    assert_eq!(reply.body["index"], 1);
+    assert_eq!(reply.body["instances"][0]["id"], "1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_query_limit_is_429() {
+    let state = state_with(|c| c.max_blocking_queries = 1);
+    register(&state, "ratings", "1", ADDR).await;
+    let first = tokio::spawn(send_owned(
+        state.clone(),
+        get("/v1/services/ratings?index=1&wait=10s"),
+    ));
+    until_blocking(&state, 1).await;
+    let reply = send(&state, get("/v1/services/ratings?index=1&wait=10s")).await;
+    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "blocking queries");
+    // Non-blocking reads are not limited.
+    assert_eq!(service(&state, "ratings").await["index"], 1);
+    register(&state, "ratings", "2", ADDR).await;
+    assert_eq!(first.await.unwrap().body["index"], 2);
+    assert_eq!(state.blocking_queries(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_blocking_queries() {
+    let state = state();
+    register(&state, "ratings", "1", ADDR).await;
+    let start = Instant::now();
+    let watch = tokio::spawn(send_owned(
+        state.clone(),
+        get("/v1/services/ratings?index=1&wait=60s"),
+    ));
+    until_blocking(&state, 1).await;
+    state.shutdown().trigger();
+    let reply = watch.await.unwrap();
+    assert_eq!(Instant::now(), start);
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["index"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn leases_expire_on_time_and_heartbeats_postpone_it() {
+    let state = state();
+    let reply = send(
+        &state,
+        put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "ttl_secs": 2 }),
+        ),
+    )
+    .await;
+    let lease = reply.body["lease"].as_str().unwrap().to_owned();
+
+    advance(Duration::from_millis(1500)).await;
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
+        StatusCode::OK
+    );
+    advance(Duration::from_millis(1500)).await;
+    assert_eq!(
+        services(&state).await,
+        json!(["ratings"]),
+        "renewed at 1.5 s"
+    );
+
+    advance(Duration::from_millis(600)).await;
+    assert_eq!(services(&state).await, json!([]));
+    assert_eq!(
+        service(&state, "ratings").await,
+        json!({ "index": 2, "instances": [] })
+    );
+    assert_error(
+        &heartbeat(&state, "ratings", "1", Some(&lease)).await,
+        StatusCode::NOT_FOUND,
+        "not registered",
+    );
+    // The instance re-registers after the 404, as a client should.
+    register(&state, "ratings", "1", ADDR).await;
+    assert_eq!(service(&state, "ratings").await["index"], 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_ttl_survives_a_30_second_pause() {
+    let state = state();
+    let lease = register(&state, "ratings", "1", ADDR).await;
+    advance(Duration::from_secs(31)).await;
+    assert_eq!(
+        service(&state, "ratings").await["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sweeper_wakes_watchers_on_expiry() {
+    let state = state_with(|c| c.sweep_interval = Duration::from_millis(250));
+    let sweeper = crate::sweeper::spawn(
+        Arc::clone(state.store()),
+        Duration::from_millis(250),
+        state.shutdown().clone(),
+    );
+    let reply = send(
+        &state,
+        put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "ttl_secs": 1 }),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let start = Instant::now();
+    let reply = send(&state, get("/v1/services/ratings?index=1&wait=60s")).await;
+    let elapsed = Instant::now() - start;
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed <= Duration::from_millis(1250),
+        "woke after {elapsed:?}"
+    );
+    assert_eq!(reply.body, json!({ "index": 2, "instances": [] }));
+    state.shutdown().trigger();
+    sweeper.await.unwrap();
+}

@@ -1,0 +1,142 @@
+//! The registry's state: which instances of which services are alive, under which lease.
+//!
+//! [`MemoryStore`] is the embedded store. Its API is the shape any store must have
+//! (`register`, `heartbeat`, `deregister`, `services`, `snapshot`, `wait_for_change`,
+//! `expire`), expressed with the types below, so a distributed store (etcd leases and
+//! watches) can be added beside it later. There is no `Store` trait yet: with one
+//! implementation it would only add boxing of the async `wait_for_change`; introduce it
+//! together with the second store.
+//!
+//! ## Indexes
+//!
+//! A store-wide counter is bumped on every *visible* change: an instance appears or
+//! disappears (deregistration, expiry), or its address or metadata changes. A service's
+//! index is the counter value at its last visible change, so it only ever grows, and
+//! heartbeats or identical re-registrations leave it alone. Blocking readers wait on that
+//! index (see [`MemoryStore::wait_for_change`]).
+
+mod lease;
+mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use lease::Lease;
+pub use memory::MemoryStore;
+
+/// Instance metadata: free-form string pairs, sorted by key.
+pub type Metadata = BTreeMap<String, String>;
+
+/// A validated request to register (or re-register) one instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Service the instance belongs to (already validated).
+    pub service: String,
+    /// Instance id, unique within the service (already validated).
+    pub id: String,
+    /// Base URL clients use to reach the instance (already validated).
+    pub address: String,
+    /// Free-form metadata published with the instance.
+    pub metadata: Metadata,
+    /// How long the lease lives without a heartbeat.
+    pub ttl: Duration,
+}
+
+/// The outcome of a successful registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// The new lease secret; any earlier secret for this instance is no longer valid.
+    pub lease: Lease,
+    /// The lease TTL the instance must heartbeat within.
+    pub ttl: Duration,
+    /// Whether the instance id was not registered before.
+    pub created: bool,
+    /// Whether the visible instance set changed (and so the service index moved).
+    pub changed: bool,
+}
+
+/// One instance as readers see it (no lease, no deadline).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceView {
+    /// Instance id.
+    pub id: String,
+    /// Base URL of the instance.
+    pub address: String,
+    /// Metadata registered with the instance.
+    pub metadata: Metadata,
+}
+
+/// A service's instance set at one index; the body of `GET /v1/services/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// The service's index: the store counter at its last visible change (0 if never seen).
+    pub index: u64,
+    /// Live instances, sorted by id.
+    pub instances: Vec<InstanceView>,
+}
+
+/// An instance removed because its lease ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Service the instance belonged to.
+    pub service: String,
+    /// Instance id.
+    pub id: String,
+    /// Address it was registered with.
+    pub address: String,
+}
+
+/// Bounds that keep the store's memory finite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most services tracked at once. Emptied services are kept (so their index stays
+    /// monotonic) but are evicted, oldest first, when a new service needs the room.
+    pub max_services: usize,
+    /// Most instances one service may have.
+    pub max_instances_per_service: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_services: 10_000,
+            max_instances_per_service: 1_000,
+        }
+    }
+}
+
+/// Why a store operation was refused. Messages are safe to show to clients.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No live instance with this id (never registered, deregistered or expired).
+    #[error("instance {id:?} of service {service:?} is not registered")]
+    UnknownInstance {
+        /// Service asked for.
+        service: String,
+        /// Instance id asked for.
+        id: String,
+    },
+    /// The lease secret was missing or is not the instance's current one.
+    #[error("missing or wrong lease secret (X-Lease) for this instance")]
+    LeaseMismatch,
+    /// The id is live at another address and the caller did not prove it owns it.
+    #[error(
+        "instance id is already registered with a different address; \
+         send its current lease in X-Lease to move it"
+    )]
+    AddressConflict,
+    /// The service already has the maximum number of instances.
+    #[error("service has reached its limit of {limit} instances")]
+    TooManyInstances {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The registry already tracks the maximum number of services.
+    #[error("registry has reached its limit of {limit} services")]
+    TooManyServices {
+        /// The configured limit.
+        limit: usize,
+    },
+}
