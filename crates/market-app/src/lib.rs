@@ -1,1 +1,47 @@
-//! stub
+//! The market: a small web shop (the "monolith" of the walkthrough) that sells four items and
+//! shows each one's star rating, fetched from the ratings microservice through
+//! [`discovery_client`] so that instances can come and go, pause or die without the page
+//! ever failing.
+//!
+//! Modules, roughly in the order a request meets them:
+//!
+//! - [`config`]: command-line/environment configuration ([`Config`]) and its validation.
+//! - [`server`]: [`run`] builds the ratings client and serves on a bound listener until
+//!   shutdown; [`shutdown`] is the Ctrl-C/SIGTERM signal `main` passes to it.
+//! - [`routes`]: the router ([`app`]): HTML pages, the JSON API, and the cart cookie.
+//! - [`state`]: what handlers share ([`AppState`]).
+//! - [`catalog`]: the items for sale and how prices are written.
+//! - [`ratings`]: fetching every item's rating concurrently, with its source
+//!   (`live`, `cache`, `stale`, or `none` for "no rating yet").
+//! - [`cart`]: per-visitor carts in memory, bounded in number and quantity.
+//! - [`html`]: the pages as escaped HTML strings.
+//! - [`error`]: the handlers' error type, as JSON or as a page.
+//!
+//! ```no_run
+//! # async fn example() -> std::io::Result<()> {
+//! let config = market_app::Config::default();
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! market_app::run(listener, config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cart;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod html;
+pub mod ratings;
+pub mod routes;
+pub mod server;
+pub mod shutdown;
+pub mod state;
+
+pub use config::Config;
+pub use routes::app;
+pub use server::{ratings_client, run};
+pub use state::AppState;

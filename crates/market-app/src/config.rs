@@ -1,0 +1,297 @@
+//! Command-line and environment configuration.
+//!
+//! Every flag has an environment fallback and a default, so `market` with no arguments
+//! serves on `127.0.0.1:5000` and finds ratings through the registry on `127.0.0.1:8500`,
+//! with the original contract's resilience settings (timeout 1 s, failure limit 1, retest
+//! delay 30 s). [`Config::validate`] checks what clap cannot (a non-loopback listen address
+//! without `--allow-remote`, zero durations, malformed URLs); `main` runs it before binding
+//! anything and reports a failure as a usage error.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
+
+/// Market configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Parser)]
+#[command(
+    name = "market",
+    version,
+    about = "The market web app: four items, a cart, and ratings fetched resiliently."
+)]
+pub struct Config {
+    /// Address to listen on (`localhost:PORT` means `127.0.0.1:PORT`).
+    #[arg(long, env = "MARKET_LISTEN", default_value = "127.0.0.1:5000", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+
+    /// Allow listening on a non-loopback address.
+    #[arg(long, env = "MARKET_ALLOW_REMOTE", default_value_t = false, value_parser = BoolishValueParser::new())]
+    pub allow_remote: bool,
+
+    /// Base URL of the registry that knows the ratings instances.
+    #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500", value_parser = parse_base_url)]
+    pub registry: String,
+
+    /// Name of the ratings service in the registry.
+    #[arg(long, env = "RATINGS_SERVICE", default_value = "ratings", value_parser = parse_service_name)]
+    pub ratings_service: String,
+
+    /// Per-request timeout for one call to a ratings instance (`500ms`, `1s`, ...).
+    #[arg(long, env = "RATINGS_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// Consecutive failures that open an instance's circuit breaker.
+    #[arg(long, env = "RATINGS_FAILURE_LIMIT", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub failure_limit: u32,
+
+    /// How long an open breaker waits before letting one probe through (`30s`, ...).
+    #[arg(long, env = "RATINGS_RETEST_DELAY", default_value = "30s", value_parser = parse_positive_duration)]
+    pub retest_delay: Duration,
+
+    /// How long a rating is served from the fresh cache without calling ratings. `0s` (the
+    /// default) calls ratings on every page load; the last good rating is still served,
+    /// marked stale, when every instance is down.
+    #[arg(long, env = "RATINGS_CACHE_TTL", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// Comma-separated base URLs of ratings instances to use instead of the registry
+    /// (instances are numbered 1, 2, ... in this order).
+    #[arg(long, env = "RATINGS_STATIC_URLS", value_delimiter = ',', value_parser = parse_base_url)]
+    pub static_ratings: Option<Vec<String>>,
+
+    /// Most carts kept in memory; the least recently used is dropped to make room.
+    #[arg(long, env = "MARKET_MAX_CARTS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_carts: u64,
+}
+
+impl Default for Config {
+    /// The same values as running `market` with no flags and no environment.
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            allow_remote: false,
+            registry: "http://127.0.0.1:8500".into(),
+            ratings_service: "ratings".into(),
+            timeout: Duration::from_secs(1),
+            failure_limit: 1,
+            retest_delay: Duration::from_secs(30),
+            cache_ttl: Duration::ZERO,
+            static_ratings: None,
+            max_carts: 10_000,
+        }
+    }
+}
+
+/// A configuration that parsed but makes no sense; the message says which flag to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Checks the rules clap cannot express. Run before binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.allow_remote && !self.listen.ip().is_loopback() {
+            return Err(ConfigError(format!(
+                "--listen {} is not a loopback address; pass --allow-remote to serve other hosts",
+                self.listen
+            )));
+        }
+        if let Some(urls) = &self.static_ratings {
+            if urls.is_empty() {
+                return Err(ConfigError(
+                    "--static-ratings needs at least one URL".into(),
+                ));
+            }
+        }
+        // Flags are checked by their parsers; these repeat the checks for a `Config` built
+        // in code, such as `Config { timeout: Duration::ZERO, ..Config::default() }`.
+        for (flag, value) in [
+            ("--timeout", self.timeout),
+            ("--retest-delay", self.retest_delay),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError(format!("{flag} must be greater than zero")));
+            }
+        }
+        if self.failure_limit == 0 {
+            return Err(ConfigError("--failure-limit must be at least 1".into()));
+        }
+        if self.max_carts == 0 {
+            return Err(ConfigError("--max-carts must be at least 1".into()));
+        }
+        parse_service_name(&self.ratings_service).map_err(ConfigError)?;
+        parse_base_url(&self.registry).map_err(ConfigError)?;
+        Ok(())
+    }
+
+    /// Parses flags and environment like [`Config::parse`], then [`validate`](Self::validate)s;
+    /// on any problem prints a usage error and exits with status 2.
+    pub fn parse_and_validate() -> Self {
+        let config = Self::parse();
+        if let Err(error) = config.validate() {
+            use clap::CommandFactory;
+            Self::command()
+                .error(clap::error::ErrorKind::ValueValidation, error)
+                .exit();
+        }
+        config
+    }
+}
+
+/// Parses a socket address, accepting `localhost:PORT` as `127.0.0.1:PORT`.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = value.strip_prefix("localhost:") {
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port in {value:?}"))?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:5000"))
+}
+
+/// Accepts `http://host[:port][/path]` or `https://...` without spaces, trimming a trailing `/`.
+fn parse_base_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| format!("{value:?} is not a URL like http://127.0.0.1:8001"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || !value.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(format!("{value:?} is not a URL like http://127.0.0.1:8001"));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+/// The rule the discovery client applies to service names: 1 to 128 of `[A-Za-z0-9._-]`.
+fn parse_service_name(value: &str) -> Result<String, String> {
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if value.is_empty() || value.len() > 128 || !value.chars().all(valid) {
+        return Err(format!(
+            "service name {value:?} must be 1 to 128 characters of [A-Za-z0-9._-]"
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// A humantime duration (`500ms`, `1s`, `30s`) that is not zero.
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("market").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_flags_gives_the_documented_defaults() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(config.timeout, Duration::from_secs(1));
+        assert_eq!(config.failure_limit, 1);
+        assert_eq!(config.retest_delay, Duration::from_secs(30));
+        assert_eq!(config.cache_ttl, Duration::ZERO);
+        assert_eq!(config.static_ratings, None);
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn flags_parse_durations_and_lists() {
+        let config = parse(&[
+            "--listen",
+            "localhost:0",
+            "--registry",
+            "http://10.0.0.1:8500/",
+            "--ratings-service",
+            "stars",
+            "--timeout",
+            "500ms",
+            "--failure-limit",
+            "3",
+            "--retest-delay",
+            "2m",
+            "--cache-ttl",
+            "5s",
+            "--static-ratings",
+            "http://127.0.0.1:8001,http://127.0.0.1:8002/",
+        ])
+        .unwrap();
+        assert_eq!(config.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(config.registry, "http://10.0.0.1:8500");
+        assert_eq!(config.ratings_service, "stars");
+        assert_eq!(config.timeout, Duration::from_millis(500));
+        assert_eq!(config.failure_limit, 3);
+        assert_eq!(config.retest_delay, Duration::from_secs(120));
+        assert_eq!(config.cache_ttl, Duration::from_secs(5));
+        assert_eq!(
+            config.static_ratings,
+            Some(vec![
+                "http://127.0.0.1:8001".to_string(),
+                "http://127.0.0.1:8002".to_string()
+            ])
+        );
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
+    fn malformed_flags_are_usage_errors() {
+        for args in [
+            &["--listen", "nowhere"][..],
+            &["--timeout", "soon"],
+            &["--timeout", "0s"],
+            &["--timeout", "1"],
+            &["--retest-delay", "0ms"],
+            &["--failure-limit", "0"],
+            &["--failure-limit", "-1"],
+            &["--cache-ttl", "forever"],
+            &["--registry", "127.0.0.1:8500"],
+            &["--ratings-service", "rat ings"],
+            &["--static-ratings", "http://127.0.0.1:8001,ftp://x"],
+            &["--max-carts", "0"],
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?} was accepted"));
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_needs_allow_remote() {
+        let remote = parse(&["--listen", "0.0.0.0:5000"]).unwrap();
+        let err = remote.validate().unwrap_err();
+        assert!(err.to_string().contains("--allow-remote"), "{err}");
+        let allowed = parse(&["--listen", "0.0.0.0:5000", "--allow-remote"]).unwrap();
+        assert_eq!(allowed.validate(), Ok(()));
+        assert_eq!(parse(&["--listen", "[::1]:0"]).unwrap().validate(), Ok(()));
+    }
+
+    #[test]
+    fn configs_built_in_code_are_checked_too() {
+        let zero_timeout = Config {
+            timeout: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(zero_timeout.validate().is_err());
+        let no_urls = Config {
+            static_ratings: Some(Vec::new()),
+            ..Config::default()
+        };
+        assert!(no_urls.validate().is_err());
+    }
+}

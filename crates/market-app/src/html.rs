@@ -1,0 +1,250 @@
+//! The HTML pages, rendered as strings.
+//!
+//! Four small pages do not need a template engine: each function here builds one page inside
+//! a shared [`layout`], and every piece of text that is not a literal of this file goes
+//! through [`escape`] (item names and descriptions come from the catalog, error messages may
+//! quote a visitor's input).
+
+use axum::http::StatusCode;
+
+use crate::catalog::{Item, Price};
+use crate::ratings::RatingView;
+
+/// Escapes text for use in HTML element content and quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One line of a cart as shown: the item and how many.
+#[derive(Debug, Clone, Copy)]
+pub struct LineView<'a> {
+    /// The catalog item.
+    pub item: &'a Item,
+    /// Units in the cart.
+    pub quantity: u32,
+}
+
+impl LineView<'_> {
+    /// Price times quantity.
+    pub fn total_cents(&self) -> u64 {
+        self.item
+            .price_cents
+            .saturating_mul(u64::from(self.quantity))
+    }
+}
+
+/// The sum of the lines' totals.
+pub fn total_cents(lines: &[LineView<'_>]) -> u64 {
+    lines
+        .iter()
+        .map(LineView::total_cents)
+        .fold(0, u64::saturating_add)
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem;color:#222}\
+header{display:flex;justify-content:space-between;align-items:baseline;border-bottom:1px solid #ddd;margin-bottom:1rem}\
+.item{display:flex;justify-content:space-between;gap:1rem;padding:.75rem 0;border-bottom:1px solid #eee}\
+.item p{margin:.25rem 0}.price{font-weight:bold}.stars{color:#d89b00;letter-spacing:.1em}\
+.no-rating{color:#888;font-style:italic}table{width:100%;border-collapse:collapse}\
+td,th{text-align:left;padding:.4rem;border-bottom:1px solid #eee}td.num,th.num{text-align:right}\
+button{cursor:pointer;padding:.35rem .8rem}";
+
+/// The shared page frame: title, header with the cart link and its item count, and `body`
+/// (already HTML).
+pub fn layout(title: &str, cart_count: u32, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{title} · Market</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+         <header><h1><a href=\"/\">Market</a></h1>\
+         <a href=\"/cart\" id=\"cart-link\">Cart (<span id=\"cart-count\">{cart_count}</span>)</a></header>\n\
+         <main>\n{body}</main>\n</body>\n</html>\n",
+        title = escape(title),
+    )
+}
+
+/// The stars and number for a rating, or "no rating yet".
+fn rating_html(view: &RatingView) -> String {
+    match view.rating {
+        Some(rating) => {
+            let full = usize::from(rating.min(5));
+            let stars = format!("{}{}", "★".repeat(full), "☆".repeat(5 - full));
+            let from = match view.instance {
+                Some(instance) => format!("instance {instance}, {}", view.source.as_str()),
+                None => view.source.as_str().to_string(),
+            };
+            format!(
+                "<span class=\"rating\" data-source=\"{source}\" title=\"{from}\">\
+                 <span class=\"stars\" aria-hidden=\"true\">{stars}</span> \
+                 <span class=\"rating-number\">{rating}</span>/5</span>",
+                source = view.source.as_str(),
+                from = escape(&from),
+            )
+        }
+        None => "<span class=\"no-rating\" data-source=\"none\">no rating yet</span>".to_string(),
+    }
+}
+
+/// `GET /`: every item with its price, rating and an "Add to cart" button.
+pub fn home(items: &[(&Item, RatingView)], cart_count: u32) -> String {
+    let mut body = String::from("<h2>For sale</h2>\n");
+    for (item, rating) in items {
+        body.push_str(&format!(
+            "<section class=\"item\" id=\"item-{id}\">\n<div>\n<h3>{name}</h3>\n<p>{description}</p>\n\
+             <p>{rating}</p>\n</div>\n<div>\n<p class=\"price\">{price}</p>\n\
+             <form method=\"post\" action=\"/cart/add\">\
+             <input type=\"hidden\" name=\"item_id\" value=\"{id}\">\
+             <button type=\"submit\">Add to cart</button></form>\n</div>\n</section>\n",
+            id = escape(&item.id),
+            name = escape(&item.name),
+            description = escape(&item.description),
+            rating = rating_html(rating),
+            price = Price(item.price_cents),
+        ));
+    }
+    layout("Shop", cart_count, &body)
+}
+
+fn lines_table(lines: &[LineView<'_>]) -> String {
+    let mut rows = String::new();
+    for line in lines {
+        rows.push_str(&format!(
+            "<tr><td>{name}</td><td class=\"num\">{price}</td>\
+             <td class=\"num\">{quantity}</td><td class=\"num\">{total}</td></tr>\n",
+            name = escape(&line.item.name),
+            price = Price(line.item.price_cents),
+            quantity = line.quantity,
+            total = Price(line.total_cents()),
+        ));
+    }
+    format!(
+        "<table>\n<thead><tr><th>Item</th><th class=\"num\">Price</th>\
+         <th class=\"num\">Quantity</th><th class=\"num\">Subtotal</th></tr></thead>\n\
+         <tbody>\n{rows}</tbody>\n\
+         <tfoot><tr><th colspan=\"3\">Total</th><th class=\"num\" id=\"cart-total\">{total}</th></tr></tfoot>\n\
+         </table>\n",
+        total = Price(total_cents(lines)),
+    )
+}
+
+fn count(lines: &[LineView<'_>]) -> u32 {
+    lines
+        .iter()
+        .map(|l| l.quantity)
+        .fold(0, u32::saturating_add)
+}
+
+/// `GET /cart`: the lines, quantities, total and a Checkout button.
+pub fn cart(lines: &[LineView<'_>]) -> String {
+    let body = if lines.is_empty() {
+        "<h2>Your cart</h2>\n<p id=\"cart-empty\">Your cart is empty.</p>\n\
+         <p><a href=\"/\">Continue shopping</a></p>\n"
+            .to_string()
+    } else {
+        format!(
+            "<h2>Your cart</h2>\n{table}\
+             <form method=\"post\" action=\"/cart/checkout\"><button type=\"submit\">Checkout</button></form>\n\
+             <p><a href=\"/\">Continue shopping</a></p>\n",
+            table = lines_table(lines),
+        )
+    };
+    layout("Cart", count(lines), &body)
+}
+
+/// `POST /cart/checkout`: thanks, and what was bought.
+pub fn thank_you(bought: &[LineView<'_>]) -> String {
+    let body = if bought.is_empty() {
+        "<h2>Nothing to check out</h2>\n<p>Your cart was empty.</p>\n\
+         <p><a href=\"/\">Continue shopping</a></p>\n"
+            .to_string()
+    } else {
+        format!(
+            "<h2>Thank you for your order!</h2>\n{table}<p><a href=\"/\">Continue shopping</a></p>\n",
+            table = lines_table(bought),
+        )
+    };
+    layout("Thank you", 0, &body)
+}
+
+/// An error page with the status and a message for the visitor.
+pub fn error(status: StatusCode, message: &str, cart_count: u32) -> String {
+    let body = format!(
+        "<h2>{reason}</h2>\n<p class=\"error\">{message}</p>\n<p><a href=\"/\">Back to the shop</a></p>\n",
+        reason = escape(status.canonical_reason().unwrap_or("Error")),
+        message = escape(message),
+    );
+    layout("Error", cart_count, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratings::RatingSource;
+
+    #[test]
+    fn escape_covers_the_five_special_characters() {
+        assert_eq!(
+            escape(r#"<a href="x" title='y'>&</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape("Widget ★"), "Widget ★");
+    }
+
+    #[test]
+    fn ratings_render_as_stars_and_number_or_no_rating_yet() {
+        let four = RatingView {
+            rating: Some(4),
+            source: RatingSource::Live,
+            instance: Some(2),
+        };
+        let html = rating_html(&four);
+        assert!(html.contains("★★★★☆"), "{html}");
+        assert!(
+            html.contains("<span class=\"rating-number\">4</span>/5"),
+            "{html}"
+        );
+        assert!(html.contains("instance 2, live"), "{html}");
+        // Out-of-range ratings never underflow the empty stars.
+        assert!(
+            rating_html(&RatingView {
+                rating: Some(9),
+                ..four
+            })
+            .contains("★★★★★")
+        );
+        assert!(rating_html(&RatingView::none()).contains("no rating yet"));
+    }
+
+    #[test]
+    fn cart_totals_multiply_and_sum() {
+        let widget = Item::new("widget", "Widget", "", 1299);
+        let gizmo = Item::new("gizmo", "Gizmo", "", 725);
+        let lines = [
+            LineView {
+                item: &widget,
+                quantity: 2,
+            },
+            LineView {
+                item: &gizmo,
+                quantity: 1,
+            },
+        ];
+        assert_eq!(total_cents(&lines), 2 * 1299 + 725);
+        let page = cart(&lines);
+        assert!(page.contains("$33.23"), "{page}");
+        assert!(page.contains("Checkout"));
+        assert!(page.contains("<span id=\"cart-count\">3</span>"));
+        assert!(!cart(&[]).contains("Checkout"));
+    }
+}

@@ -1,0 +1,75 @@
+//! [`run`]: serve the market on a bound listener until shutdown.
+
+use std::future::Future;
+use std::io;
+
+use discovery_client::{RegistryDiscovery, ServiceClient, StaticDiscovery};
+use tokio::net::TcpListener;
+
+use crate::cart::CartStore;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::routes::app;
+use crate::state::AppState;
+
+/// The ratings client `config` describes: registry discovery, or the `--static-ratings` list.
+///
+/// # Errors
+///
+/// [`discovery_client::Error::Config`] for settings the client refuses. Must be called
+/// inside a tokio runtime.
+pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client::Error> {
+    let builder = ServiceClient::builder(config.ratings_service.clone());
+    let builder = match &config.static_ratings {
+        Some(urls) => {
+            tracing::info!(service = %config.ratings_service, "{}: using the static instances {}",
+                config.ratings_service, urls.join(", "));
+            builder.discovery(StaticDiscovery::new(urls.clone()))
+        }
+        None => {
+            tracing::info!(service = %config.ratings_service, registry = %config.registry,
+                "{}: discovering instances through the registry at {}",
+                config.ratings_service, config.registry);
+            builder.discovery(RegistryDiscovery::new(config.registry.clone()))
+        }
+    };
+    builder
+        .timeout(config.timeout)
+        .failure_limit(config.failure_limit)
+        .retest_delay(config.retest_delay)
+        .cache_ttl(config.cache_ttl)
+        .build()
+}
+
+/// Serves the market on `listener` until `shutdown` completes, then finishes the requests in
+/// flight and returns.
+///
+/// # Errors
+///
+/// An [`io::ErrorKind::InvalidInput`] error with a clear message if `config` is invalid or the
+/// ratings client cannot be built; otherwise whatever serving fails with.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    config.validate().map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid configuration: {e}"),
+        )
+    })?;
+    let ratings = ratings_client(&config).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot set up the ratings client: {e}"),
+        )
+    })?;
+    let max_carts = usize::try_from(config.max_carts).unwrap_or(usize::MAX);
+    let state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    tracing::info!("market stopped");
+    Ok(())
+}

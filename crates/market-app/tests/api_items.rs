@@ -1,0 +1,153 @@
+//! `GET /api/items`: ratings and where they came from (`live`, `cache`, `stale`, `none`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use market_app::AppState;
+use market_app::cart::CartStore;
+use market_app::catalog::Catalog;
+use serde_json::{Value, json};
+use support::{FakeRatings, app_for, client, get, rating_of, send};
+
+async fn items(app: &axum::Router) -> Vec<Value> {
+    let answer = send(app, get("/api/items", None)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.json()["items"]
+        .as_array()
+        .expect("no items array")
+        .clone()
+}
+
+fn sources(items: &[Value]) -> Vec<&str> {
+    items
+        .iter()
+        .map(|i| i["rating_source"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn items_carry_ids_names_prices_and_live_ratings() {
+    let fake = FakeRatings::start(1).await;
+    let app = app_for(&[&fake.url]);
+
+    let items = items(&app).await;
+
+    let ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["widget", "gadget", "gizmo", "doohickey"]);
+    assert_eq!(items[0]["name"], "Widget");
+    assert_eq!(items[0]["price_cents"], 1299);
+    assert_eq!(items[3]["price_cents"], 399);
+    for item in &items {
+        let id = item["id"].as_str().unwrap();
+        assert_eq!(item["rating"], json!(rating_of(id).unwrap()), "{id}");
+        assert_eq!(item["rating_source"], "live", "{id}");
+        assert_eq!(item["rating_instance"], 1, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn when_ratings_fails_the_last_good_ratings_are_served_stale() {
+    let fake = FakeRatings::start(1).await;
+    let app = app_for(&[&fake.url]);
+    assert_eq!(sources(&items(&app).await), ["live"; 4]);
+
+    fake.fail(true);
+    let stale = items(&app).await;
+
+    assert_eq!(sources(&stale), ["stale"; 4]);
+    for item in &stale {
+        let id = item["id"].as_str().unwrap();
+        assert_eq!(item["rating"], json!(rating_of(id).unwrap()), "{id}");
+        assert_eq!(item["rating_instance"], 1);
+    }
+    // The HTML page shows them too, and nothing errors.
+    let page = send(&app, get("/", None)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("rating-number").count(), 4);
+    assert!(!page.body.contains("no rating yet"));
+}
+
+#[tokio::test]
+async fn when_every_instance_is_stopped_ratings_are_served_stale() {
+    let fake = FakeRatings::start(1).await;
+    let app = app_for(&[&fake.url]);
+    assert_eq!(sources(&items(&app).await), ["live"; 4]);
+
+    fake.stop().await;
+
+    assert_eq!(sources(&items(&app).await), ["stale"; 4]);
+}
+
+#[tokio::test]
+async fn ratings_never_fetched_are_none() {
+    let fake = FakeRatings::start(1).await;
+    fake.fail(true);
+    let app = app_for(&[&fake.url]);
+
+    let items = items(&app).await;
+
+    assert_eq!(sources(&items), ["none"; 4]);
+    for item in &items {
+        assert_eq!(item["rating"], Value::Null);
+        assert_eq!(item["rating_instance"], Value::Null);
+    }
+}
+
+#[tokio::test]
+async fn an_item_ratings_does_not_know_is_none_and_trips_nothing() {
+    let fake = FakeRatings::start_with(1, Duration::ZERO, &["widget", "gadget", "gizmo"]).await;
+    let app = app_for(&[&fake.url]);
+
+    for _ in 0..2 {
+        // A 404 is the caller's problem: the breaker stays closed, so the second round
+        // is live again rather than stale.
+        assert_eq!(
+            sources(&items(&app).await),
+            ["live", "live", "live", "none"]
+        );
+    }
+    assert_eq!(fake.requests(), 8);
+}
+
+#[tokio::test]
+async fn with_a_cache_ttl_repeated_loads_are_served_from_the_cache() {
+    let fake = FakeRatings::start(1).await;
+    let state = AppState::new(
+        Catalog::standard(),
+        client(&[&fake.url], Duration::from_secs(60)),
+        CartStore::new(10),
+    );
+    let app = market_app::app(state);
+
+    assert_eq!(sources(&items(&app).await), ["live"; 4]);
+    assert_eq!(sources(&items(&app).await), ["cache"; 4]);
+    assert_eq!(fake.requests(), 4, "cached answers must not call ratings");
+}
+
+#[tokio::test]
+async fn calls_are_spread_round_robin_over_the_instances() {
+    let one = FakeRatings::start(1).await;
+    let two = FakeRatings::start(2).await;
+    let app = app_for(&[&one.url, &two.url]);
+
+    let mut instances = BTreeSet::new();
+    for _ in 0..3 {
+        for item in items(&app).await {
+            assert_eq!(item["rating_source"], "live");
+            instances.insert(item["rating_instance"].as_u64().unwrap());
+        }
+    }
+
+    assert_eq!(instances, BTreeSet::from([1, 2]));
+    assert_eq!(one.requests() + two.requests(), 12);
+    assert!(
+        one.requests() >= 4 && two.requests() >= 4,
+        "{} / {}",
+        one.requests(),
+        two.requests()
+    );
+}
