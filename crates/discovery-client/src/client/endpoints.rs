@@ -168,6 +168,11 @@ pub(crate) async fn follow_discovery(
                     tracing::warn!(service = %service, reason = %reason,
                         "discovery outage for {service}, keeping the last known instances: {reason}");
                     shared.events.send(Event::DiscoveryOutage { service: service.clone(), reason });
+                    // Nothing known yet: say so now rather than make every call wait for
+                    // discovery's first answer.
+                    if out.borrow().is_none() && out.send(Some(Arc::clone(&current))).is_err() {
+                        return;
+                    }
                 }
                 Some(DiscoveryReport::Recovered) => {
                     tracing::info!(service = %service, "discovery for {service} recovered");

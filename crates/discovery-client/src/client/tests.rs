@@ -409,3 +409,23 @@ async fn bad_configuration_is_a_typed_error() {
         .unwrap_err();
     assert!(matches!(bad_path, Error::InvalidRequest(_)));
 }
+
+#[tokio::test]
+async fn an_unreachable_registry_makes_calls_fail_fast_not_wait() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let c = ServiceClient::builder("ratings")
+        .discovery(crate::RegistryDiscovery::new(closed))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let mut events = c.subscribe();
+    let outage = next_breaker_event(&mut events).await;
+    assert!(matches!(outage, Event::DiscoveryOutage { .. }), "{outage:?}");
+    let started = Instant::now();
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    assert_eq!(error, Error::AllInstancesDown { service: "ratings".into() });
+    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+}
