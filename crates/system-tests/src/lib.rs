@@ -33,8 +33,16 @@ fn ensure_built() -> PathBuf {
             let dir = bin_dir();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
-            build.args([
-                "build", "--bin", "registry", "--bin", "ratings-service", "--bin", "market",
+            let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+            build.current_dir(workspace).args([
+                "build",
+                "-p",
+                "registry",
+                "-p",
+                "ratings-service",
+                "-p",
+                "market-app",
+                "--bins",
             ]);
             if dir.ends_with("release") {
                 build.arg("--release");

@@ -99,6 +99,13 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was not read, so this connection cannot carry another
+            // request: tell the client not to reuse it.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
