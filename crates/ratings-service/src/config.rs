@@ -1,0 +1,347 @@
+//! Command-line and environment configuration, checked before anything is bound.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::ArgAction;
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+use discovery_client::registration::{RegistrationConfig, RegistrationError};
+
+use crate::faults::{Faults, FaultsError, MAX_LATENCY};
+use crate::state::AdminAccess;
+
+/// The shortest registration TTL accepted.
+const MIN_TTL: Duration = Duration::from_secs(1);
+
+/// Configuration of one ratings instance.
+#[derive(Clone, Parser)]
+#[command(
+    name = "ratings-service",
+    version,
+    about = "The ratings microservice: serves star ratings, registers itself with the registry."
+)]
+pub struct Config {
+    /// Instance number (1..=999); names the instance in the registry and in answers.
+    #[arg(
+        long,
+        env = "RATINGS_INSTANCE",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=999)
+    )]
+    pub instance: u16,
+
+    /// Address to listen on [default: 127.0.0.1:{8000 + instance}]; port 0 picks a free one.
+    #[arg(long, env = "RATINGS_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Base URL of the registry.
+    #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500")]
+    pub registry: String,
+
+    /// Bearer token for registry writes, when the registry requires one.
+    #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+
+    /// Do not register with the registry (serve only).
+    #[arg(long, env = "RATINGS_NO_REGISTER", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub no_register: bool,
+
+    /// Service name to register under.
+    #[arg(long, env = "RATINGS_SERVICE", default_value = "ratings")]
+    pub service: String,
+
+    /// Registration TTL (heartbeats go every third of it), e.g. `120s`, `2m`.
+    #[arg(long, env = "RATINGS_TTL", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+
+    /// URL to advertise in the registry [default: http://{bound address}].
+    #[arg(long, env = "RATINGS_ADVERTISE")]
+    pub advertise: Option<String>,
+
+    /// Allow listening on a non-loopback address.
+    #[arg(long, env = "RATINGS_ALLOW_REMOTE", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub allow_remote: bool,
+
+    /// Fault: latency added before answering a rating, e.g. `1500ms` (at most 60 s).
+    #[arg(long, env = "RATINGS_LATENCY", default_value = "0ms", value_parser = parse_latency)]
+    pub latency: Duration,
+
+    /// Fault: probability (0.0..=1.0) of answering a rating with a 500.
+    #[arg(long, env = "RATINGS_ERROR_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+
+    /// Fault: probability (0.0..=1.0) of answering a rating 200 with a body that is not JSON.
+    #[arg(long, env = "RATINGS_GARBAGE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub garbage_rate: f64,
+
+    /// Enable the admin endpoint (`GET`/`PUT /admin/faults`).
+    #[arg(long, env = "RATINGS_ADMIN", action = ArgAction::SetTrue,
+          value_parser = BoolishValueParser::new())]
+    pub admin: bool,
+
+    /// Bearer token the admin endpoint requires (only with `--admin`).
+    #[arg(long, env = "RATINGS_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--listen` is not a loopback address and `--allow-remote` was not given.
+    #[error(
+        "refusing to listen on {0}, which is not a loopback address; \
+         pass --allow-remote to allow it"
+    )]
+    NotLoopback(SocketAddr),
+    /// The registry URL, service name, TTL or token would not work.
+    #[error("{0}")]
+    Registration(#[from] RegistrationError),
+    /// `--advertise` is not an `http(s)://` URL.
+    #[error("--advertise must be an http:// or https:// URL, got {0:?}")]
+    Advertise(String),
+    /// `--ttl` is too short.
+    #[error("--ttl must be at least {MIN_TTL:?}, got {0:?}")]
+    Ttl(Duration),
+    /// A fault flag is out of range.
+    #[error("{0}")]
+    Faults(#[from] FaultsError),
+}
+
+impl Config {
+    /// Checks everything that can be checked before binding.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_bind_address(self.listen_addr())?;
+        self.initial_faults().validate()?;
+        if self.ttl < MIN_TTL {
+            return Err(ConfigError::Ttl(self.ttl));
+        }
+        if let Some(advertise) = &self.advertise {
+            let is_url = (advertise.starts_with("http://") || advertise.starts_with("https://"))
+                && !advertise.chars().any(char::is_whitespace);
+            if !is_url {
+                return Err(ConfigError::Advertise(advertise.clone()));
+            }
+        }
+        if !self.no_register {
+            self.registration("http://127.0.0.1".to_owned())
+                .validate()?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a non-loopback `addr` unless `--allow-remote` was given.
+    pub fn check_bind_address(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if addr.ip().is_loopback() || self.allow_remote {
+            Ok(())
+        } else {
+            Err(ConfigError::NotLoopback(addr))
+        }
+    }
+
+    /// `--listen`, or `127.0.0.1:{8000 + instance}`.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 8000_u16.saturating_add(self.instance)))
+        })
+    }
+
+    /// `--advertise` (without a trailing `/`), or `http://{bound}`.
+    pub fn advertise_url(&self, bound: SocketAddr) -> String {
+        match &self.advertise {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+
+    /// What to register: this instance under `--service`, reachable at `address`.
+    pub fn registration(&self, address: String) -> RegistrationConfig {
+        let instance = self.instance.to_string();
+        let mut config = RegistrationConfig::new(&self.registry, &self.service, &instance, address);
+        config.metadata.insert("instance".to_owned(), instance);
+        config.ttl = self.ttl;
+        config.token = self.registry_token.clone();
+        config
+    }
+
+    /// The faults given by flags.
+    pub fn initial_faults(&self) -> Faults {
+        Faults {
+            latency_ms: u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
+            error_rate: self.error_rate,
+            garbage_rate: self.garbage_rate,
+        }
+    }
+
+    /// Who may use the admin endpoint.
+    pub fn admin_access(&self) -> AdminAccess {
+        match (self.admin, &self.admin_token) {
+            (false, _) => AdminAccess::Disabled,
+            (true, None) => AdminAccess::Open,
+            (true, Some(token)) => AdminAccess::Token(token.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |token: &Option<String>| token.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Config")
+            .field("instance", &self.instance)
+            .field("listen", &self.listen)
+            .field("registry", &self.registry)
+            .field("registry_token", &redacted(&self.registry_token))
+            .field("no_register", &self.no_register)
+            .field("service", &self.service)
+            .field("ttl", &self.ttl)
+            .field("advertise", &self.advertise)
+            .field("allow_remote", &self.allow_remote)
+            .field("latency", &self.latency)
+            .field("error_rate", &self.error_rate)
+            .field("garbage_rate", &self.garbage_rate)
+            .field("admin", &self.admin)
+            .field("admin_token", &redacted(&self.admin_token))
+            .finish()
+    }
+}
+
+/// A humantime duration of at most [`MAX_LATENCY`].
+fn parse_latency(text: &str) -> Result<Duration, String> {
+    let latency = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if latency > MAX_LATENCY {
+        return Err(format!(
+            "at most {} is allowed",
+            humantime::format_duration(MAX_LATENCY)
+        ));
+    }
+    Ok(latency)
+}
+
+/// A probability in 0.0..=1.0.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("must be between 0.0 and 1.0, got {rate}"))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("ratings-service").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(config.instance, 1);
+        assert_eq!(
+            config.listen_addr(),
+            "127.0.0.1:8001".parse().expect("addr")
+        );
+        assert_eq!(config.registry, "http://127.0.0.1:8500");
+        assert_eq!(config.service, "ratings");
+        assert_eq!(config.ttl, Duration::from_secs(120));
+        assert!(!config.no_register && !config.admin && !config.allow_remote);
+        assert_eq!(config.initial_faults(), Faults::NONE);
+        assert_eq!(config.admin_access(), AdminAccess::Disabled);
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_instance_picks_the_default_port() {
+        let config = parse(&["--instance", "3"]).expect("parse");
+        assert_eq!(
+            config.listen_addr(),
+            "127.0.0.1:8003".parse().expect("addr")
+        );
+        let config = parse(&["--instance", "999"]).expect("parse");
+        assert_eq!(config.listen_addr().port(), 8999);
+    }
+
+    #[test]
+    fn out_of_range_flags_are_rejected_by_the_parser() {
+        for args in [
+            &["--instance", "0"][..],
+            &["--instance", "1000"],
+            &["--error-rate", "1.5"],
+            &["--garbage-rate", "-0.1"],
+            &["--error-rate", "lots"],
+            &["--latency", "61s"],
+            &["--latency", "soon"],
+            &["--ttl", "forever"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn remote_addresses_need_allow_remote() {
+        let config = parse(&["--listen", "0.0.0.0:8001"]).expect("parse");
+        let error = config.validate().expect_err("0.0.0.0 must be refused");
+        assert!(error.to_string().contains("--allow-remote"), "{error}");
+        let config = parse(&["--listen", "0.0.0.0:8001", "--allow-remote"]).expect("parse");
+        assert!(config.validate().is_ok());
+        let config = parse(&["--listen", "[::1]:0"]).expect("parse");
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn unusable_values_are_rejected_by_validate() {
+        for args in [
+            &["--registry", "127.0.0.1:8500"][..],
+            &["--advertise", "127.0.0.1:8001"],
+            &["--ttl", "500ms"],
+            &["--service", ""],
+        ] {
+            let config = parse(args).expect("parse");
+            assert!(config.validate().is_err(), "{args:?} accepted");
+        }
+        // Without registration, the registry URL does not matter.
+        let config = parse(&["--no-register", "--registry", "nope"]).expect("parse");
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn registration_names_the_instance_and_its_address() {
+        let config =
+            parse(&["--instance", "2", "--registry-token", "t", "--ttl", "30s"]).expect("parse");
+        let bound = "127.0.0.1:40000".parse().expect("addr");
+        let registration = config.registration(config.advertise_url(bound));
+        assert_eq!(registration.instance_id, "2");
+        assert_eq!(registration.address, "http://127.0.0.1:40000");
+        assert_eq!(
+            registration.metadata.get("instance").map(String::as_str),
+            Some("2")
+        );
+        assert_eq!(registration.ttl, Duration::from_secs(30));
+        assert_eq!(registration.token.as_deref(), Some("t"));
+
+        let config = parse(&["--advertise", "http://ratings.local:9000/"]).expect("parse");
+        assert_eq!(config.advertise_url(bound), "http://ratings.local:9000");
+    }
+
+    #[test]
+    fn tokens_do_not_show_in_debug_output() {
+        let config = parse(&[
+            "--registry-token",
+            "reg-s3cret",
+            "--admin-token",
+            "adm-s3cret",
+        ])
+        .expect("parse");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+}

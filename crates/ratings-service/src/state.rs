@@ -1,0 +1,93 @@
+//! What every handler shares: the instance number, the ratings, the faults and who may
+//! use the admin endpoint.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Config;
+use crate::faults::{FaultSwitch, Faults};
+
+/// Who may use the admin endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminAccess {
+    /// No admin routes at all: they answer 404.
+    Disabled,
+    /// Admin routes without authentication.
+    Open,
+    /// Admin routes that require `Authorization: Bearer <token>`.
+    Token(String),
+}
+
+impl fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Disabled => f.write_str("Disabled"),
+            Self::Open => f.write_str("Open"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// The handlers' shared state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Shared by every clone.
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// This instance's number, reported in every answer.
+    instance: u16,
+    /// The ratings served.
+    catalog: Catalog,
+    /// The faults injected, changeable at run time.
+    faults: FaultSwitch,
+    /// Whether and how the admin endpoint is reachable.
+    admin: AdminAccess,
+}
+
+impl AppState {
+    /// State for instance `instance` serving `catalog`, starting with `faults`.
+    pub fn new(instance: u16, catalog: Catalog, faults: Faults, admin: AdminAccess) -> Self {
+        Self {
+            inner: Arc::new(Shared {
+                instance,
+                catalog,
+                faults: FaultSwitch::new(faults),
+                admin,
+            }),
+        }
+    }
+
+    /// State from the configuration and the embedded ratings.
+    pub fn from_config(config: &Config) -> Result<Self, CatalogError> {
+        Ok(Self::new(
+            config.instance,
+            Catalog::embedded()?,
+            config.initial_faults(),
+            config.admin_access(),
+        ))
+    }
+
+    /// This instance's number.
+    pub fn instance(&self) -> u16 {
+        self.inner.instance
+    }
+
+    /// The ratings served.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The faults, to read or change.
+    pub fn faults(&self) -> &FaultSwitch {
+        &self.inner.faults
+    }
+
+    /// Who may use the admin endpoint.
+    pub fn admin(&self) -> &AdminAccess {
+        &self.inner.admin
+    }
+}
