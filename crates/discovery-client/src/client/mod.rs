@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Method;
+use http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -188,16 +188,28 @@ impl ServiceClient {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Response, Error> {
-        self.inner.call(method, path, body, |_| Ok(())).await
+        self.inner
+            .call(method, path, body, &HeaderMap::new(), |_| Ok(()))
+            .await
     }
 
     /// GETs `path` and decodes the JSON answer. A 4xx answer is [`Error::Status`] (and no
     /// breaker counts it); a body that does not decode is an instance failure, retried
     /// elsewhere like a 5xx. The cache is not used.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.get_json_with(path, &HeaderMap::new()).await
+    }
+
+    /// [`get_json`](Self::get_json) with extra headers sent on every attempt (for example a
+    /// W3C `traceparent`).
+    pub async fn get_json_with<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<T, Error> {
         let response = self
             .inner
-            .call(Method::GET, path, None, check_json::<T>)
+            .call(Method::GET, path, None, headers, check_json::<T>)
             .await?;
         response.into_json()
     }
@@ -210,10 +222,20 @@ impl ServiceClient {
         &self,
         path: &str,
     ) -> Result<Cached<T>, Error> {
+        self.get_json_cached_with(path, &HeaderMap::new()).await
+    }
+
+    /// [`get_json_cached`](Self::get_json_cached) with extra headers sent on every upstream
+    /// attempt (for example a W3C `traceparent`). Headers are not part of the cache key.
+    pub async fn get_json_cached_with<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Cached<T>, Error> {
         let fetch = async {
             let response = self
                 .inner
-                .call(Method::GET, path, None, check_json::<T>)
+                .call(Method::GET, path, None, headers, check_json::<T>)
                 .await?;
             response.success_body()
         };
@@ -275,6 +297,7 @@ impl Inner {
         method: Method,
         path: &str,
         body: Option<Bytes>,
+        headers: &HeaderMap,
         check: impl Fn(&Response) -> Result<(), String>,
     ) -> Result<Response, Error> {
         if !path.starts_with('/') {
@@ -318,6 +341,7 @@ impl Inner {
                     method.clone(),
                     path,
                     body.clone(),
+                    headers,
                     attempt_timeout,
                 )
                 .await
@@ -381,11 +405,12 @@ impl Inner {
         method: Method,
         path: &str,
         body: Option<Bytes>,
+        headers: &HeaderMap,
         timeout: Duration,
     ) -> Result<Response, Error> {
         let address = &endpoint.instance.address;
         let url = format!("{}{}", address.trim_end_matches('/'), path);
-        let mut request = self.http.request(method, url);
+        let mut request = self.http.request(method, url).headers(headers.clone());
         if let Some(body) = body {
             request = request.body(body);
         }

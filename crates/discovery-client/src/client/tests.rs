@@ -423,9 +423,51 @@ async fn an_unreachable_registry_makes_calls_fail_fast_not_wait() {
         .expect("client");
     let mut events = c.subscribe();
     let outage = next_breaker_event(&mut events).await;
-    assert!(matches!(outage, Event::DiscoveryOutage { .. }), "{outage:?}");
+    assert!(
+        matches!(outage, Event::DiscoveryOutage { .. }),
+        "{outage:?}"
+    );
     let started = Instant::now();
     let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
-    assert_eq!(error, Error::AllInstancesDown { service: "ratings".into() });
-    assert!(started.elapsed() < Duration::from_millis(200), "{:?}", started.elapsed());
+    assert_eq!(
+        error,
+        Error::AllInstancesDown {
+            service: "ratings".into()
+        }
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn extra_headers_reach_the_instance() {
+    async fn echo(headers: axum::http::HeaderMap) -> String {
+        let value = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
+        format!("{{\"item_id\":\"{value}\",\"instance\":1}}")
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("addr"));
+    let app = Router::new().route("/echo", get(echo));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let c = client(&[address]).build().expect("client");
+    let mut headers = http::HeaderMap::new();
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    headers.insert("traceparent", http::HeaderValue::from_static(trace));
+    let direct: Rating = c.get_json_with("/echo", &headers).await.expect("direct");
+    assert_eq!(direct.item_id, trace);
+    let cached = c
+        .get_json_cached_with::<Rating>("/echo", &headers)
+        .await
+        .expect("cached");
+    assert_eq!(cached.value.item_id, trace);
+    let plain: Rating = c.get_json("/echo").await.expect("plain");
+    assert_eq!(plain.item_id, "none");
 }
