@@ -17,12 +17,16 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-/// Where the workspace's binaries are built (the directory holding this test binary's
-/// `deps/`).
+/// Where the workspace's binaries are built: the profile directory, which holds test
+/// binaries in its `deps/` and other binaries (such as `chaos`) directly.
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("binary's directory");
+    if dir.ends_with("deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Builds the three service binaries once per test process.
@@ -48,7 +52,10 @@ fn ensure_built() -> PathBuf {
                 build.arg("--release");
             }
             let status = build.status().expect("run cargo build");
-            assert!(status.success(), "cargo build of the service binaries failed");
+            assert!(
+                status.success(),
+                "cargo build of the service binaries failed"
+            );
             dir
         })
         .clone()
@@ -279,7 +286,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -288,20 +298,24 @@ where
 pub async fn wait_for_instances(registry: &Proc, service: &str, ids: &[&str]) {
     let url = format!("{}/v1/services/{service}", registry.url);
     let want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
-    eventually(Duration::from_secs(10), &format!("{service} instances {ids:?}"), || {
-        let url = url.clone();
-        let want = want.clone();
-        async move {
-            let answer = get_json(&url).await;
-            let mut have: Vec<String> = answer["instances"]
-                .as_array()?
-                .iter()
-                .filter_map(|i| i["id"].as_str().map(str::to_string))
-                .collect();
-            have.sort();
-            (have == want).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        &format!("{service} instances {ids:?}"),
+        || {
+            let url = url.clone();
+            let want = want.clone();
+            async move {
+                let answer = get_json(&url).await;
+                let mut have: Vec<String> = answer["instances"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|i| i["id"].as_str().map(str::to_string))
+                    .collect();
+                have.sort();
+                (have == want).then_some(())
+            }
+        },
+    )
     .await;
 }
 

@@ -1,6 +1,8 @@
 //! Discovery against the real registry: how fast changes arrive, and what happens when the
 //! registry itself goes away.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
 use std::time::Duration;
 
 use discovery_client::{Event, RegistryDiscovery, ServiceClient};
@@ -13,7 +15,10 @@ async fn next_instance_event(events: &mut tokio::sync::broadcast::Receiver<Event
             .await
             .expect("an instance event in time")
             .expect("events open");
-        if matches!(event, Event::InstanceAdded { .. } | Event::InstanceRemoved { .. }) {
+        if matches!(
+            event,
+            Event::InstanceAdded { .. } | Event::InstanceRemoved { .. }
+        ) {
             return event;
         }
     }
@@ -46,8 +51,14 @@ async fn registrations_reach_the_client_within_100ms() {
             .to_string();
         let added = next_instance_event(&mut events).await;
         let took = started.elapsed();
-        assert!(matches!(added, Event::InstanceAdded { ref id, .. } if id == "a"), "{added:?}");
-        assert!(took < Duration::from_millis(100), "round {round}: seen after {took:?}");
+        assert!(
+            matches!(added, Event::InstanceAdded { ref id, .. } if id == "a"),
+            "{added:?}"
+        );
+        assert!(
+            took < Duration::from_millis(100),
+            "round {round}: seen after {took:?}"
+        );
 
         let started = Instant::now();
         let gone = http
@@ -59,8 +70,14 @@ async fn registrations_reach_the_client_within_100ms() {
         assert!(gone.status().is_success());
         let removed = next_instance_event(&mut events).await;
         let took = started.elapsed();
-        assert!(matches!(removed, Event::InstanceRemoved { ref id, .. } if id == "a"), "{removed:?}");
-        assert!(took < Duration::from_millis(100), "round {round}: gone after {took:?}");
+        assert!(
+            matches!(removed, Event::InstanceRemoved { ref id, .. } if id == "a"),
+            "{removed:?}"
+        );
+        assert!(
+            took < Duration::from_millis(100),
+            "round {round}: gone after {took:?}"
+        );
     }
 }
 
@@ -75,12 +92,22 @@ async fn a_stopped_instance_disappears_from_the_client_at_once() {
         .expect("client");
     let mut events = client.subscribe();
     let first = next_instance_event(&mut events).await;
-    assert!(matches!(first, Event::InstanceAdded { ref id, .. } if id == "1"), "{first:?}");
+    assert!(
+        matches!(first, Event::InstanceAdded { ref id, .. } if id == "1"),
+        "{first:?}"
+    );
     assert!(r1.terminate().await);
     let exited = Instant::now();
     let removed = next_instance_event(&mut events).await;
-    assert!(matches!(removed, Event::InstanceRemoved { ref id, .. } if id == "1"), "{removed:?}");
-    assert!(exited.elapsed() < Duration::from_millis(100), "{:?}", exited.elapsed());
+    assert!(
+        matches!(removed, Event::InstanceRemoved { ref id, .. } if id == "1"),
+        "{removed:?}"
+    );
+    assert!(
+        exited.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        exited.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -100,7 +127,14 @@ async fn with_the_registry_gone_the_market_keeps_using_the_last_known_instances(
         let items = market_items(&market).await;
         assert!(items.iter().all(|i| i.2 == "live"), "{items:?}");
         let served_by: Vec<u64> = items.iter().filter_map(|i| i.3).collect();
-        assert!(served_by.contains(&1) && served_by.contains(&2), "{served_by:?}");
+        assert!(
+            served_by.contains(&1) && served_by.contains(&2),
+            "{served_by:?}"
+        );
     }
-    assert_eq!(market.count("discovery outage"), 1, "logged once per outage");
+    assert_eq!(
+        market.count("discovery outage"),
+        1,
+        "logged once per outage"
+    );
 }

@@ -1,5 +1,7 @@
 //! Bad input to the real registry process: a 4xx with a JSON error, and nothing changes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
 use system_tests::*;
 
 #[tokio::test]
@@ -17,13 +19,28 @@ async fn bad_input_is_refused_with_a_json_error_and_changes_nothing() {
     let before = get_json(&format!("{}/v1/services/ratings", registry.url)).await;
 
     let long_name = "x".repeat(200);
-    let huge = format!("{{\"address\":\"http://127.0.0.1:1\",\"metadata\":{{\"k\":\"{}\"}}}}", "v".repeat(100_000));
+    let huge = format!(
+        "{{\"address\":\"http://127.0.0.1:1\",\"metadata\":{{\"k\":\"{}\"}}}}",
+        "v".repeat(100_000)
+    );
     let cases: Vec<(String, String, &str)> = vec![
         (good.clone(), "{not json".into(), "malformed JSON"),
         (good.clone(), r#"{"address": 5}"#.into(), "wrong type"),
-        (good.clone(), r#"{"address": "not a url"}"#.into(), "bad address"),
-        (good.clone(), r#"{"address": "ftp://127.0.0.1:21"}"#.into(), "bad scheme"),
-        (good.clone(), r#"{"address": "http://127.0.0.1:8001", "ttl_secs": 0}"#.into(), "bad ttl"),
+        (
+            good.clone(),
+            r#"{"address": "not a url"}"#.into(),
+            "bad address",
+        ),
+        (
+            good.clone(),
+            r#"{"address": "ftp://127.0.0.1:21"}"#.into(),
+            "bad scheme",
+        ),
+        (
+            good.clone(),
+            r#"{"address": "http://127.0.0.1:8001", "ttl_secs": 0}"#.into(),
+            "bad ttl",
+        ),
         (
             format!("{}/v1/services/{long_name}/instances/1", registry.url),
             r#"{"address": "http://127.0.0.1:8001"}"#.into(),
@@ -46,7 +63,10 @@ async fn bad_input_is_refused_with_a_json_error_and_changes_nothing() {
             .expect("PUT");
         let status = answer.status();
         assert!(status.is_client_error(), "{what}: {status}");
-        let error: serde_json::Value = answer.json().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let error: serde_json::Value = answer
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             error["error"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}: {error}"

@@ -1,5 +1,7 @@
 //! The walkthrough in DESIGN.md, step by step, with the real programs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
 use std::time::Duration;
 
 use system_tests::*;
@@ -39,7 +41,10 @@ async fn ratings_appear_and_calls_interleave_across_instances() {
         assert_eq!(source, "live", "{id}");
     }
     let served_by: Vec<u64> = items.iter().filter_map(|i| i.3).collect();
-    assert!(served_by.contains(&1) && served_by.contains(&2), "{served_by:?}");
+    assert!(
+        served_by.contains(&1) && served_by.contains(&2),
+        "{served_by:?}"
+    );
 
     let html = http()
         .get(&market.url)
@@ -59,7 +64,10 @@ async fn ratings_appear_and_calls_interleave_across_instances() {
         .into_iter()
         .filter(|l| l.contains("ratings using instance"))
         .collect();
-    assert!(calls.len() >= 8, "two page loads, four calls each: {calls:?}");
+    assert!(
+        calls.len() >= 8,
+        "two page loads, four calls each: {calls:?}"
+    );
 }
 
 #[tokio::test]
@@ -78,7 +86,10 @@ async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_d
     wait_for_instances(&registry, "ratings", &[]).await;
     for n in [1, 2] {
         market
-            .wait_for_log(&format!("ratings instance {n} removed"), Duration::from_secs(5))
+            .wait_for_log(
+                &format!("ratings instance {n} removed"),
+                Duration::from_secs(5),
+            )
             .await;
     }
 
@@ -96,7 +107,10 @@ async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_d
         .text()
         .await
         .expect("html");
-    assert!(!html.contains("no rating yet"), "ratings still shown: {html}");
+    assert!(
+        !html.contains("no rating yet"),
+        "ratings still shown: {html}"
+    );
 }
 
 #[tokio::test]
@@ -105,11 +119,7 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let mut r1 = ratings(1, &registry, &[]).await;
     let _r2 = ratings(2, &registry, &[]).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
-    let mut market = market(
-        &registry,
-        &["--timeout", "300ms", "--retest-delay", "2s"],
-    )
-    .await;
+    let mut market = market(&registry, &["--timeout", "300ms", "--retest-delay", "2s"]).await;
     market_items(&market).await;
     let url1 = r1.url.clone();
     let using1 = format!("ratings using instance 1: {url1}");
@@ -128,9 +138,16 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let calls_to_1 = market.count(&using1);
     for _ in 0..3 {
         let items = market_items(&market).await;
-        assert!(items.iter().all(|i| i.2 == "live" && i.3 == Some(2)), "{items:?}");
+        assert!(
+            items.iter().all(|i| i.2 == "live" && i.3 == Some(2)),
+            "{items:?}"
+        );
     }
-    assert_eq!(market.count(&using1), calls_to_1, "no request to an open instance");
+    assert_eq!(
+        market.count(&using1),
+        calls_to_1,
+        "no request to an open instance"
+    );
     assert_eq!(market.count("RETEST breaker"), 0, "too early for a retest");
 
     // After the delay the breaker retests by itself.
@@ -146,6 +163,9 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     // Traffic interleaves again.
     let items = market_items(&market).await;
     let served_by: Vec<u64> = items.iter().filter_map(|i| i.3).collect();
-    assert!(served_by.contains(&1) && served_by.contains(&2), "{served_by:?}");
+    assert!(
+        served_by.contains(&1) && served_by.contains(&2),
+        "{served_by:?}"
+    );
     assert_eq!(market.count(&open), 1, "opened once");
 }
