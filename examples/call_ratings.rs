@@ -26,8 +26,7 @@ struct Rating {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let registry = std::env::args()
@@ -50,7 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for _ in 0..10 {
         match ratings.get_json::<Rating>("/ratings/widget").await {
-            Ok(r) => println!("{} is rated {}/5 (instance {})", r.item_id, r.rating, r.instance),
+            Ok(r) => println!(
+                "{} is rated {}/5 (instance {})",
+                r.item_id, r.rating, r.instance
+            ),
             Err(e) => println!("no rating: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
