@@ -11,7 +11,7 @@ const ITEMS: [&str; 4] = ["widget", "gadget", "gizmo", "doohickey"];
 #[tokio::test]
 async fn without_ratings_the_page_shows_prices_and_no_rating_yet() {
     let registry = registry(&[]).await;
-    let market = market(&registry, &[]).await;
+    let mut market = market(&registry, &[]).await;
     let page = http().get(&market.url).send().await.expect("GET /");
     assert_eq!(page.status(), 200);
     let html = page.text().await.expect("html");
@@ -22,7 +22,9 @@ async fn without_ratings_the_page_shows_prices_and_no_rating_yet() {
     for (id, rating, source, _) in items {
         assert_eq!((rating, source.as_str()), (None, "none"), "{id}");
     }
-    assert!(market.count("all services are down") >= 1);
+    market
+        .wait_for_log("ratings: all services are down", Duration::from_secs(2))
+        .await;
 }
 
 #[tokio::test]
@@ -31,7 +33,7 @@ async fn ratings_appear_and_calls_interleave_across_instances() {
     let _r1 = ratings(1, &registry, &[]).await;
     let _r2 = ratings(2, &registry, &[]).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
-    let market = market(&registry, &[]).await;
+    let mut market = market(&registry, &[]).await;
 
     let items = market_items(&market).await;
     let ids: Vec<&str> = items.iter().map(|i| i.0.as_str()).collect();
@@ -56,18 +58,13 @@ async fn ratings_appear_and_calls_interleave_across_instances() {
         .expect("html");
     assert!(!html.contains("no rating yet"), "{html}");
 
-    // The market's terminal shows each call, on both instances.
+    // The market's terminal shows each call (two page loads, four calls each), on both
+    // instances.
+    market
+        .wait_for_nth_log("ratings using instance", 8, Duration::from_secs(2))
+        .await;
     assert!(market.count("ratings using instance 1: http://127.0.0.1:") >= 1);
     assert!(market.count("ratings using instance 2: http://127.0.0.1:") >= 1);
-    let calls: Vec<String> = market
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains("ratings using instance"))
-        .collect();
-    assert!(
-        calls.len() >= 8,
-        "two page loads, four calls each: {calls:?}"
-    );
 }
 
 #[tokio::test]
@@ -98,7 +95,9 @@ async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_d
         assert_eq!(a.1, b.1, "same rating for {}", a.0);
         assert!(a.2 == "stale" || a.2 == "cache", "{a:?}");
     }
-    assert!(market.count("all services are down") >= 1);
+    market
+        .wait_for_log("ratings: all services are down", Duration::from_secs(2))
+        .await;
     let html = http()
         .get(&market.url)
         .send()
