@@ -10,6 +10,14 @@ use http::StatusCode;
 use crate::Error;
 
 /// What one attempt amounted to.
+///
+/// ```
+/// use discovery_client::classify::{Attempt, Classify, DefaultClassifier, Outcome};
+/// use http::StatusCode;
+///
+/// let outcome = DefaultClassifier.classify(Attempt::Answered { status: StatusCode::NOT_FOUND, body: b"" });
+/// assert_eq!(outcome, Outcome::CallerError);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// The instance did its job.
@@ -21,6 +29,15 @@ pub enum Outcome {
 }
 
 /// The attempt as a classifier sees it.
+///
+/// ```
+/// use discovery_client::classify::{Attempt, Classify, DefaultClassifier, Outcome};
+/// use discovery_client::Error;
+/// use std::time::Duration;
+///
+/// let timeout = Error::Timeout { address: "http://127.0.0.1:8001".into(), timeout: Duration::from_secs(1) };
+/// assert_eq!(DefaultClassifier.classify(Attempt::Errored(&timeout)), Outcome::Failure);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Attempt<'a> {
     /// An answer arrived in time, with this status and body.
@@ -35,12 +52,40 @@ pub enum Attempt<'a> {
 }
 
 /// Decides the [`Outcome`] of an attempt.
+///
+/// ```
+/// use discovery_client::classify::{Attempt, Classify, DefaultClassifier, Outcome};
+///
+/// /// Also counts 429 Too Many Requests as the instance's failure.
+/// #[derive(Debug)]
+/// struct TooManyRequestsFails;
+///
+/// impl Classify for TooManyRequestsFails {
+///     fn classify(&self, attempt: Attempt<'_>) -> Outcome {
+///         match attempt {
+///             Attempt::Answered { status, .. } if status.as_u16() == 429 => Outcome::Failure,
+///             other => DefaultClassifier.classify(other),
+///         }
+///     }
+/// }
+/// // ServiceClient::builder("ratings").classifier(TooManyRequestsFails) ...
+/// ```
 pub trait Classify: Send + Sync + std::fmt::Debug + 'static {
     /// Classifies one attempt.
     fn classify(&self, attempt: Attempt<'_>) -> Outcome;
 }
 
 /// Transport errors, timeouts, 5xx and undecodable bodies fail; 4xx is the caller's problem.
+///
+/// ```
+/// use discovery_client::classify::{Attempt, Classify, DefaultClassifier, Outcome};
+/// use http::StatusCode;
+///
+/// let judge = |code| DefaultClassifier.classify(Attempt::Answered { status: code, body: b"{}" });
+/// assert_eq!(judge(StatusCode::OK), Outcome::Success);
+/// assert_eq!(judge(StatusCode::BAD_REQUEST), Outcome::CallerError);
+/// assert_eq!(judge(StatusCode::SERVICE_UNAVAILABLE), Outcome::Failure);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultClassifier;
 

@@ -2,10 +2,21 @@
 
 use std::time::Duration;
 
-/// Why a call through a [`ServiceClient`](crate::ServiceClient) did not produce an answer.
+/// Why a call through a [`ServiceClient`](crate::ServiceClient) (or a tower stack of this
+/// crate's layers) did not produce an answer.
 ///
 /// The error is `Clone` so that one upstream failure can be handed to every caller that was
 /// waiting on the same coalesced cache miss.
+///
+/// ```
+/// use discovery_client::Error;
+///
+/// let error = Error::AllInstancesDown { service: "ratings".into() };
+/// assert_eq!(error.to_string(), "ratings: all services are down");
+/// assert!(!error.is_instance_failure());
+/// let refused = Error::Http { address: "http://127.0.0.1:8001".into(), message: "refused".into() };
+/// assert!(refused.is_instance_failure());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -71,6 +82,36 @@ pub enum Error {
     /// The client was configured with an invalid value.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A tower layer from outside this library failed (for example a `Buffer` whose worker
+    /// stopped); this is its message.
+    #[error("middleware: {0}")]
+    Middleware(String),
+}
+
+impl From<tower::BoxError> for Error {
+    /// Unwraps this library's own errors that other tower layers boxed on their way through;
+    /// anything else becomes [`Error::Middleware`] with its message and causes.
+    fn from(error: tower::BoxError) -> Self {
+        match error.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => {
+                let mut message = other.to_string();
+                let mut source = other.source();
+                while let Some(cause) = source {
+                    message.push_str(": ");
+                    message.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                Error::Middleware(message)
+            }
+        }
+    }
+}
+
+impl From<std::convert::Infallible> for Error {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 impl Error {

@@ -1,12 +1,53 @@
 //! Typed events that applications can subscribe to instead of parsing logs.
 //!
-//! Every breaker transition and discovery change is published on a broadcast channel
-//! ([`ServiceClient::subscribe`](crate::ServiceClient::subscribe)). A subscriber that falls
-//! behind loses the oldest events (and is told so by `RecvError::Lagged`), never blocks calls.
+//! Every breaker transition and discovery change is published on an [`EventBus`], a broadcast
+//! channel. [`ServiceClient::subscribe`](crate::ServiceClient::subscribe) reads the client's
+//! own bus; the tower pieces ([`Breakers`](crate::breaker::Breakers),
+//! [`BreakerLayer`](crate::breaker::BreakerLayer),
+//! [`RoundRobin`](crate::balance::RoundRobin),
+//! [`InstanceStream`](crate::discovery::InstanceStream)) publish to a bus you hand them, so a
+//! hand-built tower stack gives the same events. A subscriber that falls behind loses the
+//! oldest events (and is told so by `RecvError::Lagged`), never blocks calls.
+//!
+//! ```
+//! use discovery_client::events::{Event, EventBus};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let bus = EventBus::new(64);
+//! let mut events = bus.subscribe();
+//! bus.send(Event::AllInstancesDown { service: "ratings".into() });
+//! assert_eq!(
+//!     events.recv().await.unwrap(),
+//!     Event::AllInstancesDown { service: "ratings".into() }
+//! );
+//! # }
+//! ```
 
 use tokio::sync::broadcast;
 
 /// Something that happened to a service's instances.
+///
+/// ```
+/// use discovery_client::{Event, ServiceClient, StaticDiscovery};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), discovery_client::Error> {
+/// let ratings = ServiceClient::builder("ratings")
+///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
+///     .build()?;
+/// let mut events = ratings.subscribe();
+/// tokio::spawn(async move {
+///     while let Ok(event) = events.recv().await {
+///         match event {
+///             Event::BreakerOpened { address, .. } => println!("{address} is out"),
+///             Event::BreakerClosed { address, .. } => println!("{address} is back"),
+///             _ => {}
+///         }
+///     }
+/// });
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
@@ -68,24 +109,45 @@ pub enum Event {
     },
 }
 
-/// Sends events to every subscriber; sending with no subscriber is free and never fails.
+/// A broadcast channel of [`Event`]s: every subscriber gets every event sent after it
+/// subscribed. Cheap to clone; clones send into the same channel. Sending with no subscriber
+/// is cheap and never fails.
+///
+/// ```
+/// use discovery_client::events::EventBus;
+///
+/// let bus = EventBus::new(1024);
+/// let _receiver = bus.subscribe();
+/// let same_channel = bus.clone();
+/// # drop(same_channel);
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct EventSender {
+pub struct EventBus {
     tx: broadcast::Sender<Event>,
 }
 
-impl EventSender {
-    pub(crate) fn new(capacity: usize) -> Self {
+impl EventBus {
+    /// A bus that keeps up to `capacity` events for slow subscribers (at least 1).
+    pub fn new(capacity: usize) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self { tx }
     }
 
-    pub(crate) fn send(&self, event: Event) {
+    /// Publishes an event to every current subscriber.
+    pub fn send(&self, event: Event) {
         // An error only means nobody is subscribed right now.
         let _ = self.tx.send(event);
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+    /// Receives every event sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
+    }
+}
+
+impl Default for EventBus {
+    /// A bus that keeps 1024 events for slow subscribers.
+    fn default() -> Self {
+        Self::new(1024)
     }
 }

@@ -5,6 +5,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// One instance of a service, as discovery reports it.
+///
+/// ```
+/// use discovery_client::Instance;
+///
+/// let mut instance = Instance::new("1", "http://127.0.0.1:8001");
+/// instance.metadata.insert("zone".into(), "a".into());
+/// assert_eq!(instance.id, "1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Instance {
     /// The instance's id within its service (for the ratings demo, its number: `"1"`).

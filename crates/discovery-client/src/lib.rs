@@ -41,14 +41,75 @@
 //!
 //! # Modules
 //!
-//! - [`discovery`]: where instances come from (the registry's blocking query, a static list).
+//! - [`discovery`]: where instances come from (the registry's blocking query, a static list),
+//!   and [`InstanceStream`](discovery::InstanceStream), any source as a tower `Discover`.
 //! - [`balance`]: round-robin over the instances whose breaker admits a request.
-//! - [`breaker`]: the per-instance circuit breaker state machine (Closed, Open, Retest).
+//! - [`breaker`]: the per-instance circuit breaker (Closed, Open, Retest) and its middleware.
+//! - [`timeout`]: the per-attempt timeout that names the instance.
+//! - [`transport`]: the leaf service that sends one request to one instance over HTTP.
 //! - [`classify`]: deciding whether an attempt failed (5xx, timeouts, transport errors and
 //!   undecodable bodies do; 4xx does not).
 //! - [`cache`]: the moka response cache with coalescing and stale fallback.
 //! - [`events`]: typed events for breaker transitions and discovery changes.
 //! - [`registration`]: the other side: how a service registers itself and heartbeats.
+//!
+//! # Tower middleware
+//!
+//! Each concern is also a tower `Layer`/`Service`, for composing with your own middleware
+//! in an axum or tonic application. [`ServiceClient`] is built from these same pieces (it
+//! adds retries on another instance within a budget and an overall deadline):
+//!
+//! | piece | what it does |
+//! |---|---|
+//! | [`InstanceStream`](discovery::InstanceStream) | any [`Discovery`] as a `Discover` stream of `Change::Insert(address, instance)` / `Change::Remove(address)`; [`endpoints`](discovery::InstanceStream::endpoints) makes a service per instance |
+//! | [`RoundRobin`](balance::RoundRobin) | sends each call to the next endpoint whose breaker admits it; none: [`Error::AllInstancesDown`] at once |
+//! | [`Breakers`](breaker::Breakers) / [`BreakerLayer`](breaker::BreakerLayer) | per-instance breaker kept by address; rejects in `call` with [`Error::CircuitOpen`], never fails `poll_ready` |
+//! | [`TimeoutLayer`](timeout::TimeoutLayer) | per-attempt timeout: [`Error::Timeout`] with the address |
+//! | [`HttpEndpoint`](transport::HttpEndpoint) | one instance over HTTP (reqwest), whole bodies |
+//! | [`CacheLayer`](cache::CacheLayer) | GETs from the moka cache: TTL, coalesced misses, stale fallback |
+//! | [`EventBus`](events::EventBus) | the typed [`Event`]s every piece publishes to |
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use discovery_client::balance::RoundRobin;
+//! use discovery_client::breaker::{BreakerConfig, Breakers};
+//! use discovery_client::cache::{CacheConfig, CacheLayer};
+//! use discovery_client::discovery::InstanceStream;
+//! use discovery_client::events::EventBus;
+//! use discovery_client::timeout::TimeoutLayer;
+//! use discovery_client::transport::HttpEndpoint;
+//! use discovery_client::{RegistryDiscovery, Source};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let events = EventBus::new(256);
+//! let breakers = Breakers::new("ratings", BreakerConfig::default()).events(events.clone());
+//! let endpoints = InstanceStream::new("ratings", RegistryDiscovery::new("http://127.0.0.1:8500"))?
+//!     .events(events.clone())
+//!     .endpoints(move |instance| {
+//!         ServiceBuilder::new()
+//!             .layer(breakers.layer(instance)) // outermost per instance: the balancer asks it
+//!             .layer(TimeoutLayer::new(&instance.address, Duration::from_secs(1)))
+//!             .service(HttpEndpoint::new(&instance.address))
+//!     });
+//! let balancer = RoundRobin::new("ratings", endpoints).events(events.clone());
+//! // The cache calls a clone of its inner service per miss; tower's `Buffer` (feature
+//! // "buffer") makes the balancer cloneable:
+//! // let mut ratings = ServiceBuilder::new()
+//! //     .layer(CacheLayer::new("ratings", CacheConfig::default()))
+//! //     .buffer(64)
+//! //     .service(balancer);
+//! let mut ratings = balancer;
+//! let request = http::Request::get("/ratings/widget").body(Bytes::new())?;
+//! let answer = ratings.ready().await?.call(request).await?;
+//! println!("{} {:?}", answer.status(), answer.extensions().get::<Source>());
+//! # let _ = (CacheLayer::new("ratings", CacheConfig::default()), events.subscribe());
+//! # Ok(()) }
+//! ```
+//!
+//! `examples/tower_stack.rs` (`cargo run -p examples --example tower-stack`) runs a full
+//! stack, cache and `Buffer` included, against instances it starts itself.
 //!
 //! # Logs
 //!
@@ -56,6 +117,23 @@
 //! and `state` fields and these messages: `ratings using instance 1: http://127.0.0.1:8001`,
 //! `OPEN breaker on [ratings at http://127.0.0.1:8001]`, `RETEST breaker on [...]`,
 //! `CLOSE breaker on [...]`, and `ratings: all services are down`.
+//!
+//! # Metrics
+//!
+//! Recorded through the [`metrics`](https://docs.rs/metrics) facade; install an exporter
+//! (such as `metrics-exporter-prometheus`) in your binary, **before** building clients or
+//! stacks (handles are registered once per service and instance, so recording costs an
+//! atomic add). The `instance` label is the instance's address, such as
+//! `http://127.0.0.1:8001`, the key its breaker is kept by.
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `discovery_client_requests_total` | counter | `service`, `instance`, `outcome` | attempts on one instance; `outcome` is `success`, `caller_error` (4xx), `failure` (5xx, timeout, transport error, undecodable body) or `rejected` (turned away by an open breaker) |
+//! | `discovery_client_request_duration_seconds` | histogram | `service`, `instance` | time from sending an attempt to its classified outcome |
+//! | `discovery_client_breaker_state` | gauge | `service`, `instance` | 0 closed, 1 retest, 2 open |
+//! | `discovery_client_breaker_transitions_total` | counter | `service`, `instance`, `to` | breaker transitions; `to` is `open`, `retest` or `closed` |
+//! | `discovery_client_cache_total` | counter | `service`, `result` | cached GETs: `hit` (fresh cache, or a concurrent caller's fetch), `miss` (went upstream), `stale` (upstream failed, last good answer served) |
+//! | `discovery_client_all_down_total` | counter | `service` | calls that found no instance whose breaker admits a request |
 
 #![warn(missing_docs)]
 
@@ -69,9 +147,16 @@ mod error;
 pub mod events;
 mod instance;
 pub mod registration;
+mod telemetry;
+#[cfg(test)]
+mod test_metrics;
+pub mod timeout;
+pub mod transport;
 
 pub use cache::{Cached, Source};
 pub use client::{InstanceStatus, Response, ServiceClient, ServiceClientBuilder};
+#[cfg(feature = "etcd")]
+pub use discovery::etcd::EtcdDiscovery;
 pub use discovery::{Discovery, RegistryDiscovery, StaticDiscovery};
 pub use error::Error;
 pub use events::Event;

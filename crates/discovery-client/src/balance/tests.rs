@@ -1,6 +1,12 @@
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
 use super::*;
+use crate::Instance;
+use crate::breaker::{Breaker, Transition};
 use crate::breaker::{BreakerConfig, BreakerState};
 
 fn endpoints(n: usize) -> Vec<Endpoint> {
@@ -16,7 +22,7 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
         .collect()
 }
 
-fn pick_ids(rr: &RoundRobin, eps: &[Endpoint], times: usize) -> Vec<String> {
+fn pick_ids(rr: &Picker, eps: &[Endpoint], times: usize) -> Vec<String> {
     (0..times)
         .map(|_| {
             let (ep, permit) = rr
@@ -30,14 +36,14 @@ fn pick_ids(rr: &RoundRobin, eps: &[Endpoint], times: usize) -> Vec<String> {
 
 #[tokio::test(start_paused = true)]
 async fn interleaves_across_instances() {
-    let rr = RoundRobin::new();
+    let rr = Picker::new();
     let eps = endpoints(3);
     assert_eq!(pick_ids(&rr, &eps, 6), ["1", "2", "3", "1", "2", "3"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn skips_open_breakers_and_keeps_the_rest_even() {
-    let rr = RoundRobin::new();
+    let rr = Picker::new();
     let eps = endpoints(3);
     let now = Instant::now();
     eps[0]
@@ -55,7 +61,7 @@ async fn skips_open_breakers_and_keeps_the_rest_even() {
 
 #[tokio::test(start_paused = true)]
 async fn none_when_every_breaker_is_open_and_no_hang() {
-    let rr = RoundRobin::new();
+    let rr = Picker::new();
     let eps = endpoints(2);
     let now = Instant::now();
     for ep in &eps {
@@ -71,7 +77,7 @@ async fn none_when_every_breaker_is_open_and_no_hang() {
 
 #[tokio::test(start_paused = true)]
 async fn retest_admits_one_probe_and_reports_the_transition() {
-    let rr = RoundRobin::new();
+    let rr = Picker::new();
     let eps = endpoints(1);
     let now = Instant::now();
     eps[0]
@@ -99,7 +105,7 @@ async fn retest_admits_one_probe_and_reports_the_transition() {
 
 #[tokio::test(start_paused = true)]
 async fn skip_excludes_already_tried_instances() {
-    let rr = RoundRobin::new();
+    let rr = Picker::new();
     let eps = endpoints(2);
     for _ in 0..4 {
         let (ep, _) = rr

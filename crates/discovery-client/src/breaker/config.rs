@@ -3,6 +3,20 @@
 use std::time::Duration;
 
 /// How a [`Breaker`](super::Breaker) opens and when it retests.
+///
+/// ```
+/// use std::time::Duration;
+/// use discovery_client::breaker::BreakerConfig;
+///
+/// let config = BreakerConfig {
+///     failure_limit: 3,
+///     retest_delay: Duration::from_secs(10),
+///     jitter: 0.2,
+///     backoff_multiplier: 2.0,
+///     max_retest_delay: Duration::from_secs(120),
+/// };
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker (at least 1).

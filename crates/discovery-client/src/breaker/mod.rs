@@ -1,6 +1,6 @@
-//! Per-instance circuit breaker.
+//! Per-instance circuit breaker: the state machine, and the tower middleware around it.
 //!
-//! The breaker is a small state machine, kept apart from the question "was this call a
+//! The [`Breaker`] is a small state machine, kept apart from the question "was this call a
 //! failure?" (see [`crate::classify`]) and from I/O, so it can be tested on paused time:
 //!
 //! ```text
@@ -21,12 +21,51 @@
 //! Results of requests admitted in an earlier state (say, a slow request let in while Closed
 //! that ends after the breaker opened) are ignored: only the state they were admitted in may
 //! act on them. Each transition bumps a generation counter to tell them apart.
+//!
+//! # As tower middleware
+//!
+//! [`BreakerLayer`] wraps one instance's service in a [`BreakerService`]: it asks the breaker
+//! in `call` (never failing or holding back `poll_ready`), turns a refused call away at once
+//! with [`Error::CircuitOpen`](crate::Error::CircuitOpen), and judges, times and records every
+//! admitted call. [`Breakers`] keeps one service's breakers by address and hands out the
+//! layer for each instance discovery reports. Balancers ask a [`BreakerService`] for leave
+//! ahead of the call through [`Admit`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use discovery_client::breaker::{BreakerConfig, Breakers};
+//! use discovery_client::events::EventBus;
+//! use discovery_client::timeout::TimeoutLayer;
+//! use discovery_client::transport::HttpEndpoint;
+//! use discovery_client::Instance;
+//! use tower::ServiceBuilder;
+//!
+//! let events = EventBus::new(256);
+//! let breakers = Breakers::new("ratings", BreakerConfig::default()).events(events.clone());
+//! let instance = Instance::new("1", "http://127.0.0.1:8001");
+//! let endpoint = ServiceBuilder::new()
+//!     .layer(breakers.layer(&instance))
+//!     .layer(TimeoutLayer::new(&instance.address, Duration::from_secs(1)))
+//!     .service(HttpEndpoint::new(&instance.address));
+//! # let _ = endpoint;
+//! ```
 
+mod by_address;
 mod config;
+mod future;
+mod layer;
+mod service;
 mod state;
 
+pub use by_address::Breakers;
 pub use config::BreakerConfig;
+pub(crate) use future::BodyCheck;
+pub use future::ResponseFuture;
+pub use layer::BreakerLayer;
+pub use service::{Admit, BreakerService};
 pub use state::{Breaker, BreakerState, Permit, Transition};
 
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,14 @@ use tokio::time::Instant;
 use super::BreakerConfig;
 
 /// The breaker's state as others see it.
+///
+/// ```
+/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
+///
+/// let breaker = Breaker::new(BreakerConfig::default());
+/// assert_eq!(breaker.state(), BreakerState::Closed);
+/// assert_eq!(BreakerState::Retest.as_str(), "retest");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerState {
     /// Requests flow; consecutive failures are counted.
@@ -29,6 +37,18 @@ impl BreakerState {
 }
 
 /// A change of state, reported to whoever caused it so it can be logged once.
+///
+/// ```
+/// use std::sync::Arc;
+/// use discovery_client::breaker::{Breaker, BreakerConfig, Transition};
+/// use tokio::time::Instant;
+///
+/// let breaker = Arc::new(Breaker::new(BreakerConfig::default())); // opens at the first failure
+/// let now = Instant::now();
+/// let (permit, _) = breaker.try_acquire(now);
+/// let transition = permit.unwrap().record_failure(now);
+/// assert!(matches!(transition, Some(Transition::Opened { .. })));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     /// Closed or Retest → Open. `retest_at` is when a probe will be allowed.
@@ -60,6 +80,27 @@ struct Inner {
 
 /// A per-instance circuit breaker. Cheap to share behind an [`Arc`]; all methods take the
 /// current time so tests can drive it on paused tokio time.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
+/// use tokio::time::Instant;
+///
+/// let breaker = Arc::new(Breaker::new(BreakerConfig {
+///     failure_limit: 2,
+///     retest_delay: Duration::from_secs(30),
+///     ..BreakerConfig::default()
+/// }));
+/// let now = Instant::now();
+/// for _ in 0..2 {
+///     let (permit, _) = breaker.try_acquire(now);
+///     permit.expect("closed: admitted").record_failure(now);
+/// }
+/// assert_eq!(breaker.state(), BreakerState::Open);
+/// assert!(!breaker.would_admit(now));
+/// assert!(breaker.would_admit(now + Duration::from_secs(30)), "time for the probe");
+/// ```
 #[derive(Debug)]
 pub struct Breaker {
     config: BreakerConfig,
@@ -215,6 +256,19 @@ impl Breaker {
 /// Leave to send one request through a [`Breaker`]. Record its outcome with
 /// [`record_success`](Permit::record_success) or [`record_failure`](Permit::record_failure);
 /// dropping it unrecorded (the caller gave up) counts as neither, and frees the probe slot.
+///
+/// ```
+/// use std::sync::Arc;
+/// use discovery_client::breaker::{Breaker, BreakerConfig};
+/// use tokio::time::Instant;
+///
+/// let breaker = Arc::new(Breaker::new(BreakerConfig::default()));
+/// let now = Instant::now();
+/// let (permit, _) = breaker.try_acquire(now);
+/// let permit = permit.expect("closed breakers admit");
+/// assert!(!permit.is_probe());
+/// assert_eq!(permit.record_success(now), None);
+/// ```
 #[derive(Debug)]
 pub struct Permit {
     breaker: Arc<Breaker>,
@@ -244,6 +298,18 @@ impl Permit {
     pub fn record_failure(mut self, now: Instant) -> Option<Transition> {
         self.recorded = true;
         self.breaker.record(self.generation, false, now)
+    }
+
+    /// Records the outcome; on a transition, also hands back the breaker (for the retest
+    /// timer), so the common no-transition case costs no reference count.
+    pub(crate) fn settle(
+        mut self,
+        success: bool,
+        now: Instant,
+    ) -> Option<(Transition, Arc<Breaker>)> {
+        self.recorded = true;
+        let transition = self.breaker.record(self.generation, success, now)?;
+        Some((transition, Arc::clone(&self.breaker)))
     }
 }
 

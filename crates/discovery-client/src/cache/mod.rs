@@ -10,16 +10,34 @@
 //!
 //! A fresh TTL of zero turns the fresh cache off (every call goes upstream) while keeping the
 //! stale fallback. moka runs on its own clock, so cache expiry is tested with short real TTLs.
+//!
+//! [`ServiceClient::get_json_cached`](crate::ServiceClient::get_json_cached) caches bodies;
+//! [`CacheLayer`] offers the same cache as tower middleware for `GET` requests. Every lookup
+//! is counted in `discovery_client_cache_total{service,result=hit|miss|stale}`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use metrics::Counter;
 use moka::future::Cache;
 
 use crate::Error;
+use crate::telemetry::CacheCounters;
+
+mod layer;
+mod service;
+
+pub use layer::CacheLayer;
+pub use service::CacheService;
 
 /// Where an answer came from.
+///
+/// ```
+/// use discovery_client::Source;
+///
+/// assert_eq!(Source::Stale.as_str(), "stale");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
@@ -43,6 +61,23 @@ impl Source {
 }
 
 /// A decoded answer and where it came from.
+///
+/// ```no_run
+/// use discovery_client::{Cached, ServiceClient, Source, StaticDiscovery};
+///
+/// #[derive(Debug, serde::Deserialize)]
+/// struct Rating { rating: u8 }
+///
+/// # async fn demo() -> Result<(), discovery_client::Error> {
+/// let ratings = ServiceClient::builder("ratings")
+///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
+///     .build()?;
+/// let Cached { value, source } = ratings.get_json_cached::<Rating>("/ratings/widget").await?;
+/// if source == Source::Stale {
+///     println!("ratings is down; last known rating: {}", value.rating);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cached<T> {
     /// The answer.
@@ -52,6 +87,17 @@ pub struct Cached<T> {
 }
 
 /// Sizes and lifetimes of the response cache.
+///
+/// ```
+/// use std::time::Duration;
+/// use discovery_client::cache::CacheConfig;
+///
+/// let config = CacheConfig {
+///     ttl: Duration::from_secs(10),
+///     ..CacheConfig::default()
+/// };
+/// assert_eq!(config.stale_ttl, Duration::from_secs(3600));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     /// How long an answer is served without asking upstream (zero: always ask).
@@ -72,14 +118,28 @@ impl Default for CacheConfig {
     }
 }
 
-/// Bodies of successful answers, fresh and stale.
-#[derive(Debug, Clone)]
-pub(crate) struct ResponseCache {
-    fresh: Option<Cache<String, Bytes>>,
-    stale: Cache<String, Bytes>,
+/// Successful answers (bodies for [`ServiceClient`](crate::ServiceClient), whole responses
+/// for [`CacheService`]), fresh and stale, keyed by path.
+#[derive(Clone)]
+pub(crate) struct ResponseCache<V = Bytes> {
+    /// Answers younger than the TTL; `None` when the TTL is zero.
+    fresh: Option<Cache<String, V>>,
+    /// The last good answer per key, for when upstream fails.
+    stale: Cache<String, V>,
+    /// `discovery_client_cache_total{service,result}`.
+    counters: CacheCounters,
 }
 
-impl ResponseCache {
+impl<V> std::fmt::Debug for ResponseCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("fresh", &self.fresh.as_ref().map(|c| c.entry_count()))
+            .field("stale", &self.stale.entry_count())
+            .finish()
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
     pub(crate) fn new(config: &CacheConfig) -> Self {
         let fresh = (!config.ttl.is_zero()).then(|| {
             Cache::builder()
@@ -91,18 +151,44 @@ impl ResponseCache {
             .max_capacity(config.max_entries)
             .time_to_live(config.stale_ttl.max(config.ttl))
             .build();
-        Self { fresh, stale }
+        Self {
+            fresh,
+            stale,
+            counters: CacheCounters {
+                hit: Counter::noop(),
+                miss: Counter::noop(),
+                stale: Counter::noop(),
+            },
+        }
+    }
+
+    /// Counts hits, misses and stale answers in these counters.
+    pub(crate) fn with_counters(mut self, counters: CacheCounters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Answers `key` from the fresh cache, or by running `fetch` (once for all concurrent
     /// callers of the same key), or, when that fails, from the stale store.
-    pub(crate) async fn get_or_fetch<F>(
+    pub(crate) async fn get_or_fetch<F>(&self, key: &str, fetch: F) -> Result<(V, Source), Error>
+    where
+        F: Future<Output = Result<V, Error>>,
+    {
+        self.get_or_fetch_when(key, fetch, |_| true).await
+    }
+
+    /// [`get_or_fetch`](Self::get_or_fetch), falling back to the stale store only for the
+    /// failures for which `use_stale` is true. Each call counts one `hit` (fresh cache, or a
+    /// concurrent caller's fetch), `miss` (went upstream) or `stale` (fell back).
+    pub(crate) async fn get_or_fetch_when<F, E>(
         &self,
         key: &str,
         fetch: F,
-    ) -> Result<(Bytes, Source), Error>
+        use_stale: impl Fn(&E) -> bool,
+    ) -> Result<(V, Source), E>
     where
-        F: Future<Output = Result<Bytes, Error>>,
+        F: Future<Output = Result<V, E>>,
+        E: Clone + Send + Sync + 'static,
     {
         let fetched_here = AtomicBool::new(false);
         let result = match &self.fresh {
@@ -119,19 +205,34 @@ impl ResponseCache {
             }
         };
         match result {
-            Ok(body) => {
+            Ok(value) => {
                 let source = if fetched_here.load(Ordering::Relaxed) {
-                    self.stale.insert(key.to_string(), body.clone()).await;
+                    self.counters.miss.increment(1);
+                    self.stale.insert(key.to_string(), value.clone()).await;
                     Source::Live
                 } else {
+                    self.counters.hit.increment(1);
                     Source::Cache
                 };
-                Ok((body, source))
+                Ok((value, source))
             }
-            Err(error) => match self.stale.get(key).await {
-                Some(body) => Ok((body, Source::Stale)),
-                None => Err(error),
-            },
+            Err(error) => {
+                let stale = if use_stale(&error) {
+                    self.stale.get(key).await
+                } else {
+                    None
+                };
+                match stale {
+                    Some(value) => {
+                        self.counters.stale.increment(1);
+                        Ok((value, Source::Stale))
+                    }
+                    None => {
+                        self.counters.miss.increment(1);
+                        Err(error)
+                    }
+                }
+            }
         }
     }
 
@@ -144,5 +245,7 @@ impl ResponseCache {
     }
 }
 
+#[cfg(test)]
+mod layer_tests;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,25 @@ use crate::{Error, ServiceClient};
 /// delay 30 s; plus a fresh-cache TTL of 5 s, a stale fallback kept for an hour, up to 2
 /// retries on other instances within a retry budget of 20 % of requests, and no overall
 /// deadline beyond what the timeouts and retries imply.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use discovery_client::{RegistryDiscovery, ServiceClient};
+///
+/// # async fn demo() -> Result<(), discovery_client::Error> {
+/// let ratings = ServiceClient::builder("ratings")
+///     .discovery(RegistryDiscovery::new("http://127.0.0.1:8500"))
+///     .timeout(Duration::from_millis(500))
+///     .failure_limit(2)
+///     .retest_delay(Duration::from_secs(10))
+///     .retest_jitter(0.2)
+///     .max_retries(1)
+///     .deadline(Duration::from_secs(2))
+///     .cache_ttl(Duration::from_secs(5))
+///     .build()?;
+/// # let _ = ratings;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ServiceClientBuilder {
     pub(crate) service: String,

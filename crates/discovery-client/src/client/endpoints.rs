@@ -1,190 +1,109 @@
-//! Turning discovery's instance sets into endpoints with breakers, and reporting what
-//! happens to them.
+//! Following discovery: one endpoint stack per instance, rebuilt as instances come and go.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use dashmap::DashMap;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use futures::future::poll_fn;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower::discover::Change;
 
-use crate::balance::Endpoint;
-use crate::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
-use crate::discovery::{DiscoveryReport, InstanceSet};
-use crate::events::{Event, EventSender};
+use crate::Instance;
+use crate::breaker::{BreakerService, BreakerState, Breakers};
+use crate::discovery::{InstanceStream, Update};
+use crate::timeout::{Timeout, TimeoutLayer};
+use crate::transport::HttpEndpoint;
+
+/// What one instance is called through: breaker(timeout(http)), the same tower pieces a
+/// hand-built stack uses.
+pub(crate) type EndpointService = BreakerService<Timeout<HttpEndpoint>>;
+
+/// One instance and the stack that calls it.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    /// The instance as discovery reported it.
+    pub(crate) instance: Instance,
+    /// Its stack; clones share the breaker.
+    pub(crate) service: EndpointService,
+}
 
 /// The endpoints in use right now; `None` until discovery has answered once.
-pub(crate) type EndpointSet = Option<Arc<[Endpoint]>>;
+pub(crate) type EndpointSet = Option<Arc<[Slot]>>;
 
-/// What the request path and the background tasks of one client share.
+/// How an instance's stack is made.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    /// The service name, for logs and events.
-    pub(crate) service: String,
-    /// Where typed events go.
-    pub(crate) events: EventSender,
-    /// Breakers by instance address, so they survive discovery refreshes.
-    breakers: DashMap<String, Arc<Breaker>>,
-    /// Settings for new breakers.
-    breaker_config: BreakerConfig,
+pub(crate) struct Stacks {
+    /// Breakers by address, with the client's classifier and event bus.
+    pub(crate) breakers: Breakers,
+    /// The HTTP client all endpoints share.
+    pub(crate) http: reqwest::Client,
+    /// Per-attempt timeout.
+    pub(crate) timeout: Duration,
 }
 
-impl Shared {
-    pub(crate) fn new(service: String, events: EventSender, breaker_config: BreakerConfig) -> Self {
-        Self {
-            service,
-            events,
-            breakers: DashMap::new(),
-            breaker_config,
-        }
-    }
-
-    fn breaker_for(&self, address: &str) -> Arc<Breaker> {
-        if let Some(existing) = self.breakers.get(address) {
-            return Arc::clone(&existing);
-        }
-        let entry = self
-            .breakers
-            .entry(address.to_string())
-            .or_insert_with(|| Arc::new(Breaker::new(self.breaker_config.clone())));
-        Arc::clone(&entry)
-    }
-
-    /// Logs a breaker transition with the exact words users look for, publishes it as an
-    /// event, and, when the breaker opened, arms a timer that moves it to Retest on time
-    /// even if no request comes along.
-    pub(crate) fn report(self: &Arc<Self>, endpoint: &Endpoint, transition: Transition) {
-        let service = &self.service;
-        let address = &endpoint.instance.address;
-        match transition {
-            Transition::Opened { retest_at } => {
-                tracing::warn!(service = %service, instance = %endpoint.instance.id, address = %address, state = "open",
-                    "OPEN breaker on [{service} at {address}]");
-                self.events.send(Event::BreakerOpened {
-                    service: service.clone(),
-                    address: address.clone(),
-                });
-                let shared = Arc::clone(self);
-                let endpoint = endpoint.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(retest_at).await;
-                    if let Some(t) = endpoint.breaker.poll_retest(Instant::now()) {
-                        shared.report(&endpoint, t);
-                    }
-                });
-            }
-            Transition::Retesting => {
-                tracing::warn!(service = %service, instance = %endpoint.instance.id, address = %address, state = "retest",
-                    "RETEST breaker on [{service} at {address}]");
-                self.events.send(Event::BreakerRetesting {
-                    service: service.clone(),
-                    address: address.clone(),
-                });
-            }
-            Transition::Closed => {
-                tracing::info!(service = %service, instance = %endpoint.instance.id, address = %address, state = "closed",
-                    "CLOSE breaker on [{service} at {address}]");
-                self.events.send(Event::BreakerClosed {
-                    service: service.clone(),
-                    address: address.clone(),
-                });
-            }
-        }
-    }
-
-    /// Builds endpoints for a new instance set, reusing each address's breaker, and logs
-    /// which instances came and went since `previous`.
-    fn endpoints_for(&self, set: &InstanceSet, previous: &[Endpoint]) -> Arc<[Endpoint]> {
-        let endpoints: Vec<Endpoint> = set
-            .iter()
-            .map(|instance| Endpoint {
-                instance: instance.clone(),
-                breaker: self.breaker_for(&instance.address),
-            })
-            .collect();
-        let service = &self.service;
-        for added in endpoints
-            .iter()
-            .filter(|e| !previous.iter().any(|p| p.instance == e.instance))
-        {
-            let (id, address) = (&added.instance.id, &added.instance.address);
-            tracing::info!(service = %service, instance = %id, address = %address,
-                "{service} instance {id} added: {address}");
-            self.events.send(Event::InstanceAdded {
-                service: service.clone(),
-                id: id.clone(),
-                address: address.clone(),
-            });
-        }
-        for removed in previous
-            .iter()
-            .filter(|p| !endpoints.iter().any(|e| e.instance == p.instance))
-        {
-            let (id, address) = (&removed.instance.id, &removed.instance.address);
-            tracing::info!(service = %service, instance = %id, address = %address,
-                "{service} instance {id} removed: {address}");
-            self.events.send(Event::InstanceRemoved {
-                service: service.clone(),
-                id: id.clone(),
-                address: address.clone(),
-            });
-        }
-        // Forget healthy breakers of departed addresses; keep open ones so an instance that
-        // flaps out and back in does not get a clean slate.
-        self.breakers.retain(|address, breaker| {
-            breaker.state() != BreakerState::Closed
-                || endpoints.iter().any(|e| &e.instance.address == address)
-        });
-        endpoints.into()
+impl Stacks {
+    fn stack(&self, instance: &Instance) -> EndpointService {
+        ServiceBuilder::new()
+            .layer(self.breakers.layer(instance))
+            .layer(TimeoutLayer::new(&instance.address, self.timeout))
+            .service(HttpEndpoint::with_client(
+                self.http.clone(),
+                &instance.address,
+            ))
     }
 }
 
-/// Follows discovery: rebuilds the endpoint set on every new instance set and logs discovery
-/// outages once each. Ends when discovery ends or nobody reads the endpoints any more.
+/// Follows discovery's [`InstanceStream`]: applies each change, and after each new set (or a
+/// discovery outage before any set) publishes the endpoints, sorted by instance id. Ends when
+/// discovery ends or nobody reads the endpoints any more.
 pub(crate) async fn follow_discovery(
-    shared: Arc<Shared>,
-    mut sets: watch::Receiver<Option<InstanceSet>>,
-    mut reports: mpsc::UnboundedReceiver<DiscoveryReport>,
+    mut instances: InstanceStream,
+    stacks: Stacks,
     out: watch::Sender<EndpointSet>,
 ) {
-    let service = shared.service.clone();
-    let mut current: Arc<[Endpoint]> = Arc::from(Vec::new());
-    let mut reports_open = true;
-    loop {
-        tokio::select! {
-            changed = sets.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let set = sets.borrow_and_update().clone();
-                if let Some(set) = set {
-                    current = shared.endpoints_for(&set, &current);
-                    if out.send(Some(Arc::clone(&current))).is_err() {
-                        return;
-                    }
+    let mut slots: Vec<Slot> = Vec::new();
+    while let Some(update) = poll_fn(|cx| instances.poll_update(cx)).await {
+        match update {
+            Update::Changed(Change::Insert(address, instance)) => {
+                let slot = Slot {
+                    service: stacks.stack(&instance),
+                    instance,
+                };
+                match slots.iter_mut().find(|s| s.instance.address == address) {
+                    Some(existing) => *existing = slot,
+                    None => slots.push(slot),
                 }
             }
-            report = reports.recv(), if reports_open => match report {
-                Some(DiscoveryReport::Outage(reason)) => {
-                    tracing::warn!(service = %service, reason = %reason,
-                        "discovery outage for {service}, keeping the last known instances: {reason}");
-                    shared.events.send(Event::DiscoveryOutage { service: service.clone(), reason });
-                    // Nothing known yet: say so now rather than make every call wait for
-                    // discovery's first answer.
-                    if out.borrow().is_none() && out.send(Some(Arc::clone(&current))).is_err() {
-                        return;
-                    }
+            Update::Changed(Change::Remove(address)) => {
+                slots.retain(|s| s.instance.address != address);
+            }
+            Update::Settled => {
+                slots.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
+                stacks
+                    .breakers
+                    .forget_departed(|address| slots.iter().any(|s| s.instance.address == address));
+                if out.send(Some(slots.clone().into())).is_err() {
+                    return;
                 }
-                Some(DiscoveryReport::Recovered) => {
-                    tracing::info!(service = %service, "discovery for {service} recovered");
-                    shared.events.send(Event::DiscoveryRecovered { service: service.clone() });
-                }
-                None => reports_open = false,
-            },
+            }
         }
     }
 }
 
 /// A snapshot of one instance for status pages.
+///
+/// ```no_run
+/// use discovery_client::{RegistryDiscovery, ServiceClient};
+///
+/// # async fn demo() -> Result<(), discovery_client::Error> {
+/// let ratings = ServiceClient::builder("ratings")
+///     .discovery(RegistryDiscovery::new("http://127.0.0.1:8500"))
+///     .build()?;
+/// for status in ratings.instances() {
+///     println!("{} {} {}", status.id, status.address, status.state.as_str());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceStatus {
     /// Instance id.
@@ -195,13 +114,13 @@ pub struct InstanceStatus {
     pub state: BreakerState,
 }
 
-pub(crate) fn status_of(endpoints: &[Endpoint]) -> Vec<InstanceStatus> {
-    endpoints
+pub(crate) fn status_of(slots: &[Slot]) -> Vec<InstanceStatus> {
+    slots
         .iter()
-        .map(|e| InstanceStatus {
-            id: e.instance.id.clone(),
-            address: e.instance.address.clone(),
-            state: e.breaker.state(),
+        .map(|s| InstanceStatus {
+            id: s.instance.id.clone(),
+            address: s.instance.address.clone(),
+            state: s.service.breaker().state(),
         })
         .collect()
 }

@@ -3,15 +3,20 @@
 //! A call goes through these steps, in order:
 //!
 //! 1. the latest endpoint set from discovery (waiting at most one timeout for discovery's
-//!    first answer);
-//! 2. round-robin among the instances whose breaker admits it; none: `all services are down`
-//!    and [`Error::AllInstancesDown`] at once;
-//! 3. one attempt, bounded by the per-attempt timeout (and the overall deadline, if set);
-//! 4. the classifier judges it; the outcome goes to the instance's breaker, whose transitions
-//!    are logged (`OPEN breaker on [...]`, `RETEST ...`, `CLOSE ...`) and published as events;
-//! 5. on a failure, retry on an instance not yet tried (idempotent requests only, unless
+//!    first answer); discovery is followed through an
+//!    [`InstanceStream`](crate::discovery::InstanceStream), and each instance gets a stack of
+//!    the crate's tower pieces: [`BreakerService`](crate::breaker::BreakerService) around a
+//!    [`Timeout`](crate::timeout::Timeout) around an
+//!    [`HttpEndpoint`](crate::transport::HttpEndpoint);
+//! 2. round-robin ([`Picker`]) among the instances whose breaker admits it; none:
+//!    `all services are down` and [`Error::AllInstancesDown`] at once;
+//! 3. one attempt through the instance's stack: logged (`ratings using instance 1: ...`),
+//!    bounded by the per-attempt timeout (and the overall deadline, if set), judged by the
+//!    classifier, recorded on the breaker, whose transitions are logged (`OPEN breaker on
+//!    [...]`, `RETEST ...`, `CLOSE ...`), published as events and counted in the metrics;
+//! 4. on a failure, retry on an instance not yet tried (idempotent requests only, unless
 //!    allowed), while the retry budget allows;
-//! 6. for [`ServiceClient::get_json_cached`], the response cache sits around all of this.
+//! 5. for [`ServiceClient::get_json_cached`], the response cache sits around all of this.
 
 mod builder;
 mod endpoints;
@@ -23,23 +28,27 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tower::ServiceExt;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::Error;
-use crate::balance::{Endpoint, RoundRobin};
+use crate::balance::Picker;
+use crate::breaker::{BodyCheck, Breakers};
 use crate::cache::{Cached, ResponseCache};
-use crate::classify::{Attempt, Classify, Outcome};
-use crate::discovery::{DiscoverySink, InstanceSet};
-use crate::events::{Event, EventSender};
+use crate::classify::Outcome;
+use crate::discovery::InstanceStream;
+use crate::events::{Event, EventBus};
+use crate::telemetry::ServiceTelemetry;
+use crate::timeout::Deadline;
 
 pub use builder::ServiceClientBuilder;
 pub use endpoints::InstanceStatus;
 pub use response::Response;
 
-use endpoints::{EndpointSet, Shared};
+use endpoints::{EndpointSet, Slot, Stacks};
 
 /// A resilient client for one named service. Cheap to clone; clones share instances,
 /// breakers, the balancer cursor and the cache.
@@ -69,18 +78,27 @@ pub struct ServiceClient {
 
 #[derive(Debug)]
 struct Inner {
-    shared: Arc<Shared>,
+    /// Service name, event bus and service-wide metrics.
+    telemetry: ServiceTelemetry,
+    /// Where typed events go; [`ServiceClient::subscribe`] reads it.
+    events: EventBus,
+    /// The endpoints discovery knows, with their stacks.
     endpoints: watch::Receiver<EndpointSet>,
-    balancer: RoundRobin,
-    http: reqwest::Client,
+    /// The round-robin cursor.
+    picker: Picker,
+    /// Per-attempt timeout (also how long a call waits for discovery's first answer).
     timeout: Duration,
+    /// Overall deadline for one call, across attempts.
     deadline: Option<Duration>,
+    /// Retries on other instances after a failed attempt.
     max_retries: u32,
+    /// Whether non-idempotent requests are retried too.
     retry_non_idempotent: bool,
+    /// Keeps retries to a fraction of requests.
     budget: TpsBudget,
-    classifier: Arc<dyn Classify>,
+    /// Bodies of successful GETs, fresh and stale.
     cache: ResponseCache,
-    /// Discovery and its follower; aborted when the last clone is dropped.
+    /// The discovery follower (which owns discovery); aborted when the last clone is dropped.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -103,26 +121,8 @@ impl ServiceClient {
             .discovery
             .clone()
             .ok_or_else(|| Error::Config("no discovery source".into()))?;
-        let events = EventSender::new(builder.event_capacity);
-        let shared = Arc::new(Shared::new(
-            builder.service.clone(),
-            events,
-            builder.breaker.clone(),
-        ));
-        let (sets_tx, sets_rx) = watch::channel::<Option<InstanceSet>>(None);
-        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let (endpoints_tx, endpoints_rx) = watch::channel::<EndpointSet>(None);
-        let sink = DiscoverySink {
-            sets: sets_tx,
-            reports: reports_tx,
-        };
-        let discovery_task = tokio::spawn(discovery.watch(&builder.service, sink));
-        let follow_task = tokio::spawn(endpoints::follow_discovery(
-            Arc::clone(&shared),
-            sets_rx,
-            reports_rx,
-            endpoints_tx,
-        ));
+        let events = EventBus::new(builder.event_capacity);
+        let telemetry = ServiceTelemetry::new(&builder.service, Some(events.clone()));
         let http = match builder.http {
             Some(http) => http,
             None => reqwest::Client::builder()
@@ -131,32 +131,41 @@ impl ServiceClient {
                 .build()
                 .map_err(|e| Error::Config(format!("HTTP client: {e}")))?,
         };
+        let stacks = Stacks {
+            breakers: Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
+                .shared_classifier(builder.classifier),
+            http,
+            timeout: builder.timeout,
+        };
+        let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
+        let (endpoints_tx, endpoints_rx) = watch::channel::<EndpointSet>(None);
+        let follow_task =
+            tokio::spawn(endpoints::follow_discovery(instances, stacks, endpoints_tx));
         Ok(Self {
             inner: Arc::new(Inner {
-                shared,
+                cache: ResponseCache::new(&builder.cache).with_counters(telemetry.cache_counters()),
+                telemetry,
+                events,
                 endpoints: endpoints_rx,
-                balancer: RoundRobin::new(),
-                http,
+                picker: Picker::new(),
                 timeout: builder.timeout,
                 deadline: builder.deadline,
                 max_retries: builder.max_retries,
                 retry_non_idempotent: builder.retry_non_idempotent,
                 budget: TpsBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
-                classifier: builder.classifier,
-                cache: ResponseCache::new(&builder.cache),
-                tasks: vec![discovery_task, follow_task],
+                tasks: vec![follow_task],
             }),
         })
     }
 
     /// The service this client calls.
     pub fn service(&self) -> &str {
-        &self.inner.shared.service
+        self.inner.telemetry.service()
     }
 
     /// Subscribes to breaker and discovery [`Event`]s from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.shared.events.subscribe()
+        self.inner.events.subscribe()
     }
 
     /// The instances known right now with their breaker states.
@@ -189,7 +198,7 @@ impl ServiceClient {
         body: Option<Bytes>,
     ) -> Result<Response, Error> {
         self.inner
-            .call(method, path, body, &HeaderMap::new(), |_| Ok(()))
+            .call(method, path, body, &HeaderMap::new(), None)
             .await
     }
 
@@ -209,7 +218,7 @@ impl ServiceClient {
     ) -> Result<T, Error> {
         let response = self
             .inner
-            .call(Method::GET, path, None, headers, check_json::<T>)
+            .call(Method::GET, path, None, headers, Some(check_json::<T>))
             .await?;
         response.into_json()
     }
@@ -235,7 +244,7 @@ impl ServiceClient {
         let fetch = async {
             let response = self
                 .inner
-                .call(Method::GET, path, None, headers, check_json::<T>)
+                .call(Method::GET, path, None, headers, Some(check_json::<T>))
                 .await?;
             response.success_body()
         };
@@ -245,15 +254,11 @@ impl ServiceClient {
     }
 }
 
-/// Checks that a 2xx body decodes as `T` (other statuses are judged by their status).
-fn check_json<T: DeserializeOwned>(response: &Response) -> Result<(), String> {
-    if response.status.is_success() {
-        serde_json::from_slice::<T>(&response.body)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    } else {
-        Ok(())
-    }
+/// Checks that a 2xx body decodes as `T` (the breaker applies it to 2xx answers only).
+fn check_json<T: DeserializeOwned>(body: &[u8]) -> Result<(), String> {
+    serde_json::from_slice::<T>(body)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8], address: &str) -> Result<T, Error> {
@@ -265,7 +270,7 @@ pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8], address: &str) -> Re
 
 impl Inner {
     /// Waits (at most one timeout) for discovery's first answer, then returns the endpoints.
-    async fn current_endpoints(&self) -> Result<Arc<[Endpoint]>, Error> {
+    async fn current_endpoints(&self) -> Result<Arc<[Slot]>, Error> {
         if let Some(set) = &*self.endpoints.borrow() {
             return Ok(Arc::clone(set));
         }
@@ -275,21 +280,31 @@ impl Inner {
             Ok(Ok(set)) => Ok(set.clone().unwrap_or_else(|| Arc::from(Vec::new()))),
             Ok(Err(_)) => Err(Error::Discovery(format!(
                 "discovery for {} stopped before finding any instance",
-                self.shared.service
+                self.telemetry.service()
             ))),
             Err(_) => Ok(Arc::from(Vec::new())),
         }
     }
 
-    fn all_down(&self) -> Error {
-        let service = &self.shared.service;
-        tracing::warn!(service = %service, "{service}: all services are down");
-        self.shared.events.send(Event::AllInstancesDown {
-            service: service.clone(),
-        });
-        Error::AllInstancesDown {
-            service: service.clone(),
+    /// The request for one attempt, bounded by the overall deadline when there is one.
+    fn request(
+        &self,
+        method: &Method,
+        path: &str,
+        body: &Option<Bytes>,
+        headers: &HeaderMap,
+        deadline: Option<Instant>,
+    ) -> Result<http::Request<Bytes>, Error> {
+        let mut request = http::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .body(body.clone().unwrap_or_default())
+            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
+        *request.headers_mut() = headers.clone();
+        if let Some(deadline) = deadline {
+            request.extensions_mut().insert(Deadline(deadline));
         }
+        Ok(request)
     }
 
     async fn call(
@@ -298,7 +313,7 @@ impl Inner {
         path: &str,
         body: Option<Bytes>,
         headers: &HeaderMap,
-        check: impl Fn(&Response) -> Result<(), String>,
+        check: Option<BodyCheck>,
     ) -> Result<Response, Error> {
         if !path.starts_with('/') {
             return Err(Error::InvalidRequest(format!(
@@ -310,84 +325,56 @@ impl Inner {
         let retryable = method.is_idempotent() || self.retry_non_idempotent;
         self.budget.deposit();
         let endpoints = self.current_endpoints().await?;
-        let mut tried: Vec<&str> = Vec::new();
+        // Indexes into `endpoints` already tried by this call.
+        let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         for attempt in 0..=self.max_retries {
             if attempt > 0 && (!retryable || !self.budget.withdraw()) {
                 break;
             }
-            let picked = self.balancer.pick(
-                &endpoints,
-                Instant::now(),
-                |e| tried.contains(&e.instance.address.as_str()),
-                |e, t| self.shared.report(e, t),
-            );
-            let Some((endpoint, permit)) = picked else {
+            let now = Instant::now();
+            let picked = self.picker.pick_with(endpoints.len(), |index| {
+                if tried.contains(&index) {
+                    return None;
+                }
+                endpoints[index].service.acquire(now)
+            });
+            let Some((index, permit)) = picked else {
                 break;
             };
-            let service = &self.shared.service;
-            let (id, address) = (&endpoint.instance.id, &endpoint.instance.address);
-            tracing::info!(service = %service, instance = %id, address = %address,
-                "{service} using instance {id}: {address}");
-            let attempt_timeout = match deadline {
-                Some(d) => self
-                    .timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-                None => self.timeout,
-            };
-            let result = self
-                .attempt(
-                    endpoint,
-                    method.clone(),
-                    path,
-                    body.clone(),
-                    headers,
-                    attempt_timeout,
-                )
-                .await
-                .and_then(|response| match check(&response) {
-                    Ok(()) => Ok(response),
-                    Err(message) => Err(Error::Decode {
-                        address: address.clone(),
-                        message,
-                    }),
-                });
-            let outcome = match &result {
-                Ok(r) => self.classifier.classify(Attempt::Answered {
-                    status: r.status,
-                    body: &r.body,
-                }),
-                Err(e) => self.classifier.classify(Attempt::Errored(e)),
-            };
-            let now = Instant::now();
+            let slot = &endpoints[index];
+            let request = self.request(&method, path, &body, headers, deadline)?;
+            let mut service = slot.service.clone();
+            // The timeout and HTTP layers are always ready; tower asks that we check.
+            service.ready().await?;
+            let (result, outcome) = service.call_classified(permit, request, check).await;
             match outcome {
                 Outcome::Success | Outcome::CallerError => {
-                    if let Some(t) = permit.record_success(now) {
-                        self.shared.report(endpoint, t);
-                    }
-                    return result;
+                    return result.map(|answer| Response::new(answer, slot.instance.clone()));
                 }
                 Outcome::Failure => {
-                    if let Some(t) = permit.record_failure(now) {
-                        self.shared.report(endpoint, t);
-                    }
+                    let (service, id, address) = (
+                        self.telemetry.service(),
+                        &slot.instance.id,
+                        &slot.instance.address,
+                    );
                     let error = match result {
-                        Ok(r) => Error::Status {
+                        Ok(answer) => Error::Status {
                             address: address.clone(),
-                            status: r.status.as_u16(),
+                            status: answer.status().as_u16(),
                         },
                         Err(e) => e,
                     };
                     tracing::debug!(service = %service, instance = %id, address = %address, error = %error,
                         "{service} attempt on instance {id} failed: {error}");
                     last_error = Some(error);
-                    tried.push(address.as_str());
+                    tried.push(index);
                 }
             }
             if let (Some(d), Some(total)) = (deadline, self.deadline) {
                 if Instant::now() >= d {
                     return Err(Error::DeadlineExceeded {
-                        service: service.clone(),
+                        service: self.telemetry.service().to_string(),
                         deadline: total,
                     });
                 }
@@ -395,59 +382,8 @@ impl Inner {
         }
         match last_error {
             Some(error) => Err(error),
-            None => Err(self.all_down()),
+            None => Err(self.telemetry.all_down()),
         }
-    }
-
-    async fn attempt(
-        &self,
-        endpoint: &Endpoint,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-        headers: &HeaderMap,
-        timeout: Duration,
-    ) -> Result<Response, Error> {
-        let address = &endpoint.instance.address;
-        let url = format!("{}{}", address.trim_end_matches('/'), path);
-        let mut request = self.http.request(method, url).headers(headers.clone());
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let exchange = async {
-            let answer = request.send().await.map_err(|e| http_error(address, &e))?;
-            let status = answer.status();
-            let headers = answer.headers().clone();
-            let body = answer.bytes().await.map_err(|e| http_error(address, &e))?;
-            Ok(Response {
-                status,
-                headers,
-                body,
-                instance: endpoint.instance.clone(),
-            })
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                address: address.clone(),
-                timeout,
-            }),
-        }
-    }
-}
-
-/// The error with its causes, which is where reqwest says what really happened.
-fn http_error(address: &str, error: &reqwest::Error) -> Error {
-    let mut message = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    Error::Http {
-        address: address.to_string(),
-        message,
     }
 }
 

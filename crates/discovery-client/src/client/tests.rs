@@ -471,3 +471,70 @@ async fn extra_headers_reach_the_instance() {
     let plain: Rating = c.get_json("/echo").await.expect("plain");
     assert_eq!(plain.item_id, "none");
 }
+
+#[tokio::test]
+async fn red_breaker_and_cache_metrics_are_recorded_per_instance() {
+    use crate::test_metrics::{TestRecorder, key};
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (addresses, fakes) = fakes(2).await;
+    fakes[0].mode.store(FAIL, Ordering::SeqCst);
+    let c = client(&addresses).build().expect("client");
+    // Instance 1 fails and opens; the call is retried on instance 2.
+    let first = c
+        .get_json_cached::<Rating>("/ratings/widget")
+        .await
+        .expect("answer");
+    assert_eq!(first.value.instance, 2);
+    let hit = c
+        .get_json_cached::<Rating>("/ratings/widget")
+        .await
+        .expect("hit");
+    assert_eq!(hit.source, Source::Cache);
+    fakes[1].mode.store(FAIL, Ordering::SeqCst);
+    let _ = c.get_json::<Rating>("/ratings/widget").await;
+    let _ = c.get_json::<Rating>("/ratings/widget").await; // both open: all down
+    let requests = |address: &str, outcome: &str| {
+        recorder.counter(&key(
+            "discovery_client_requests_total",
+            &[
+                ("service", "ratings"),
+                ("instance", address),
+                ("outcome", outcome),
+            ],
+        ))
+    };
+    let (one, two) = (addresses[0].as_str(), addresses[1].as_str());
+    assert_eq!(requests(one, "failure"), 1, "{:?}", recorder.keys());
+    assert_eq!(requests(two, "success"), 1);
+    assert_eq!(requests(two, "failure"), 1);
+    for address in [one, two] {
+        let l = vec![("service", "ratings"), ("instance", address)];
+        assert_eq!(
+            recorder.gauge(&key("discovery_client_breaker_state", &l)),
+            Some(2.0),
+            "{address} open"
+        );
+        let mut to_open = l.clone();
+        to_open.push(("to", "open"));
+        assert_eq!(
+            recorder.counter(&key("discovery_client_breaker_transitions_total", &to_open)),
+            1
+        );
+        assert!(recorder.samples(&key("discovery_client_request_duration_seconds", &l)) >= 1);
+    }
+    let cache = |result| {
+        recorder.counter(&key(
+            "discovery_client_cache_total",
+            &[("service", "ratings"), ("result", result)],
+        ))
+    };
+    assert_eq!((cache("miss"), cache("hit"), cache("stale")), (1, 1, 0));
+    assert_eq!(
+        recorder.counter(&key(
+            "discovery_client_all_down_total",
+            &[("service", "ratings")]
+        )),
+        1
+    );
+}

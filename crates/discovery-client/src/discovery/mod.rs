@@ -12,7 +12,14 @@
 //!
 //! Sources report outages and recoveries through [`DiscoveryReport`]s so the client can log
 //! them and publish [`Event`](crate::Event)s.
+//!
+//! [`InstanceStream`] turns any source into a tower
+//! [`Discover`](tower::discover::Discover) stream of `Change::Insert(address, instance)` and
+//! `Change::Remove(address)`; [`ServiceClient`](crate::ServiceClient) follows the same stream.
 
+mod discover;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod registry;
 mod static_list;
 
@@ -23,13 +30,54 @@ use tokio::sync::watch;
 
 use crate::Instance;
 
+pub(crate) use discover::Update;
+pub use discover::{EndpointStream, InstanceStream};
 pub use registry::RegistryDiscovery;
 pub use static_list::StaticDiscovery;
 
 /// The instances of a service at one moment, sorted by id.
+///
+/// ```
+/// use discovery_client::discovery::InstanceSet;
+/// use discovery_client::Instance;
+///
+/// let set: InstanceSet = vec![Instance::new("1", "http://127.0.0.1:8001")].into();
+/// assert_eq!(set.len(), 1);
+/// ```
 pub type InstanceSet = Arc<[Instance]>;
 
 /// Where a discovery source publishes what it finds.
+///
+/// ```
+/// use discovery_client::discovery::{Discovery, DiscoverySink};
+/// use discovery_client::Instance;
+/// use futures::future::{BoxFuture, FutureExt};
+///
+/// /// Instances from an environment variable, read once.
+/// #[derive(Debug)]
+/// struct FromEnv;
+///
+/// impl Discovery for FromEnv {
+///     fn watch(&self, _service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()> {
+///         async move {
+///             match std::env::var("RATINGS_ADDRESSES") {
+///                 Ok(list) => {
+///                     let instances = list
+///                         .split(',')
+///                         .enumerate()
+///                         .map(|(i, address)| Instance::new((i + 1).to_string(), address))
+///                         .collect();
+///                     sink.publish(instances);
+///                 }
+///                 Err(e) => sink.outage(format!("RATINGS_ADDRESSES: {e}")),
+///             }
+///             // Keep the sink open so the last set stays in use.
+///             futures::future::pending::<()>().await;
+///         }
+///         .boxed()
+///     }
+/// }
+/// ```
 #[derive(Debug)]
 pub struct DiscoverySink {
     pub(crate) sets: watch::Sender<Option<InstanceSet>>,
@@ -70,6 +118,13 @@ impl DiscoverySink {
 }
 
 /// A change in a discovery source's health.
+///
+/// ```
+/// use discovery_client::discovery::DiscoveryReport;
+///
+/// let report = DiscoveryReport::Outage("registry unreachable".into());
+/// assert_ne!(report, DiscoveryReport::Recovered);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DiscoveryReport {
     /// The source cannot be reached.
@@ -79,9 +134,39 @@ pub enum DiscoveryReport {
 }
 
 /// A source of instance sets for a named service.
+///
+/// ```
+/// use discovery_client::discovery::{Discovery, DiscoverySink};
+/// use discovery_client::{Instance, ServiceClient};
+/// use futures::future::{BoxFuture, FutureExt};
+///
+/// /// Always the same single instance.
+/// #[derive(Debug)]
+/// struct One(&'static str);
+///
+/// impl Discovery for One {
+///     fn watch(&self, _service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()> {
+///         let address = self.0;
+///         async move {
+///             sink.publish(vec![Instance::new("1", address)]);
+///             futures::future::pending::<()>().await;
+///         }
+///         .boxed()
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), discovery_client::Error> {
+/// let client = ServiceClient::builder("ratings").discovery(One("http://127.0.0.1:8001")).build()?;
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
 pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
     /// Watches `service` and publishes every new set into `sink`, until
     /// [`DiscoverySink::is_closed`]. The client spawns the returned future as a task and
     /// aborts it when the client is dropped.
     fn watch(&self, service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,8 +21,22 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// When the registry cannot be reached, the last known set stays in use and the outage is
 /// reported once; queries are retried with a capped backoff. When the registry comes back
 /// empty (it was restarted and its instances have not re-registered yet), instances it no
-/// longer lists are kept for a grace period (default 15 s) instead of being dropped at once;
+/// longer lists are kept for a grace period (default 60 s, longer than an instance
+/// heartbeating every third of the registry's default 120 s TTL needs to notice and re-register) instead of being dropped at once;
 /// instances that are really gone are caught by their breakers meanwhile.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use discovery_client::{RegistryDiscovery, ServiceClient};
+///
+/// # async fn demo() -> Result<(), discovery_client::Error> {
+/// let registry = RegistryDiscovery::new("http://127.0.0.1:8500")
+///     .wait(Duration::from_secs(30))
+///     .token("s3cret");
+/// let ratings = ServiceClient::builder("ratings").discovery(registry).build()?;
+/// # let _ = ratings;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RegistryDiscovery {
     base_url: String,
@@ -43,7 +57,7 @@ impl RegistryDiscovery {
         Self {
             base_url: base_url.into().trim_end_matches('/').to_string(),
             wait: Duration::from_secs(30),
-            restart_grace: Duration::from_secs(15),
+            restart_grace: Duration::from_secs(60),
             token: None,
         }
     }
@@ -54,7 +68,7 @@ impl RegistryDiscovery {
         self
     }
 
-    /// How long instances are kept after a restarted registry stops listing them (default 15 s).
+    /// How long instances are kept after a restarted registry stops listing them (default 60 s).
     pub fn restart_grace(mut self, grace: Duration) -> Self {
         self.restart_grace = grace;
         self

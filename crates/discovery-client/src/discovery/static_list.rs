@@ -8,6 +8,18 @@ use crate::Instance;
 
 /// A fixed list of instances, for tests, for services behind a stable set of addresses, or as
 /// a fallback. Instances given as bare addresses are numbered `"1"`, `"2"`, ... in order.
+///
+/// ```
+/// use discovery_client::{ServiceClient, StaticDiscovery};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), discovery_client::Error> {
+/// let ratings = ServiceClient::builder("ratings")
+///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001", "http://127.0.0.1:8002"]))
+///     .build()?;
+/// # let _ = ratings;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct StaticDiscovery {
     instances: Vec<Instance>,

@@ -1,0 +1,85 @@
+//! The future of [`RoundRobin`](super::RoundRobin).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
+
+use crate::Error;
+
+pin_project! {
+    /// The chosen endpoint's answer, or [`Error::AllInstancesDown`] at once when no endpoint
+    /// admitted the call.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use discovery_client::balance::{ResponseFuture, RoundRobin};
+    /// use discovery_client::breaker::{BreakerLayer, BreakerService};
+    /// use discovery_client::Error;
+    /// use futures::stream;
+    /// use tower::discover::Change;
+    /// use tower::{Service, ServiceExt};
+    ///
+    /// # type Endpoint = BreakerService<tower::util::ServiceFn<fn(http::Request<()>) -> std::future::Ready<Result<http::Response<Bytes>, Error>>>>;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // No endpoint at all: the future is AllInstancesDown, at once.
+    /// let nothing = stream::empty::<Result<Change<String, Endpoint>, Error>>();
+    /// let mut rr = RoundRobin::new("ratings", nothing);
+    /// let future = rr.ready().await.unwrap().call(http::Request::new(()));
+    /// let _: &ResponseFuture<_> = &future;
+    /// assert!(matches!(future.await, Err(Error::AllInstancesDown { .. })));
+    /// # let _ = BreakerLayer::new;
+    /// # }
+    /// ```
+    pub struct ResponseFuture<F> {
+        #[pin]
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        Called { #[pin] future: F },
+        Failed { error: Option<Error> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn called(future: F) -> Self {
+        Self {
+            kind: Kind::Called { future },
+        }
+    }
+
+    pub(crate) fn failed(error: Error) -> Self {
+        Self {
+            kind: Kind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<Error>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
+            KindProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
+                Error::InvalidRequest("response future polled after completion".into())
+            }))),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,182 @@
+//! [`RoundRobin`] by itself over a hand-driven `Discover` stream of breaker-guarded
+//! in-test services, on paused time.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use http::StatusCode;
+use tokio::time::Instant;
+use tower::discover::Change;
+use tower::{Layer, Service, ServiceExt};
+
+use super::*;
+use crate::Instance;
+use crate::breaker::{BreakerConfig, BreakerLayer, BreakerService};
+use crate::events::Event;
+use crate::test_metrics::{TestRecorder, key};
+
+type Answer = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<Bytes>, Infallible>> + Send>,
+>;
+type Endpoint = BreakerService<
+    tower::util::BoxCloneService<http::Request<()>, http::Response<Bytes>, Infallible>,
+>;
+type Changes = mpsc::UnboundedSender<Result<Change<String, Endpoint>, Infallible>>;
+type Balancer = RoundRobin<mpsc::UnboundedReceiver<Result<Change<String, Endpoint>, Infallible>>>;
+
+/// Instance `n` at `http://instance-n`, answering its number with the status in `status`.
+fn endpoint(n: u16, status: &Arc<AtomicU16>) -> (String, Endpoint) {
+    let address = format!("http://instance-{n}");
+    let status = Arc::clone(status);
+    let inner = tower::service_fn(move |_: http::Request<()>| -> Answer {
+        let code = status.load(Ordering::SeqCst);
+        Box::pin(async move {
+            let mut answer = http::Response::new(Bytes::from(n.to_string()));
+            *answer.status_mut() = StatusCode::from_u16(code).expect("status");
+            Ok(answer)
+        })
+    });
+    let config = BreakerConfig {
+        failure_limit: 1,
+        retest_delay: Duration::from_secs(30),
+        ..BreakerConfig::default()
+    };
+    let layer = BreakerLayer::new("ratings", &Instance::new(n.to_string(), &address), config);
+    (
+        address,
+        layer.layer(tower::util::BoxCloneService::new(inner)),
+    )
+}
+
+/// A balancer with instances 1..=n; returns it, the change sender, and each one's status.
+fn balancer(n: u16) -> (Balancer, Changes, Vec<Arc<AtomicU16>>) {
+    let (tx, rx) = mpsc::unbounded();
+    let mut statuses = Vec::new();
+    for i in 1..=n {
+        let status = Arc::new(AtomicU16::new(200));
+        let (address, svc) = endpoint(i, &status);
+        tx.unbounded_send(Ok(Change::Insert(address, svc)))
+            .expect("send");
+        statuses.push(status);
+    }
+    (RoundRobin::new("ratings", rx), tx, statuses)
+}
+
+async fn call(rr: &mut Balancer) -> Result<http::Response<Bytes>, Error> {
+    rr.ready().await?.call(http::Request::new(())).await
+}
+
+async fn who(rr: &mut Balancer) -> String {
+    let answer = call(rr).await.expect("answer");
+    String::from_utf8(answer.into_body().to_vec()).expect("utf-8")
+}
+
+async fn sequence(rr: &mut Balancer, times: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..times {
+        seen.push(who(rr).await);
+    }
+    seen
+}
+
+#[tokio::test(start_paused = true)]
+async fn interleaves_across_discovered_endpoints() {
+    let (mut rr, _tx, _) = balancer(3);
+    assert_eq!(sequence(&mut rr, 6).await, ["1", "2", "3", "1", "2", "3"]);
+    assert_eq!(rr.len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn skips_endpoints_whose_breaker_is_open_and_says_all_down_at_once() {
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let (rr, _tx, statuses) = balancer(3);
+    let bus = EventBus::new(16);
+    let mut events = bus.subscribe();
+    let mut rr = rr.events(bus);
+    statuses[1].store(500, Ordering::SeqCst);
+    let first = sequence(&mut rr, 3).await;
+    assert_eq!(first, ["1", "2", "3"], "2 answered 500 once and opened");
+    let after = sequence(&mut rr, 4).await;
+    assert_eq!(
+        after,
+        ["1", "3", "1", "3"],
+        "2 is skipped, the rest stay even"
+    );
+    for status in &statuses {
+        status.store(500, Ordering::SeqCst);
+    }
+    let _ = sequence(&mut rr, 2).await; // 1 and 3 fail once each and open
+    let started = Instant::now();
+    let error = call(&mut rr).await.unwrap_err();
+    assert_eq!(
+        error,
+        Error::AllInstancesDown {
+            service: "ratings".into()
+        }
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "no waiting for a breaker"
+    );
+    assert_eq!(
+        events.try_recv().expect("event"),
+        Event::AllInstancesDown {
+            service: "ratings".into()
+        }
+    );
+    assert_eq!(
+        recorder.counter(&key(
+            "discovery_client_all_down_total",
+            &[("service", "ratings")]
+        )),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn follows_inserts_and_removes() {
+    let (mut rr, tx, _) = balancer(3);
+    assert_eq!(sequence(&mut rr, 3).await, ["1", "2", "3"]);
+    tx.unbounded_send(Ok(Change::Remove("http://instance-2".into())))
+        .expect("send");
+    let seen = sequence(&mut rr, 4).await;
+    assert!(!seen.contains(&"2".to_string()), "{seen:?}");
+    assert_eq!(seen.iter().filter(|s| *s == "1").count(), 2, "{seen:?}");
+    assert_eq!(rr.len(), 2);
+    let status = Arc::new(AtomicU16::new(200));
+    let (address, svc) = endpoint(4, &status);
+    tx.unbounded_send(Ok(Change::Insert(address, svc)))
+        .expect("send");
+    let seen = sequence(&mut rr, 6).await;
+    for id in ["1", "3", "4"] {
+        assert_eq!(seen.iter().filter(|s| *s == id).count(), 2, "{seen:?}");
+    }
+    // Everything removed: all down, at once.
+    for id in ["1", "3", "4"] {
+        tx.unbounded_send(Ok(Change::Remove(format!("http://instance-{id}"))))
+            .expect("send");
+    }
+    assert!(matches!(
+        call(&mut rr).await,
+        Err(Error::AllInstancesDown { .. })
+    ));
+    assert!(rr.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pick_not_used_is_kept_for_the_next_call() {
+    let (mut rr, _tx, _) = balancer(2);
+    let mut cx = std::task::Context::from_waker(futures::task::noop_waker_ref());
+    assert!(rr.poll_ready(&mut cx).is_ready());
+    assert!(
+        rr.poll_ready(&mut cx).is_ready(),
+        "polling twice keeps the pick"
+    );
+    assert_eq!(sequence(&mut rr, 2).await, ["1", "2"]);
+}

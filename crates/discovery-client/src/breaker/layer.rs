@@ -1,0 +1,106 @@
+//! [`BreakerLayer`]: wraps one instance's service in a [`BreakerService`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use tower::Layer;
+
+use super::{Breaker, BreakerConfig, BreakerService, Breakers};
+use crate::Instance;
+use crate::classify::Classify;
+use crate::events::EventBus;
+use crate::telemetry::InstanceTelemetry;
+
+/// Wraps one instance's service in a [`BreakerService`] that shares this layer's breaker.
+///
+/// Made for one instance: by [`Breakers::layer`] (breakers kept by address for a whole
+/// service, the usual way with discovery), or by [`BreakerLayer::new`] with a breaker of its
+/// own. Every service it makes shares the same breaker, so clones of a stack see one state.
+///
+/// ```
+/// use std::time::Duration;
+/// use discovery_client::breaker::{BreakerConfig, BreakerLayer};
+/// use discovery_client::classify::DefaultClassifier;
+/// use discovery_client::events::EventBus;
+/// use discovery_client::Instance;
+///
+/// let bus = EventBus::new(64);
+/// let config = BreakerConfig {
+///     failure_limit: 3,
+///     retest_delay: Duration::from_secs(10),
+///     ..BreakerConfig::default()
+/// };
+/// let layer = BreakerLayer::new("ratings", &Instance::new("1", "http://127.0.0.1:8001"), config)
+///     .classifier(DefaultClassifier)
+///     .events(bus.clone());
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+pub struct BreakerLayer {
+    /// The instance's breaker, shared by every service this layer makes.
+    breaker: Arc<Breaker>,
+    /// Log lines, events and metrics for the instance.
+    telemetry: Arc<InstanceTelemetry>,
+    /// Decides whether an attempt failed.
+    classifier: Arc<dyn Classify>,
+}
+
+impl BreakerLayer {
+    /// A layer for `instance` of `service` with a breaker of its own, the
+    /// [`DefaultClassifier`](crate::classify::DefaultClassifier) and no event bus.
+    pub fn new(service: &str, instance: &Instance, config: BreakerConfig) -> Self {
+        Breakers::new(service, config).layer(instance)
+    }
+
+    pub(crate) fn from_parts(
+        breaker: Arc<Breaker>,
+        telemetry: Arc<InstanceTelemetry>,
+        classifier: Arc<dyn Classify>,
+    ) -> Self {
+        Self {
+            breaker,
+            telemetry,
+            classifier,
+        }
+    }
+
+    /// Judges attempts with this rule instead.
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// Publishes breaker transitions to `events`.
+    pub fn events(mut self, events: EventBus) -> Self {
+        self.telemetry = Arc::new(self.telemetry.with_events(events, self.breaker.state()));
+        self
+    }
+
+    /// The breaker every service made by this layer shares.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = BreakerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BreakerService::new(
+            inner,
+            Arc::clone(&self.breaker),
+            Arc::clone(&self.telemetry),
+            Arc::clone(&self.classifier),
+        )
+    }
+}
+
+impl fmt::Debug for BreakerLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerLayer")
+            .field("address", &self.telemetry.address())
+            .field("state", &self.breaker.state())
+            .field("classifier", &self.classifier)
+            .finish()
+    }
+}
