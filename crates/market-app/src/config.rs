@@ -64,6 +64,10 @@ pub struct Config {
     #[arg(long, env = "RATINGS_STATIC_URLS", value_delimiter = ',', value_parser = parse_base_url)]
     pub static_ratings: Option<Vec<String>>,
 
+    /// Bearer token for the registry's reads, when it was started with `--protect-reads`.
+    #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<RegistryToken>,
+
     /// Most carts kept in memory; the least recently used is dropped to make room.
     #[arg(long, env = "MARKET_MAX_CARTS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
@@ -83,8 +87,37 @@ impl Default for Config {
             retest_delay: Duration::from_secs(30),
             cache_ttl: Duration::ZERO,
             static_ratings: None,
+            registry_token: None,
             max_carts: 10_000,
         }
+    }
+}
+
+/// A registry bearer token. `Debug` never prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryToken(String);
+
+impl RegistryToken {
+    /// The token text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for RegistryToken {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("the token must be printable ASCII without spaces".into());
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for RegistryToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryToken(<redacted>)")
     }
 }
 
@@ -293,5 +326,17 @@ mod tests {
             ..Config::default()
         };
         assert!(no_urls.validate().is_err());
+    }
+
+    #[test]
+    fn the_registry_token_is_parsed_and_never_printed() {
+        let config = parse(&["--registry-token", "s3cret"]).unwrap();
+        assert_eq!(
+            config.registry_token.as_ref().map(RegistryToken::as_str),
+            Some("s3cret")
+        );
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(parse(&["--registry-token", ""]).is_err());
+        assert!(parse(&["--registry-token", "two words"]).is_err());
     }
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 
 use crate::catalog::{Item, Price};
 use crate::ratings::RatingView;
+use crate::status::StatusReport;
 
 /// Escapes text for use in HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
@@ -177,6 +178,66 @@ pub fn thank_you(bought: &[LineView<'_>]) -> String {
     layout("Thank you", 0, &body)
 }
 
+/// How often the status page reloads itself, in seconds.
+pub const STATUS_REFRESH_SECS: u32 = 2;
+
+/// `GET /status`: one row per ratings instance (breaker state, requests, errors, recent
+/// latency) and the totals by rating source. Reloads itself every
+/// [`STATUS_REFRESH_SECS`] seconds.
+pub fn status(report: &StatusReport) -> String {
+    let mut rows = String::new();
+    for instance in &report.instances {
+        let latency = |ms: Option<f64>| ms.map_or_else(|| "–".to_string(), |ms| format!("{ms:.1}"));
+        rows.push_str(&format!(
+            "<tr class=\"instance\" id=\"instance-{id}\" data-state=\"{state}\">\
+             <td>{id}</td><td>{address}</td><td class=\"breaker {state}\">{state}</td>\
+             <td class=\"num requests\">{requests}</td><td class=\"num errors\">{errors}</td>\
+             <td class=\"num\">{p50}</td><td class=\"num\">{mean}</td></tr>\n",
+            id = escape(&instance.id),
+            address = escape(&instance.address),
+            state = escape(&instance.state),
+            requests = instance.requests,
+            errors = instance.errors,
+            p50 = latency(instance.latency_p50_ms),
+            mean = latency(instance.latency_mean_ms),
+        ));
+    }
+    if report.instances.is_empty() {
+        rows.push_str(
+            "<tr><td colspan=\"7\" id=\"no-instances\">No instance known: \
+             is any ratings instance running?</td></tr>\n",
+        );
+    }
+    let totals = report.ratings;
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"refresh\" content=\"{STATUS_REFRESH_SECS}\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>Status · Market</title>\n<style>{STYLE}{STATUS_STYLE}</style>\n</head>\n<body>\n\
+         <header><h1><a href=\"/\">Market</a></h1><span>status</span></header>\n<main>\n\
+         <h2>{service} instances</h2>\n\
+         <table id=\"instances\">\n<thead><tr><th>Instance</th><th>Address</th><th>Breaker</th>\
+         <th class=\"num\">Requests</th><th class=\"num\">Errors</th>\
+         <th class=\"num\">p50 ms</th><th class=\"num\">mean ms</th></tr></thead>\n\
+         <tbody>\n{rows}</tbody>\n</table>\n\
+         <p id=\"rating-sources\">Ratings shown: {live} live, {cache} from cache, {stale} stale, \
+         {none} none.</p>\n\
+         <p class=\"note\">Latencies are over each instance's last {recent} answered calls; \
+         errors are failures that opened its breaker. Refreshes every {STATUS_REFRESH_SECS} s; \
+         <a href=\"/api/status\">JSON</a>, <a href=\"/metrics\">metrics</a>.</p>\n\
+         </main>\n</body>\n</html>\n",
+        service = escape(&report.service),
+        live = totals.live,
+        cache = totals.cache,
+        stale = totals.stale,
+        none = totals.none,
+        recent = crate::status::book::RECENT_CALLS,
+    )
+}
+
+const STATUS_STYLE: &str = ".breaker{font-weight:bold}.closed{color:#1a7f37}.retest{color:#9a6700}\
+.open{color:#cf222e}.note{color:#666;font-size:.9em}";
+
 /// An error page with the status and a message for the visitor.
 pub fn error(status: StatusCode, message: &str, cart_count: u32) -> String {
     let body = format!(
@@ -191,6 +252,48 @@ pub fn error(status: StatusCode, message: &str, cart_count: u32) -> String {
 mod tests {
     use super::*;
     use crate::ratings::RatingSource;
+
+    #[test]
+    fn the_status_page_refreshes_and_shows_each_instance() {
+        use crate::status::{InstanceReport, SourceTotals};
+        let report = StatusReport {
+            service: "ratings".into(),
+            instances: vec![InstanceReport {
+                id: "1".into(),
+                address: "http://127.0.0.1:8001/<x>".into(),
+                state: "open".into(),
+                requests: 5,
+                errors: 2,
+                latency_p50_ms: Some(1.24),
+                latency_mean_ms: None,
+                latency_samples: 3,
+            }],
+            ratings: SourceTotals {
+                live: 3,
+                cache: 0,
+                stale: 1,
+                none: 0,
+            },
+        };
+        let page = status(&report);
+        assert!(
+            page.contains("<meta http-equiv=\"refresh\" content=\"2\">"),
+            "{page}"
+        );
+        assert!(page.contains("<tr class=\"instance\" id=\"instance-1\" data-state=\"open\">"));
+        assert!(page.contains("http://127.0.0.1:8001/&lt;x&gt;"), "escaped");
+        assert!(page.contains("<td class=\"num requests\">5</td><td class=\"num errors\">2</td>"));
+        assert!(
+            page.contains("<td class=\"num\">1.2</td><td class=\"num\">–</td>"),
+            "{page}"
+        );
+        assert!(page.contains("3 live, 0 from cache, 1 stale, 0 none"));
+        let empty = status(&StatusReport {
+            instances: Vec::new(),
+            ..report
+        });
+        assert!(empty.contains("No instance known"));
+    }
 
     #[test]
     fn escape_covers_the_five_special_characters() {

@@ -16,6 +16,12 @@
 //! - [`cart`]: per-visitor carts in memory, bounded in number and quantity.
 //! - [`html`]: the pages as escaped HTML strings.
 //! - [`error`]: the handlers' error type, as JSON or as a page.
+//! - [`status`]: the live view of the ratings instances (`/status`, `/api/status`, and the
+//!   table the `watch` program draws), from the market's own record of its calls.
+//!
+//! Observability: `/metrics` serves the process's Prometheus recorder (installed by
+//! [`AppState::new`]); each request continues or starts a W3C trace whose id is in its log
+//! lines and is sent to ratings as `traceparent` (see [`service_telemetry`]).
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -40,6 +46,7 @@ pub mod routes;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod status;
 
 pub use config::Config;
 pub use routes::app;

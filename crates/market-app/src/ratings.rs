@@ -7,14 +7,22 @@
 //! when every instance fails serves the last good answer marked stale. An item whose rating
 //! cannot be had at all becomes [`RatingView::none`]: the page shows "no rating yet" and
 //! nothing errors.
+//!
+//! Each call carries the page load's trace as a W3C `traceparent` (same trace id, a new span
+//! id per call), so the ratings instance that answers logs the same trace id; and each call
+//! is timed and recorded in the [`StatusBook`] for `/status`.
 
 use std::fmt;
 
 use discovery_client::{ServiceClient, Source};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
+use service_telemetry::TraceContext;
+use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::catalog::Item;
+use crate::status::StatusBook;
 
 /// The ratings service's answer to `GET /ratings/{item_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -86,14 +94,40 @@ impl RatingView {
     }
 }
 
-/// Fetches the ratings of `items` concurrently, in the same order.
-pub async fn fetch_all(client: &ServiceClient, items: &[Item]) -> Vec<RatingView> {
-    join_all(items.iter().map(|item| fetch_one(client, item))).await
+/// What a page load's ratings calls share: the client, the page load's trace, and the book
+/// the calls are recorded in.
+#[derive(Debug, Clone, Copy)]
+pub struct Fetch<'a> {
+    /// The ratings client.
+    pub client: &'a ServiceClient,
+    /// The page load's trace; each call is sent as a child of it.
+    pub trace: &'a TraceContext,
+    /// Where each call's instance, latency and source are recorded.
+    pub book: &'a StatusBook,
 }
 
-async fn fetch_one(client: &ServiceClient, item: &Item) -> RatingView {
+/// Fetches the ratings of `items` concurrently, in the same order.
+pub async fn fetch_all(fetch: Fetch<'_>, items: &[Item]) -> Vec<RatingView> {
+    join_all(items.iter().map(|item| fetch_one(fetch, item))).await
+}
+
+async fn fetch_one(fetch: Fetch<'_>, item: &Item) -> RatingView {
+    let started = Instant::now();
+    let view = call(fetch, item).await;
+    fetch.book.record(&view, started.elapsed());
+    view
+}
+
+async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
     let path = format!("/ratings/{}", item.id);
-    match client.get_json_cached::<Rating>(&path).await {
+    // A new span id for each call (the exported client span's, with the `otlp` feature).
+    let (trace, span) = service_telemetry::span_link::outgoing(fetch.trace);
+    match fetch
+        .client
+        .get_json_cached_with::<Rating>(&path, &trace.headers())
+        .instrument(span)
+        .await
+    {
         Ok(cached) => RatingView {
             rating: Some(cached.value.rating),
             source: cached.source.into(),

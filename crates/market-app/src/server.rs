@@ -30,7 +30,11 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
             tracing::info!(service = %config.ratings_service, registry = %config.registry,
                 "{}: discovering instances through the registry at {}",
                 config.ratings_service, config.registry);
-            builder.discovery(RegistryDiscovery::new(config.registry.clone()))
+            let mut discovery = RegistryDiscovery::new(config.registry.clone());
+            if let Some(token) = &config.registry_token {
+                discovery = discovery.token(token.as_str());
+            }
+            builder.discovery(discovery)
         }
     };
     builder

@@ -1,12 +1,10 @@
 //! `ratings-service`: parse the config, set up logging, bind, serve until Ctrl-C/SIGTERM.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ratings_service::{Config, run, shutdown_signal};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,12 +15,9 @@ async fn main() -> ExitCode {
             .exit();
     }
 
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    // RUST_LOG (default info), colour only when stdout is a terminal.
+    // With the `otlp` feature it also exports spans; the guard flushes them on exit.
+    let _logging = service_telemetry::logging::init("ratings");
 
     let addr = config.listen_addr();
     let listener = match TcpListener::bind(addr).await {

@@ -1,5 +1,10 @@
-//! The public routes: `GET /ratings/{item_id}`, `GET /health`, and JSON 404/405 answers
-//! for everything else.
+//! The public routes: `GET /ratings/{item_id}`, `GET /health`, `GET /metrics`, and JSON
+//! 404/405 answers for everything else.
+//!
+//! Every route runs under [`service_telemetry::observe`]: requests are counted per route in
+//! `/metrics`, and a request that arrives with a valid W3C `traceparent` (the market sends
+//! one on each call) runs in a `request{trace_id=...}` span, so its log line names the
+//! trace. A malformed `traceparent` is ignored.
 
 use axum::Json;
 use axum::Router;
@@ -7,9 +12,11 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use service_telemetry::Observer;
 
 use crate::admin;
 use crate::catalog::validate_item_id;
@@ -42,14 +49,24 @@ pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/ratings/{item_id}", get(rating))
         .route("/ratings/", get(empty_item_id))
-        .route("/health", get(health));
+        .route("/health", get(health))
+        .route("/metrics", get(metrics));
     if *state.admin() != AdminAccess::Disabled {
         router = router.merge(admin::routes());
     }
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Observer::continuing(),
+            service_telemetry::observe,
+        ))
         .with_state(state)
+}
+
+/// `GET /metrics`: this process's metrics in the Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    service_telemetry::prometheus::render(state.metrics())
 }
 
 /// `GET /ratings/{item_id}`: validates the id, suffers the injected faults, answers.

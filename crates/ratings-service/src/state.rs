@@ -4,6 +4,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use service_telemetry::PrometheusHandle;
+
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::faults::{FaultSwitch, Faults};
@@ -46,10 +48,13 @@ struct Shared {
     faults: FaultSwitch,
     /// Whether and how the admin endpoint is reachable.
     admin: AdminAccess,
+    /// The process's Prometheus recorder, rendered by `/metrics`.
+    metrics: PrometheusHandle,
 }
 
 impl AppState {
-    /// State for instance `instance` serving `catalog`, starting with `faults`.
+    /// State for instance `instance` serving `catalog`, starting with `faults`. Installs the
+    /// process-wide metrics recorder if it is not yet installed.
     pub fn new(instance: u16, catalog: Catalog, faults: Faults, admin: AdminAccess) -> Self {
         Self {
             inner: Arc::new(Shared {
@@ -57,6 +62,7 @@ impl AppState {
                 catalog,
                 faults: FaultSwitch::new(faults),
                 admin,
+                metrics: service_telemetry::prometheus::install(),
             }),
         }
     }
@@ -89,5 +95,10 @@ impl AppState {
     /// Who may use the admin endpoint.
     pub fn admin(&self) -> &AdminAccess {
         &self.inner.admin
+    }
+
+    /// The process's metrics, for `/metrics`.
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.inner.metrics
     }
 }

@@ -1,14 +1,15 @@
 //! The JSON API: the shop's data for scripts and tests.
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use service_telemetry::TraceContext;
 use tokio::time::Instant;
 
 use super::visitor::Visitor;
-use super::{add_item, line_views};
+use super::{add_item, line_views, page_trace, ratings_fetch};
 use crate::error::AppError;
 use crate::html;
 use crate::ratings::{self, RatingSource, SourceCounts};
@@ -66,10 +67,14 @@ pub struct AddItemBody {
 }
 
 /// `GET /api/items`: every item with its rating, fetched concurrently.
-pub async fn items(State(state): State<AppState>) -> Response {
+pub async fn items(
+    State(state): State<AppState>,
+    trace: Option<Extension<TraceContext>>,
+) -> Response {
     let started = Instant::now();
     let catalog = &state.catalog;
-    let ratings = ratings::fetch_all(&state.ratings, catalog.items()).await;
+    let trace = page_trace(trace);
+    let ratings = ratings::fetch_all(ratings_fetch(&state, &trace), catalog.items()).await;
     let items = catalog
         .items()
         .iter()

@@ -10,24 +10,34 @@
 //! | `GET /api/cart` | `{"items": [{"id", "quantity"}], "total_cents": N}` |
 //! | `POST /api/cart/items` (JSON `{"item_id": "..."}`) | adds one unit, answers the cart |
 //! | `GET /health` | liveness, with the ratings instances and their breaker states |
+//! | `GET /status` | the ratings instances: breaker state, requests, errors, latency (HTML, refreshes every 2 s) |
+//! | `GET /api/status` | the same as JSON ([`crate::status::StatusReport`]) |
+//! | `GET /metrics` | Prometheus text: per-route requests and durations, and the ratings client's metrics |
 //!
-//! HTML routes live in [`pages`], JSON routes in [`api`]; [`visitor`] keeps track of whose
-//! cart a request is about.
+//! HTML routes live in [`pages`], JSON routes in [`api`], what operators look at in
+//! [`operations`]; [`visitor`] keeps track of whose cart a request is about.
+//!
+//! Every route runs under [`service_telemetry::observe`] in its starting mode: each request
+//! continues the caller's W3C trace or starts one, its log lines carry the trace id, and it
+//! is counted in `/metrics`.
 
 pub mod api;
+pub mod operations;
 pub mod pages;
 pub mod visitor;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
+use service_telemetry::{Observer, TraceContext};
 
 use crate::cart::CartLine;
 use crate::catalog::Catalog;
 use crate::error::{AppError, PageError};
 use crate::html::LineView;
+use crate::ratings::Fetch;
 use crate::state::AppState;
 
 /// Largest request body accepted; the biggest legitimate one is a short form or JSON object.
@@ -44,9 +54,31 @@ pub fn app(state: AppState) -> Router {
         .route("/api/cart", get(api::cart))
         .route("/api/cart/items", post(api::add_to_cart))
         .route("/health", get(api::health))
+        .route("/status", get(operations::status_page))
+        .route("/api/status", get(operations::status))
+        .route("/metrics", get(operations::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            Observer::starting(),
+            service_telemetry::observe,
+        ))
         .with_state(state)
+}
+
+/// The page load's trace, which the observing middleware put in the request (a new one if
+/// the router was built without it).
+fn page_trace(trace: Option<Extension<TraceContext>>) -> TraceContext {
+    trace.map_or_else(TraceContext::new_root, |Extension(trace)| trace)
+}
+
+/// What a page load's ratings calls need.
+fn ratings_fetch<'a>(state: &'a AppState, trace: &'a TraceContext) -> Fetch<'a> {
+    Fetch {
+        client: &state.ratings,
+        trace,
+        book: &state.status,
+    }
 }
 
 /// 404, as JSON under `/api/`, as a page elsewhere.

@@ -1,14 +1,15 @@
 //! The HTML pages a browser uses.
 
 use axum::Form;
-use axum::extract::State;
 use axum::extract::rejection::FormRejection;
+use axum::extract::{Extension, State};
 use axum::response::{Html, Redirect, Response};
 use serde::Deserialize;
+use service_telemetry::TraceContext;
 use tokio::time::Instant;
 
 use super::visitor::Visitor;
-use super::{add_item, cart_count, line_views};
+use super::{add_item, cart_count, line_views, page_trace, ratings_fetch};
 use crate::catalog::{Item, Price};
 use crate::error::PageError;
 use crate::html;
@@ -23,10 +24,15 @@ pub struct AddToCartForm {
 }
 
 /// `GET /`: fetches every rating concurrently and renders the shop.
-pub async fn home(State(state): State<AppState>, visitor: Visitor) -> Response {
+pub async fn home(
+    State(state): State<AppState>,
+    trace: Option<Extension<TraceContext>>,
+    visitor: Visitor,
+) -> Response {
     let started = Instant::now();
     let items = state.catalog.items();
-    let ratings = ratings::fetch_all(&state.ratings, items).await;
+    let trace = page_trace(trace);
+    let ratings = ratings::fetch_all(ratings_fetch(&state, &trace), items).await;
     let rows: Vec<(&Item, RatingView)> = items.iter().zip(ratings.iter().copied()).collect();
     let page = html::home(&rows, cart_count(&state, &visitor));
     let elapsed_ms = started.elapsed().as_millis();

@@ -3,8 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -39,6 +39,7 @@ struct Counters {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     failing: AtomicBool,
+    traceparents: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -111,6 +112,11 @@ impl FakeRatings {
         self.counters.requests.load(Ordering::SeqCst)
     }
 
+    /// The `traceparent` header of every request received so far (`""` when absent).
+    pub fn traceparents(&self) -> Vec<String> {
+        self.counters.traceparents.lock().unwrap().clone()
+    }
+
     /// The most requests that were being handled at the same moment.
     pub fn max_in_flight(&self) -> usize {
         self.counters.max_in_flight.load(Ordering::SeqCst)
@@ -128,8 +134,21 @@ impl FakeRatings {
     }
 }
 
-async fn fake_rating(State(state): State<FakeState>, Path(item_id): Path<String>) -> Response {
+async fn fake_rating(
+    State(state): State<FakeState>,
+    Path(item_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let counters = &state.counters;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    counters
+        .traceparents
+        .lock()
+        .unwrap()
+        .push(traceparent.to_string());
     counters.requests.fetch_add(1, Ordering::SeqCst);
     let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     counters.max_in_flight.fetch_max(now, Ordering::SeqCst);

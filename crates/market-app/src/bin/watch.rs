@@ -1,0 +1,116 @@
+//! `watch`: the ratings instances as the market sees them, redrawn every second.
+//!
+//! Polls the market's `/api/status` and prints it as a table (breaker state, requests,
+//! errors, recent latency per instance). On a terminal it clears the screen and redraws in
+//! place, with breaker states in colour; into a pipe or file it prints one plain table per
+//! poll. Ctrl-C stops it; `--count N` stops it after N polls. `make watch` runs it.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Parser;
+use market_app::status::{StatusReport, table};
+
+/// Clears the screen and moves the cursor home.
+const CLEAR: &str = "\x1b[2J\x1b[H";
+
+/// Watch the market's view of the ratings instances.
+#[derive(Debug, Parser)]
+#[command(name = "watch", version)]
+struct Args {
+    /// Base URL of the market.
+    #[arg(long, env = "MARKET_URL", default_value = "http://127.0.0.1:5000", value_parser = parse_market)]
+    market: String,
+
+    /// Time between polls (`1s`, `500ms`, ...).
+    #[arg(long, env = "WATCH_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    interval: Duration,
+
+    /// Stop after this many polls (default: until Ctrl-C).
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            eprintln!("watch: cannot set up an HTTP client: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let url = format!("{}/api/status", args.market);
+    let mut ticks = tokio::time::interval(args.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+
+    let mut polls = 0u64;
+    while args.count.is_none_or(|count| polls < count) {
+        let frame = async {
+            ticks.tick().await;
+            match fetch(&http, &url).await {
+                Ok(report) => table::render(&report, &args.market, terminal),
+                Err(error) => table::render_unreachable(&args.market, &error),
+            }
+        };
+        let frame = tokio::select! {
+            _ = &mut ctrl_c => break,
+            frame = frame => frame,
+        };
+        polls += 1;
+        if !draw(&frame, terminal) {
+            // stdout is gone (the pipe was closed): nobody is watching.
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// GETs and decodes the market's status.
+async fn fetch(http: &reqwest::Client, url: &str) -> Result<StatusReport, String> {
+    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("{url} answered {status}"));
+    }
+    response
+        .json::<StatusReport>()
+        .await
+        .map_err(|e| format!("{url} did not answer a status report: {e}"))
+}
+
+/// Prints one frame; false if stdout cannot be written any more.
+fn draw(frame: &str, terminal: bool) -> bool {
+    let updated = humantime::format_rfc3339_seconds(SystemTime::now());
+    let text = if terminal {
+        format!("{CLEAR}{frame}\nupdated {updated} · Ctrl-C to stop\n")
+    } else {
+        format!("{frame}updated {updated}\n\n")
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes()).is_ok() && stdout.flush().is_ok()
+}
+
+fn parse_market(value: &str) -> Result<String, String> {
+    let trimmed = value.trim_end_matches('/');
+    match trimmed.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() => Ok(trimmed.to_owned()),
+        _ => Err(format!("{value:?} is not a URL like http://127.0.0.1:5000")),
+    }
+}
+
+fn parse_interval(value: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if interval < Duration::from_millis(50) {
+        return Err("the interval must be at least 50ms".into());
+    }
+    Ok(interval)
+}

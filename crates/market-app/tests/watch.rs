@@ -1,0 +1,77 @@
+//! The `watch` program against a real market on port 0: one poll, printed as a plain table
+//! (stdout is a pipe here, so no screen clearing and no colour).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use market_app::Config;
+use support::FakeRatings;
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::sync::oneshot;
+
+async fn run_watch(args: &[&str]) -> (bool, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        Command::new(env!("CARGO_BIN_EXE_watch"))
+            .args(args)
+            .env_remove("MARKET_URL")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("watch exits by itself after --count polls")
+    .expect("run watch");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn watch_prints_the_markets_status_as_a_table() {
+    let fake = FakeRatings::start(1).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let market = format!("http://{}", listener.local_addr().unwrap());
+    let config = Config {
+        static_ratings: Some(vec![fake.url.clone()]),
+        ..Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(market_app::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+
+    let (ok, out) = run_watch(&["--market", &market, "--count", "2", "--interval", "100ms"]).await;
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches("ID  ADDRESS").count(),
+        2,
+        "one table per poll: {out}"
+    );
+    assert!(!out.contains('\x1b'), "plain text into a pipe: {out:?}");
+    assert!(
+        out.contains(&format!("1   {}  closed", fake.url)),
+        "instance 1 listed: {out}"
+    );
+    assert!(out.contains("ratings shown:"), "{out}");
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn watch_says_when_the_market_cannot_be_reached() {
+    let closed = support::closed_port_url().await;
+    let (ok, out) = run_watch(&["--market", &closed, "--count", "1", "--interval", "50ms"]).await;
+    assert!(ok);
+    assert!(
+        out.contains(&format!(
+            "cannot get the status from the market at {closed}"
+        )),
+        "{out}"
+    );
+}
