@@ -16,6 +16,10 @@ use clap::builder::BoolishValueParser;
 use crate::store::StoreLimits;
 use crate::validate::TtlPolicy;
 
+mod store;
+
+pub use store::StoreKind;
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8500);
 
@@ -34,6 +38,25 @@ pub struct Config {
     /// Allow listening on a non-loopback address.
     #[arg(long, env = "REGISTRY_ALLOW_REMOTE", default_value_t = false, value_parser = BoolishValueParser::new())]
     pub allow_remote: bool,
+
+    /// Where registrations live: `memory` (in this process; the default) or `etcd` (shared
+    /// by every registry on the same etcd and surviving their restarts; needs the `etcd`
+    /// cargo feature).
+    #[arg(long, env = "REGISTRY_STORE", value_enum, default_value_t = StoreKind::Memory)]
+    pub store: StoreKind,
+
+    /// etcd client URLs for `--store etcd`, comma-separated.
+    #[arg(
+        long,
+        env = "REGISTRY_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub etcd_endpoints: Vec<String>,
+
+    /// Key prefix under which `--store etcd` keeps registrations (`<prefix><service>/<id>`).
+    #[arg(long, env = "REGISTRY_ETCD_PREFIX", default_value = "/discovery/")]
+    pub etcd_prefix: String,
 
     /// Bearer token required on every write (`Authorization: Bearer <token>`); none by default.
     #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
@@ -79,6 +102,15 @@ pub struct Config {
     /// Most blocking queries waiting at once; more are refused with 429.
     #[arg(long, env = "REGISTRY_MAX_BLOCKING_QUERIES", default_value_t = 10_000)]
     pub max_blocking_queries: usize,
+
+    /// Most blocking queries one client (peer IP address) may have waiting at once; more
+    /// are refused with 429.
+    #[arg(
+        long,
+        env = "REGISTRY_MAX_BLOCKING_QUERIES_PER_CLIENT",
+        default_value_t = 1000
+    )]
+    pub max_blocking_queries_per_client: usize,
 }
 
 impl Default for Config {
@@ -87,6 +119,9 @@ impl Default for Config {
         Self {
             listen: DEFAULT_LISTEN,
             allow_remote: false,
+            store: StoreKind::Memory,
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_prefix: "/discovery/".into(),
             token: None,
             protect_reads: false,
             default_ttl: Duration::from_secs(120),
@@ -97,6 +132,7 @@ impl Default for Config {
             max_instances_per_service: 1000,
             max_services: 10_000,
             max_blocking_queries: 10_000,
+            max_blocking_queries_per_client: 1000,
         }
     }
 }
@@ -116,6 +152,7 @@ impl Config {
                 self.listen
             ));
         }
+        self.validate_store()?;
         for (flag, value) in [
             ("--default-ttl", self.default_ttl),
             ("--min-ttl", self.min_ttl),
@@ -146,6 +183,10 @@ impl Config {
             ),
             ("--max-services", self.max_services),
             ("--max-blocking-queries", self.max_blocking_queries),
+            (
+                "--max-blocking-queries-per-client",
+                self.max_blocking_queries_per_client,
+            ),
         ] {
             if value == 0 {
                 return fail(format!("{flag} must be at least 1"));
@@ -287,6 +328,7 @@ mod tests {
             &["--max-wait", "0s"],
             &["--max-services", "0"],
             &["--max-blocking-queries", "0"],
+            &["--max-blocking-queries-per-client", "0"],
         ] {
             let config = parse(args).unwrap();
             assert!(config.validate().is_err(), "{args:?} was accepted");

@@ -9,9 +9,12 @@
 //! - [`http`]: the router ([`app`]), shared state ([`AppState`]), handlers, extractors,
 //!   bearer-token auth and the JSON error type.
 //! - [`validate`]: the rules for service names, instance ids, addresses, metadata, TTLs.
-//! - [`store`]: the in-memory store: leases, indexes, change notification, expiry.
+//! - [`store`]: the [`Store`](store::Store) trait and its stores: in memory (the default:
+//!   leases, indexes, change notification, expiry) and, with the `etcd` feature, on etcd.
 //! - [`sweeper`]: the background task that expires lapsed leases.
 //! - [`shutdown`]: the signal that stops the sweeper and releases blocking queries.
+//! - [`store_metrics`]: instance counts, lease expiries and waiting blocking queries, for
+//!   `/metrics`.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -32,9 +35,10 @@ pub mod http;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+pub mod store_metrics;
 pub mod sweeper;
 pub mod validate;
 
 pub use config::Config;
 pub use http::{ApiError, AppState, app};
-pub use server::run;
+pub use server::{run, run_with_store};

@@ -26,6 +26,16 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stdout)
         .try_init();
 
+    // Opened before binding, so a wrong --etcd-endpoints fails before anything listens.
+    let store = match registry::store::open(&config).await {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(%error, "cannot open the store");
+            eprintln!("registry: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -39,7 +49,7 @@ async fn main() -> ExitCode {
         Err(error) => tracing::warn!(%error, "listening, but the local address is unknown"),
     }
 
-    match registry::run(listener, config, shutdown_signal()).await {
+    match registry::run_with_store(listener, config, store, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "server failed");

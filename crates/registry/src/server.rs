@@ -2,12 +2,14 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::http::{AppState, app};
+use crate::store::{self, Store};
 use crate::sweeper;
 
 /// Serves the registry on `listener` until `shutdown` completes, then shuts down
@@ -15,7 +17,9 @@ use crate::sweeper;
 /// sweeper has stopped before this returns.
 ///
 /// The caller binds (so tests can pass a `127.0.0.1:0` listener) and validates `config`
-/// ([`Config::validate`]); `config.listen` is not used here.
+/// ([`Config::validate`]); `config.listen` is not used here. The store is the one
+/// `config.store` names, opened here; an etcd store that cannot be opened is an error of
+/// kind `Other` (use [`run_with_store`] to open it first, as the binary does).
 ///
 /// ```no_run
 /// # async fn example() -> std::io::Result<()> {
@@ -31,7 +35,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let state = AppState::new(&config);
+    let store = store::open(&config).await.map_err(io::Error::other)?;
+    run_with_store(listener, config, store, shutdown).await
+}
+
+/// As [`run`], serving `store` (from [`store::open`], or any other [`Store`]).
+pub async fn run_with_store(
+    listener: TcpListener,
+    config: Config,
+    store: Arc<dyn Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let state = AppState::with_store(&config, store);
     let signal = state.shutdown().clone();
     let sweeper = sweeper::spawn(
         Arc::clone(state.store()),
@@ -39,7 +54,9 @@ pub async fn run(
         signal.clone(),
     );
 
-    let served = axum::serve(listener, app(state))
+    // Connect info gives handlers the peer address, for the per-client blocking-query cap.
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, service)
         .with_graceful_shutdown({
             let signal = signal.clone();
             async move {

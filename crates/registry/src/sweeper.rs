@@ -12,11 +12,14 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::shutdown::Shutdown;
-use crate::store::MemoryStore;
+use crate::store::Store;
 
 /// Spawns the sweeper; it exits when `shutdown` fires. Await the handle to be sure it has.
 /// `every` is raised to at least 1 ms.
-pub fn spawn(store: Arc<MemoryStore>, every: Duration, shutdown: Shutdown) -> JoinHandle<()> {
+pub fn spawn<S>(store: Arc<S>, every: Duration, shutdown: Shutdown) -> JoinHandle<()>
+where
+    S: Store + ?Sized,
+{
     // `interval` panics on a zero period.
     let every = every.max(Duration::from_millis(1));
     tokio::spawn(async move {
@@ -39,7 +42,7 @@ mod tests {
     use tokio::time::advance;
 
     use super::*;
-    use crate::store::{Metadata, Registration};
+    use crate::store::{MemoryStore, Metadata, Registration};
 
     #[tokio::test(start_paused = true)]
     async fn sweeps_expired_leases_and_stops_on_shutdown() {

@@ -37,6 +37,15 @@ pub enum ApiError {
     /// Too many blocking queries are already waiting.
     #[error("too many blocking queries in progress; retry later or query without index")]
     TooManyBlockingQueries,
+    /// This client already has as many blocking queries waiting as it may.
+    #[error(
+        "this client already has {limit} blocking queries waiting; \
+         retry later or query without index"
+    )]
+    TooManyBlockingQueriesFromClient {
+        /// The per-client limit.
+        limit: usize,
+    },
     /// No route matches the path.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -59,8 +68,11 @@ impl ApiError {
                 StoreError::TooManyInstances { .. } | StoreError::TooManyServices { .. } => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
+                StoreError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             },
-            Self::TooManyBlockingQueries => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyBlockingQueries | Self::TooManyBlockingQueriesFromClient { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
         }

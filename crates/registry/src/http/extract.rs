@@ -3,9 +3,11 @@
 //! Wrapping axum's `Json`, `Path` and `Query` here means a handler only ever sees input
 //! that passed the rules in [`crate::validate`], and every rejection has our JSON shape.
 
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Json, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Json, Path, Query, Request};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use serde::Deserialize;
@@ -106,6 +108,23 @@ impl<S: Send + Sync> FromRequestParts<S> for WatchQuery {
             })
             .transpose()?;
         Ok(Self { index, wait })
+    }
+}
+
+/// The peer's IP address, when the server was started with connect info (as [`crate::run`]
+/// does); `None` for requests that did not come over a socket (`oneshot` in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(Self(peer))
     }
 }
 

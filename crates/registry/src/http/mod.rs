@@ -8,12 +8,17 @@
 //! | `GET /v1/services` | `{"services": [...]}` |
 //! | `GET /v1/services/{service}?index=N&wait=30s` | `{"index", "instances"}`, blocking with `index` |
 //! | `GET /health` | `{"status": "ok"}` |
+//! | `GET /metrics` | Prometheus text ([`crate::store_metrics`] and per-route requests) |
 //!
-//! Errors are always `{"error": "..."}` ([`ApiError`]).
+//! Errors are always `{"error": "..."}` ([`ApiError`]). Every route runs under
+//! [`service_telemetry::observe`]: counted per route in `/metrics`, and a request with a
+//! valid W3C `traceparent` logs inside a `request{trace_id=...}` span.
 
 mod auth;
 pub mod error;
 mod extract;
+mod metrics;
+mod per_client;
 mod routes;
 
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, put};
+use service_telemetry::Observer;
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
@@ -30,9 +36,10 @@ pub use error::ApiError;
 pub use extract::LEASE_HEADER;
 pub use routes::INDEX_HEADER;
 
+use self::per_client::PerClientLimit;
 use crate::config::{BearerToken, Config};
 use crate::shutdown::Shutdown;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store};
 use crate::validate::TtlPolicy;
 
 /// Largest request body accepted, in bytes; larger ones get 413.
@@ -47,8 +54,8 @@ pub struct AppState {
 
 #[derive(Debug)]
 struct Shared {
-    /// The registry's data.
-    store: Arc<MemoryStore>,
+    /// The registry's data: the memory store, or another [`Store`] such as etcd.
+    store: Arc<dyn Store>,
     /// TTL default and bounds for registrations.
     ttl_policy: TtlPolicy,
     /// Cap on a blocking query's wait, and its wait when it names none.
@@ -61,6 +68,8 @@ struct Shared {
     blocking_permits: Semaphore,
     /// The permits `blocking_permits` started with.
     max_blocking_queries: usize,
+    /// Parked blocking queries per peer IP, so one client cannot take every permit.
+    per_client: PerClientLimit,
     /// Fired when the server shuts down: blocking queries return at once.
     shutdown: Shutdown,
 }
@@ -68,23 +77,29 @@ struct Shared {
 impl AppState {
     /// State for `config`, with an empty in-memory store.
     pub fn new(config: &Config) -> Self {
+        Self::with_store(config, Arc::new(MemoryStore::new(config.store_limits())))
+    }
+
+    /// State for `config`, serving `store` (see [`crate::store::open`]).
+    pub fn with_store(config: &Config, store: Arc<dyn Store>) -> Self {
         let max_blocking_queries = config.max_blocking_queries.min(Semaphore::MAX_PERMITS);
         Self {
             inner: Arc::new(Shared {
-                store: Arc::new(MemoryStore::new(config.store_limits())),
+                store,
                 ttl_policy: config.ttl_policy(),
                 max_wait: config.max_wait,
                 token: config.token.clone(),
                 protect_reads: config.protect_reads,
                 blocking_permits: Semaphore::new(max_blocking_queries),
                 max_blocking_queries,
+                per_client: PerClientLimit::new(config.max_blocking_queries_per_client),
                 shutdown: Shutdown::new(),
             }),
         }
     }
 
     /// The store behind the API.
-    pub fn store(&self) -> &Arc<MemoryStore> {
+    pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
@@ -117,11 +132,17 @@ impl AppState {
     fn blocking_permits(&self) -> &Semaphore {
         &self.inner.blocking_permits
     }
+
+    fn per_client(&self) -> &PerClientLimit {
+        &self.inner.per_client
+    }
 }
 
 /// The registry's router. Serve it with [`crate::run`], or call it directly in tests
 /// (`app(state).oneshot(request)`).
 pub fn app(state: AppState) -> Router {
+    // Installed before anything is served, so the first requests are counted too.
+    service_telemetry::prometheus::install();
     let api = Router::new()
         .route("/v1/services", get(routes::list_services))
         .route("/v1/services/{service}", get(routes::get_service))
@@ -133,6 +154,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/services/{service}/instances/{id}/heartbeat",
             put(routes::heartbeat),
         )
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -144,6 +166,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            Observer::continuing(),
+            service_telemetry::observe,
+        ))
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{self, ApiJson, InstancePath, ServicePath, WatchQuery};
+use super::extract::{self, ApiJson, InstancePath, PeerIp, ServicePath, WatchQuery};
 use crate::store::{Metadata, Registration, Snapshot};
 use crate::validate;
 
@@ -63,9 +63,13 @@ pub async fn list_services(State(state): State<AppState>) -> Json<ServicesRespon
 }
 
 /// `GET /v1/services/{service}[?index=N[&wait=D]]`.
+///
+/// A query that would block needs a slot of its client (peer IP) and a global one; without
+/// either it is refused with 429 at once.
 pub async fn get_service(
     State(state): State<AppState>,
     ServicePath(service): ServicePath,
+    PeerIp(peer): PeerIp,
     query: WatchQuery,
 ) -> Result<Response, ApiError> {
     let store = state.store();
@@ -77,6 +81,14 @@ pub async fn get_service(
     if current.index != index || wait.is_zero() || state.shutdown().is_triggered() {
         return Ok(snapshot_response(&current));
     }
+    let _client_permit = match peer {
+        Some(peer) => Some(state.per_client().try_acquire(peer).ok_or(
+            ApiError::TooManyBlockingQueriesFromClient {
+                limit: state.per_client().max(),
+            },
+        )?),
+        None => None,
+    };
     let _permit = state
         .blocking_permits()
         .try_acquire()
@@ -108,16 +120,19 @@ pub async fn register(
     let metadata = request.metadata.unwrap_or_default();
     validate::metadata(&metadata)?;
     let ttl = state.ttl_policy().resolve(request.ttl_secs)?;
-    let registered = state.store().register(
-        Registration {
-            service,
-            id,
-            address: request.address,
-            metadata,
-            ttl,
-        },
-        extract::lease(&headers),
-    )?;
+    let registered = state
+        .store()
+        .register(
+            Registration {
+                service,
+                id,
+                address: request.address,
+                metadata,
+                ttl,
+            },
+            extract::lease(&headers),
+        )
+        .await?;
     Ok(Json(RegisterResponse {
         lease: registered.lease.as_str().to_owned(),
         ttl_secs: registered.ttl.as_secs(),
@@ -132,7 +147,8 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let ttl = state
         .store()
-        .heartbeat(&service, &id, extract::lease(&headers))?;
+        .heartbeat(&service, &id, extract::lease(&headers))
+        .await?;
     Ok(Json(HeartbeatResponse {
         ttl_secs: ttl.as_secs(),
     }))
@@ -146,7 +162,8 @@ pub async fn deregister(
 ) -> Result<StatusCode, ApiError> {
     state
         .store()
-        .deregister(&service, &id, extract::lease(&headers))?;
+        .deregister(&service, &id, extract::lease(&headers))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

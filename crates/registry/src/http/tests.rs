@@ -867,3 +867,46 @@ async fn sweeper_wakes_watchers_on_expiry() {
     state.shutdown().trigger();
     sweeper.await.unwrap();
 }
+
+/// A GET as if it came over a socket from `peer` (what `into_make_service_with_connect_info`
+/// attaches).
+fn get_from(uri: &str, peer: [u8; 4]) -> Request<Body> {
+    let mut request = get(uri);
+    let addr = std::net::SocketAddr::from((peer, 40_000));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(addr));
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocking_queries_are_capped_per_client() {
+    let state = state_with(|c| c.max_blocking_queries_per_client = 2);
+    register(&state, "ratings", "1", ADDR).await;
+    let watch = "/v1/services/ratings?index=1&wait=10s";
+    let a = [127, 0, 0, 1];
+    let parked: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(send_owned(state.clone(), get_from(watch, a))))
+        .collect();
+    until_blocking(&state, 2).await;
+    let refused = send(&state, get_from(watch, a)).await;
+    assert_error(&refused, StatusCode::TOO_MANY_REQUESTS, "this client");
+    // Another client still gets a slot, and plain reads are never capped.
+    let other = tokio::spawn(send_owned(state.clone(), get_from(watch, [127, 0, 0, 2])));
+    until_blocking(&state, 3).await;
+    let plain = send(&state, get_from("/v1/services/ratings", a)).await;
+    assert_eq!(plain.status, StatusCode::OK);
+    // A change answers everyone and gives the slots back.
+    register(&state, "ratings", "2", ADDR).await;
+    for watcher in parked.into_iter().chain([other]) {
+        assert_eq!(watcher.await.unwrap().body["index"], 2);
+    }
+    assert_eq!(state.blocking_queries(), 0);
+    assert_eq!(state.per_client().parked([127, 0, 0, 1].into()), 0);
+    let again = tokio::spawn(send_owned(
+        state.clone(),
+        get_from("/v1/services/ratings?index=2&wait=1s", a),
+    ));
+    until_blocking(&state, 1).await;
+    assert_eq!(again.await.unwrap().status, StatusCode::OK);
+}

@@ -521,6 +521,7 @@ fn log_expired(expired: &[Expired]) {
     } in expired
     {
         tracing::info!(service = %service, instance = %id, address = %address, "instance expired");
+        crate::store_metrics::lease_expired(service);
     }
 }
 

@@ -1,11 +1,11 @@
 //! The registry's state: which instances of which services are alive, under which lease.
 //!
-//! [`MemoryStore`] is the embedded store. Its API is the shape any store must have
-//! (`register`, `heartbeat`, `deregister`, `services`, `snapshot`, `wait_for_change`,
-//! `expire`), expressed with the types below, so a distributed store (etcd leases and
-//! watches) can be added beside it later. There is no `Store` trait yet: with one
-//! implementation it would only add boxing of the async `wait_for_change`; introduce it
-//! together with the second store.
+//! [`MemoryStore`] is the embedded store and the default. With the `etcd` feature,
+//! [`EtcdStore`] keeps the same data in etcd (leases and watches), so it survives the loss of
+//! a registry process or an etcd member. Both implement [`Store`], the shape the HTTP layer
+//! uses (`register`, `heartbeat`, `deregister`, `services`, `snapshot`, `wait_for_change`,
+//! `expire`), expressed with the types below and with the same semantics; [`open`] makes the
+//! one the configuration asks for.
 //!
 //! ## Indexes
 //!
@@ -15,16 +15,24 @@
 //! heartbeats or identical re-registrations leave it alone. Blocking readers wait on that
 //! index (see [`MemoryStore::wait_for_change`]).
 
+mod backend;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod lease;
 mod memory;
+mod open;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use backend::{Store, StoreFuture};
+#[cfg(feature = "etcd")]
+pub use etcd::EtcdStore;
 pub use lease::Lease;
 pub use memory::MemoryStore;
+pub use open::{OpenError, open};
 
 /// Instance metadata: free-form string pairs, sorted by key.
 pub type Metadata = BTreeMap<String, String>;
@@ -139,4 +147,8 @@ pub enum StoreError {
         /// The configured limit.
         limit: usize,
     },
+    /// The backing store (etcd) could not be reached in time; nothing was changed, or the
+    /// change is not known to have happened. The details are logged, not shown.
+    #[error("the registry's store is unavailable; retry later")]
+    Unavailable,
 }

@@ -1,0 +1,418 @@
+//! What only the etcd store does: registries sharing one etcd, surviving a registry restart
+//! and an etcd outage, the documented key layout, and the `--store etcd` binary.
+//!
+//! Each test starts its own etcd on loopback ports (and is skipped, saying so, when no etcd
+//! binary is installed).
+#![cfg(feature = "etcd")]
+// Tests panic on unexpected errors; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use etcd_harness::EtcdCluster;
+use registry::Config;
+use registry::store::EtcdStore;
+use registry::store::etcd::EtcdOptions;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// A registry served over a real socket on the given etcd.
+struct Server {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(endpoints: Vec<String>) -> Server {
+    start_with(EtcdOptions {
+        endpoints,
+        ..EtcdOptions::default()
+    })
+    .await
+}
+
+async fn start_with(options: EtcdOptions) -> Server {
+    let config = Config::default();
+    let store = EtcdStore::connect(options).await.unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(registry::run_with_store(
+        listener,
+        config,
+        std::sync::Arc::new(store),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        url: format!("http://{addr}"),
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Server {
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("run returns promptly after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+
+    fn instance(&self, service: &str, id: &str) -> String {
+        format!("{}/v1/services/{service}/instances/{id}", self.url)
+    }
+
+    async fn register(
+        &self,
+        http: &reqwest::Client,
+        service: &str,
+        id: &str,
+        address: &str,
+    ) -> String {
+        let answer = http
+            .put(self.instance(service, id))
+            .json(&json!({ "address": address, "ttl_secs": 30 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json::<Value>().await.unwrap()["lease"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn service(&self, http: &reqwest::Client, service: &str) -> Value {
+        http.get(format!("{}/v1/services/{service}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+fn ids(body: &Value) -> Vec<&str> {
+    body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn registries_on_one_etcd_share_registrations_and_watches() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let a = start(etcd.endpoints()).await;
+    let b = start(etcd.endpoints()).await;
+    let http = reqwest::Client::new();
+
+    let lease = a
+        .register(&http, "ratings", "1", "http://127.0.0.1:8001")
+        .await;
+    let seen = b.service(&http, "ratings").await;
+    let index = seen["index"].as_u64().unwrap();
+    // B reads its own mirror; A waited for its own, and both follow the same etcd.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut seen = seen;
+    while ids(&seen).is_empty() {
+        assert!(Instant::now() < deadline, "B never saw A's registration");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        seen = b.service(&http, "ratings").await;
+    }
+    let index = seen["index"].as_u64().unwrap().max(index);
+    assert_eq!(
+        a.service(&http, "ratings").await["index"].as_u64(),
+        Some(index),
+        "indexes are etcd revisions, the same in every registry"
+    );
+
+    // A blocking query on B wakes on a write through A.
+    let watch = tokio::spawn({
+        let http = http.clone();
+        let url = format!("{}/v1/services/ratings?index={index}&wait=30s", b.url);
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !watch.is_finished(),
+        "the query blocks while nothing changes"
+    );
+    let changed = Instant::now();
+    a.register(&http, "ratings", "2", "http://127.0.0.1:8002")
+        .await;
+    let body = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("B's blocking query was answered")
+        .unwrap();
+    assert!(changed.elapsed() < Duration::from_secs(1));
+    assert_eq!(ids(&body), ["1", "2"]);
+
+    // The lease works through any registry; a wrong one fails through any registry.
+    let heartbeat = format!("{}/heartbeat", b.instance("ratings", "1"));
+    let answer = http
+        .put(&heartbeat)
+        .header("X-Lease", &lease)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = http
+        .put(&heartbeat)
+        .header("X-Lease", "nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    let hijack = http
+        .put(b.instance("ratings", "1"))
+        .json(&json!({ "address": "http://10.0.0.66:80" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hijack.status(), 409);
+
+    // A registry started later (or restarted) serves what is there, index included.
+    let before = a.service(&http, "ratings").await;
+    a.stop().await;
+    let c = start(etcd.endpoints()).await;
+    let after = c.service(&http, "ratings").await;
+    assert_eq!(ids(&after), ["1", "2"]);
+    assert!(
+        after["index"].as_u64() >= before["index"].as_u64(),
+        "the index never goes backwards across restarts"
+    );
+    let answer = http
+        .delete(c.instance("ratings", "1"))
+        .header("X-Lease", &lease)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 204);
+    assert_eq!(ids(&c.service(&http, "ratings").await), ["2"]);
+    b.stop().await;
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn an_etcd_outage_keeps_reads_answering_and_writes_fail_with_503() {
+    let Some(mut etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    // Short timeouts, so the refused writes below come back quickly.
+    let registry = start_with(EtcdOptions {
+        endpoints: etcd.endpoints(),
+        attempt_timeout: Duration::from_millis(500),
+        call_timeout: Duration::from_secs(1),
+        ..EtcdOptions::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let lease = registry
+        .register(&http, "ratings", "1", "http://127.0.0.1:8001")
+        .await;
+    let before = registry.service(&http, "ratings").await;
+
+    etcd.kill(0);
+    let started = Instant::now();
+    let answer = http
+        .put(registry.instance("ratings", "2"))
+        .json(&json!({ "address": "http://127.0.0.1:8002" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "error": "the registry's store is unavailable; retry later" })
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the write gave up after {:?}",
+        started.elapsed()
+    );
+    let heartbeat = format!("{}/heartbeat", registry.instance("ratings", "1"));
+    let answer = http
+        .put(&heartbeat)
+        .header("X-Lease", &lease)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    // Reads answer at once from the last known view.
+    let started = Instant::now();
+    assert_eq!(registry.service(&http, "ratings").await, before);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    etcd.restart(0);
+    // Writes work again once the member is back (the store retries on its own).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = http
+            .put(&heartbeat)
+            .header("X-Lease", &lease)
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "heartbeats never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    registry
+        .register(&http, "ratings", "2", "http://127.0.0.1:8002")
+        .await;
+    assert_eq!(ids(&registry.service(&http, "ratings").await), ["1", "2"]);
+    registry.stop().await;
+}
+
+#[tokio::test]
+async fn keys_hold_the_documented_value_and_no_secret() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let registry = start(etcd.endpoints()).await;
+    let http = reqwest::Client::new();
+    let answer = http
+        .put(registry.instance("ratings", "7"))
+        .json(&json!({ "address": "http://127.0.0.1:8007", "metadata": { "zone": "a" }, "ttl_secs": 9 }))
+        .send()
+        .await
+        .unwrap();
+    let lease = answer.json::<Value>().await.unwrap()["lease"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let found = client.get("/discovery/ratings/7", None).await.unwrap();
+    let kv = &found.kvs()[0];
+    let value: Value = serde_json::from_slice(kv.value()).unwrap();
+    assert_eq!(value["address"], "http://127.0.0.1:8007");
+    assert_eq!(value["metadata"], json!({ "zone": "a" }));
+    assert_eq!(value["ttl_secs"], 9);
+    assert_eq!(value["lease_sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        !kv.value_str().unwrap().contains(&lease),
+        "the secret is not stored"
+    );
+    let granted = client.lease_time_to_live(kv.lease(), None).await.unwrap();
+    assert!(
+        (1..=9).contains(&granted.ttl()) && granted.granted_ttl() == 9,
+        "the key's etcd lease has the registration's TTL: {} of {}",
+        granted.ttl(),
+        granted.granted_ttl()
+    );
+    registry.stop().await;
+}
+
+#[tokio::test]
+async fn the_binary_serves_from_etcd_and_refuses_an_unreachable_one() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+        ])
+        .arg(etcd.endpoints().join(","))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut saw_store = false;
+    let url = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            saw_store |= line.contains("using the etcd store");
+            if let Some(at) = line.find("listening on http://") {
+                return line[at + "listening on ".len()..].trim().to_owned();
+            }
+        }
+        panic!("the registry exited before logging its address");
+    })
+    .await
+    .expect("the registry logs `listening on` within 20 s");
+    assert!(saw_store, "the registry says it uses etcd");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let http = reqwest::Client::new();
+    let answer = http
+        .put(format!("{url}/v1/services/ratings/instances/1"))
+        .json(&json!({ "address": "http://127.0.0.1:8001" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let found = client.get("/discovery/ratings/1", None).await.unwrap();
+    assert_eq!(found.kvs().len(), 1, "the registration is in etcd");
+    child.kill().await.unwrap();
+
+    // Nothing listens on this port: the registry says so and exits before binding.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        Command::new(env!("CARGO_BIN_EXE_registry"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                &dead,
+            ])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("exits within the connect timeout")
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot use etcd at") && stderr.contains(&dead),
+        "{stderr}"
+    );
+}

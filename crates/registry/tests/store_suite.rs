@@ -1,0 +1,706 @@
+//! One behavioural suite for the HTTP API, run against every store.
+//!
+//! Each case below is written once, against the API, and [`suite!`] runs it as
+//! `memory::<case>` (the in-memory store) and, with the `etcd` feature, as `etcd::<case>`
+//! (the etcd store on a real etcd started for the test on loopback ports). The cases use
+//! real time, since etcd does; indexes are compared (moved or not), never assumed to be
+//! 1, 2, 3, because the etcd store's indexes are etcd revisions.
+
+// Tests panic on unexpected errors; that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use registry::store::{MemoryStore, Store};
+use registry::{AppState, Config, app};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+const ADDR: &str = "http://127.0.0.1:8001";
+
+/// Which store a case runs against.
+enum Backend {
+    Memory,
+    #[cfg(feature = "etcd")]
+    Etcd(etcd_harness::EtcdCluster),
+}
+
+impl Backend {
+    /// A fresh single-member etcd, or `None` (the case is skipped) without an etcd binary.
+    #[cfg(feature = "etcd")]
+    fn etcd() -> Option<Self> {
+        etcd_harness::EtcdCluster::start(1).map(Self::Etcd)
+    }
+}
+
+/// A registry's router over one store, with the sweeper running as `run` would.
+struct Registry {
+    state: AppState,
+    sweeper: JoinHandle<()>,
+    /// Keeps etcd running as long as the registry uses it.
+    _backend: Backend,
+}
+
+impl Registry {
+    async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::default();
+        configure(&mut config);
+        let store: Arc<dyn Store> = match &backend {
+            Backend::Memory => Arc::new(MemoryStore::new(config.store_limits())),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(etcd) => {
+                let options = registry::store::etcd::EtcdOptions {
+                    endpoints: etcd.endpoints(),
+                    prefix: "/suite/".into(),
+                    limits: config.store_limits(),
+                    ..Default::default()
+                };
+                Arc::new(registry::store::EtcdStore::connect(options).await.unwrap())
+            }
+        };
+        let state = AppState::with_store(&config, store);
+        let sweeper = registry::sweeper::spawn(
+            Arc::clone(state.store()),
+            config.sweep_interval,
+            state.shutdown().clone(),
+        );
+        Self {
+            state,
+            sweeper,
+            _backend: backend,
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        send(self.state.clone(), request).await
+    }
+
+    /// Registers `id` at `address` (with an optional TTL) and returns the lease.
+    async fn register(&self, service: &str, id: &str, address: &str, ttl: Option<u64>) -> String {
+        let mut body = json!({ "address": address });
+        if let Some(ttl) = ttl {
+            body["ttl_secs"] = json!(ttl);
+        }
+        let reply = self.send(put_json(&instance_uri(service, id), &body)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["lease"].as_str().unwrap().to_owned()
+    }
+
+    async fn heartbeat(&self, service: &str, id: &str, lease: Option<&str>) -> Reply {
+        let uri = format!("{}/heartbeat", instance_uri(service, id));
+        self.send(with_lease(Method::PUT, &uri, lease)).await
+    }
+
+    async fn deregister(&self, service: &str, id: &str, lease: Option<&str>) -> Reply {
+        self.send(with_lease(
+            Method::DELETE,
+            &instance_uri(service, id),
+            lease,
+        ))
+        .await
+    }
+
+    /// `GET /v1/services/{name}`; checks the index header matches the body.
+    async fn service(&self, name: &str) -> Value {
+        let reply = self.send(get(&format!("/v1/services/{name}"))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header_index(),
+            reply.body["index"].as_u64(),
+            "the index header is the body's index"
+        );
+        reply.body
+    }
+
+    async fn index(&self, name: &str) -> u64 {
+        self.service(name).await["index"].as_u64().unwrap()
+    }
+
+    async fn ids(&self, name: &str) -> Vec<String> {
+        ids(&self.service(name).await)
+    }
+
+    async fn services(&self) -> Value {
+        self.send(get("/v1/services")).await.body["services"].clone()
+    }
+
+    /// Starts a blocking query and waits until it is parked.
+    async fn watch(&self, name: &str, index: u64, wait: &str) -> JoinHandle<Reply> {
+        let parked = self.state.blocking_queries();
+        let uri = format!("/v1/services/{name}?index={index}&wait={wait}");
+        let watch = tokio::spawn(send(self.state.clone(), get(&uri)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.state.blocking_queries() == parked {
+            assert!(Instant::now() < deadline, "the blocking query never parked");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        watch
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.state.shutdown().trigger();
+        self.sweeper.abort();
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header_index(&self) -> Option<u64> {
+        self.headers
+            .get("x-registry-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+}
+
+async fn send(state: AppState, request: Request<Body>) -> Reply {
+    let response = app(state).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn put_json(uri: &str, body: &Value) -> Request<Body> {
+    Request::put(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+fn with_lease(method: Method, uri: &str, lease: Option<&str>) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(lease) = lease {
+        builder = builder.header("X-Lease", lease);
+    }
+    builder.body(Body::empty()).unwrap()
+}
+
+fn instance_uri(service: &str, id: &str) -> String {
+    format!("/v1/services/{service}/instances/{id}")
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    let message = reply.body["error"].as_str().unwrap_or_default();
+    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(1));
+}
+
+/// Polls `check` every 20 ms until it holds, at most `limit`; how long it took.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    // Bounded by `limit`.
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The cases.
+
+async fn register_then_read_back(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let before = registry.index("ratings").await;
+    let reply = registry
+        .send(put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "metadata": { "zone": "a" }, "ttl_secs": 60 }),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let lease = reply.body["lease"].as_str().unwrap();
+    assert_eq!(lease.len(), 32);
+    assert!(lease.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(reply.body["ttl_secs"], 60);
+
+    let body = registry.service("ratings").await;
+    assert!(body["index"].as_u64().unwrap() > before);
+    assert_eq!(
+        body["instances"],
+        json!([{ "id": "1", "address": ADDR, "metadata": { "zone": "a" } }])
+    );
+    assert_eq!(registry.services().await, json!(["ratings"]));
+}
+
+async fn default_ttl_and_sorted_listings(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let reply = registry
+        .send(put_json(
+            &instance_uri("ratings", "b"),
+            &json!({ "address": "http://127.0.0.1:8002", "metadata": null }),
+        ))
+        .await;
+    assert_eq!(reply.body["ttl_secs"], 120);
+    registry.register("ratings", "a", ADDR, None).await;
+    registry
+        .register("market", "x", "http://127.0.0.1:5000", None)
+        .await;
+    assert_eq!(registry.services().await, json!(["market", "ratings"]));
+    let body = registry.service("ratings").await;
+    assert_eq!(ids(&body), ["a", "b"]);
+    assert_eq!(body["instances"][1]["metadata"], json!({}));
+}
+
+async fn unknown_services_are_empty_not_404(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let one = registry.service("nothing-here").await;
+    assert_eq!(one["instances"], json!([]));
+    // Every unknown service reports the same index.
+    assert_eq!(registry.service("nor-here").await["index"], one["index"]);
+    assert_eq!(registry.services().await, json!([]));
+}
+
+async fn heartbeat_renews_without_moving_the_index(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let lease = registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+
+    let reply = registry.heartbeat("ratings", "1", Some(&lease)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, json!({ "ttl_secs": 120 }));
+    assert_eq!(registry.index("ratings").await, index);
+
+    for (service, id, presented, status, needle) in [
+        (
+            "ratings",
+            "2",
+            Some(lease.as_str()),
+            StatusCode::NOT_FOUND,
+            "not registered",
+        ),
+        (
+            "other",
+            "1",
+            Some(lease.as_str()),
+            StatusCode::NOT_FOUND,
+            "not registered",
+        ),
+        ("ratings", "1", Some("0000"), StatusCode::FORBIDDEN, "lease"),
+        ("ratings", "1", None, StatusCode::FORBIDDEN, "lease"),
+    ] {
+        let reply = registry.heartbeat(service, id, presented).await;
+        assert_error(&reply, status, needle);
+    }
+}
+
+async fn deregister_needs_the_lease_and_moves_the_index(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let lease = registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+
+    let reply = registry.deregister("ratings", "1", Some("wrong")).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
+    let reply = registry.deregister("ratings", "1", None).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
+    let reply = registry.deregister("ratings", "2", Some(&lease)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
+    assert_eq!(registry.ids("ratings").await, ["1"]);
+
+    let reply = registry.deregister("ratings", "1", Some(&lease)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let body = registry.service("ratings").await;
+    assert_eq!(body["instances"], json!([]));
+    assert!(body["index"].as_u64().unwrap() > index);
+    assert_eq!(registry.services().await, json!([]));
+    let reply = registry.deregister("ratings", "1", Some(&lease)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
+    let reply = registry.heartbeat("ratings", "1", Some(&lease)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
+}
+
+async fn identical_reregistration_issues_a_new_lease_only(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let old = registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+    let new = registry.register("ratings", "1", ADDR, None).await;
+    assert_ne!(old, new);
+    assert_eq!(registry.index("ratings").await, index);
+    assert_eq!(
+        registry.heartbeat("ratings", "1", Some(&old)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        registry.heartbeat("ratings", "1", Some(&new)).await.status,
+        StatusCode::OK
+    );
+}
+
+async fn metadata_change_moves_the_index(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+    let reply = registry
+        .send(put_json(
+            &instance_uri("ratings", "1"),
+            &json!({ "address": ADDR, "metadata": { "v": "2" } }),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let body = registry.service("ratings").await;
+    assert!(body["index"].as_u64().unwrap() > index);
+    assert_eq!(body["instances"][0]["metadata"], json!({ "v": "2" }));
+}
+
+async fn moving_an_id_to_another_address_needs_its_lease(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let lease = registry.register("ratings", "1", ADDR, None).await;
+    let before = registry.service("ratings").await;
+    let hijack = json!({ "address": "http://10.0.0.66:80" });
+    let uri = instance_uri("ratings", "1");
+
+    let reply = registry.send(put_json(&uri, &hijack)).await;
+    assert_error(&reply, StatusCode::CONFLICT, "different address");
+    let mut wrong = put_json(&uri, &hijack);
+    wrong
+        .headers_mut()
+        .insert("x-lease", "deadbeef".parse().unwrap());
+    assert_error(&registry.send(wrong).await, StatusCode::CONFLICT, "X-Lease");
+    assert_eq!(registry.service("ratings").await, before);
+    assert_eq!(
+        registry
+            .heartbeat("ratings", "1", Some(&lease))
+            .await
+            .status,
+        StatusCode::OK,
+        "the owner's lease survives a refused hijack"
+    );
+
+    let mut owner = put_json(&uri, &hijack);
+    owner
+        .headers_mut()
+        .insert("x-lease", lease.parse().unwrap());
+    assert_eq!(registry.send(owner).await.status, StatusCode::OK);
+    let after = registry.service("ratings").await;
+    assert!(after["index"].as_u64() > before["index"].as_u64());
+    assert_eq!(after["instances"][0]["address"], "http://10.0.0.66:80");
+}
+
+async fn invalid_input_is_refused_and_changes_nothing(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let before = registry.service("ratings").await;
+    for (uri, body, needle) in [
+        (instance_uri("ratings", "1"), json!({}), "address"),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": "ftp://h:21" }),
+            "http://",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "ttl_secs": 0 }),
+            "ttl_secs",
+        ),
+        (
+            instance_uri("ratings", "1"),
+            json!({ "address": ADDR, "metadata": { "k": 1 } }),
+            "metadata",
+        ),
+        (
+            instance_uri("ratings", "a%20b"),
+            json!({ "address": ADDR }),
+            "instance id",
+        ),
+    ] {
+        let reply = registry.send(put_json(&uri, &body)).await;
+        assert_error(&reply, StatusCode::BAD_REQUEST, needle);
+    }
+    let reply = registry.send(get("/v1/services/ratings?index=abc")).await;
+    assert_error(&reply, StatusCode::BAD_REQUEST, "index");
+    assert_eq!(registry.services().await, json!([]));
+    assert_eq!(registry.service("ratings").await, before);
+}
+
+async fn instance_and_service_limits_are_429(backend: Backend) {
+    let registry = Registry::start_with(backend, |c| {
+        c.max_instances_per_service = 1;
+        c.max_services = 1;
+    })
+    .await;
+    registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+    let reply = registry
+        .send(put_json(
+            &instance_uri("ratings", "2"),
+            &json!({ "address": ADDR }),
+        ))
+        .await;
+    assert_error(
+        &reply,
+        StatusCode::TOO_MANY_REQUESTS,
+        "limit of 1 instances",
+    );
+    let reply = registry
+        .send(put_json(
+            &instance_uri("other", "1"),
+            &json!({ "address": ADDR }),
+        ))
+        .await;
+    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "limit of 1 services");
+    // Re-registering an existing id is still allowed at the limit.
+    registry.register("ratings", "1", ADDR, None).await;
+    assert_eq!(registry.services().await, json!(["ratings"]));
+    assert_eq!(registry.index("ratings").await, index);
+}
+
+async fn blocking_query_returns_as_soon_as_the_set_changes(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+    let watch = registry.watch("ratings", index, "30s").await;
+
+    let changed = Instant::now();
+    registry
+        .register("ratings", "2", "http://127.0.0.1:8002", None)
+        .await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("answered")
+        .unwrap();
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "answered {took:?} after the change"
+    );
+    assert!(reply.body["index"].as_u64().unwrap() > index);
+    assert_eq!(reply.header_index(), reply.body["index"].as_u64());
+    assert_eq!(ids(&reply.body), ["1", "2"]);
+    assert_eq!(
+        registry.state.blocking_queries(),
+        0,
+        "the permit is released"
+    );
+}
+
+async fn blocking_query_ignores_heartbeats_and_no_op_reregistrations(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let lease = registry.register("ratings", "1", ADDR, None).await;
+    let before = registry.service("ratings").await;
+    let index = before["index"].as_u64().unwrap();
+    let started = Instant::now();
+    let watch = registry.watch("ratings", index, "1500ms").await;
+    assert_eq!(
+        registry
+            .heartbeat("ratings", "1", Some(&lease))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let identical = registry.register("ratings", "1", ADDR, None).await;
+    assert_ne!(identical, lease);
+    let reply = watch.await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "a heartbeat or a no-op re-registration answered the query after {waited:?}"
+    );
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, before);
+}
+
+async fn reads_without_a_current_index_answer_at_once(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+    let started = Instant::now();
+    for uri in [
+        "/v1/services/ratings".to_owned(),
+        "/v1/services/ratings?wait=30s".to_owned(),
+        format!("/v1/services/ratings?index={}&wait=30s", index - 1),
+        format!("/v1/services/ratings?index={}&wait=30s", index + 7),
+        format!("/v1/services/ratings?index={index}&wait=0s"),
+    ] {
+        let reply = registry.send(get(&uri)).await;
+        assert_eq!(reply.body["index"].as_u64(), Some(index), "{uri}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+async fn watching_an_unknown_service_wakes_on_its_first_registration(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let index = registry.index("ratings").await;
+    let watch = registry.watch("ratings", index, "30s").await;
+    // Another service's change does not answer it.
+    registry.register("other", "1", ADDR, None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!watch.is_finished());
+    let changed = Instant::now();
+    registry.register("ratings", "1", ADDR, None).await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(changed.elapsed() < Duration::from_secs(1));
+    assert!(reply.body["index"].as_u64().unwrap() > index);
+    assert_eq!(ids(&reply.body), ["1"]);
+}
+
+async fn leases_expire_on_time_and_heartbeats_postpone_it(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let lease = registry.register("ratings", "1", ADDR, Some(2)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let renewed = Instant::now();
+    assert_eq!(
+        registry
+            .heartbeat("ratings", "1", Some(&lease))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let index = registry.index("ratings").await;
+    // Past the first TTL, within the renewed one.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(registry.ids("ratings").await, ["1"], "renewed at 1.2 s");
+
+    eventually(Duration::from_secs(4), "expiry", || async {
+        registry.ids("ratings").await.is_empty()
+    })
+    .await;
+    let lived = renewed.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1900),
+        "expired {lived:?} after a heartbeat with a 2 s TTL"
+    );
+    assert!(
+        registry.index("ratings").await > index,
+        "expiry moves the index"
+    );
+    assert_eq!(registry.services().await, json!([]));
+    let reply = registry.heartbeat("ratings", "1", Some(&lease)).await;
+    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
+    // The instance re-registers after the 404, as a client should.
+    registry.register("ratings", "1", ADDR, Some(2)).await;
+    assert_eq!(registry.ids("ratings").await, ["1"]);
+}
+
+async fn expiry_wakes_blocking_queries(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    registry.register("ratings", "1", ADDR, Some(1)).await;
+    let registered = Instant::now();
+    let index = registry.index("ratings").await;
+    let watch = registry.watch("ratings", index, "30s").await;
+    let reply = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("the expiry answered the blocking query")
+        .unwrap();
+    let after = registered.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_millis(3500),
+        "answered {after:?} after registering with a 1 s TTL"
+    );
+    assert_eq!(reply.body["instances"], json!([]));
+    assert!(reply.body["index"].as_u64().unwrap() > index);
+}
+
+async fn shutdown_releases_blocking_queries(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    registry.register("ratings", "1", ADDR, None).await;
+    let index = registry.index("ratings").await;
+    let watch = registry.watch("ratings", index, "60s").await;
+    let started = Instant::now();
+    registry.state.shutdown().trigger();
+    let reply = tokio::time::timeout(Duration::from_secs(5), watch)
+        .await
+        .expect("released")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["index"].as_u64(), Some(index));
+}
+
+// ---------------------------------------------------------------------------------------
+// The parameterisation.
+
+/// Runs each case against every store: `memory::<case>` and `etcd::<case>`.
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Backend::Memory).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "etcd")]
+        mod etcd {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(backend) = super::Backend::etcd() else {
+                        return;
+                    };
+                    super::$case(backend).await;
+                }
+            )*
+        }
+    };
+}
+
+suite!(
+    register_then_read_back,
+    default_ttl_and_sorted_listings,
+    unknown_services_are_empty_not_404,
+    heartbeat_renews_without_moving_the_index,
+    deregister_needs_the_lease_and_moves_the_index,
+    identical_reregistration_issues_a_new_lease_only,
+    metadata_change_moves_the_index,
+    moving_an_id_to_another_address_needs_its_lease,
+    invalid_input_is_refused_and_changes_nothing,
+    instance_and_service_limits_are_429,
+    blocking_query_returns_as_soon_as_the_set_changes,
+    blocking_query_ignores_heartbeats_and_no_op_reregistrations,
+    reads_without_a_current_index_answer_at_once,
+    watching_an_unknown_service_wakes_on_its_first_registration,
+    leases_expire_on_time_and_heartbeats_postpone_it,
+    expiry_wakes_blocking_queries,
+    shutdown_releases_blocking_queries,
+);
