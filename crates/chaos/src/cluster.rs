@@ -1,0 +1,457 @@
+//! The real programs under test, and the faults that can be done to them.
+//!
+//! A [`Cluster`] is one registry, N ratings instances (each with its admin endpoint on, behind
+//! a random token, and a short registration TTL so it notices a restarted registry within a
+//! second) and one market, all started through the `system-tests` harness on free loopback
+//! ports. Instances and the registry can be killed and started again on the same port, so
+//! clients see the same address come back, as they would after a crash and a restart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use system_tests::Proc;
+use tokio::time::Instant;
+
+use crate::black_hole::BlackHole;
+use crate::load::Truth;
+
+/// The id under which the black hole is registered as a ratings instance.
+pub const BLACK_HOLE_ID: &str = "hang";
+
+/// How the cluster is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Ratings instances, numbered from 1.
+    pub instances: u16,
+    /// The market's per-attempt timeout.
+    pub timeout: Duration,
+    /// The market's breaker retest delay.
+    pub retest_delay: Duration,
+    /// Each instance's registration TTL (it heartbeats every third of it).
+    pub instance_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            instances: 3,
+            timeout: Duration::from_millis(300),
+            retest_delay: Duration::from_secs(1),
+            instance_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+/// One ratings instance: its number, its port (kept across restarts), its process if alive.
+struct Instance {
+    /// Instance number, also its id in the registry.
+    n: u16,
+    /// The port it listens on, the same after a restart.
+    port: u16,
+    /// The running process; `None` while it is killed.
+    proc: Option<Proc>,
+}
+
+/// The running programs.
+pub struct Cluster {
+    /// How it was set up.
+    config: ClusterConfig,
+    /// The registry process; `None` while it is stopped.
+    registry: Option<Proc>,
+    /// The registry's port, the same after a restart.
+    registry_port: u16,
+    /// The ratings instances, in order.
+    instances: Vec<Instance>,
+    /// The market.
+    market: Proc,
+    /// The token every instance's admin endpoint requires.
+    admin_token: String,
+    /// For admin calls and registry calls.
+    http: reqwest::Client,
+    /// The black hole and its registration lease, while registered.
+    black_hole: Option<(BlackHole, String)>,
+    /// Instance id by address, to name the instances in breaker log lines.
+    ids_by_address: BTreeMap<String, String>,
+}
+
+impl Cluster {
+    /// Starts the registry, the instances and the market, and waits until the registry
+    /// lists every instance.
+    pub async fn start(config: ClusterConfig) -> Result<Cluster, String> {
+        let registry = system_tests::registry(&[]).await;
+        let registry_port = port_of(&registry.url)?;
+        let admin_token = format!("{:032x}", rand::random::<u128>());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let mut cluster_instances = Vec::new();
+        let mut ids_by_address = BTreeMap::new();
+        for n in 1..=config.instances {
+            let proc = start_instance(n, 0, &registry.url, &config, &admin_token).await;
+            let port = port_of(&proc.url)?;
+            ids_by_address.insert(proc.url.clone(), n.to_string());
+            cluster_instances.push(Instance {
+                n,
+                port,
+                proc: Some(proc),
+            });
+        }
+        let ids: Vec<String> = (1..=config.instances).map(|n| n.to_string()).collect();
+        let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        system_tests::wait_for_instances(&registry, "ratings", &id_refs).await;
+        let timeout = humantime::format_duration(config.timeout).to_string();
+        let retest = humantime::format_duration(config.retest_delay).to_string();
+        let market = system_tests::market(
+            &registry,
+            &["--timeout", &timeout, "--retest-delay", &retest],
+        )
+        .await;
+        Ok(Cluster {
+            config,
+            registry: Some(registry),
+            registry_port,
+            instances: cluster_instances,
+            market,
+            admin_token,
+            http,
+            black_hole: None,
+            ids_by_address,
+        })
+    }
+
+    /// Waits (at most 20 s) until the market knows every instance and shows every rating
+    /// live, and returns those ratings: the truth later answers are checked against.
+    pub async fn warm_up(&self) -> Result<Truth, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self.live_ratings().await {
+                Ok(truth) => return Ok(truth),
+                Err(why) => last = why,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(format!("the market did not warm up in 20 s: {last}"))
+    }
+
+    async fn live_ratings(&self) -> Result<Truth, String> {
+        let health = self
+            .get_json(&format!("{}/health", self.market.url))
+            .await?;
+        let known = health["ratings"]["instances"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if known != usize::from(self.config.instances) {
+            return Err(format!("the market knows {known} instances"));
+        }
+        let answer = self
+            .get_json(&format!("{}/api/items", self.market.url))
+            .await?;
+        let mut truth = Truth::new();
+        for item in answer["items"].as_array().into_iter().flatten() {
+            let id = item["id"].as_str().unwrap_or_default();
+            match (item["rating"].as_u64(), item["rating_source"].as_str()) {
+                (Some(rating), Some("live")) => {
+                    truth.insert(id.to_owned(), rating);
+                }
+                _ => return Err(format!("{id} is not live yet: {item}")),
+            }
+        }
+        if truth.len() == 4 {
+            Ok(truth)
+        } else {
+            Err(format!("{} items", truth.len()))
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        response
+            .json::<Value>()
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))
+    }
+
+    /// The market's base URL.
+    pub fn market_url(&self) -> &str {
+        &self.market.url
+    }
+
+    /// How many lines the market has logged so far.
+    pub fn market_log_len(&self) -> usize {
+        self.market.lines().len()
+    }
+
+    /// The market's log lines from line `from` on.
+    pub fn market_log_since(&self, from: usize) -> Vec<String> {
+        let mut lines = self.market.lines();
+        lines.drain(..from.min(lines.len()));
+        lines
+    }
+
+    /// Instance id by address, for reading breaker log lines.
+    pub fn ids_by_address(&self) -> &BTreeMap<String, String> {
+        &self.ids_by_address
+    }
+
+    fn instance(&mut self, n: u16) -> Result<&mut Instance, String> {
+        self.instances
+            .iter_mut()
+            .find(|i| i.n == n)
+            .ok_or_else(|| format!("no ratings instance {n}"))
+    }
+
+    fn running(&mut self, n: u16) -> Result<&mut Proc, String> {
+        self.instance(n)?
+            .proc
+            .as_mut()
+            .ok_or_else(|| format!("ratings instance {n} is not running"))
+    }
+
+    /// Ctrl-Z: SIGSTOP instance `n`.
+    pub fn pause(&mut self, n: u16) -> Result<(), String> {
+        self.running(n)?.pause();
+        Ok(())
+    }
+
+    /// `fg`: SIGCONT instance `n`.
+    pub fn resume(&mut self, n: u16) -> Result<(), String> {
+        self.running(n)?.resume();
+        Ok(())
+    }
+
+    /// `kill -9` instance `n`: no deregistration, its lease runs out on its own.
+    pub fn kill(&mut self, n: u16) -> Result<(), String> {
+        let instance = self.instance(n)?;
+        if let Some(mut proc) = instance.proc.take() {
+            proc.kill();
+        }
+        Ok(())
+    }
+
+    /// Starts instance `n` again on its old port (it re-registers at the same address).
+    pub async fn restart(&mut self, n: u16) -> Result<(), String> {
+        let registry_url = self.registry_url();
+        let (config, token) = (self.config.clone(), self.admin_token.clone());
+        let instance = self.instance(n)?;
+        if instance.proc.is_none() {
+            let proc = start_instance(n, instance.port, &registry_url, &config, &token).await;
+            instance.proc = Some(proc);
+        }
+        Ok(())
+    }
+
+    /// Sets instance `n`'s injected faults through its admin endpoint, e.g.
+    /// `{"latency_ms": 1500}`.
+    pub async fn set_faults(&mut self, n: u16, faults: Value) -> Result<(), String> {
+        let url = format!("{}/admin/faults", self.running(n)?.url);
+        let response = self
+            .http
+            .put(&url)
+            .bearer_auth(&self.admin_token)
+            .json(&faults)
+            .send()
+            .await
+            .map_err(|e| format!("PUT {url}: {e}"))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            let body = response.text().await.unwrap_or_default();
+            Err(format!("PUT {url} {faults}: {status}: {body}"))
+        }
+    }
+
+    /// Clears every injected fault of instance `n`.
+    pub async fn heal(&mut self, n: u16) -> Result<(), String> {
+        self.set_faults(
+            n,
+            json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0}),
+        )
+        .await
+    }
+
+    /// The registry's base URL (the same across restarts).
+    pub fn registry_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.registry_port)
+    }
+
+    /// `kill -9` the registry: every registration it held is gone with it.
+    pub fn kill_registry(&mut self) {
+        if let Some(mut registry) = self.registry.take() {
+            registry.kill();
+        }
+    }
+
+    /// Starts an empty registry on the old port.
+    pub async fn restart_registry(&mut self) {
+        if self.registry.is_none() {
+            let listen = format!("127.0.0.1:{}", self.registry_port);
+            self.registry = Some(Proc::start("registry", &["--listen", &listen]).await);
+        }
+    }
+
+    /// The ratings instance ids the registry lists now.
+    pub async fn registered(&self) -> Result<Vec<String>, String> {
+        let answer = self
+            .get_json(&format!("{}/v1/services/ratings", self.registry_url()))
+            .await?;
+        let mut ids: Vec<String> = answer["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Starts a [`BlackHole`] and registers it as ratings instance [`BLACK_HOLE_ID`], through
+    /// the registry's HTTP API as any instance would.
+    pub async fn add_black_hole(&mut self) -> Result<(), String> {
+        let hole = BlackHole::start()
+            .await
+            .map_err(|e| format!("black hole: {e}"))?;
+        let url = format!(
+            "{}/v1/services/ratings/instances/{BLACK_HOLE_ID}",
+            self.registry_url()
+        );
+        let answer = self
+            .http
+            .put(&url)
+            .json(&json!({"address": hole.url(), "ttl_secs": 3600}))
+            .send()
+            .await
+            .map_err(|e| format!("PUT {url}: {e}"))?;
+        let status = answer.status();
+        let body: Value = answer.json().await.map_err(|e| format!("PUT {url}: {e}"))?;
+        let lease = body["lease"]
+            .as_str()
+            .ok_or_else(|| format!("PUT {url}: {status}: {body}"))?
+            .to_owned();
+        self.ids_by_address
+            .insert(hole.url().to_owned(), BLACK_HOLE_ID.to_owned());
+        self.black_hole = Some((hole, lease));
+        Ok(())
+    }
+
+    /// Connections the black hole accepted, if it is there.
+    pub fn black_hole_connections(&self) -> usize {
+        self.black_hole
+            .as_ref()
+            .map_or(0, |(hole, _)| hole.accepted())
+    }
+
+    /// The black hole's URL, if it is there.
+    pub fn black_hole_url(&self) -> Option<String> {
+        self.black_hole
+            .as_ref()
+            .map(|(hole, _)| hole.url().to_owned())
+    }
+
+    /// The most requests the black hole held at once since the last reset, if it is there.
+    pub fn black_hole_max_held(&self) -> Option<usize> {
+        self.black_hole.as_ref().map(|(hole, _)| hole.max_held())
+    }
+
+    /// Starts counting the black hole's most-held afresh.
+    pub fn reset_black_hole_max_held(&self) {
+        if let Some((hole, _)) = &self.black_hole {
+            hole.reset_max_held();
+        }
+    }
+
+    /// The market's per-attempt timeout.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    /// Waits (at most `limit`) until the market has logged a line containing `needle`.
+    pub async fn wait_for_market_log(&self, needle: &str, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while self.market.count(needle) == 0 {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the market did not log {needle:?} within {limit:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Stops everything: the market first, then the instances (which deregister), then the
+    /// registry. Processes are sent SIGTERM; whatever is left is killed on drop.
+    pub async fn shut_down(mut self) {
+        if let Some((_, lease)) = &self.black_hole {
+            let url = format!(
+                "{}/v1/services/ratings/instances/{BLACK_HOLE_ID}",
+                self.registry_url()
+            );
+            let _ = self.http.delete(&url).header("X-Lease", lease).send().await;
+        }
+        self.market.terminate().await;
+        for instance in &mut self.instances {
+            if let Some(proc) = instance.proc.as_mut() {
+                proc.terminate().await;
+            }
+        }
+        if let Some(registry) = self.registry.as_mut() {
+            registry.terminate().await;
+        }
+    }
+}
+
+async fn start_instance(
+    n: u16,
+    port: u16,
+    registry: &str,
+    config: &ClusterConfig,
+    admin_token: &str,
+) -> Proc {
+    let (instance, listen) = (n.to_string(), format!("127.0.0.1:{port}"));
+    let ttl = humantime::format_duration(config.instance_ttl).to_string();
+    Proc::start(
+        "ratings-service",
+        &[
+            "--instance",
+            &instance,
+            "--listen",
+            &listen,
+            "--registry",
+            registry,
+            "--ttl",
+            &ttl,
+            "--admin",
+            "--admin-token",
+            admin_token,
+        ],
+    )
+    .await
+}
+
+fn port_of(url: &str) -> Result<u16, String> {
+    url.rsplit(':')
+        .next()
+        .and_then(|port| port.trim_end_matches('/').parse().ok())
+        .ok_or_else(|| format!("no port in {url}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_of_a_base_url() {
+        assert_eq!(port_of("http://127.0.0.1:8001"), Ok(8001));
+        assert_eq!(port_of("http://127.0.0.1:8001/"), Ok(8001));
+        assert!(port_of("http://localhost").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! Chaos under load: proves that the market keeps serving its users while the ratings
+//! instances and the registry fail in each of the ways users of such a system meet.
+//!
+//! A scenario starts the real programs (registry, three ratings instances, market), puts the
+//! market under steady open-loop load, injects one fault, heals it, and checks what the users
+//! saw (no failed request, every page with its four items and the right ratings) and what
+//! the market's log says (the expected breaker transitions, at most one probe per retest).
+//!
+//! - [`load`]: the bounded open-loop load generator (rate, duration, concurrency cap).
+//! - [`tally`]: what the load saw: sent, failed, stale, wrong, latencies.
+//! - [`black_hole`]: a TCP listener that accepts connections and never answers.
+//! - [`cluster`]: the real programs, and the faults that can be done to them.
+//! - [`transitions`]: breaker transitions and probes, read back from the market's log.
+//! - [`scenario`]: the faults, and what each one must show.
+//! - [`runner`]: runs one scenario under load ([`Profile::quick`] for CI, [`Profile::full`]).
+//! - [`report`]: Markdown tables of the outcomes.
+//!
+//! The `chaos` binary runs them: `chaos --quick`, `chaos --full`, `chaos --scenario pause`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod black_hole;
+pub mod cluster;
+pub mod load;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod tally;
+pub mod transitions;
+
+pub use runner::{Outcome, Profile, run};
+pub use scenario::Scenario;

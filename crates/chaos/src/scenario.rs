@@ -1,0 +1,368 @@
+//! The faults, how each is done to the cluster, and what each must show.
+//!
+//! Every fault hits instance 1 (or all instances, or the registry) while the market is
+//! under load; most are healed after the fault window so the log must also show recovery.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::cluster::{BLACK_HOLE_ID, Cluster};
+use crate::tally::Tally;
+use crate::transitions::{Kind, Transitions};
+
+/// The latency injected by the `slow` fault: well above the market's 300 ms timeout.
+pub const SLOW_MS: u64 = 1500;
+/// The share of requests answered 500 by the `errors` fault.
+pub const ERROR_RATE: f64 = 0.5;
+/// The share of requests answered with a garbage body by the `garbage` fault.
+pub const GARBAGE_RATE: f64 = 0.5;
+/// How long a flapping instance stays down, and then up.
+pub const FLAP_PERIOD: Duration = Duration::from_secs(1);
+/// The shortest window for `flap`, so even the quick form sees two down/up cycles.
+const MIN_FLAP_WINDOW: Duration = Duration::from_secs(4);
+
+/// One fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// SIGSTOP instance 1, SIGCONT it after the window.
+    Pause,
+    /// SIGKILL instance 1 (no deregistration); it stays dead.
+    KillOne,
+    /// SIGKILL every instance, start them again after the window.
+    KillAll,
+    /// Instance 1 answers after 1.5 s, far beyond the 300 ms timeout; healed after.
+    Slow,
+    /// Instance 1 answers 500 to half its requests; healed after.
+    Errors,
+    /// Instance 1 answers half its requests with a 200 whose body is not JSON; healed after.
+    Garbage,
+    /// An instance that accepts TCP connections and never answers joins the service.
+    Silent,
+    /// SIGKILL the registry, start an empty one on the same port after the window.
+    RegistryRestart,
+    /// Instance 1 crashes (SIGKILL) and comes back every second, for the window.
+    Flap,
+}
+
+impl Scenario {
+    /// Every scenario, in the order they are run.
+    pub const ALL: [Scenario; 9] = [
+        Scenario::Pause,
+        Scenario::KillOne,
+        Scenario::KillAll,
+        Scenario::Slow,
+        Scenario::Errors,
+        Scenario::Garbage,
+        Scenario::Silent,
+        Scenario::RegistryRestart,
+        Scenario::Flap,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Pause => "pause",
+            Scenario::KillOne => "kill-one",
+            Scenario::KillAll => "kill-all",
+            Scenario::Slow => "slow",
+            Scenario::Errors => "errors",
+            Scenario::Garbage => "garbage",
+            Scenario::Silent => "silent",
+            Scenario::RegistryRestart => "registry-restart",
+            Scenario::Flap => "flap",
+        }
+    }
+
+    /// The scenario with this name.
+    pub fn named(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// What is done, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::Pause => "SIGSTOP instance 1, SIGCONT after the window",
+            Scenario::KillOne => "SIGKILL instance 1, no deregistration",
+            Scenario::KillAll => "SIGKILL all 3 instances, restart them after the window",
+            Scenario::Slow => "instance 1 latency 1500 ms (timeout 300 ms), healed after",
+            Scenario::Errors => "instance 1 answers 500 at rate 0.5, healed after",
+            Scenario::Garbage => "instance 1 answers garbage bodies at rate 0.5, healed after",
+            Scenario::Silent => "a 4th instance accepts TCP and never answers",
+            Scenario::RegistryRestart => "SIGKILL the registry, restart it empty after the window",
+            Scenario::Flap => "instance 1 SIGKILLed and restarted every second",
+        }
+    }
+
+    /// The fault window actually used for a requested `window`.
+    pub fn window(self, window: Duration) -> Duration {
+        match self {
+            Scenario::Flap => window.max(MIN_FLAP_WINDOW),
+            _ => window,
+        }
+    }
+
+    /// Does the fault to `cluster`, holds it for the window, and heals it where the
+    /// scenario heals.
+    pub async fn inflict(self, cluster: &mut Cluster, window: Duration) -> Result<(), String> {
+        let window = self.window(window);
+        match self {
+            Scenario::Pause => {
+                cluster.pause(1)?;
+                tokio::time::sleep(window).await;
+                cluster.resume(1)?;
+            }
+            Scenario::KillOne => {
+                cluster.kill(1)?;
+                tokio::time::sleep(window).await;
+            }
+            Scenario::KillAll => {
+                for n in 1..=3 {
+                    cluster.kill(n)?;
+                }
+                tokio::time::sleep(window).await;
+                for n in 1..=3 {
+                    cluster.restart(n).await?;
+                }
+            }
+            Scenario::Slow => {
+                cluster
+                    .set_faults(1, json!({ "latency_ms": SLOW_MS }))
+                    .await?;
+                tokio::time::sleep(window).await;
+                cluster.heal(1).await?;
+            }
+            Scenario::Errors => {
+                cluster
+                    .set_faults(1, json!({ "error_rate": ERROR_RATE }))
+                    .await?;
+                tokio::time::sleep(window).await;
+                cluster.heal(1).await?;
+            }
+            Scenario::Garbage => {
+                let faults = json!({ "garbage_rate": GARBAGE_RATE });
+                cluster.set_faults(1, faults).await?;
+                tokio::time::sleep(window).await;
+                cluster.heal(1).await?;
+            }
+            Scenario::Silent => {
+                let started = Instant::now();
+                cluster.add_black_hole().await?;
+                // Once its breaker is open and the requests sent before that have timed
+                // out, only probes reach the black hole: never two at a time.
+                let url = cluster.black_hole_url().unwrap_or_default();
+                let open = format!("OPEN breaker on [ratings at {url}]");
+                cluster.wait_for_market_log(&open, window).await?;
+                tokio::time::sleep(cluster.timeout() + Duration::from_millis(200)).await;
+                cluster.reset_black_hole_max_held();
+                tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+            }
+            Scenario::RegistryRestart => {
+                cluster.kill_registry();
+                tokio::time::sleep(window).await;
+                cluster.restart_registry().await;
+            }
+            Scenario::Flap => {
+                let end = Instant::now() + window;
+                while Instant::now() < end {
+                    cluster.kill(1)?;
+                    tokio::time::sleep(FLAP_PERIOD).await;
+                    cluster.restart(1).await?;
+                    tokio::time::sleep(FLAP_PERIOD).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the run must show, beyond what every run must (no failed request, ...).
+    pub fn expectations(self) -> Vec<Expect> {
+        use Expect::{AtLeast, Never, NoStale, Registered, SomeStale};
+        use Seen::{AllDown, Outage, Recovered, Removed, Transition};
+        let open = |id| AtLeast(Transition(Kind::Open, id));
+        let close = |id| AtLeast(Transition(Kind::Close, id));
+        match self {
+            Scenario::Pause | Scenario::Slow | Scenario::Errors | Scenario::Garbage => {
+                vec![open("1"), close("1")]
+            }
+            Scenario::Flap => vec![open("1"), close("1")],
+            Scenario::KillOne => vec![
+                open("1"),
+                Never(Transition(Kind::Close, "1")),
+                AtLeast(Removed("1")),
+            ],
+            Scenario::KillAll => vec![
+                open("1"),
+                open("2"),
+                open("3"),
+                AtLeast(AllDown),
+                SomeStale,
+                close("1"),
+                close("2"),
+                close("3"),
+            ],
+            Scenario::Silent => vec![
+                open(BLACK_HOLE_ID),
+                AtLeast(Transition(Kind::Retest, BLACK_HOLE_ID)),
+                Never(Transition(Kind::Close, BLACK_HOLE_ID)),
+            ],
+            Scenario::RegistryRestart => vec![
+                AtLeast(Outage),
+                AtLeast(Recovered),
+                Registered(&["1", "2", "3"]),
+                NoStale,
+            ],
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Something the market's log can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A breaker transition of one instance.
+    Transition(Kind, &'static str),
+    /// `all services are down`.
+    AllDown,
+    /// A discovery outage.
+    Outage,
+    /// A discovery recovery.
+    Recovered,
+    /// An instance removed from discovery.
+    Removed(&'static str),
+}
+
+impl Seen {
+    fn count(self, transitions: &Transitions) -> usize {
+        match self {
+            Seen::Transition(kind, id) => transitions.count(kind, id),
+            Seen::AllDown => transitions.all_down,
+            Seen::Outage => transitions.outages,
+            Seen::Recovered => transitions.recoveries,
+            Seen::Removed(id) => transitions.removed(id),
+        }
+    }
+}
+
+impl fmt::Display for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Seen::Transition(kind, id) => write!(f, "{} {id}", kind.word()),
+            Seen::AllDown => f.write_str("all services are down"),
+            Seen::Outage => f.write_str("discovery outage"),
+            Seen::Recovered => f.write_str("discovery recovered"),
+            Seen::Removed(id) => write!(f, "instance {id} removed"),
+        }
+    }
+}
+
+/// One thing a run must show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Logged at least once.
+    AtLeast(Seen),
+    /// Never logged.
+    Never(Seen),
+    /// Some answers were served stale (the fallback was used).
+    SomeStale,
+    /// No answer was served stale.
+    NoStale,
+    /// At the end the registry lists exactly these ratings instances.
+    Registered(&'static [&'static str]),
+}
+
+/// An expectation, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was expected.
+    pub what: String,
+    /// Whether it held.
+    pub passed: bool,
+    /// What was seen.
+    pub observed: String,
+}
+
+impl Expect {
+    /// Checks this expectation. `tally` is `None` while the load still runs (load-based
+    /// expectations then count as met), `registered` is `None` when not asked.
+    pub fn check(
+        &self,
+        transitions: &Transitions,
+        tally: Option<&Tally>,
+        registered: Option<&[String]>,
+    ) -> Check {
+        let (what, passed, observed) = match self {
+            Expect::AtLeast(seen) => {
+                let n = seen.count(transitions);
+                (format!("{seen} seen"), n >= 1, format!("{n}×"))
+            }
+            Expect::Never(seen) => {
+                let n = seen.count(transitions);
+                (format!("never {seen}"), n == 0, format!("{n}×"))
+            }
+            Expect::SomeStale => {
+                let stale = tally.map(|t| t.stale);
+                let passed = stale.is_none_or(|n| n > 0);
+                ("stale fallback used".to_owned(), passed, show(stale))
+            }
+            Expect::NoStale => {
+                let stale = tally.map(|t| t.stale);
+                let passed = stale.is_none_or(|n| n == 0);
+                ("no stale answer".to_owned(), passed, show(stale))
+            }
+            Expect::Registered(ids) => {
+                let passed = registered.is_some_and(|have| have == *ids);
+                let observed = registered.map_or("not asked".to_owned(), |r| r.join(","));
+                (
+                    format!("registry lists {}", ids.join(",")),
+                    passed,
+                    observed,
+                )
+            }
+        };
+        Check {
+            what,
+            passed,
+            observed,
+        }
+    }
+
+    /// Whether checking this needs the registry's current listing.
+    pub fn needs_registry(&self) -> bool {
+        matches!(self, Expect::Registered(_))
+    }
+}
+
+fn show(count: Option<u64>) -> String {
+    count.map_or_else(|| "pending".to_owned(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for scenario in Scenario::ALL {
+            assert_eq!(Scenario::named(scenario.name()), Some(scenario));
+        }
+        assert_eq!(Scenario::named("nope"), None);
+    }
+
+    #[test]
+    fn registered_needs_the_exact_set() {
+        let expect = Expect::Registered(&["1", "2"]);
+        let none = Transitions::default();
+        let both = ["1".to_owned(), "2".to_owned()];
+        assert!(expect.check(&none, None, Some(&both)).passed);
+        assert!(!expect.check(&none, None, Some(&both[..1])).passed);
+        assert!(!expect.check(&none, None, None).passed);
+    }
+}

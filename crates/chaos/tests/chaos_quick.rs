@@ -1,0 +1,65 @@
+//! The chaos suite's short form, run by `cargo test` (and so by CI): every fault at 40 req/s
+//! for a few seconds, against the real registry, ratings instances and market. Each must
+//! end with no failed request, no wrong or missing rating, at most one probe per retest,
+//! and the breaker transitions (or discovery events) that fault calls for.
+//!
+//! The scenarios run one at a time (a shared lock), as they time real processes and would
+//! skew each other's latencies on a small machine. `chaos --quick` runs the same thing and
+//! prints the table; `make chaos` runs the full form.
+
+use chaos::{Profile, Scenario, report, run};
+
+/// Held by the running scenario, so scenarios never overlap.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn survives(scenario: Scenario) {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let outcome = run(scenario, &Profile::quick()).await;
+    eprintln!("{}", report::table(std::slice::from_ref(&outcome)));
+    assert!(outcome.passed(), "{}", report::details(&outcome));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_instance_opens_its_breaker_and_closes_it_once_resumed() {
+    survives(Scenario::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_opens_its_breaker_and_never_closes_it() {
+    survives(Scenario::KillOne).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_instance_killed_pages_are_served_stale_until_they_return() {
+    survives(Scenario::KillAll).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_instance_is_cut_off_by_the_timeout() {
+    survives(Scenario::Slow).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_answering_500s_is_taken_out_and_back() {
+    survives(Scenario::Errors).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bodies_never_reach_the_page() {
+    survives(Scenario::Garbage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_never_answers_is_probed_once_per_retest() {
+    survives(Scenario::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_empty_registry_is_refilled_while_clients_keep_working() {
+    survives(Scenario::RegistryRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_instance_is_opened_and_closed_as_it_goes() {
+    survives(Scenario::Flap).await;
+}
