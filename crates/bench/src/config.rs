@@ -1,0 +1,185 @@
+//! Command-line flags (each with an environment fallback) and the plan they make: how long
+//! each scenario runs and with what load.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// The scenarios, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Steady-state overhead: closed-loop load through every contender.
+    Steady,
+    /// One of three instances paused (SIGSTOP) in the middle of the run.
+    Sick,
+    /// Time from (de)registration to the client using (or dropping) the instance.
+    Propagation,
+    /// 10,000 instances in 1,000 services heartbeating against one registry.
+    Registry,
+    /// The criterion hot-path results (run `cargo bench -p bench` first), as a table.
+    Micro,
+}
+
+/// The contenders, for `--contender`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ContenderName {
+    /// Plain reqwest to one instance.
+    Direct,
+    /// Plain reqwest, round-robin by hand.
+    RoundRobin,
+    /// Our `ServiceClient`.
+    Ours,
+    /// Through nginx.
+    Nginx,
+    /// Through HAProxy with L7 retries.
+    Haproxy,
+    /// Through HAProxy without L7 retries (sick scenario only, unless asked for).
+    HaproxyMarkdown,
+}
+
+/// `bench`: benchmarks of the discovery client side by side with plain reqwest, nginx and
+/// HAProxy, all on loopback, all started and stopped by this program.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bench", version, about)]
+pub struct Args {
+    /// A short run (under 2 minutes): fewer and shorter rounds, fewer trials, and a 4 s
+    /// retest delay for the sick-instance scenario so re-use is seen soon after the run.
+    #[arg(long, env = "BENCH_QUICK")]
+    pub quick: bool,
+
+    /// Run only these scenarios (repeatable); default: all.
+    #[arg(
+        long = "scenario",
+        value_enum,
+        env = "BENCH_SCENARIOS",
+        value_delimiter = ','
+    )]
+    pub scenarios: Vec<Scenario>,
+
+    /// Run only these contenders in the steady and sick scenarios (repeatable); default: all.
+    #[arg(
+        long = "contender",
+        value_enum,
+        env = "BENCH_CONTENDERS",
+        value_delimiter = ','
+    )]
+    pub contenders: Vec<ContenderName>,
+
+    /// Steady scenario: rounds [default: 8, or 3 with --quick].
+    #[arg(long, env = "BENCH_ROUNDS")]
+    pub rounds: Option<usize>,
+
+    /// Steady scenario: measured time per contender per round [default: 2s, or 1s with --quick].
+    #[arg(long, env = "BENCH_WINDOW", value_parser = humantime::parse_duration)]
+    pub window: Option<Duration>,
+
+    /// Registry scenario: keep-alive connections sending heartbeats.
+    #[arg(long, env = "BENCH_REGISTRY_CONNECTIONS", default_value_t = 64)]
+    pub registry_connections: usize,
+
+    /// Closed-loop workers for the steady and sick scenarios.
+    #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+
+    /// Retest delay for the sick-instance scenario [default: 30s, or 4s with --quick]; nginx rounds it up to whole seconds.
+    #[arg(long, env = "BENCH_RETEST", value_parser = humantime::parse_duration)]
+    pub retest: Option<Duration>,
+
+    /// Directory holding the `ratings-service` and `registry` binaries [default: next to
+    /// this program].
+    #[arg(long, env = "BENCH_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+
+    /// Also write the Markdown report to this file.
+    #[arg(long, env = "BENCH_OUT")]
+    pub out: Option<PathBuf>,
+
+    /// Where criterion keeps its results [default: `criterion` in the target directory].
+    #[arg(long, env = "BENCH_CRITERION_DIR")]
+    pub criterion_dir: Option<PathBuf>,
+
+    /// Leave nginx out even if installed.
+    #[arg(long, env = "BENCH_NO_NGINX")]
+    pub no_nginx: bool,
+
+    /// Leave HAProxy out even if installed.
+    #[arg(long, env = "BENCH_NO_HAPROXY")]
+    pub no_haproxy: bool,
+}
+
+/// Durations and sizes for one run, from the flags.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Whether this is the quick run.
+    pub quick: bool,
+    /// Contenders asked for (empty: all).
+    pub contenders: Vec<ContenderName>,
+    /// Closed-loop workers.
+    pub concurrency: usize,
+    /// Per-attempt timeout, for every contender.
+    pub timeout: Duration,
+    /// Retries on another instance, for every contender that retries.
+    pub retries: u32,
+    /// Steady: rounds (each runs every contender once, in rotated order).
+    pub steady_rounds: usize,
+    /// Steady: measured time per contender per round.
+    pub steady_window: Duration,
+    /// Unmeasured load before a contender's first window (fills connection pools).
+    pub warmup: Duration,
+    /// Sick: the measured run.
+    pub sick_run: Duration,
+    /// Sick: when the instance is paused, from the start of the run.
+    pub sick_pause_at: Duration,
+    /// Sick: how long it stays paused.
+    pub sick_pause_for: Duration,
+    /// Sick: retest delay (and the peers' equivalents).
+    pub sick_retest: Duration,
+    /// Propagation: trials (each one registration and one deregistration).
+    pub propagation_trials: usize,
+    /// Registry: instances registered.
+    pub registry_instances: usize,
+    /// Registry: services they are spread over.
+    pub registry_services: usize,
+    /// Registry: how long heartbeats are sent.
+    pub registry_window: Duration,
+    /// Registry: connections sending heartbeats.
+    pub registry_connections: usize,
+}
+
+impl Plan {
+    /// The plan for these flags.
+    pub fn from_args(args: &Args) -> Plan {
+        let quick = args.quick;
+        Plan {
+            quick,
+            contenders: args.contenders.clone(),
+            concurrency: args.concurrency.max(1),
+            timeout: Duration::from_secs(1),
+            retries: 2,
+            steady_rounds: args.rounds.unwrap_or(if quick { 3 } else { 8 }).max(1),
+            steady_window: args
+                .window
+                .unwrap_or(Duration::from_secs(if quick { 1 } else { 2 })),
+            warmup: Duration::from_millis(if quick { 300 } else { 1000 }),
+            sick_run: Duration::from_secs(8),
+            sick_pause_at: Duration::from_secs(2),
+            sick_pause_for: Duration::from_secs(4),
+            sick_retest: args.retest.unwrap_or(if quick {
+                Duration::from_secs(4)
+            } else {
+                Duration::from_secs(30)
+            }),
+            propagation_trials: if quick { 30 } else { 100 },
+            registry_instances: 10_000,
+            registry_services: 1_000,
+            registry_window: Duration::from_secs(if quick { 2 } else { 10 }),
+            registry_connections: args.registry_connections.max(1),
+        }
+    }
+
+    /// Whether `scenario` was asked for.
+    pub fn wants(args: &Args, scenario: Scenario) -> bool {
+        args.scenarios.is_empty() || args.scenarios.contains(&scenario)
+    }
+}

@@ -1,0 +1,115 @@
+//! Benchmarks of the discovery client side by side with what people would use instead:
+//! plain reqwest (to one instance, or round-robin by hand), and nginx or HAProxy in front of
+//! the instances. Everything runs on loopback, started and stopped by the `bench` program.
+//!
+//! - [`config`]: flags and the plan they make (`--quick`, `--scenario NAME`).
+//! - [`procs`]: child processes: start, pause/resume, measure, always stop.
+//! - [`servers`]: our ratings instances and registry as real processes on free ports.
+//! - [`peers`]: nginx and HAProxy, configured from `peers/*.tmpl` to match our defaults.
+//! - [`contender`]: the ways of calling the instances being compared.
+//! - [`load`]: closed-loop load that records every request.
+//! - [`latency`]: HDR histograms and percentiles.
+//! - [`raw_http`]: a minimal keep-alive client for loading the registry.
+//! - [`scaling`]: 2-thread scaling with 1- and 2-thread intervals interleaved.
+//! - [`lean`]: a prototype write-free Closed path, to size the library's hot-path design.
+//! - [`scenario`]: the five scenarios (steady, sick, propagation, registry, micro).
+//! - [`machine`]: what machine the numbers came from.
+//! - [`report`]: Markdown tables and target verdicts.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod contender;
+pub mod latency;
+pub mod lean;
+pub mod load;
+pub mod machine;
+pub mod peers;
+pub mod procs;
+pub mod raw_http;
+pub mod report;
+pub mod scaling;
+pub mod scenario;
+pub mod servers;
+
+use std::time::Instant;
+
+use config::{Args, Plan, Scenario};
+use scenario::Bed;
+use servers::Binaries;
+
+/// Runs the scenarios the flags ask for and returns the Markdown report.
+pub async fn run(args: &Args) -> Result<String, String> {
+    let plan = Plan::from_args(args);
+    let started = Instant::now();
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# Benchmark results ({} run)\n\nRun at {} with `{}`.\n\n",
+        if plan.quick { "quick" } else { "full" },
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    ));
+    out.push_str("## Machine\n\n");
+    out.push_str(&machine::describe().render());
+    out.push('\n');
+
+    let wants = |s| Plan::wants(args, s);
+    let needs_servers = [
+        Scenario::Steady,
+        Scenario::Sick,
+        Scenario::Propagation,
+        Scenario::Registry,
+    ]
+    .into_iter()
+    .any(wants);
+    let bins = if needs_servers {
+        Some(Binaries::locate(args.bin_dir.as_deref())?)
+    } else {
+        None
+    };
+
+    if let (Some(bins), true) = (&bins, wants(Scenario::Steady) || wants(Scenario::Sick)) {
+        eprintln!("starting 3 ratings instances");
+        let mut bed = Bed::start(bins, args.no_nginx, args.no_haproxy).await?;
+        for line in &bed.skipped {
+            eprintln!("{line}");
+            out.push_str(&format!("> {line}\n\n"));
+        }
+        let mut baseline = None;
+        if wants(Scenario::Steady) {
+            eprintln!("scenario 1: steady-state overhead");
+            let (section, b) = scenario::steady::run(&bed, &plan).await?;
+            baseline = b;
+            out.push_str(section.render());
+        }
+        if wants(Scenario::Sick) {
+            eprintln!("scenario 2: sick instance");
+            let section = scenario::sick::run(&mut bed, &plan, baseline).await?;
+            out.push_str(section.render());
+        }
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::Propagation)) {
+        eprintln!("scenario 3: discovery propagation");
+        out.push_str(scenario::propagation::run(bins, &plan).await?.render());
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::Registry)) {
+        eprintln!("scenario 4: registry scale");
+        out.push_str(scenario::registry_scale::run(bins, &plan).await?.render());
+    }
+    if wants(Scenario::Micro) {
+        let dir = args
+            .criterion_dir
+            .clone()
+            .or_else(scenario::micro::default_dir)
+            .ok_or("cannot find criterion's directory; pass --criterion-dir")?;
+        eprintln!("scenario 5: hot path (criterion results, and interleaved 2-thread scaling)");
+        let rounds = if plan.quick { 6 } else { 15 };
+        let scaling = scaling::run_all(rounds, std::time::Duration::from_millis(50));
+        out.push_str(scenario::micro::report(&dir, &scaling, rounds).render());
+    }
+    out.push_str(&format!(
+        "Harness wall time: {:.0} s (criterion runs separately).\n",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(out)
+}

@@ -1,0 +1,204 @@
+//! The scenarios, and the test bed the first two share: three ratings instances (real
+//! processes) and the contenders that call them.
+
+pub mod micro;
+pub mod propagation;
+pub mod registry_scale;
+pub mod sick;
+pub mod steady;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use discovery_client::{ServiceClient, StaticDiscovery};
+
+use crate::config::{ContenderName, Plan};
+use crate::contender::{Contender, plain_client};
+use crate::peers::{Peer, PeerKind, Resilience};
+use crate::servers::{Binaries, Server};
+
+/// Three ratings instances and the installed peers.
+pub struct Bed {
+    /// Ratings instances 1..=3 (not registered anywhere: contenders are given their URLs).
+    pub instances: Vec<Server>,
+    /// The peers to compare with, and where each program is.
+    pub peers: Vec<(PeerKind, PathBuf)>,
+    /// One line per peer left out, saying why.
+    pub skipped: Vec<String>,
+}
+
+impl Bed {
+    /// Starts three ratings instances and finds the peers.
+    pub async fn start(bins: &Binaries, no_nginx: bool, no_haproxy: bool) -> Result<Bed, String> {
+        let mut instances = Vec::new();
+        for n in 1..=3 {
+            instances.push(bins.ratings(n, None).await?);
+        }
+        let mut peers = Vec::new();
+        let mut skipped = Vec::new();
+        for (kind, off) in [(PeerKind::Nginx, no_nginx), (PeerKind::Haproxy, no_haproxy)] {
+            if off {
+                skipped.push(format!(
+                    "{} skipped: left out with --no-{}",
+                    kind.name(),
+                    kind.name()
+                ));
+                continue;
+            }
+            match kind.find() {
+                Some(path) => {
+                    if kind == PeerKind::Haproxy {
+                        peers.push((PeerKind::Haproxy, path.clone()));
+                        peers.push((PeerKind::HaproxyMarkDown, path));
+                    } else {
+                        peers.push((kind, path));
+                    }
+                }
+                None => skipped.push(format!(
+                    "{} skipped: not installed (install it with `apt-get install -y {}`)",
+                    kind.name(),
+                    kind.name()
+                )),
+            }
+        }
+        Ok(Bed {
+            instances,
+            peers,
+            skipped,
+        })
+    }
+
+    /// The instances' base URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.instances.iter().map(|s| s.url.clone()).collect()
+    }
+}
+
+/// One contender, ready to call, with what keeps it running.
+pub struct Entry {
+    /// Its name in tables.
+    pub name: String,
+    /// How it calls.
+    pub contender: Arc<Contender>,
+    /// The proxy process behind it, if any (stopped when this is dropped).
+    pub peer: Option<Peer>,
+}
+
+/// What a scenario compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain reqwest to instance 1.
+    Direct,
+    /// Plain reqwest, round-robin by hand.
+    RoundRobin,
+    /// Our `ServiceClient`.
+    Ours,
+    /// Through a proxy.
+    Peer(PeerKind),
+}
+
+impl Kind {
+    /// The name used in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "reqwest, one instance",
+            Kind::RoundRobin => "reqwest, round-robin by hand",
+            Kind::Ours => "discovery-client ServiceClient",
+            Kind::Peer(PeerKind::Nginx) => "via nginx",
+            Kind::Peer(PeerKind::Haproxy) => "via HAProxy",
+            Kind::Peer(PeerKind::HaproxyMarkDown) => "via HAProxy, mark-down (no L7 retries)",
+        }
+    }
+}
+
+impl Kind {
+    fn flag(self) -> ContenderName {
+        match self {
+            Kind::Direct => ContenderName::Direct,
+            Kind::RoundRobin => ContenderName::RoundRobin,
+            Kind::Ours => ContenderName::Ours,
+            Kind::Peer(PeerKind::Nginx) => ContenderName::Nginx,
+            Kind::Peer(PeerKind::Haproxy) => ContenderName::Haproxy,
+            Kind::Peer(PeerKind::HaproxyMarkDown) => ContenderName::HaproxyMarkdown,
+        }
+    }
+}
+
+/// The contenders this bed can run and the plan asks for, in table order. HAProxy without
+/// L7 retries performs like HAProxy with them until something fails, so it runs in the
+/// steady scenario only when asked for by name.
+pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Direct, Kind::RoundRobin, Kind::Ours];
+    kinds.extend(bed.peers.iter().map(|(kind, _)| Kind::Peer(*kind)));
+    kinds.retain(|k| match plan.contenders.is_empty() {
+        true => failures || *k != Kind::Peer(PeerKind::HaproxyMarkDown),
+        false => plan.contenders.contains(&k.flag()),
+    });
+    kinds
+}
+
+/// Makes a fresh contender of `kind` (a new client, or a new proxy process) with these
+/// resilience settings.
+pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Result<Entry, String> {
+    let urls = bed.urls();
+    let (contender, peer) = match kind {
+        Kind::Direct => (
+            Contender::Direct {
+                http: plain_client(plan.timeout)?,
+                url: urls[0].clone(),
+            },
+            None,
+        ),
+        Kind::RoundRobin => (
+            Contender::RoundRobin {
+                http: plain_client(plan.timeout)?,
+                urls,
+                next: AtomicUsize::new(0),
+            },
+            None,
+        ),
+        Kind::Ours => {
+            let client = ServiceClient::builder("ratings")
+                .discovery(StaticDiscovery::new(urls))
+                .timeout(plan.timeout)
+                .failure_limit(1)
+                .retest_delay(retest)
+                .max_retries(plan.retries)
+                .cache_ttl(Duration::ZERO)
+                .build()
+                .map_err(|e| format!("ServiceClient: {e}"))?;
+            (Contender::Ours(client), None)
+        }
+        Kind::Peer(peer_kind) => {
+            let program = bed
+                .peers
+                .iter()
+                .find(|(k, _)| *k == peer_kind)
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| format!("{} is not available", peer_kind.name()))?;
+            let settings = Resilience {
+                timeout: plan.timeout,
+                retest,
+                retries: plan.retries,
+            };
+            let peer = Peer::start(peer_kind, &program, &urls, settings).await?;
+            // The proxy's own timeouts and retries decide; the caller's timeout only bounds
+            // the worst case (every try timing out).
+            let http = plain_client(plan.timeout * (plan.retries + 2))?;
+            (
+                Contender::Proxy {
+                    http,
+                    url: peer.url.clone(),
+                },
+                Some(peer),
+            )
+        }
+    };
+    Ok(Entry {
+        name: kind.name().to_string(),
+        contender: Arc::new(contender),
+        peer,
+    })
+}
