@@ -9,6 +9,7 @@
 #   make resumeRatings INSTANCE=1  and `fg` it (SIGCONT)
 #   make stopRatings               stop every instance started by startRatings (SIGTERM)
 #   make run                       registry + 3 instances + market in one terminal
+#   make watch                     the market's view of each instance, redrawn every second
 #   make test                      every test, unit to end-to-end
 
 CARGO    ?= cargo
@@ -17,13 +18,14 @@ BIN      := target/$(PROFILE)
 REGISTRY ?= http://127.0.0.1:8500
 COUNT    ?= 3
 INSTANCE ?=
+MARKET   ?= http://127.0.0.1:5000
 RUN_DIR  := .run
 
 ifeq ($(PROFILE),release)
 BUILD_FLAGS := --release
 endif
 
-.PHONY: build registry market startRatings pauseRatings resumeRatings stopRatings run test lint example
+.PHONY: build registry market startRatings pauseRatings resumeRatings stopRatings run watch test lint example
 
 build:
 	$(CARGO) build $(BUILD_FLAGS) --bin registry --bin ratings-service --bin market
@@ -51,8 +53,16 @@ stopRatings:
 run: build
 	@BIN=$(BIN) RUN_DIR=$(RUN_DIR) scripts/run-all.sh
 
+watch:
+	$(CARGO) build $(BUILD_FLAGS) -p market-app --bin watch
+	$(BIN)/watch --market $(MARKET)
+
+# The second line tests the etcd store and etcd discovery (cargo feature `etcd`, off by
+# default) against a real etcd started on loopback; skipped when etcd is not installed,
+# unless CI is set. Building them needs protoc (Debian: protobuf-compiler).
 test:
 	$(CARGO) test --workspace
+	$(CARGO) test -p registry -p discovery-client --features registry/etcd,discovery-client/etcd
 
 lint:
 	$(CARGO) fmt --all --check
@@ -60,3 +70,57 @@ lint:
 
 example: build
 	$(CARGO) run -p examples --example call-ratings -- $(REGISTRY)
+
+# Chaos and fault injection (docs/RELIABILITY.md).
+#   make chaos                              every fault under load, full form (200 req/s, 60 s each)
+#   make chaos CHAOS=--quick                the short form CI runs (40 req/s, a few s each)
+#   make chaos CHAOS="--scenario pause"     one fault (see: make chaos CHAOS=--list)
+# The fault targets below use instance N's admin endpoint (http://127.0.0.1:800N/admin/faults),
+# which exists only on instances started with `make startRatings ADMIN=1`; if the instances
+# were given RATINGS_ADMIN_TOKEN, export the same variable here. They need curl.
+#   make slowRatings INSTANCE=1 MS=1500     add latency before each answer
+#   make failRatings INSTANCE=1 RATE=0.5    answer 500 at this rate
+#   make garbageRatings INSTANCE=1 RATE=0.5 answer 200 with a garbage body at this rate
+#   make healRatings INSTANCE=1             clear every fault
+CHAOS       ?= --full
+# Release: at 200 req/s a debug build spends enough CPU to starve the instances it measures.
+CHAOS_BUILD ?= --release
+MS          ?=
+RATE        ?=
+
+.PHONY: chaos slowRatings failRatings garbageRatings healRatings
+
+chaos:
+	$(CARGO) run $(CHAOS_BUILD) -p chaos --bin chaos -- $(CHAOS)
+
+slowRatings:
+	@test -n "$(INSTANCE)" && test -n "$(MS)" || { echo "usage: make slowRatings INSTANCE=N MS=1500" >&2; exit 2; }
+	@scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": $(MS)}'
+
+failRatings:
+	@test -n "$(INSTANCE)" && test -n "$(RATE)" || { echo "usage: make failRatings INSTANCE=N RATE=0.5" >&2; exit 2; }
+	@scripts/ratings-faults.sh $(INSTANCE) '{"error_rate": $(RATE)}'
+
+garbageRatings:
+	@test -n "$(INSTANCE)" && test -n "$(RATE)" || { echo "usage: make garbageRatings INSTANCE=N RATE=0.5" >&2; exit 2; }
+	@scripts/ratings-faults.sh $(INSTANCE) '{"garbage_rate": $(RATE)}'
+
+healRatings:
+	@test -n "$(INSTANCE)" || { echo "usage: make healRatings INSTANCE=N" >&2; exit 2; }
+	@scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": 0, "error_rate": 0, "garbage_rate": 0}'
+
+# Benchmarks (crates/bench, results in docs/BENCHMARKS.md): release builds, everything on
+# loopback, nginx and HAProxy used when installed (apt-get install -y nginx haproxy) and
+# skipped with a message when not. Not part of `make test`.
+BENCH_BIN := $${CARGO_TARGET_DIR:-target}/release/bench
+.PHONY: bench bench-quick bench-build
+bench-build:
+	$(CARGO) build --release -p bench -p ratings-service -p registry --bins
+
+bench: bench-build
+	$(CARGO) bench -p bench --bench hot_path
+	$(BENCH_BIN) --out $${CARGO_TARGET_DIR:-target}/bench-results.md
+
+bench-quick: bench-build
+	$(CARGO) bench -p bench --bench hot_path -- --warm-up-time 0.1 --measurement-time 0.3
+	$(BENCH_BIN) --quick --out $${CARGO_TARGET_DIR:-target}/bench-results-quick.md
