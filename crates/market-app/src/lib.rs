@@ -7,7 +7,7 @@
 //!
 //! - [`config`]: command-line/environment configuration ([`Config`]) and its validation.
 //! - [`server`]: [`run`] builds the ratings client and serves on a bound listener until
-//!   shutdown; [`shutdown`] is the Ctrl-C/SIGTERM signal `main` passes to it.
+//!   shutdown (`main` passes `service_telemetry::shutdown::signal()`).
 //! - [`routes`]: the router ([`app`]): HTML pages, the JSON API, and the cart cookie.
 //! - [`state`]: what handlers share ([`AppState`]).
 //! - [`catalog`]: the items for sale and how prices are written.
@@ -44,7 +44,6 @@ pub mod html;
 pub mod ratings;
 pub mod routes;
 pub mod server;
-pub mod shutdown;
 pub mod state;
 pub mod status;
 

@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
         Err(error) => tracing::warn!(%error, "listening, but the local address is unknown"),
     }
 
-    match market_app::run(listener, config, market_app::shutdown::signal()).await {
+    match market_app::run(listener, config, service_telemetry::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "market failed");

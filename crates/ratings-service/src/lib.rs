@@ -11,7 +11,6 @@
 //! - [`error`]: every error answer as `{"error": "..."}`.
 //! - [`state`]: what handlers share.
 //! - [`server`]: [`run`], which serves, registers and deregisters.
-//! - [`shutdown`]: Ctrl-C / SIGTERM for `main`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -23,11 +22,9 @@ pub mod error;
 pub mod faults;
 pub mod routes;
 pub mod server;
-pub mod shutdown;
 pub mod state;
 
 pub use config::Config;
 pub use routes::app;
 pub use server::run;
-pub use shutdown::shutdown_signal;
 pub use state::AppState;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use ratings_service::{Config, run, shutdown_signal};
+use ratings_service::{Config, run};
 use tokio::net::TcpListener;
 
 #[tokio::main]
@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
         }
     }
 
-    match run(listener, config, shutdown_signal()).await {
+    match run(listener, config, service_telemetry::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("ratings-service failed: {error}");

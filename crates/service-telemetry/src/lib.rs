@@ -12,6 +12,7 @@
 //!   span around the handler so every log line of a traced request names its trace.
 //! - [`span_link`]: where a request's trace context comes from and what a call it makes
 //!   sends on; with the `otlp` feature, the ids of the exported OpenTelemetry spans.
+//! - [`shutdown`]: the binaries' shutdown signal (Ctrl-C or SIGTERM), logged once.
 //! - [`logging`]: the binaries' `tracing` set-up: `RUST_LOG` honoured (default `info`),
 //!   colour only when stdout is a terminal; with the `otlp` feature and
 //!   `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported over OTLP/HTTP.
@@ -26,6 +27,7 @@
 pub mod logging;
 pub mod observe;
 pub mod prometheus;
+pub mod shutdown;
 pub mod span_link;
 pub mod trace_context;
 

@@ -1,4 +1,4 @@
-//! The shutdown signal `main` passes to [`crate::run`].
+//! The shutdown signal every service binary passes to its `run`: Ctrl-C or SIGTERM.
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
 pub async fn signal() {
