@@ -244,17 +244,9 @@ impl fmt::Debug for BearerToken {
     }
 }
 
-/// Parses a socket address, accepting `localhost:PORT` as `127.0.0.1:PORT`.
+/// `--listen`: see [`service_telemetry::listen::parse_listen`].
 fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    if let Some(port) = value.strip_prefix("localhost:") {
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("invalid port in {value:?}"))?;
-        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
-    }
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:8500"))
+    service_telemetry::listen::parse_listen(value, DEFAULT_LISTEN)
 }
 
 #[cfg(test)]

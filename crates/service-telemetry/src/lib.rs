@@ -12,6 +12,7 @@
 //!   span around the handler so every log line of a traced request names its trace.
 //! - [`span_link`]: where a request's trace context comes from and what a call it makes
 //!   sends on; with the `otlp` feature, the ids of the exported OpenTelemetry spans.
+//! - [`listen`]: the `--listen` flag's parser (`localhost:PORT` accepted).
 //! - [`shutdown`]: the binaries' shutdown signal (Ctrl-C or SIGTERM), logged once.
 //! - [`logging`]: the binaries' `tracing` set-up: `RUST_LOG` honoured (default `info`),
 //!   colour only when stdout is a terminal; with the `otlp` feature and
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod listen;
 pub mod logging;
 pub mod observe;
 pub mod prometheus;
