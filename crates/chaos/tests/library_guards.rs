@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use discovery_client::{Error, Event, RegistryDiscovery, ServiceClient, StaticDiscovery};
-use support::{Fake, Mode, refusing_url};
+use support::{Fake, Mode, Refusing};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -87,7 +87,8 @@ async fn watch_until(
 
 #[tokio::test]
 async fn the_retest_delay_backs_off_and_stays_under_its_cap() {
-    let dead = refusing_url().await;
+    let refusing = Refusing::bind();
+    let dead = refusing.url.clone();
     let client = ServiceClient::builder("ratings")
         .discovery(StaticDiscovery::new([dead.clone()]))
         .timeout(Duration::from_millis(200))
@@ -120,10 +121,8 @@ async fn the_retest_delay_backs_off_and_stays_under_its_cap() {
 
 #[tokio::test]
 async fn jitter_spreads_the_retests_of_instances_that_failed_together() {
-    let mut dead = Vec::new();
-    for _ in 0..12 {
-        dead.push(refusing_url().await);
-    }
+    let refusing: Vec<Refusing> = (0..12).map(|_| Refusing::bind()).collect();
+    let dead: Vec<String> = refusing.iter().map(|r| r.url.clone()).collect();
     let client = ServiceClient::builder("ratings")
         .discovery(StaticDiscovery::new(dead.clone()))
         .timeout(Duration::from_millis(200))

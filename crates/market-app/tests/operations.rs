@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use service_telemetry::TraceContext;
-use support::{FakeRatings, app_for, closed_port_url, get, send};
+use support::{FakeRatings, app_for, closed_port, get, send};
 use tokio::time::Instant;
 
 /// Asks `/api/status` every 10 ms until `check` accepts it (at most 5 s).
@@ -46,7 +46,8 @@ fn instance<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
 #[tokio::test]
 async fn status_shows_each_instance_and_follows_its_breaker() {
     let fake = FakeRatings::start(1).await;
-    let dead = closed_port_url().await;
+    let closed = closed_port();
+    let dead = closed.url.clone();
     let app = app_for(&[&fake.url, &dead]);
 
     // Both instances are known and closed before any call.

@@ -10,7 +10,7 @@ use discovery_client::{ServiceClient, StaticDiscovery};
 use market_app::AppState;
 use market_app::cart::CartStore;
 use market_app::catalog::{Catalog, Item};
-use support::{FakeRatings, app_for, closed_port_url, get, send};
+use support::{FakeRatings, app_for, closed_port, get, send};
 use tokio::time::Instant;
 
 const NAMES_AND_PRICES: [(&str, &str); 4] = [
@@ -67,7 +67,8 @@ async fn the_page_shows_four_items_with_prices_and_ratings() {
 
 #[tokio::test]
 async fn with_no_reachable_instance_the_page_still_works_and_says_no_rating_yet() {
-    let closed = closed_port_url().await;
+    let port = closed_port();
+    let closed = port.url.clone();
     for urls in [vec![closed.as_str()], vec![]] {
         let app = app_for(&urls);
         let started = Instant::now();

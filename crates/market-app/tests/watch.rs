@@ -65,7 +65,8 @@ async fn watch_prints_the_markets_status_as_a_table() {
 
 #[tokio::test]
 async fn watch_says_when_the_market_cannot_be_reached() {
-    let closed = support::closed_port_url().await;
+    let port = support::closed_port();
+    let closed = port.url.clone();
     let (ok, out) = run_watch(&["--market", &closed, "--count", "1", "--interval", "50ms"]).await;
     assert!(ok);
     assert!(

@@ -87,12 +87,25 @@ impl Drop for Fake {
     }
 }
 
-/// A loopback address nothing listens on: connections are refused at once.
-pub async fn refusing_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    drop(listener);
-    url
+/// A loopback port that refuses connections at once: bound but never listening, and held
+/// for as long as this lives, so no other test's listener can be given the same port (a
+/// released port can be, and then a client still calling the "dead" URL reaches it).
+pub struct Refusing {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl Refusing {
+    pub fn bind() -> Refusing {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(([127, 0, 0, 1], 0).into()).expect("bind");
+        let url = format!("http://{}", socket.local_addr().expect("addr"));
+        Refusing {
+            url,
+            _socket: socket,
+        }
+    }
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>) {

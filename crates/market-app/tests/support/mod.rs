@@ -172,12 +172,22 @@ async fn fake_rating(
     }
 }
 
-/// A URL where nothing listens: a port bound by the OS, then released.
-pub async fn closed_port_url() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+/// A loopback port where nothing listens: bound but never listening (connections are
+/// refused at once), and held while this lives so no other test's server can get it.
+pub struct ClosedPort {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    ClosedPort {
+        url,
+        _socket: socket,
+    }
 }
 
 /// A ratings client over a static list, with a timeout of 2 s and the given fresh-cache TTL.
