@@ -31,7 +31,7 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 for n in 1 2 3; do
-    start "ratings-$n" "$BIN/ratings-service" --instance "$n"
+    start "ratings-$n" "$BIN/ratings-service" --instance "$n" --lease-file "$RUN_DIR/ratings-$n.lease"
 done
 start market "$BIN/market"
 echo "[run] market on http://127.0.0.1:5000 — Ctrl-C stops everything"

@@ -5,8 +5,12 @@
 //! second) and one market, all started through the `system-tests` harness on free loopback
 //! ports. Instances and the registry can be killed and started again on the same port, so
 //! clients see the same address come back, as they would after a crash and a restart.
+//! Each instance keeps its registration lease in a file (as `make startRatings` does), so
+//! one restarted after `kill -9` takes its registration back at once: the registry refuses
+//! the id to anyone without the live lease.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -73,6 +77,34 @@ pub struct Cluster {
     black_hole: Option<(BlackHole, String)>,
     /// Instance id by address, to name the instances in breaker log lines.
     ids_by_address: BTreeMap<String, String>,
+    /// Where the instances keep their lease files.
+    lease_dir: LeaseDir,
+}
+
+/// A private directory for the instances' lease files, removed when dropped.
+struct LeaseDir(PathBuf);
+
+impl LeaseDir {
+    fn create() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!(
+            "chaos-leases-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    /// Instance `n`'s lease file.
+    fn file(&self, n: u16) -> PathBuf {
+        self.0.join(format!("ratings-{n}.lease"))
+    }
+}
+
+impl Drop for LeaseDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Cluster {
@@ -86,10 +118,13 @@ impl Cluster {
             .timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
+        let lease_dir = LeaseDir::create()?;
         let mut cluster_instances = Vec::new();
         let mut ids_by_address = BTreeMap::new();
         for n in 1..=config.instances {
-            let proc = start_instance(n, 0, &registry.url, &config, &admin_token).await;
+            let lease_file = lease_dir.file(n);
+            let proc =
+                start_instance(n, 0, &registry.url, &config, &admin_token, &lease_file).await;
             let port = port_of(&proc.url)?;
             ids_by_address.insert(proc.url.clone(), n.to_string());
             cluster_instances.push(Instance {
@@ -118,6 +153,7 @@ impl Cluster {
             http,
             black_hole: None,
             ids_by_address,
+            lease_dir,
         })
     }
 
@@ -240,9 +276,11 @@ impl Cluster {
     pub async fn restart(&mut self, n: u16) -> Result<(), String> {
         let registry_url = self.registry_url();
         let (config, token) = (self.config.clone(), self.admin_token.clone());
+        let lease_file = self.lease_dir.file(n);
         let instance = self.instance(n)?;
         if instance.proc.is_none() {
-            let proc = start_instance(n, instance.port, &registry_url, &config, &token).await;
+            let port = instance.port;
+            let proc = start_instance(n, port, &registry_url, &config, &token, &lease_file).await;
             instance.proc = Some(proc);
         }
         Ok(())
@@ -415,9 +453,11 @@ async fn start_instance(
     registry: &str,
     config: &ClusterConfig,
     admin_token: &str,
+    lease_file: &Path,
 ) -> Proc {
     let (instance, listen) = (n.to_string(), format!("127.0.0.1:{port}"));
     let ttl = humantime::format_duration(config.instance_ttl).to_string();
+    let lease_file = lease_file.to_string_lossy();
     Proc::start(
         "ratings-service",
         &[
@@ -432,6 +472,8 @@ async fn start_instance(
             "--admin",
             "--admin-token",
             admin_token,
+            "--lease-file",
+            &lease_file,
         ],
     )
     .await

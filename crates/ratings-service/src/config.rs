@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ArgAction;
@@ -48,6 +49,12 @@ pub struct Config {
     #[arg(long, env = "RATINGS_NO_REGISTER", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
     pub no_register: bool,
+
+    /// Keep the registration's lease in this file (mode 0600), so that after a crash or
+    /// `kill -9` a restarted instance takes its registration back at once instead of
+    /// waiting for the old lease to expire. One file per instance.
+    #[arg(long, env = "RATINGS_LEASE_FILE")]
+    pub lease_file: Option<PathBuf>,
 
     /// Service name to register under.
     #[arg(long, env = "RATINGS_SERVICE", default_value = "ratings")]
@@ -164,6 +171,7 @@ impl Config {
         config.metadata.insert("instance".to_owned(), instance);
         config.ttl = self.ttl;
         config.token = self.registry_token.clone();
+        config.lease_file = self.lease_file.clone();
         config
     }
 
@@ -195,6 +203,7 @@ impl fmt::Debug for Config {
             .field("registry", &self.registry)
             .field("registry_token", &redacted(&self.registry_token))
             .field("no_register", &self.no_register)
+            .field("lease_file", &self.lease_file)
             .field("service", &self.service)
             .field("ttl", &self.ttl)
             .field("advertise", &self.advertise)
@@ -327,6 +336,14 @@ mod tests {
         );
         assert_eq!(registration.ttl, Duration::from_secs(30));
         assert_eq!(registration.token.as_deref(), Some("t"));
+        assert_eq!(registration.lease_file, None);
+
+        let config = parse(&["--lease-file", ".run/ratings-2.lease"]).expect("parse");
+        let registration = config.registration(config.advertise_url(bound));
+        assert_eq!(
+            registration.lease_file,
+            Some(PathBuf::from(".run/ratings-2.lease"))
+        );
 
         let config = parse(&["--advertise", "http://ratings.local:9000/"]).expect("parse");
         assert_eq!(config.advertise_url(bound), "http://ratings.local:9000");

@@ -252,7 +252,12 @@ fn check_answer(status: StatusCode, body: &Option<Value>, head: bool) -> Result<
             .as_ref()
             .and_then(Value::as_object)
             .map_or(0, |o| o.len());
-        if message.is_empty() || keys != 1 {
+        // A 409 for an id held under a live lease also says when to retry.
+        let retry_hint = body
+            .as_ref()
+            .and_then(|b| b.get("retry_after_secs"))
+            .is_some_and(|secs| status == StatusCode::CONFLICT && secs.as_u64() > Some(0));
+        if message.is_empty() || keys != 1 + usize::from(retry_hint) {
             return Err(format!("{status}: error body {body:?}"));
         }
     }

@@ -96,6 +96,24 @@ impl Registry {
         reply.body["lease"].as_str().unwrap().to_owned()
     }
 
+    /// `PUT`s a registration of `id` at `address`, presenting `lease` if given.
+    async fn try_register(&self, id: &str, address: &str, lease: Option<&str>) -> Reply {
+        let mut request = put_json(&instance_uri("ratings", id), &json!({ "address": address }));
+        if let Some(lease) = lease {
+            request
+                .headers_mut()
+                .insert("x-lease", lease.parse().unwrap());
+        }
+        self.send(request).await
+    }
+
+    /// Re-registers a live id as its holder and returns the new lease.
+    async fn reregister(&self, id: &str, address: &str, lease: &str) -> String {
+        let reply = self.try_register(id, address, Some(lease)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["lease"].as_str().unwrap().to_owned()
+    }
+
     async fn heartbeat(&self, service: &str, id: &str, lease: Option<&str>) -> Reply {
         let uri = format!("{}/heartbeat", instance_uri(service, id));
         self.send(with_lease(Method::PUT, &uri, lease)).await
@@ -224,6 +242,29 @@ fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
     let message = reply.body["error"].as_str().unwrap_or_default();
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
     assert_eq!(reply.body.as_object().map(|o| o.len()), Some(1));
+}
+
+/// A 409 for an id held under a live lease, saying (in the body and in `Retry-After`)
+/// when to retry; returns that number of seconds.
+fn assert_held(reply: &Reply) -> u64 {
+    assert_eq!(reply.status, StatusCode::CONFLICT, "body: {}", reply.body);
+    let message = reply.body["error"].as_str().unwrap_or_default();
+    assert!(message.contains("live lease"), "{message:?}");
+    assert!(message.contains("X-Lease"), "{message:?}");
+    let secs = reply.body["retry_after_secs"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no retry_after_secs in {}", reply.body));
+    assert!(
+        message.contains(&format!("expires in {secs} s")),
+        "{message:?}"
+    );
+    let header = reply
+        .headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap());
+    assert_eq!(header, Some(secs.to_string().as_str()));
+    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(2));
+    secs
 }
 
 /// Polls `check` every 20 ms until it holds, at most `limit`; how long it took.
@@ -360,7 +401,7 @@ async fn identical_reregistration_issues_a_new_lease_only(backend: Backend) {
     let registry = Registry::start(backend).await;
     let old = registry.register("ratings", "1", ADDR, None).await;
     let index = registry.index("ratings").await;
-    let new = registry.register("ratings", "1", ADDR, None).await;
+    let new = registry.reregister("1", ADDR, &old).await;
     assert_ne!(old, new);
     assert_eq!(registry.index("ratings").await, index);
     assert_eq!(
@@ -375,14 +416,16 @@ async fn identical_reregistration_issues_a_new_lease_only(backend: Backend) {
 
 async fn metadata_change_moves_the_index(backend: Backend) {
     let registry = Registry::start(backend).await;
-    registry.register("ratings", "1", ADDR, None).await;
+    let lease = registry.register("ratings", "1", ADDR, None).await;
     let index = registry.index("ratings").await;
-    let reply = registry
-        .send(put_json(
-            &instance_uri("ratings", "1"),
-            &json!({ "address": ADDR, "metadata": { "v": "2" } }),
-        ))
-        .await;
+    let mut request = put_json(
+        &instance_uri("ratings", "1"),
+        &json!({ "address": ADDR, "metadata": { "v": "2" } }),
+    );
+    request
+        .headers_mut()
+        .insert("x-lease", lease.parse().unwrap());
+    let reply = registry.send(request).await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = registry.service("ratings").await;
     assert!(body["index"].as_u64().unwrap() > index);
@@ -397,12 +440,12 @@ async fn moving_an_id_to_another_address_needs_its_lease(backend: Backend) {
     let uri = instance_uri("ratings", "1");
 
     let reply = registry.send(put_json(&uri, &hijack)).await;
-    assert_error(&reply, StatusCode::CONFLICT, "different address");
+    assert_held(&reply);
     let mut wrong = put_json(&uri, &hijack);
     wrong
         .headers_mut()
         .insert("x-lease", "deadbeef".parse().unwrap());
-    assert_error(&registry.send(wrong).await, StatusCode::CONFLICT, "X-Lease");
+    assert_held(&registry.send(wrong).await);
     assert_eq!(registry.service("ratings").await, before);
     assert_eq!(
         registry
@@ -421,6 +464,83 @@ async fn moving_an_id_to_another_address_needs_its_lease(backend: Backend) {
     let after = registry.service("ratings").await;
     assert!(after["index"].as_u64() > before["index"].as_u64());
     assert_eq!(after["instances"][0]["address"], "http://10.0.0.66:80");
+}
+
+async fn a_live_id_at_the_same_address_cannot_be_taken_over_without_its_lease(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let lease = registry.register("ratings", "1", ADDR, Some(60)).await;
+    let before = registry.service("ratings").await;
+
+    // The hijack: re-register at the very same address without the lease (or with a wrong
+    // one), to get a fresh lease that could then deregister the instance.
+    for presented in [None, Some("deadbeef"), Some("")] {
+        let reply = registry.try_register("1", ADDR, presented).await;
+        let secs = assert_held(&reply);
+        assert!(
+            (55..=61).contains(&secs),
+            "a 60 s lease just taken has {secs} s left?"
+        );
+    }
+    assert_eq!(registry.service("ratings").await, before, "nothing changed");
+
+    // The holder is untouched: its lease renews, and it alone can deregister.
+    assert_eq!(
+        registry
+            .heartbeat("ratings", "1", Some(&lease))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let reply = registry.deregister("ratings", "1", Some(&lease)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(registry.ids("ratings").await, Vec::<String>::new());
+}
+
+async fn the_holder_re_registers_at_once_with_its_lease(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let old = registry.register("ratings", "1", ADDR, Some(60)).await;
+    // As a restarted instance that kept its lease would.
+    let new = registry.reregister("1", ADDR, &old).await;
+    assert_ne!(new, old);
+    assert_eq!(registry.ids("ratings").await, ["1"]);
+    let reply = registry.deregister("ratings", "1", Some(&old)).await;
+    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
+    // The spent lease cannot re-register either.
+    assert_held(&registry.try_register("1", ADDR, Some(&old)).await);
+    let reply = registry.deregister("ratings", "1", Some(&new)).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+}
+
+async fn an_expired_lease_frees_the_id_for_anyone(backend: Backend) {
+    let registry = Registry::start(backend).await;
+    let old = registry.register("ratings", "1", ADDR, Some(1)).await;
+    let registered = Instant::now();
+    let secs = assert_held(&registry.try_register("1", ADDR, None).await);
+    // etcd may round a 1 s lease up to its own minimum (2 s) and answers in whole seconds.
+    assert!((1..=3).contains(&secs), "{secs} s left on a 1 s lease");
+    // Refused (409) until the lease runs out, then accepted; bounded by the assert.
+    let fresh = loop {
+        let reply = registry.try_register("1", ADDR, None).await;
+        if reply.status == StatusCode::OK {
+            break reply.body["lease"].as_str().unwrap().to_owned();
+        }
+        assert_held(&reply);
+        assert!(
+            registered.elapsed() < Duration::from_secs(5),
+            "a 1 s lease still held after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let after = registered.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "free {after:?} after registering with a 1 s TTL"
+    );
+    assert_ne!(fresh, old);
+    let reply = registry.heartbeat("ratings", "1", Some(&old)).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = registry.heartbeat("ratings", "1", Some(&fresh)).await;
+    assert_eq!(reply.status, StatusCode::OK);
 }
 
 async fn invalid_input_is_refused_and_changes_nothing(backend: Backend) {
@@ -464,7 +584,7 @@ async fn instance_and_service_limits_are_429(backend: Backend) {
         c.max_services = 1;
     })
     .await;
-    registry.register("ratings", "1", ADDR, None).await;
+    let lease = registry.register("ratings", "1", ADDR, None).await;
     let index = registry.index("ratings").await;
     let reply = registry
         .send(put_json(
@@ -485,7 +605,7 @@ async fn instance_and_service_limits_are_429(backend: Backend) {
         .await;
     assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "limit of 1 services");
     // Re-registering an existing id is still allowed at the limit.
-    registry.register("ratings", "1", ADDR, None).await;
+    registry.reregister("1", ADDR, &lease).await;
     assert_eq!(registry.services().await, json!(["ratings"]));
     assert_eq!(registry.index("ratings").await, index);
 }
@@ -533,7 +653,7 @@ async fn blocking_query_ignores_heartbeats_and_no_op_reregistrations(backend: Ba
             .status,
         StatusCode::OK
     );
-    let identical = registry.register("ratings", "1", ADDR, None).await;
+    let identical = registry.reregister("1", ADDR, &lease).await;
     assert_ne!(identical, lease);
     let reply = watch.await.unwrap();
     let waited = started.elapsed();
@@ -694,6 +814,9 @@ suite!(
     identical_reregistration_issues_a_new_lease_only,
     metadata_change_moves_the_index,
     moving_an_id_to_another_address_needs_its_lease,
+    a_live_id_at_the_same_address_cannot_be_taken_over_without_its_lease,
+    the_holder_re_registers_at_once_with_its_lease,
+    an_expired_lease_frees_the_id_for_anyone,
     invalid_input_is_refused_and_changes_nothing,
     instance_and_service_limits_are_429,
     blocking_query_returns_as_soon_as_the_set_changes,

@@ -172,13 +172,15 @@ async fn one_instance_cannot_renew_remove_or_move_another_ones_registration() {
         assert_json_error(&call(with(http.put(&beat))).await, 403, "lease");
         assert_json_error(&call(with(http.delete(&instance))).await, 403, "lease");
     }
-    // Moving the id to another address (hijacking its traffic) needs the lease too.
-    let hijack = call(
-        http.put(&instance)
-            .json(&registration("http://127.0.0.1:1")),
-    )
-    .await;
-    assert_json_error(&hijack, 409, "different address");
+    // Re-registering the id needs the lease too, whether to move it to another address
+    // (hijacking its traffic) or at its own address (to get a fresh lease that could then
+    // deregister it). The answer says how long the owner's lease has left.
+    for address in ["http://127.0.0.1:1", owner.url.as_str()] {
+        let hijack = call(http.put(&instance).json(&registration(address))).await;
+        assert_json_error(&hijack, 409, "live lease");
+        let left = hijack.1["retry_after_secs"].as_u64();
+        assert!(matches!(left, Some(1)), "1 s TTL: {}", hijack.1);
+    }
     assert_eq!(
         get_json(&listing_url).await["instances"],
         before["instances"]
@@ -295,11 +297,11 @@ async fn limits_answer_a_clear_4xx_and_the_registry_keeps_serving() {
     };
 
     // Instances per service.
+    let mut leases = Vec::new();
     for id in ["a", "b"] {
-        assert_eq!(
-            call(put(id, registration("http://127.0.0.1:9"))).await.0,
-            200
-        );
+        let answer = call(put(id, registration("http://127.0.0.1:9"))).await;
+        assert_eq!(answer.0, 200, "{}", answer.1);
+        leases.push(answer.1["lease"].as_str().expect("lease").to_owned());
     }
     assert_json_error(
         &call(put("c", registration("http://127.0.0.1:9"))).await,
@@ -371,15 +373,12 @@ async fn limits_answer_a_clear_4xx_and_the_registry_keeps_serving() {
     assert_eq!(call(c.get(format!("{services}/ratings"))).await.0, 200);
     let lease = call(put("b", registration("http://127.0.0.1:10"))).await;
     assert_eq!(lease.0, 409, "moving b needs its lease: {}", lease.1);
-    assert_eq!(
-        call(put(
-            "a",
-            json!({"address": "http://127.0.0.1:9", "metadata": {"v": "2"}})
-        ))
-        .await
-        .0,
-        200
-    );
+    let changed = put(
+        "a",
+        json!({"address": "http://127.0.0.1:9", "metadata": {"v": "2"}}),
+    )
+    .header("X-Lease", &leases[0]);
+    assert_eq!(call(changed).await.0, 200);
     for query in parked.into_iter().chain([b_parked]) {
         let answer = query.await.expect("task");
         assert_eq!(answer.status(), 200);
@@ -424,4 +423,115 @@ async fn the_ratings_admin_endpoint_is_off_by_default_and_needs_its_token() {
     assert_eq!(applied.1["latency_ms"], 20, "{}", applied.1);
     let rating = get_json(&format!("{}/ratings/widget", admin.url)).await;
     assert_eq!(rating["instance"], 2);
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "system-tests-{name}-{}-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Starts ratings instance `n` on `port` (0: any), registered with `registry`.
+async fn ratings_on(n: u32, port: u16, registry: &Proc, extra: &[&str]) -> Proc {
+    let (instance, listen) = (n.to_string(), format!("127.0.0.1:{port}"));
+    let mut args = vec![
+        "--instance",
+        &instance,
+        "--listen",
+        &listen,
+        "--registry",
+        &registry.url,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start("ratings-service", &args).await
+}
+
+fn port_of(proc: &Proc) -> u16 {
+    proc.url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+#[tokio::test]
+async fn a_killed_instance_comes_back_at_once_with_its_lease_file_and_after_its_ttl_without() {
+    let registry = registry(&[]).await;
+    let listing_url = format!("{}/v1/services/ratings", registry.url);
+    let dir = TempDir::new("lease-file");
+    let lease_file = dir.0.join("ratings-1.lease");
+    let lease_file = lease_file.to_str().expect("utf-8 path");
+
+    // Instance 1 keeps its lease in a file; instance 2 does not. Both have a 2 s TTL.
+    let with_file = ["--ttl", "2s", "--lease-file", lease_file];
+    let mut one = ratings_on(1, 0, &registry, &with_file).await;
+    let mut two = ratings_on(2, 0, &registry, &["--ttl", "2s"]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let before = get_json(&listing_url).await;
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(lease_file).expect("lease file")).expect("JSON");
+    let old_lease = stored["lease"].as_str().expect("lease").to_owned();
+
+    // kill -9 both: no deregistration, their leases live on.
+    let (port_one, port_two) = (port_of(&one), port_of(&two));
+    one.kill();
+    two.kill();
+
+    // Instance 1 restarted on the same address presents the lease from its file and is
+    // registered again at once, well within its old lease's TTL.
+    let restarted = tokio::time::Instant::now();
+    let mut one = ratings_on(1, port_one, &registry, &with_file).await;
+    one.wait_for_log("registered with the registry", Duration::from_secs(1))
+        .await;
+    let took = restarted.elapsed();
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert_eq!(one.count("still registered by an earlier process"), 0);
+    let stored: Value =
+        serde_json::from_slice(&std::fs::read(lease_file).expect("lease file")).expect("JSON");
+    assert_ne!(stored["lease"].as_str(), Some(old_lease.as_str()));
+    let beat = http()
+        .put(format!("{listing_url}/instances/1/heartbeat"))
+        .header("X-Lease", &old_lease);
+    assert_eq!(call(beat).await.0, 403, "the dead process's lease is spent");
+
+    // Instance 2 restarted without one is refused while its old lease lives, says so once,
+    // and registers when that lease runs out.
+    let mut two = ratings_on(2, port_two, &registry, &["--ttl", "2s"]).await;
+    two.wait_for_log(
+        "instance 2 is still registered by an earlier process; retrying when its lease expires in",
+        Duration::from_secs(2),
+    )
+    .await;
+    two.wait_for_log(
+        "instance 2 holds its registration again",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(two.count("still registered by an earlier process"), 1);
+    assert_eq!(
+        get_json(&listing_url).await["instances"],
+        before["instances"]
+    );
+
+    // A clean stop deregisters and removes the lease file.
+    assert!(one.terminate().await);
+    assert!(!std::path::Path::new(lease_file).exists());
+    wait_for_instances(&registry, "ratings", &["2"]).await;
 }

@@ -42,6 +42,17 @@ pub enum RegistrationError {
         /// The registry's explanation, or the start of its body.
         message: String,
     },
+    /// The registry refused the registration (409) because the instance id is still held
+    /// under a live lease that this process could not present: typically an earlier
+    /// process of the same instance that was killed before it could deregister. The
+    /// background task retries when that lease runs out.
+    #[error("registry answered 409 Conflict: {message}")]
+    LeaseHeld {
+        /// How long until the other lease runs out, if the registry said.
+        retry_after: Option<Duration>,
+        /// The registry's explanation.
+        message: String,
+    },
     /// The registry answered 2xx with a body we could not understand.
     #[error("registry sent an unexpected answer: {0}")]
     InvalidResponse(String),

@@ -1,5 +1,12 @@
 //! The background loop: register, heartbeat every third of the TTL, re-register when the
-//! registry has forgotten us, back off while it is unreachable.
+//! registry has forgotten us, back off while it is unreachable, and wait out the lease of
+//! an earlier process that still holds our instance id.
+//!
+//! Every registration presents the lease we last held (at start, the one in the lease
+//! file, if configured), since the registry lets only that lease's holder re-register a
+//! live id. When it is refused with 409 (the id is held under a lease we do not have), the
+//! next attempt is made when the registry says that lease runs out, but at least every
+//! `backoff_max`, in case its holder deregisters sooner.
 //!
 //! The loop is generic over [`RegistryCalls`] so its timing can be tested on paused time
 //! without sockets; [`HttpRegistry`](super::registry_api::HttpRegistry) is the real one.
@@ -13,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use super::Labels;
 use super::backoff::Backoff;
 use super::error::RegistrationError;
+use super::lease_file::LeaseFile;
 use super::outage::OutageLog;
 use super::registry_api::Lease;
 
@@ -46,8 +54,11 @@ pub(crate) enum HeartbeatOutcome {
 
 /// The registry calls the loop makes.
 pub(crate) trait RegistryCalls: Send + Sync + 'static {
-    /// Registers (or re-registers) the instance.
-    fn register(&self) -> impl Future<Output = Result<Grant, RegistrationError>> + Send;
+    /// Registers (or re-registers) the instance, presenting the lease we last held.
+    fn register(
+        &self,
+        presented: Option<&Lease>,
+    ) -> impl Future<Output = Result<Grant, RegistrationError>> + Send;
     /// Renews `lease`.
     fn heartbeat(
         &self,
@@ -90,6 +101,9 @@ impl Timing {
 /// Runs the loop until `stop` fires (or its sender is dropped) and returns the lease held
 /// at that moment, if any, so the caller can deregister it.
 ///
+/// With a `lease_file`, the lease in it is presented on the first registration, and every
+/// new lease is written to it.
+///
 /// Sleeps and heartbeats are abandoned at once on stop. A registration call in flight is
 /// not: it is allowed to finish (it has its own timeout), so that a registration the
 /// registry accepted can still be deleted instead of lingering until its TTL.
@@ -97,27 +111,42 @@ pub(crate) async fn run<C: RegistryCalls>(
     calls: &C,
     labels: &Labels,
     timing: &Timing,
+    lease_file: Option<&LeaseFile>,
     registered: &watch::Sender<bool>,
     mut stop: oneshot::Receiver<()>,
 ) -> Option<Lease> {
     let mut backoff = Backoff::new(timing.backoff_min, timing.backoff_max, timing.jitter);
     let mut outage = OutageLog::default();
+    // The lease to present: the last one granted, or at first an earlier process's.
+    let mut held = match lease_file {
+        Some(file) => file.load(labels).await,
+        None => None,
+    };
     loop {
         let grant = loop {
-            let result = calls.register().await;
+            let result = calls.register(held.as_ref()).await;
             let stopping = stop_requested(&mut stop);
             match result {
-                Ok(grant) if stopping => return Some(grant.lease),
-                Ok(grant) => break grant,
+                Ok(grant) => {
+                    if let Some(file) = lease_file {
+                        file.store(labels, &grant.lease).await;
+                    }
+                    if stopping {
+                        return Some(grant.lease);
+                    }
+                    break grant;
+                }
                 Err(error) => {
                     outage.failed(labels, &error);
                     if stopping {
                         return None;
                     }
-                    until_stopped(&mut stop, tokio::time::sleep(backoff.next_delay())).await?;
+                    let delay = retry_delay(&error, timing, &mut backoff);
+                    until_stopped(&mut stop, tokio::time::sleep(delay)).await?;
                 }
             }
         };
+        held = Some(grant.lease.clone());
         outage.recovered(labels);
         backoff.reset();
         // The TTL granted at registration holds until a heartbeat says otherwise.
@@ -167,6 +196,18 @@ pub(crate) async fn run<C: RegistryCalls>(
                 }
             }
         }
+    }
+}
+
+/// How long to wait before registering again after `error`: when the registry says the
+/// lease holding our id runs out (within the backoff bounds), else the next backoff.
+fn retry_delay(error: &RegistrationError, timing: &Timing, backoff: &mut Backoff) -> Duration {
+    match error {
+        RegistrationError::LeaseHeld {
+            retry_after: Some(after),
+            ..
+        } => (*after).min(timing.backoff_max).max(timing.backoff_min),
+        _ => backoff.next_delay(),
     }
 }
 
@@ -224,6 +265,10 @@ mod tests {
         register_delay: Mutex<Duration>,
         leases: AtomicUsize,
         calls: Mutex<Vec<(Call, Instant)>>,
+        /// Until then, another process's lease holds the id: registrations get 409.
+        held_until: Mutex<Option<Instant>>,
+        /// The lease each registration presented.
+        presented: Mutex<Vec<Option<Lease>>>,
     }
 
     impl Scripted {
@@ -246,12 +291,22 @@ mod tests {
     }
 
     impl RegistryCalls for Scripted {
-        async fn register(&self) -> Result<Grant, RegistrationError> {
+        async fn register(&self, presented: Option<&Lease>) -> Result<Grant, RegistrationError> {
             self.record(Call::Register);
+            if let Ok(mut all) = self.presented.lock() {
+                all.push(presented.cloned());
+            }
             let delay = self.register_delay.lock().map(|d| *d).unwrap_or_default();
             tokio::time::sleep(delay).await;
             if self.down.load(Ordering::SeqCst) {
                 return Err(Self::unreachable());
+            }
+            let held_until = self.held_until.lock().ok().and_then(|until| *until);
+            if let Some(until) = held_until.filter(|until| *until > Instant::now()) {
+                return Err(RegistrationError::LeaseHeld {
+                    retry_after: Some(until - Instant::now()),
+                    message: "held under a live lease".into(),
+                });
             }
             self.forgot.store(false, Ordering::SeqCst);
             let n = self.leases.fetch_add(1, Ordering::SeqCst);
@@ -300,7 +355,7 @@ mod tests {
         };
         let task = tokio::spawn({
             let registry = Arc::clone(&registry);
-            async move { run(&*registry, &labels, &timing, &registered_tx, stop_rx).await }
+            async move { run(&*registry, &labels, &timing, None, &registered_tx, stop_rx).await }
         });
         Harness {
             registry,
@@ -353,8 +408,75 @@ mod tests {
 
         assert_eq!(offsets(&h, Call::Register), [0, 2000]);
         assert_eq!(offsets(&h, Call::Heartbeat), [1000, 2000]);
+        assert_eq!(
+            h.registry.presented.lock().map(|p| p.clone()).ok(),
+            Some(vec![None, Some(Lease::new("lease-0"))]),
+            "the re-registration presents the lease it held"
+        );
         drop(h.stop);
         assert_eq!(h.task.await.ok().flatten(), Some(Lease::new("lease-1")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_id_is_retried_when_the_registry_says_its_lease_runs_out() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        tracing::callsite::rebuild_interest_cache();
+
+        // An earlier process's lease holds the id for another 12 s.
+        let registry = Arc::new(Scripted::default());
+        if let Ok(mut until) = registry.held_until.lock() {
+            *until = Some(Instant::now() + Duration::from_secs(12));
+        }
+        let mut h = start(registry, timing(Duration::from_secs(3)));
+        assert!(h.registered.wait_for(|r| *r).await.is_ok());
+
+        // Told 12 s: retried at most every 5 s (the backoff cap), then right at expiry.
+        assert_eq!(offsets(&h, Call::Register), [0, 5000, 10_000, 12_000]);
+        assert_eq!(h.start.elapsed(), Duration::from_secs(12));
+        let warned = captured.lines("still registered by an earlier process");
+        assert_eq!(warned.len(), 1, "{:#?}", captured.lines(""));
+        assert!(warned[0].contains("WARN"), "{}", warned[0]);
+        assert!(
+            warned[0].contains(
+                "instance 1 is still registered by an earlier process; \
+                 retrying when its lease expires in 12 s"
+            ),
+            "{}",
+            warned[0]
+        );
+        let back = captured.lines("holds its registration again");
+        assert_eq!(back.len(), 1, "{:#?}", captured.lines(""));
+        assert!(captured.lines("registry unreachable").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_hint_is_waited_exactly_and_never_below_the_backoff_floor() {
+        let registry = Arc::new(Scripted::default());
+        if let Ok(mut until) = registry.held_until.lock() {
+            *until = Some(Instant::now() + Duration::from_millis(1_250));
+        }
+        let mut h = start(registry, timing(Duration::from_secs(3)));
+        assert!(h.registered.wait_for(|r| *r).await.is_ok());
+        assert_eq!(offsets(&h, Call::Register), [0, 1250]);
+
+        let registry = Arc::new(Scripted::default());
+        if let Ok(mut until) = registry.held_until.lock() {
+            *until = Some(Instant::now() + Duration::from_millis(30));
+        }
+        let mut h = start(registry, timing(Duration::from_secs(3)));
+        assert!(h.registered.wait_for(|r| *r).await.is_ok());
+        assert_eq!(
+            offsets(&h, Call::Register),
+            [0, 100],
+            "not before backoff_min"
+        );
     }
 
     #[tokio::test(start_paused = true)]

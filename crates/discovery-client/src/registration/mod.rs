@@ -8,15 +8,25 @@
 //! 2. **Heartbeat** every third of the TTL (the shorter of the asked and granted ones):
 //!    `PUT .../heartbeat` with the lease in `X-Lease`.
 //! 3. **Re-register** at once when a heartbeat answers 404 (the registry restarted or the
-//!    lease expired) or 403 (the lease is no longer ours).
+//!    lease expired) or 403 (the lease is no longer ours). Every registration presents the
+//!    lease last held (`X-Lease`): the registry lets only the holder of a live lease
+//!    re-register that id, so no one else can take over (and then remove) an instance.
 //! 4. **Ride out outages**: while the registry is unreachable (or refuses us), calls are
 //!    retried with capped exponential backoff (100 ms doubling to 5 s, with jitter; a
 //!    failing heartbeat is retried at least once per heartbeat interval). The outage is
 //!    logged once at `warn` when it starts and once at `info` when it ends, never per
 //!    attempt.
-//! 5. **Deregister**: [`Registration::deregister`] stops the task and sends
+//! 5. **Wait out an earlier process**: if the id is still held under a live lease this
+//!    process does not have (an earlier process of the same instance was killed before it
+//!    could deregister), the registry answers 409 with the time that lease has left. That
+//!    is logged once ("instance 2 is still registered by an earlier process; retrying when
+//!    its lease expires in N s") and registration is retried then, or every 5 s if sooner.
+//!    With [`RegistrationConfig::lease_file`] set, the lease is kept on disk and a
+//!    restarted process presents it and takes its registration back at once.
+//! 6. **Deregister**: [`Registration::deregister`] stops the task and sends
 //!    `DELETE .../instances/{id}` with the lease, within 2 s, so the instance disappears
-//!    from the registry at once instead of when its TTL runs out.
+//!    from the registry at once instead of when its TTL runs out. The lease file, if any,
+//!    is removed once the registry confirmed.
 //!
 //! Dropping a [`Registration`] without deregistering stops the heartbeats; the registry
 //! then forgets the instance when its TTL expires. When the registry has a token, every
@@ -48,6 +58,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +82,7 @@ macro_rules! labeled_event {
 mod backoff;
 mod error;
 mod heartbeat;
+mod lease_file;
 mod outage;
 mod registry_api;
 #[cfg(test)]
@@ -79,6 +91,7 @@ mod tests;
 pub use error::RegistrationError;
 
 use heartbeat::Timing;
+use lease_file::LeaseFile;
 use registry_api::HttpRegistry;
 
 /// The default TTL asked of the registry.
@@ -91,8 +104,8 @@ pub struct RegistrationConfig {
     pub registry_url: String,
     /// The service name clients look up, e.g. `ratings`.
     pub service: String,
-    /// This instance's id, unique within the service (e.g. `1`); re-registering the same
-    /// id with the same address replaces the old entry.
+    /// This instance's id, unique within the service (e.g. `1`). While it is registered
+    /// under a live lease, only the holder of that lease can register it again.
     pub instance_id: String,
     /// The URL clients should call, e.g. `http://127.0.0.1:8001`.
     pub address: String,
@@ -103,10 +116,18 @@ pub struct RegistrationConfig {
     pub ttl: Duration,
     /// Bearer token for registries that require one for writes.
     pub token: Option<String>,
+    /// Where to keep the lease across restarts (e.g. `.run/ratings-2.lease`), or `None`.
+    ///
+    /// With a file, every new lease is written there (mode 0600, replaced atomically) and
+    /// the first registration after a start presents the lease found there, so a process
+    /// restarted after a crash or `kill -9` takes its registration back at once instead
+    /// of waiting for the old lease to expire. Use one file per instance id. The file is
+    /// removed after a successful [`Registration::deregister`].
+    pub lease_file: Option<PathBuf>,
 }
 
 impl RegistrationConfig {
-    /// A config with no metadata, a 120 s TTL and no token.
+    /// A config with no metadata, a 120 s TTL, no token and no lease file.
     pub fn new(
         registry_url: impl Into<String>,
         service: impl Into<String>,
@@ -121,7 +142,14 @@ impl RegistrationConfig {
             metadata: BTreeMap::new(),
             ttl: DEFAULT_TTL,
             token: None,
+            lease_file: None,
         }
+    }
+
+    /// Sets [`lease_file`](Self::lease_file).
+    pub fn lease_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.lease_file = Some(path.into());
+        self
     }
 
     /// Checks that the config can work: an `http(s)://` registry URL with a host,
@@ -143,6 +171,7 @@ impl fmt::Debug for RegistrationConfig {
             .field("metadata", &self.metadata)
             .field("ttl", &self.ttl)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("lease_file", &self.lease_file)
             .finish()
     }
 }
@@ -187,6 +216,8 @@ struct Running {
     registered: watch::Receiver<bool>,
     /// Yields the lease held when the task stopped.
     task: JoinHandle<Option<registry_api::Lease>>,
+    /// Removed once the lease in it has been spent by a deregistration.
+    lease_file: Option<LeaseFile>,
     /// Bound on `deregister`.
     deregister_timeout: Duration,
 }
@@ -245,19 +276,29 @@ impl Registration {
         let (registered_tx, registered) = watch::channel(false);
         let (stop, stop_rx) = oneshot::channel();
         let deregister_timeout = timing.deregister_timeout;
-        let task =
-            runtime.spawn({
-                let registry = Arc::clone(&registry);
-                let labels = labels.clone();
-                async move {
-                    heartbeat::run(&*registry, &labels, &timing, &registered_tx, stop_rx).await
-                }
-            });
+        let lease_file = config.lease_file.clone().map(LeaseFile::new);
+        let task = runtime.spawn({
+            let registry = Arc::clone(&registry);
+            let labels = labels.clone();
+            let lease_file = lease_file.clone();
+            async move {
+                heartbeat::run(
+                    &*registry,
+                    &labels,
+                    &timing,
+                    lease_file.as_ref(),
+                    &registered_tx,
+                    stop_rx,
+                )
+                .await
+            }
+        });
         Ok(Running {
             registry,
             stop,
             registered,
             task,
+            lease_file,
             deregister_timeout,
         })
     }
@@ -295,6 +336,7 @@ impl Registration {
             registry,
             stop,
             task,
+            lease_file,
             deregister_timeout,
             ..
         } = running;
@@ -329,6 +371,9 @@ impl Registration {
                     labels,
                     "deregistered from the registry"
                 );
+                if let Some(file) = lease_file {
+                    file.remove(&labels).await;
+                }
                 Ok(())
             }
             Ok(Err(error)) => Err(error),

@@ -27,9 +27,13 @@ pub(crate) struct Lease(String);
 
 impl Lease {
     /// Wraps a lease secret.
-    #[cfg(test)]
     pub(crate) fn new(secret: impl Into<String>) -> Self {
         Self(secret.into())
+    }
+
+    /// The secret, to send or to keep in the lease file.
+    pub(crate) fn secret(&self) -> &str {
+        &self.0
     }
 }
 
@@ -66,6 +70,20 @@ struct HeartbeatAnswer {
 #[derive(Debug, Deserialize)]
 struct ErrorBody {
     error: String,
+}
+
+/// The registry's 409 body for an id held under a live lease.
+#[derive(Debug, Deserialize)]
+struct HeldBody {
+    #[serde(default)]
+    retry_after_secs: Option<u64>,
+}
+
+/// A whole answer: status, the `Retry-After` header in seconds if any, and the body.
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: bytes::Bytes,
 }
 
 /// Talks to one registry about one instance.
@@ -122,6 +140,13 @@ impl Endpoints {
         if config.address.trim().is_empty() {
             return Err(invalid("address must not be empty"));
         }
+        if config
+            .lease_file
+            .as_ref()
+            .is_some_and(|path| path.file_name().is_none())
+        {
+            return Err(invalid("lease_file must name a file"));
+        }
         Ok(Self {
             instance_url,
             heartbeat_url,
@@ -170,7 +195,7 @@ impl HttpRegistry {
         let request = self
             .with_auth(self.client.delete(self.instance_url.clone()))
             .header(LEASE_HEADER, &lease.0);
-        let (status, body) = self.send(request).await?;
+        let Answer { status, body, .. } = self.send(request).await?;
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
@@ -187,15 +212,22 @@ impl HttpRegistry {
     }
 
     /// Sends `request` and reads the whole body, within the request timeout.
-    async fn send(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<(StatusCode, bytes::Bytes), RegistrationError> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, RegistrationError> {
         let call = async {
             let response = request.send().await?;
             let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            Ok::<_, reqwest::Error>(Answer {
+                status,
+                retry_after,
+                body,
+            })
         };
         match tokio::time::timeout(self.request_timeout, call).await {
             Ok(Ok(answer)) => Ok(answer),
@@ -216,11 +248,21 @@ impl HttpRegistry {
 }
 
 impl RegistryCalls for HttpRegistry {
-    async fn register(&self) -> Result<Grant, RegistrationError> {
-        let request = self
+    async fn register(&self, presented: Option<&Lease>) -> Result<Grant, RegistrationError> {
+        let mut request = self
             .with_auth(self.client.put(self.instance_url.clone()))
             .json(&self.body);
-        let (status, body) = self.send(request).await?;
+        if let Some(lease) = presented {
+            request = request.header(LEASE_HEADER, &lease.0);
+        }
+        let Answer {
+            status,
+            retry_after,
+            body,
+        } = self.send(request).await?;
+        if status == StatusCode::CONFLICT {
+            return Err(held(retry_after, &body));
+        }
         if !status.is_success() {
             return Err(rejected(status, &body));
         }
@@ -236,7 +278,7 @@ impl RegistryCalls for HttpRegistry {
         let request = self
             .with_auth(self.client.put(self.heartbeat_url.clone()))
             .header(LEASE_HEADER, &lease.0);
-        let (status, body) = self.send(request).await?;
+        let Answer { status, body, .. } = self.send(request).await?;
         match status {
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(HeartbeatOutcome::Lost { status }),
             status if status.is_success() => {
@@ -305,6 +347,23 @@ fn rejected(status: StatusCode, body: &[u8]) -> RegistrationError {
     RegistrationError::Rejected { status, message }
 }
 
+/// A [`RegistrationError::LeaseHeld`] from a 409: when to retry from the body's
+/// `retry_after_secs`, else from `Retry-After`.
+fn held(header: Option<Duration>, body: &[u8]) -> RegistrationError {
+    let retry_after = serde_json::from_slice::<HeldBody>(body)
+        .ok()
+        .and_then(|held| held.retry_after_secs)
+        .map(Duration::from_secs)
+        .or(header);
+    match rejected(StatusCode::CONFLICT, body) {
+        RegistrationError::Rejected { message, .. } => RegistrationError::LeaseHeld {
+            retry_after,
+            message,
+        },
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +407,36 @@ mod tests {
         assert!(json.to_string().ends_with("missing token"), "{json}");
         let text = rejected(StatusCode::BAD_GATEWAY, b"upstream down");
         assert!(text.to_string().ends_with("upstream down"), "{text}");
+    }
+
+    #[test]
+    fn a_409_says_when_to_retry_from_the_body_or_the_header() {
+        let body = br#"{"error":"held under a live lease","retry_after_secs":7}"#;
+        let error = held(Some(Duration::from_secs(9)), body);
+        assert!(
+            matches!(
+                &error,
+                RegistrationError::LeaseHeld { retry_after: Some(after), message }
+                    if *after == Duration::from_secs(7) && message == "held under a live lease"
+            ),
+            "{error:?}"
+        );
+        let error = held(Some(Duration::from_secs(9)), br#"{"error":"x"}"#);
+        assert!(
+            matches!(
+                error,
+                RegistrationError::LeaseHeld { retry_after: Some(after), .. }
+                    if after == Duration::from_secs(9)
+            ),
+            "the header when the body does not say"
+        );
+        assert!(matches!(
+            held(None, b"conflict"),
+            RegistrationError::LeaseHeld {
+                retry_after: None,
+                ..
+            }
+        ));
     }
 
     #[test]

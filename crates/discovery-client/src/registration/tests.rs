@@ -45,6 +45,8 @@ struct Seen {
     /// `service/id` to entry; cleared by a restart.
     instances: HashMap<String, Entry>,
     registrations: usize,
+    /// The `X-Lease` each registration presented.
+    presented: Vec<Option<String>>,
     heartbeats: usize,
     /// `(service/id, X-Lease)` of each DELETE.
     deletes: Vec<(String, Option<String>)>,
@@ -186,6 +188,7 @@ async fn register(
         seen.next_lease += 1;
         lease = format!("lease-{}", seen.next_lease);
         seen.registrations += 1;
+        seen.presented.push(lease_header(&headers));
         seen.instances.insert(
             format!("{service}/{id}"),
             Entry {
@@ -312,6 +315,11 @@ async fn registers_again_after_a_404() {
         })
         .await;
     assert_eq!(seen.instances["ratings/1"].lease, "lease-2");
+    assert_eq!(
+        seen.presented,
+        [None, Some("lease-1".to_owned())],
+        "the re-registration presents the lease it held"
+    );
     registry
         .wait_for("heartbeats on the new lease", |s| {
             s.heartbeats >= seen.heartbeats + 2

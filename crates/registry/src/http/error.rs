@@ -1,8 +1,11 @@
 //! The one error type handlers return, rendered as `{"error": "<what was wrong>"}`.
 //!
 //! Every variant maps to a 4xx status with a message about the request, never about the
-//! server's internals. axum's own rejections (bad JSON, missing content type, oversized
+//! server's internals. A registration refused because the id is held under a live lease
+//! (409) also says when to retry: `"retry_after_secs": N` in the body and `Retry-After: N`. axum's own rejections (bad JSON, missing content type, oversized
 //! body, bad path or query) are converted here too, so clients see one error shape.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -10,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::store::StoreError;
+use crate::store::{StoreError, whole_seconds_up};
 use crate::validate::ValidationError;
 
 /// Why a request failed.
@@ -64,7 +67,7 @@ impl ApiError {
             Self::Store(error) => match error {
                 StoreError::UnknownInstance { .. } => StatusCode::NOT_FOUND,
                 StoreError::LeaseMismatch => StatusCode::FORBIDDEN,
-                StoreError::AddressConflict => StatusCode::CONFLICT,
+                StoreError::LeaseHeld { .. } => StatusCode::CONFLICT,
                 StoreError::TooManyInstances { .. } | StoreError::TooManyServices { .. } => {
                     StatusCode::TOO_MANY_REQUESTS
                 }
@@ -75,6 +78,15 @@ impl ApiError {
             }
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// When the client may retry with a chance of success, if the error says: the time
+    /// left on the lease that holds the id, for [`StoreError::LeaseHeld`].
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Store(StoreError::LeaseHeld { retry_after }) => *retry_after,
+            _ => None,
         }
     }
 
@@ -94,6 +106,10 @@ impl ApiError {
 struct ErrorBody {
     /// What was wrong.
     error: String,
+    /// Whole seconds (rounded up) after which a retry may succeed; only on a 409 for an id
+    /// held under a live lease.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_secs: Option<u64>,
 }
 
 impl IntoResponse for ApiError {
@@ -104,13 +120,20 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
+        let retry_after_secs = self.retry_after().map(whole_seconds_up);
         let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
+                retry_after_secs,
             }),
         )
             .into_response();
+        if let Some(secs) = retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             // The rest of the body was not read, so this connection cannot carry another
             // request: tell the client not to reuse it.
@@ -171,7 +194,7 @@ mod tests {
                 404,
             ),
             (StoreError::LeaseMismatch, 403),
-            (StoreError::AddressConflict, 409),
+            (StoreError::LeaseHeld { retry_after: None }, 409),
             (StoreError::TooManyInstances { limit: 1 }, 429),
             (StoreError::TooManyServices { limit: 1 }, 429),
         ];
@@ -181,6 +204,23 @@ mod tests {
             assert_eq!(got.as_u16(), status);
             assert_eq!(body, serde_json::json!({ "error": message }));
         }
+    }
+
+    #[tokio::test]
+    async fn a_held_lease_says_when_to_retry_in_the_body_and_the_header() {
+        let error = ApiError::Store(StoreError::LeaseHeld {
+            retry_after: Some(Duration::from_millis(7_001)),
+        });
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "8");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["retry_after_secs"], 8);
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("live lease"), "{message}");
+        assert!(message.contains("X-Lease"), "{message}");
+        assert!(message.contains("expires in 8 s"), "{message}");
     }
 
     #[tokio::test]

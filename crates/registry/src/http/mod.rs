@@ -2,7 +2,7 @@
 //!
 //! | call | handler |
 //! |---|---|
-//! | `PUT /v1/services/{service}/instances/{id}` | register; `{"lease", "ttl_secs"}` |
+//! | `PUT /v1/services/{service}/instances/{id}` | register (a live id: only with its `X-Lease`, else 409); `{"lease", "ttl_secs"}` |
 //! | `PUT /v1/services/{service}/instances/{id}/heartbeat` | renew (`X-Lease`); `{"ttl_secs"}` |
 //! | `DELETE /v1/services/{service}/instances/{id}` | deregister (`X-Lease`); 204 |
 //! | `GET /v1/services` | `{"services": [...]}` |
@@ -10,7 +10,8 @@
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `GET /metrics` | Prometheus text ([`crate::store_metrics`] and per-route requests) |
 //!
-//! Errors are always `{"error": "..."}` ([`ApiError`]). Every route runs under
+//! Errors are always `{"error": "..."}` ([`ApiError`]); a 409 for an id held under a live
+//! lease adds `"retry_after_secs"` (and `Retry-After`). Every route runs under
 //! [`service_telemetry::observe`]: counted per route in `/metrics`, and a request with a
 //! valid W3C `traceparent` logs inside a `request{trace_id=...}` span.
 

@@ -81,6 +81,23 @@ async fn register(state: &AppState, service: &str, id: &str, address: &str) -> S
     reply.body["lease"].as_str().unwrap().to_owned()
 }
 
+/// Re-registers a live id as its holder (presenting `lease`) and returns the new lease.
+async fn reregister(
+    state: &AppState,
+    service: &str,
+    id: &str,
+    address: &str,
+    lease: &str,
+) -> String {
+    let mut request = put_json(&instance_uri(service, id), &json!({ "address": address }));
+    request
+        .headers_mut()
+        .insert("x-lease", lease.parse().unwrap());
+    let reply = send(state, request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["lease"].as_str().unwrap().to_owned()
+}
+
 async fn heartbeat(state: &AppState, service: &str, id: &str, lease: Option<&str>) -> Reply {
     let uri = format!("{}/heartbeat", instance_uri(service, id));
     send(state, with_lease(Method::PUT, &uri, lease)).await
@@ -110,6 +127,26 @@ fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
         Some(1),
         "error body has only `error`: {}",
         reply.body
+    );
+}
+
+/// A 409 for an id held under a live lease: the message, and when to retry in the body
+/// and in `Retry-After`.
+fn assert_held(reply: &Reply, retry_after_secs: u64) {
+    assert_eq!(reply.status, StatusCode::CONFLICT, "body: {}", reply.body);
+    let message = reply.body["error"].as_str().unwrap_or_default();
+    for needle in [
+        "live lease",
+        "X-Lease",
+        &format!("expires in {retry_after_secs} s"),
+    ] {
+        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+    }
+    assert_eq!(reply.body["retry_after_secs"], retry_after_secs);
+    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(2));
+    assert_eq!(
+        reply.headers[header::RETRY_AFTER],
+        retry_after_secs.to_string()
     );
 }
 
@@ -279,7 +316,7 @@ async fn deregister_needs_the_lease_and_keeps_the_index() {
 async fn identical_reregistration_issues_a_new_lease_only() {
     let state = state();
     let old = register(&state, "ratings", "1", ADDR).await;
-    let new = register(&state, "ratings", "1", ADDR).await;
+    let new = reregister(&state, "ratings", "1", ADDR, &old).await;
     assert_ne!(old, new);
     assert_eq!(service(&state, "ratings").await["index"], 1);
     assert_eq!(
@@ -295,22 +332,80 @@ async fn identical_reregistration_issues_a_new_lease_only() {
 #[tokio::test]
 async fn metadata_change_moves_the_index() {
     let state = state();
-    register(&state, "ratings", "1", ADDR).await;
-    let reply = send(
-        &state,
-        put_json(
-            &instance_uri("ratings", "1"),
-            &json!({ "address": ADDR, "metadata": { "v": "2" } }),
-        ),
-    )
-    .await;
+    let lease = register(&state, "ratings", "1", ADDR).await;
+    let mut request = put_json(
+        &instance_uri("ratings", "1"),
+        &json!({ "address": ADDR, "metadata": { "v": "2" } }),
+    );
+    request
+        .headers_mut()
+        .insert("x-lease", lease.parse().unwrap());
+    let reply = send(&state, request).await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = service(&state, "ratings").await;
     assert_eq!(body["index"], 2);
     assert_eq!(body["instances"][0]["metadata"], json!({ "v": "2" }));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn reregistering_a_live_id_without_its_lease_is_409_with_when_to_retry() {
+    let state = state();
+    let lease = register(&state, "ratings", "1", ADDR).await;
+    let before = service(&state, "ratings").await;
+    advance(Duration::from_millis(20_500)).await;
+    let uri = instance_uri("ratings", "1");
+
+    // Same address, no lease: the two-request hijack (take a lease, then DELETE with it).
+    let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
+    // Default TTL 120 s, 20.5 s gone: 99.5 s left, rounded up.
+    assert_held(&reply, 100);
+    let mut wrong = put_json(&uri, &json!({ "address": ADDR }));
+    wrong
+        .headers_mut()
+        .insert("x-lease", "deadbeef".parse().unwrap());
+    assert_held(&send(&state, wrong).await, 100);
+    assert_eq!(service(&state, "ratings").await, before);
+
+    // The holder is untouched, and still the only one who can remove the entry.
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
+        StatusCode::OK
+    );
+    let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
+    assert_held(&reply, 120);
+    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+
+    // Once the id is free, anyone may register it.
+    let fresh = register(&state, "ratings", "1", ADDR).await;
+    assert_ne!(fresh, lease);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_frees_the_id_for_anyone() {
+    let state = state();
+    let uri = instance_uri("ratings", "1");
+    let reply = send(
+        &state,
+        put_json(&uri, &json!({ "address": ADDR, "ttl_secs": 5 })),
+    )
+    .await;
+    let old = reply.body["lease"].as_str().unwrap().to_owned();
+    advance(Duration::from_millis(4_999)).await;
+    assert_held(
+        &send(&state, put_json(&uri, &json!({ "address": ADDR }))).await,
+        1,
+    );
+    advance(Duration::from_millis(1)).await;
+    let new = register(&state, "ratings", "1", ADDR).await;
+    assert_ne!(new, old);
+    assert_eq!(
+        heartbeat(&state, "ratings", "1", Some(&old)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn moving_an_id_to_another_address_needs_its_lease() {
     let state = state();
     let lease = register(&state, "ratings", "1", ADDR).await;
@@ -319,12 +414,12 @@ async fn moving_an_id_to_another_address_needs_its_lease() {
     let uri = instance_uri("ratings", "1");
 
     let reply = send(&state, put_json(&uri, &hijack)).await;
-    assert_error(&reply, StatusCode::CONFLICT, "different address");
+    assert_held(&reply, 120);
     let mut wrong = put_json(&uri, &hijack);
     wrong
         .headers_mut()
         .insert("x-lease", "deadbeef".parse().unwrap());
-    assert_error(&send(&state, wrong).await, StatusCode::CONFLICT, "X-Lease");
+    assert_held(&send(&state, wrong).await, 120);
     assert_eq!(service(&state, "ratings").await, before);
     assert_eq!(
         heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
@@ -677,7 +772,7 @@ async fn blocking_query_ignores_heartbeats_and_waits_out_its_wait() {
         heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
         StatusCode::OK
     );
-    let identical = register(&state, "ratings", "1", ADDR).await;
+    let identical = reregister(&state, "ratings", "1", ADDR, &lease).await;
     assert_ne!(identical, lease);
     tokio::task::yield_now().await;
     assert!(

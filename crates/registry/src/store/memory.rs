@@ -141,10 +141,13 @@ impl MemoryStore {
 
     /// Registers an instance, or re-registers an existing id, issuing a new lease.
     ///
-    /// Re-registering a live id at the same address needs no proof (a restarted instance
-    /// lost its secret); the old lease stops working. Moving a live id to a different
-    /// address requires its current lease in `presented`, else [`StoreError::AddressConflict`].
-    /// The service index moves only if the address or metadata changed or the id is new.
+    /// Re-registering a live id (at any address) requires its current lease in
+    /// `presented`, else [`StoreError::LeaseHeld`] with the time left on that lease: no one
+    /// else can take over, and then deregister, another's registration. A restarted
+    /// instance that kept its lease (see the client's lease file) presents it and takes
+    /// its entry back at once; one that lost it waits for the old lease to run out. The old
+    /// lease stops working once a new one is issued. The service index moves only if the
+    /// address or metadata changed or the id is new.
     pub fn register(
         &self,
         registration: Registration,
@@ -362,12 +365,14 @@ impl State {
         // Check everything before changing anything.
         match self.services.get(service) {
             Some(entry) => match entry.instances.get(id) {
-                Some(current) => {
-                    let owner = presented.is_some_and(|p| current.lease.matches(p));
-                    if current.address != *address && !owner {
-                        return Err(StoreError::AddressConflict);
-                    }
+                // Lapsed leases were expired just before, so this one is alive: only its
+                // holder may register the id again.
+                Some(current) if !presented.is_some_and(|p| current.lease.matches(p)) => {
+                    return Err(StoreError::LeaseHeld {
+                        retry_after: Some(current.expires_at.saturating_duration_since(now)),
+                    });
                 }
+                Some(_) => {}
                 None if entry.instances.len() >= limits.max_instances_per_service => {
                     return Err(StoreError::TooManyInstances {
                         limit: limits.max_instances_per_service,

@@ -129,12 +129,19 @@ pub enum StoreError {
     /// The lease secret was missing or is not the instance's current one.
     #[error("missing or wrong lease secret (X-Lease) for this instance")]
     LeaseMismatch,
-    /// The id is live at another address and the caller did not prove it owns it.
+    /// The id is registered under a lease that is still alive, and the caller did not
+    /// present that lease (whatever the address): only the holder may re-register or move
+    /// it. Anyone else must wait until the lease runs out.
     #[error(
-        "instance id is already registered with a different address; \
-         send its current lease in X-Lease to move it"
+        "instance id is already registered under a live lease; send its current lease in \
+         X-Lease to re-register it{}",
+        expiry_hint(*.retry_after)
     )]
-    AddressConflict,
+    LeaseHeld {
+        /// How long until the current lease runs out unless renewed (rounded up to whole
+        /// seconds when shown); `None` if it never does (a record another tool wrote).
+        retry_after: Option<Duration>,
+    },
     /// The service already has the maximum number of instances.
     #[error("service has reached its limit of {limit} instances")]
     TooManyInstances {
@@ -151,4 +158,22 @@ pub enum StoreError {
     /// change is not known to have happened. The details are logged, not shown.
     #[error("the registry's store is unavailable; retry later")]
     Unavailable,
+}
+
+/// `d` in whole seconds, rounded up, at least 1: how long to wait before retrying so that
+/// a lease with `d` left has surely run out.
+pub fn whole_seconds_up(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+/// The end of a [`StoreError::LeaseHeld`] message.
+fn expiry_hint(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(left) => format!(
+            ", or retry after it expires in {} s",
+            whole_seconds_up(left)
+        ),
+        None => String::new(),
+    }
 }

@@ -6,9 +6,10 @@
 //! - **Registration**: one key per instance, `<prefix><service>/<id>` (see [`record`] for
 //!   the value), attached to a fresh etcd lease whose TTL is the registration's. The write
 //!   is a transaction conditioned on the key's revision as just read, so two registries
-//!   racing on one id cannot both win, and the anti-hijack rule (moving a live id to another
-//!   address needs its lease secret) holds across registries. The previous etcd lease is
-//!   revoked once the key has moved to the new one.
+//!   racing on one id cannot both win, and the anti-hijack rule (re-registering a live id
+//!   needs its lease secret) holds across registries. The time left on a refused caller's
+//!   wait is the etcd lease's remaining TTL. The previous etcd lease is revoked once the key
+//!   has moved to the new one.
 //! - **Heartbeat**: after checking the secret against the key's digest, one lease
 //!   keep-alive. An unknown key, or a lease that has run out, is 404, as in memory.
 //! - **Expiry**: etcd's own. When a lease runs out etcd deletes the key, and the watch below
@@ -103,6 +104,25 @@ struct Current {
     mod_revision: i64,
 }
 
+/// What is left of the lease an instance key is attached to.
+#[derive(Debug, Clone, Copy)]
+enum TimeLeft {
+    /// At most this long (`None`: the key has no lease and never expires).
+    Left(Option<Duration>),
+    /// The lease has run out; the key is gone or going.
+    Gone,
+}
+
+/// Whether a registration at `address` presenting `presented` may replace the key's
+/// current value: only with its lease secret. A record that no registry made (no lease
+/// digest, so no secret can prove ownership) may be taken over at its own address, as
+/// before; one that is not a record at all may not.
+fn may_replace(record: Option<&Record>, address: &str, presented: Option<&str>) -> bool {
+    record.is_some_and(|record| {
+        record.owned_by(presented) || (record.lease_sha256.is_empty() && record.address == address)
+    })
+}
+
 impl EtcdStore {
     /// Connects to etcd, loads the registrations under the prefix and starts following
     /// them. Fails if no member answers within `call_timeout`.
@@ -174,14 +194,16 @@ impl EtcdStore {
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.read(&key).await?;
             match &current {
-                Some(current) => {
-                    let record = current.record.as_ref();
-                    let same_address = record.is_some_and(|r| r.address == address);
-                    let owner = record.is_some_and(|r| r.owned_by(presented));
-                    if !same_address && !owner {
-                        return Err(StoreError::AddressConflict);
+                Some(current) if !may_replace(current.record.as_ref(), &address, presented) => {
+                    match self.time_left(current).await? {
+                        // It ran out after the read; etcd has deleted the key: look again.
+                        TimeLeft::Gone => continue,
+                        TimeLeft::Left(retry_after) => {
+                            return Err(StoreError::LeaseHeld { retry_after });
+                        }
                     }
                 }
+                Some(_) => {}
                 None => self.check_room(&service)?,
             }
 
@@ -352,6 +374,37 @@ impl EtcdStore {
         Ok(None)
     }
 
+    /// How long the etcd lease of `current` has left. etcd answers in whole seconds, and
+    /// the lease runs out in under that plus one, which is what is returned. If etcd cannot
+    /// say, the record's full TTL is a bound.
+    async fn time_left(&self, current: &Current) -> Result<TimeLeft, StoreError> {
+        let lease = current.lease;
+        if lease == 0 {
+            // A key without a lease never expires.
+            return Ok(TimeLeft::Left(None));
+        }
+        let answer = self
+            .conn
+            .call(|mut client: Client| async move { client.lease_time_to_live(lease, None).await })
+            .await;
+        let fallback = current
+            .record
+            .as_ref()
+            .map(|record| Duration::from_secs(record.ttl_secs.max(1)));
+        match answer {
+            Ok(answer) => match u64::try_from(answer.ttl()) {
+                Ok(secs) => Ok(TimeLeft::Left(Some(Duration::from_secs(secs + 1)))),
+                // -1: the lease has run out (or was revoked).
+                Err(_) => Ok(TimeLeft::Gone),
+            },
+            Err(error) if is_lease_not_found(&error) => Ok(TimeLeft::Gone),
+            Err(error) => {
+                tracing::debug!(lease, %error, "could not read an etcd lease's TTL");
+                Ok(TimeLeft::Left(fallback))
+            }
+        }
+    }
+
     /// A new etcd lease of `ttl_secs`.
     async fn grant(&self, ttl_secs: u64) -> Result<i64, StoreError> {
         let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
@@ -494,4 +547,31 @@ fn contended(operation: &str, key: &str) -> StoreError {
         "etcd key kept changing under a conditional write"
     );
     StoreError::Unavailable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Metadata;
+
+    #[test]
+    fn only_the_lease_replaces_a_registry_record_at_any_address() {
+        let lease = Lease::generate();
+        let record = Record::new("http://h:1".into(), Metadata::new(), 30, &lease);
+        for address in ["http://h:1", "http://h:2"] {
+            assert!(may_replace(Some(&record), address, Some(lease.as_str())));
+            assert!(!may_replace(Some(&record), address, None));
+            assert!(!may_replace(Some(&record), address, Some("wrong")));
+        }
+    }
+
+    #[test]
+    fn a_foreign_record_is_taken_over_only_at_its_own_address() {
+        let foreign = Record::parse(br#"{"address":"http://h:1"}"#).unwrap();
+        assert!(may_replace(Some(&foreign), "http://h:1", None));
+        assert!(!may_replace(Some(&foreign), "http://h:2", None));
+        assert!(!may_replace(Some(&foreign), "http://h:2", Some("")));
+        // A value that is not a record at all is never replaced.
+        assert!(!may_replace(None, "http://h:1", None));
+    }
 }

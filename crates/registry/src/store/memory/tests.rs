@@ -54,7 +54,10 @@ async fn identical_reregistration_and_heartbeats_leave_the_index_alone() {
     assert_eq!(store.snapshot("ratings").index, index);
 
     let again = store
-        .register(reg("ratings", "1", "http://h:1"), None)
+        .register(
+            reg("ratings", "1", "http://h:1"),
+            Some(first.lease.as_str()),
+        )
         .unwrap();
     assert!(!again.created && !again.changed);
     assert_eq!(store.snapshot("ratings").index, index);
@@ -74,12 +77,12 @@ async fn identical_reregistration_and_heartbeats_leave_the_index_alone() {
 #[tokio::test(start_paused = true)]
 async fn metadata_change_moves_the_index() {
     let store = MemoryStore::default();
-    store
+    let first = store
         .register(reg("ratings", "1", "http://h:1"), None)
         .unwrap();
     let mut changed = reg("ratings", "1", "http://h:1");
     changed.metadata.insert("zone".into(), "a".into());
-    let outcome = store.register(changed, None).unwrap();
+    let outcome = store.register(changed, Some(first.lease.as_str())).unwrap();
     assert!(outcome.changed);
     let snapshot = store.snapshot("ratings");
     assert_eq!(snapshot.index, 2);
@@ -94,13 +97,13 @@ async fn moving_a_live_id_needs_its_lease() {
         .unwrap();
 
     let moved = reg("ratings", "1", "http://evil:1");
-    assert_eq!(
-        store.register(moved.clone(), None).unwrap_err(),
-        StoreError::AddressConflict
-    );
+    let held = StoreError::LeaseHeld {
+        retry_after: Some(Duration::from_secs(10)),
+    };
+    assert_eq!(store.register(moved.clone(), None).unwrap_err(), held);
     assert_eq!(
         store.register(moved.clone(), Some("0123")).unwrap_err(),
-        StoreError::AddressConflict
+        held
     );
     let snapshot = store.snapshot("ratings");
     assert_eq!(snapshot.index, 1);
@@ -117,6 +120,85 @@ async fn moving_a_live_id_needs_its_lease() {
     let snapshot = store.snapshot("ratings");
     assert_eq!(snapshot.index, 2);
     assert_eq!(snapshot.instances[0].address, "http://evil:1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_live_id_at_the_same_address_cannot_be_taken_over_without_its_lease() {
+    let store = MemoryStore::default();
+    let owner = store
+        .register(reg("ratings", "1", "http://h:1"), None)
+        .unwrap()
+        .lease;
+    advance(Duration::from_millis(2_500)).await;
+
+    // The hijack of old: same address, no lease (or a wrong one), to get a lease that
+    // could then deregister the instance. Refused, saying how long the lease has left.
+    for presented in [None, Some("0123"), Some("")] {
+        assert_eq!(
+            store
+                .register(reg("ratings", "1", "http://h:1"), presented)
+                .unwrap_err(),
+            StoreError::LeaseHeld {
+                retry_after: Some(Duration::from_millis(7_500))
+            },
+            "presented {presented:?}"
+        );
+    }
+    assert_eq!(store.snapshot("ratings").index, 1);
+    // The owner is untouched: its lease renews and still deregisters.
+    store
+        .heartbeat("ratings", "1", Some(owner.as_str()))
+        .unwrap();
+    advance(Duration::from_secs(1)).await;
+    assert_eq!(
+        store
+            .register(reg("ratings", "1", "http://h:1"), None)
+            .unwrap_err(),
+        StoreError::LeaseHeld {
+            retry_after: Some(Duration::from_secs(9))
+        },
+        "the heartbeat pushed the expiry back"
+    );
+    store
+        .deregister("ratings", "1", Some(owner.as_str()))
+        .unwrap();
+    assert!(store.snapshot("ratings").instances.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_holder_re_registers_with_its_lease_and_anyone_may_after_expiry() {
+    let store = MemoryStore::default();
+    let first = store
+        .register(reg("ratings", "1", "http://h:1"), None)
+        .unwrap();
+    // A restarted instance that kept its lease takes the entry back at once.
+    let again = store
+        .register(
+            reg("ratings", "1", "http://h:1"),
+            Some(first.lease.as_str()),
+        )
+        .unwrap();
+    assert!(!again.created && !again.changed);
+    assert_eq!(
+        store.deregister("ratings", "1", Some(first.lease.as_str())),
+        Err(StoreError::LeaseMismatch),
+        "the old lease is spent"
+    );
+
+    // One that lost it waits out the lease, then registers afresh.
+    advance(Duration::from_millis(9_999)).await;
+    assert!(matches!(
+        store.register(reg("ratings", "1", "http://h:1"), None),
+        Err(StoreError::LeaseHeld { .. })
+    ));
+    advance(Duration::from_millis(1)).await;
+    let fresh = store
+        .register(reg("ratings", "1", "http://h:1"), None)
+        .unwrap();
+    assert!(fresh.created);
+    store
+        .deregister("ratings", "1", Some(fresh.lease.as_str()))
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -226,7 +308,7 @@ async fn instance_limit_is_enforced_per_service() {
     store
         .register(reg("ratings", "1", "http://h:1"), None)
         .unwrap();
-    store
+    let second = store
         .register(reg("ratings", "2", "http://h:2"), None)
         .unwrap();
     assert_eq!(
@@ -237,7 +319,10 @@ async fn instance_limit_is_enforced_per_service() {
     );
     // Re-registering an existing id is still allowed at the limit.
     store
-        .register(reg("ratings", "2", "http://h:2"), None)
+        .register(
+            reg("ratings", "2", "http://h:2"),
+            Some(second.lease.as_str()),
+        )
         .unwrap();
     store
         .register(reg("other", "3", "http://h:3"), None)
