@@ -1,10 +1,16 @@
 //! Hot-path micro-benchmarks: what the client does per request besides the HTTP exchange.
 //!
 //! - `breaker`: admit one request and record its success on a closed breaker (ours, and the
-//!   `failsafe` and `recloser` crates doing the same work);
-//! - `pick`: round-robin pick over 3 endpoints (which takes the breaker's permit);
+//!   `failsafe` and `recloser` crates doing the same work); `ours` takes the owned permit
+//!   (an `Arc` clone), as the balancer and the breaker middleware do, `ours_borrowed` the
+//!   permit that borrows the breaker;
+//! - `pick`: round-robin pick over 3 endpoints (which takes the breaker's permit); and
+//!   `least_pending`, the client's pick (fewest in flight first, round-robin among equals),
+//!   counting the request in flight and out again: with nothing else in flight (the scan
+//!   stops at the first idle endpoint) and `busy`, with 10 requests held on each endpoint
+//!   (the scan reads all 3 counts);
 //! - `pick_admit_record`: pick over 3 endpoints, then record success, reading the clock
-//!   before each as the client does;
+//!   before each as the client does; `least_pending` also counts the request in flight;
 //! - `cache_hit`: `ServiceClient::get_json_cached` answered from the fresh cache (lookup and
 //!   JSON decode of a ratings answer);
 //! - `clock`: one `tokio::time::Instant::now()`, for scale.
@@ -23,7 +29,7 @@ use std::time::Duration;
 
 use bench::lean;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use discovery_client::balance::{Endpoint, Picker};
+use discovery_client::balance::{Endpoint, InFlight, Picker};
 use discovery_client::breaker::{Breaker, BreakerConfig};
 use discovery_client::{Instance, ServiceClient, Source, StaticDiscovery};
 use tokio::time::Instant;
@@ -76,6 +82,15 @@ fn breakers(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("ours", threads), &threads, |b, &t| {
             b.iter_custom(|iters| on_threads(t, iters, &op))
         });
+        let op = || {
+            let (permit, _) = ours.try_acquire_ref(now);
+            black_box(permit.expect("closed breaker admits").record_success(now));
+        };
+        group.bench_with_input(
+            BenchmarkId::new("ours_borrowed", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| on_threads(t, iters, &op)),
+        );
 
         let failsafe = failsafe::Config::new()
             .failure_policy(failsafe::failure_policy::consecutive_failures(
@@ -153,6 +168,29 @@ fn balancer(c: &mut Criterion) {
             black_box(picked.map(|(e, _permit)| e.instance.id.len()))
         })
     });
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    let least_pending = || {
+        let (index, permit) = rr
+            .pick_least_pending(
+                3,
+                |i| counts[i].get(),
+                |i| endpoints[i].breaker.try_acquire(now).0,
+            )
+            .expect("an endpoint admits");
+        let in_flight = counts[index].start();
+        black_box((permit, in_flight))
+    };
+    group.bench_function(BenchmarkId::new("least_pending", 1), |b| {
+        b.iter(least_pending)
+    });
+    let held: Vec<_> = counts
+        .iter()
+        .flat_map(|c| (0..10).map(|_| c.start()))
+        .collect();
+    group.bench_function(BenchmarkId::new("least_pending_busy", 1), |b| {
+        b.iter(least_pending)
+    });
+    drop(held);
     group.finish();
 
     let mut group = c.benchmark_group("pick_admit_record");
@@ -163,10 +201,28 @@ fn balancer(c: &mut Criterion) {
         black_box(endpoint);
         black_box(permit.record_success(Instant::now()));
     };
+    let op_least_pending = || {
+        let now = Instant::now();
+        let (index, permit) = rr
+            .pick_least_pending(
+                3,
+                |i| counts[i].get(),
+                |i| endpoints[i].breaker.try_acquire(now).0,
+            )
+            .expect("an endpoint admits");
+        let in_flight = counts[index].start();
+        black_box(permit.record_success(Instant::now()));
+        drop(in_flight);
+    };
     for threads in [1, 2] {
         group.bench_with_input(BenchmarkId::new("ours", threads), &threads, |b, &t| {
             b.iter_custom(|iters| on_threads(t, iters, &op))
         });
+        group.bench_with_input(
+            BenchmarkId::new("least_pending", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| on_threads(t, iters, &op_least_pending)),
+        );
     }
     group.finish();
 
@@ -258,8 +314,9 @@ fn cache(c: &mut Criterion) {
 }
 
 /// Pieces of per-request work in `ServiceClient::get_json` besides pick/admit/record, to
-/// size them: it decodes a 2xx body twice (once to judge it, once to return it), and builds
-/// each `Response` with a clone of the answer's headers and of the `Instance`.
+/// size them: before the hot-path work it decoded a 2xx body twice (once to judge it, once
+/// to return it) and built a `Response` with the answer's headers and a clone of the
+/// `Instance`; it now decodes once and builds no `Response`.
 fn client_parts(c: &mut Criterion) {
     let body = br#"{"item_id":"widget","rating":4,"instance":1}"#;
     let instance = Instance::new("1", "http://127.0.0.1:8001");
@@ -290,19 +347,36 @@ fn client_parts(c: &mut Criterion) {
 }
 
 /// Shared state `ServiceClient` touches on every call besides the breaker: the retry budget
-/// (tower's `TpsBudget`, one per client, `deposit` on every call) and the moka cache's
-/// lookup for a hot key.
+/// (one per client, a deposit on every call) and the moka cache's lookup for a hot key.
+/// The budget is the library's `RetryBudget`, reading the clock itself as tower's does
+/// (`ours_deposit`) and given the call's start as the client does (`ours_deposit_at`), and
+/// tower's `TpsBudget`, which the client used before.
 fn shared_state(c: &mut Criterion) {
+    use discovery_client::budget::RetryBudget;
     use tower::retry::budget::{Budget, TpsBudget};
     // The client's budget: 10 s window, 10 retries/s floor, 20 % of requests.
     let budget = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
     let op = || budget.deposit();
+    let ours = RetryBudget::new(Duration::from_secs(10), 10, 0.2);
+    let op_ours = || ours.deposit();
+    let now = Instant::now();
+    let op_ours_at = || ours.deposit_at(black_box(now));
     let mut group = c.benchmark_group("budget");
     for threads in [1, 2] {
         group.bench_with_input(
             BenchmarkId::new("tower_tps_deposit", threads),
             &threads,
             |b, &t| b.iter_custom(|iters| on_threads(t, iters, &op)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("ours_deposit", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| on_threads(t, iters, &op_ours)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("ours_deposit_at", threads),
+            &threads,
+            |b, &t| b.iter_custom(|iters| on_threads(t, iters, &op_ours_at)),
         );
     }
     group.finish();

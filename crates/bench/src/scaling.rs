@@ -10,8 +10,9 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use discovery_client::Instance;
-use discovery_client::balance::{Endpoint, Picker};
+use discovery_client::balance::{Endpoint, InFlight, Picker};
 use discovery_client::breaker::{Breaker, BreakerConfig};
+use discovery_client::budget::RetryBudget;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::lean;
@@ -118,6 +119,32 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             black_box(permit.record_success(tokio::time::Instant::now()));
         }
     };
+    // The same through the shared cursor, with permits that borrow the breaker (no `Arc`
+    // clone): what is left is the cursor's one shared write per call.
+    let pick_borrowed = |_: usize| {
+        let now = tokio::time::Instant::now();
+        let picked = rr.pick_with(endpoints.len(), |i| {
+            endpoints[i].breaker.try_acquire_ref(now).0
+        });
+        if let Some((index, permit)) = picked {
+            black_box(index);
+            black_box(permit.record_success(tokio::time::Instant::now()));
+        }
+    };
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    let least_pending = |_: usize| {
+        let now = tokio::time::Instant::now();
+        let picked = rr.pick_least_pending(
+            endpoints.len(),
+            |i| counts[i].get(),
+            |i| endpoints[i].breaker.try_acquire(now).0,
+        );
+        if let Some((index, permit)) = picked {
+            let in_flight = counts[index].start();
+            black_box(permit.record_success(tokio::time::Instant::now()));
+            drop(in_flight);
+        }
+    };
     let shared = Arc::new(Breaker::new(BreakerConfig::default()));
     let now = tokio::time::Instant::now();
     let breaker = |_: usize| {
@@ -135,8 +162,16 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             black_box(permit.record_success(now));
         }
     };
+    let borrowed = |_: usize| {
+        if let (Some(permit), _) = shared.try_acquire_ref(now) {
+            black_box(permit.record_success(now));
+        }
+    };
     let budget = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
     let deposit = |_: usize| budget.deposit();
+    // As the client deposits: at the call's start, read once for the whole call.
+    let ours_budget = RetryBudget::new(Duration::from_secs(10), 10, 0.2);
+    let ours_deposit = |_: usize| ours_budget.deposit_at(tokio::time::Instant::now());
     let lean_breakers: Vec<lean::Breaker> = (0..3).map(|_| lean::Breaker::new()).collect();
     let prototype = |_: usize| {
         if let Some(i) = lean::pick(&lean_breakers) {
@@ -153,13 +188,37 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             &pick_admit_record,
         ),
         measure(
+            "pick + admit + record (library cursor, borrowed permits, 3 endpoints, 2 clock reads)",
+            rounds,
+            interval,
+            &pick_borrowed,
+        ),
+        measure(
+            "pick + admit + record, least-pending with in-flight count (library, 3 endpoints, 2 clock reads)",
+            rounds,
+            interval,
+            &least_pending,
+        ),
+        measure(
             "breaker admit + record (library, one shared breaker)",
             rounds,
             interval,
             &breaker,
         ),
         measure(
-            "retry budget deposit (tower TpsBudget, every call)",
+            "breaker admit + record (library, one shared breaker, borrowed permit)",
+            rounds,
+            interval,
+            &borrowed,
+        ),
+        measure(
+            "retry budget deposit (library RetryBudget, every call, 1 clock read)",
+            rounds,
+            interval,
+            &ours_deposit,
+        ),
+        measure(
+            "for comparison, not the library: tower TpsBudget deposit (the client's before)",
             rounds,
             interval,
             &deposit,

@@ -1,10 +1,10 @@
 //! A resilient client for calling other services over HTTP.
 //!
 //! Give it a service name and a discovery source; it finds the instances, balances calls
-//! round-robin across them, bounds each attempt with a timeout, trips a per-instance circuit
-//! breaker when an instance keeps failing (and retests it with a single probe later), retries
-//! on another instance within a budget, and caches answers, with a stale fallback for when
-//! every instance is down.
+//! round-robin across them (preferring instances with fewer requests in flight), bounds each
+//! attempt with a timeout, trips a per-instance circuit breaker when an instance keeps
+//! failing (and retests it with a single probe later), retries on another instance within a
+//! budget, and caches answers, with a stale fallback for when every instance is down.
 //!
 //! # Quickstart
 //!
@@ -43,8 +43,10 @@
 //!
 //! - [`discovery`]: where instances come from (the registry's blocking query, a static list),
 //!   and [`InstanceStream`](discovery::InstanceStream), any source as a tower `Discover`.
-//! - [`balance`]: round-robin over the instances whose breaker admits a request.
+//! - [`balance`]: round-robin over the instances whose breaker admits a request, preferring
+//!   instances with fewer requests in flight.
 //! - [`breaker`]: the per-instance circuit breaker (Closed, Open, Retest) and its middleware.
+//! - [`budget`]: the lock-free retry budget (retries as a share of recent requests).
 //! - [`timeout`]: the per-attempt timeout that names the instance.
 //! - [`transport`]: the leaf service that sends one request to one instance over HTTP.
 //! - [`classify`]: deciding whether an attempt failed (5xx, timeouts, transport errors and
@@ -62,7 +64,7 @@
 //! | piece | what it does |
 //! |---|---|
 //! | [`InstanceStream`](discovery::InstanceStream) | any [`Discovery`] as a `Discover` stream of `Change::Insert(address, instance)` / `Change::Remove(address)`; [`endpoints`](discovery::InstanceStream::endpoints) makes a service per instance |
-//! | [`RoundRobin`](balance::RoundRobin) | sends each call to the next endpoint whose breaker admits it; none: [`Error::AllInstancesDown`] at once |
+//! | [`RoundRobin`](balance::RoundRobin) | sends each call to the next endpoint whose breaker admits it, preferring endpoints with fewer calls in flight; none: [`Error::AllInstancesDown`] at once |
 //! | [`Breakers`](breaker::Breakers) / [`BreakerLayer`](breaker::BreakerLayer) | per-instance breaker kept by address; rejects in `call` with [`Error::CircuitOpen`], never fails `poll_ready` |
 //! | [`TimeoutLayer`](timeout::TimeoutLayer) | per-attempt timeout: [`Error::Timeout`] with the address |
 //! | [`HttpEndpoint`](transport::HttpEndpoint) | one instance over HTTP (reqwest), whole bodies |
@@ -139,6 +141,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod budget;
 pub mod cache;
 pub mod classify;
 mod client;
@@ -153,6 +156,7 @@ mod test_metrics;
 pub mod timeout;
 pub mod transport;
 
+pub use balance::Balance;
 pub use cache::{Cached, Source};
 pub use client::{InstanceStatus, Response, ServiceClient, ServiceClientBuilder};
 #[cfg(feature = "etcd")]

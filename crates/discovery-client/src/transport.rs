@@ -36,6 +36,10 @@ pub struct HttpEndpoint {
     client: reqwest::Client,
     /// The instance's base URL, without a trailing `/`.
     address: Arc<str>,
+    /// The base URL parsed once, when it is a bare origin (no path, query or fragment):
+    /// each request's URL is then a copy with the request's path and query set, instead of
+    /// the address and path joined and parsed again, host included, on every request.
+    origin: Option<reqwest::Url>,
 }
 
 impl HttpEndpoint {
@@ -48,15 +52,40 @@ impl HttpEndpoint {
     /// Sends to the instance at `address` through `client` (share one client, and so one
     /// connection pool, among all endpoints).
     pub fn with_client(client: reqwest::Client, address: impl AsRef<str>) -> Self {
+        let address = address.as_ref().trim_end_matches('/');
+        let origin = reqwest::Url::parse(address).ok().filter(|url| {
+            !url.cannot_be_a_base()
+                && url.path() == "/"
+                && url.query().is_none()
+                && url.fragment().is_none()
+        });
         Self {
             client,
-            address: Arc::from(address.as_ref().trim_end_matches('/')),
+            address: Arc::from(address),
+            origin,
         }
     }
 
     /// The instance's base address.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The URL of `path_and_query` (such as `/ratings/widget?x=1`) at this instance: the
+    /// same URL as the address and the path joined and parsed.
+    fn url(&self, path_and_query: &str) -> Result<reqwest::Url, Error> {
+        if let Some(origin) = &self.origin {
+            let (path, query) = match path_and_query.split_once('?') {
+                Some((path, query)) => (path, Some(query)),
+                None => (path_and_query, None),
+            };
+            let mut url = origin.clone();
+            url.set_path(path);
+            url.set_query(query);
+            return Ok(url);
+        }
+        let url = format!("{}{path_and_query}", self.address);
+        reqwest::Url::parse(&url).map_err(|e| Error::InvalidRequest(format!("URL {url:?}: {e}")))
     }
 }
 
@@ -71,15 +100,12 @@ impl Service<http::Request<Bytes>> for HttpEndpoint {
     }
 
     fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let url = self.url(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
         let client = self.client.clone();
         let address = Arc::clone(&self.address);
         Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            let url = format!("{address}{path}");
-            let url = reqwest::Url::parse(&url)
-                .map_err(|e| Error::InvalidRequest(format!("URL {url:?}: {e}")))?;
-            let mut outgoing = reqwest::Request::new(parts.method, url);
+            let mut outgoing = reqwest::Request::new(parts.method, url?);
             *outgoing.headers_mut() = parts.headers;
             if !body.is_empty() {
                 *outgoing.body_mut() = Some(body.into());
@@ -111,5 +137,55 @@ fn http_error(address: &str, error: &reqwest::Error) -> Error {
     Error::Http {
         address: address.to_string(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_those_of_the_address_and_path_joined_and_parsed() {
+        let paths = [
+            "/",
+            "/ratings/widget",
+            "/ratings/widget?x=1&y=%20z",
+            "/a/../b/./c",
+            "//double/slash",
+            "/x?",
+            "/%7Euser/caf%C3%A9",
+            "/p?q=a?b",
+        ];
+        for address in [
+            "http://127.0.0.1:8001",
+            "http://127.0.0.1:8001/",
+            "http://localhost",
+            "https://Example.COM:443",
+            "http://[::1]:8080",
+            // Not bare origins: joined and parsed per request.
+            "http://127.0.0.1:8001/api",
+            "http://127.0.0.1:8001/api/",
+        ] {
+            let endpoint = HttpEndpoint::new(address);
+            for path in paths {
+                let joined = format!("{}{path}", address.trim_end_matches('/'));
+                let expected = reqwest::Url::parse(&joined).expect("valid URL");
+                assert_eq!(
+                    endpoint.url(path).expect("valid URL"),
+                    expected,
+                    "{address} + {path}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_address_that_does_not_parse_fails_each_request_by_name() {
+        let endpoint = HttpEndpoint::new("not a url");
+        let error = endpoint.url("/x").expect_err("invalid");
+        assert!(
+            matches!(&error, Error::InvalidRequest(m) if m.contains("not a url/x")),
+            "{error:?}"
+        );
     }
 }

@@ -71,8 +71,17 @@ fn scaling(one: Option<f64>, two: Option<f64>) -> Option<f64> {
 pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
     let mut section =
         Section::new("5. Hot-path micro-benchmarks (criterion, and 2-thread scaling interleaved)");
-    let rows: [(&str, &str, &str); 13] = [
-        ("breaker admit + record success (ours)", "breaker", "ours"),
+    let rows: [(&str, &str, &str); 19] = [
+        (
+            "breaker admit + record success (ours, owned permit)",
+            "breaker",
+            "ours",
+        ),
+        (
+            "breaker admit + record success (ours, borrowed permit)",
+            "breaker",
+            "ours_borrowed",
+        ),
         (
             "breaker admit + record success (failsafe 1.3)",
             "breaker",
@@ -85,9 +94,24 @@ pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
         ),
         ("round-robin pick over 3 (takes the permit)", "pick", "ours"),
         (
+            "least-pending pick over 3, counted in flight and out (idle)",
+            "pick",
+            "least_pending",
+        ),
+        (
+            "least-pending pick over 3, counted in flight and out (10 held on each)",
+            "pick",
+            "least_pending_busy",
+        ),
+        (
             "pick + admit + record, with the client's 2 clock reads",
             "pick_admit_record",
             "ours",
+        ),
+        (
+            "pick + admit + record, least-pending with the in-flight count, 2 clock reads",
+            "pick_admit_record",
+            "least_pending",
         ),
         (
             "cache hit: get_json_cached (lookup + decode)",
@@ -100,22 +124,32 @@ pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
             "tokio_instant_now",
         ),
         (
-            "get_json part: decode the ratings body once (done twice)",
+            "get_json part: decode the ratings body once (was done twice)",
             "client_parts",
             "decode_rating",
         ),
         (
-            "get_json part: clone the Instance into the Response",
+            "get_json part: clone the Instance into the Response (no longer done)",
             "client_parts",
             "clone_instance",
         ),
         (
-            "get_json part: clone the answer's 3 headers",
+            "get_json part: clone the answer's 3 headers (no longer done)",
             "client_parts",
             "clone_headers",
         ),
         (
-            "retry budget deposit (tower TpsBudget, every call)",
+            "retry budget deposit (ours, RetryBudget, reading the clock)",
+            "budget",
+            "ours_deposit",
+        ),
+        (
+            "retry budget deposit (ours, at the call's start, as the client does)",
+            "budget",
+            "ours_deposit_at",
+        ),
+        (
+            "retry budget deposit (tower TpsBudget, the client's before)",
             "budget",
             "tower_tps_deposit",
         ),
@@ -186,10 +220,11 @@ pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
     if let Some(t) = hit1 {
         section.target(t < 1000.0, format!("cache hit < 1 µs: {}", ns(hit1)));
     }
-    for row in interleaved
-        .iter()
-        .filter(|r| !r.name.starts_with("PROTOTYPE") && !r.name.starts_with("control"))
-    {
+    for row in interleaved.iter().filter(|r| {
+        !r.name.starts_with("PROTOTYPE")
+            && !r.name.starts_with("control")
+            && !r.name.starts_with("for comparison")
+    }) {
         section.target(
             row.scaling >= 1.6,
             format!(
@@ -205,16 +240,18 @@ pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
         );
     }
     section.end_list();
-    let (b1, _, _) = get("breaker", "ours");
-    for other in ["failsafe", "recloser"] {
-        let (o1, _, _) = get("breaker", other);
-        if let (Some(ours), Some(theirs)) = (b1, o1) {
-            section.note(format!(
-                "Breaker vs {other}, 1 thread: ours {} vs {} ({:.2}× theirs).",
-                ns(Some(ours)),
-                ns(Some(theirs)),
-                ours / theirs
-            ));
+    for (permit, function) in [("owned", "ours"), ("borrowed", "ours_borrowed")] {
+        let (b1, _, _) = get("breaker", function);
+        for other in ["failsafe", "recloser"] {
+            let (o1, _, _) = get("breaker", other);
+            if let (Some(ours), Some(theirs)) = (b1, o1) {
+                section.note(format!(
+                    "Breaker vs {other}, 1 thread: ours ({permit} permit) {} vs {} ({:.2}× theirs).",
+                    ns(Some(ours)),
+                    ns(Some(theirs)),
+                    ours / theirs
+                ));
+            }
         }
     }
     section

@@ -6,11 +6,13 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
+use super::InFlightGuard;
 use crate::Error;
 
 pin_project! {
     /// The chosen endpoint's answer, or [`Error::AllInstancesDown`] at once when no endpoint
-    /// admitted the call.
+    /// admitted the call. The call counts as in flight on its endpoint until this future
+    /// finishes or is dropped.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -42,15 +44,23 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Called { #[pin] future: F },
+        Called {
+            #[pin]
+            future: F,
+            // Counts the call in flight; dropped when the answer is ready.
+            in_flight: Option<InFlightGuard>,
+        },
         Failed { error: Option<Error> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: F) -> Self {
+    pub(crate) fn called(future: F, in_flight: InFlightGuard) -> Self {
         Self {
-            kind: Kind::Called { future },
+            kind: Kind::Called {
+                future,
+                in_flight: Some(in_flight),
+            },
         }
     }
 
@@ -70,7 +80,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future } => future.poll(cx).map(|r| r.map_err(Into::into)),
+            KindProj::Called { future, in_flight } => {
+                let answer = std::task::ready!(future.poll(cx));
+                // Answered: no longer in flight, even if the caller keeps this future.
+                in_flight.take();
+                Poll::Ready(answer.map_err(Into::into))
+            }
             KindProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 Error::InvalidRequest("response future polled after completion".into())
             }))),

@@ -1,12 +1,21 @@
-//! Round-robin among the instances whose breaker admits a request.
+//! Round-robin among the instances whose breaker admits a request, preferring instances
+//! with fewer requests in flight.
 //!
-//! The algorithm: a shared cursor ([`Picker`]) walks the instance list starting after the
-//! last instance chosen, and takes the first instance whose breaker grants leave. Instances
-//! with an open breaker are skipped without being charged a turn, so traffic interleaves
-//! evenly across the healthy ones. When no instance admits the request the answer is
-//! "all services are down" at once (logged as `ratings: all services are down`, published as
-//! [`Event::AllInstancesDown`](crate::Event::AllInstancesDown), counted in
-//! `discovery_client_all_down_total`): the caller never waits for a breaker.
+//! The algorithm: each instance counts the requests it has been sent and has not answered
+//! ([`InFlight`]). A shared cursor ([`Picker`]) walks the instance list starting after the
+//! last instance chosen; among the instances with the fewest requests in flight it takes
+//! the first, in that order, whose breaker grants leave. With nothing in flight (sequential
+//! callers) that is plain round-robin, 1, 2, 3, 1, 2, 3. Under concurrent load an instance
+//! that stops answering keeps its requests outstanding, and receives more only while it
+//! holds no more than every other instance: it ends up holding its share of the requests
+//! in flight (with N callers and 3 instances, (N - 1) / 3 + 1, plus any callers that read
+//! the counts at the same moment), where plain round-robin sends every caller there in
+//! turn until a timeout opens its breaker. Instances with an open breaker are skipped
+//! without being charged a turn, so traffic interleaves evenly across the healthy ones.
+//! [`Balance::RoundRobin`] turns the preference off. When no instance admits the request
+//! the answer is "all services are down" at once (logged as `ratings: all services are
+//! down`, published as [`Event::AllInstancesDown`](crate::Event::AllInstancesDown), counted
+//! in `discovery_client_all_down_total`): the caller never waits for a breaker.
 //!
 //! [`RoundRobin`] is that algorithm as a tower [`Service`] over a
 //! [`Discover`] stream of per-instance services (each guarded by a
@@ -14,6 +23,7 @@
 //! [`ServiceClient`](crate::ServiceClient) uses the same [`Picker`] for its attempts.
 
 mod future;
+mod in_flight;
 mod picker;
 
 use std::fmt;
@@ -30,16 +40,22 @@ use crate::events::EventBus;
 use crate::telemetry::ServiceTelemetry;
 
 pub use future::ResponseFuture;
-pub use picker::{Endpoint, Picker};
+pub use in_flight::{InFlight, InFlightGuard};
+pub use picker::{Balance, Endpoint, Picker};
 
 /// A tower [`Service`] that sends each call to the next endpoint, round-robin, whose breaker
-/// admits it; endpoints come and go with a [`Discover`] stream.
+/// admits it, preferring endpoints with fewer calls in flight; endpoints come and go with a
+/// [`Discover`] stream.
 ///
 /// - `poll_ready` applies the discovery changes that have arrived, then picks: it asks each
-///   endpoint in turn for leave ([`Admit::try_admit`]) and readiness, and keeps the first that
-///   gives both for the next `call`. When no endpoint admits a request it is ready all the
-///   same, and `call` answers [`Error::AllInstancesDown`] at once. It waits only when an
-///   admitting endpoint's own service is not ready yet.
+///   endpoint in turn, fewest calls in flight first ([`Picker::pick_least_pending`]), for
+///   leave ([`Admit::try_admit`]) and readiness, and keeps the first that gives both for the
+///   next `call`. When no endpoint admits a request it is ready all the same, and `call`
+///   answers [`Error::AllInstancesDown`] at once. It waits only when an admitting
+///   endpoint's own service is not ready yet.
+/// - A call counts as in flight on its endpoint from `call` until its response future
+///   finishes or is dropped. [`balance`](RoundRobin::balance) with [`Balance::RoundRobin`]
+///   ignores the counts.
 /// - Discovery errors end the balancer (`poll_ready` fails with them); the end of the
 ///   stream keeps the last endpoints.
 ///
@@ -74,8 +90,13 @@ pub struct RoundRobin<D: Discover> {
     discover: D,
     /// The endpoints, in the order discovery inserted them.
     endpoints: Vec<(D::Key, D::Service)>,
+    /// Calls in flight to each endpoint, by the same index as `endpoints` (a separate list
+    /// so the picker can read counts while it asks endpoints for leave).
+    in_flight: Vec<InFlight>,
     /// The round-robin cursor.
     picker: Picker,
+    /// Whether calls in flight steer the pick.
+    balance: Balance,
     /// The endpoint chosen by `poll_ready` for the next call (holding its breaker's leave).
     selected: Option<usize>,
     /// Whether the discovery stream has ended.
@@ -90,7 +111,9 @@ impl<D: Discover> RoundRobin<D> {
         Self {
             discover,
             endpoints: Vec::new(),
+            in_flight: Vec::new(),
             picker: Picker::new(),
+            balance: Balance::default(),
             selected: None,
             discover_done: false,
             telemetry: ServiceTelemetry::new(service, None),
@@ -100,6 +123,12 @@ impl<D: Discover> RoundRobin<D> {
     /// Publishes [`Event::AllInstancesDown`](crate::Event::AllInstancesDown) to `events`.
     pub fn events(mut self, events: EventBus) -> Self {
         self.telemetry = self.telemetry.with_events(events);
+        self
+    }
+
+    /// How to choose among admitting endpoints (default [`Balance::LeastPending`]).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
         self
     }
 
@@ -144,14 +173,26 @@ impl<D: Discover> RoundRobin<D> {
             };
             // Indexes move: give back any leave held for the next call first.
             self.unselect();
+            // A replaced endpoint starts a new count; calls still out on the old one lower
+            // the old count.
+            let position = |key: &D::Key| self.endpoints.iter().position(|(k, _)| k == key);
             match change {
-                Change::Insert(key, svc) => {
-                    match self.endpoints.iter_mut().find(|(k, _)| *k == key) {
-                        Some(slot) => slot.1 = svc,
-                        None => self.endpoints.push((key, svc)),
+                Change::Insert(key, svc) => match position(&key) {
+                    Some(index) => {
+                        self.endpoints[index].1 = svc;
+                        self.in_flight[index] = InFlight::new();
+                    }
+                    None => {
+                        self.endpoints.push((key, svc));
+                        self.in_flight.push(InFlight::new());
+                    }
+                },
+                Change::Remove(key) => {
+                    if let Some(index) = position(&key) {
+                        self.endpoints.remove(index);
+                        self.in_flight.remove(index);
                     }
                 }
-                Change::Remove(key) => self.endpoints.retain(|(k, _)| *k != key),
             }
         }
         Ok(())
@@ -182,25 +223,28 @@ where
         }
         let now = Instant::now();
         let mut waiting = false;
-        let endpoints = &mut self.endpoints;
-        let picked = self.picker.pick_with(endpoints.len(), |index| {
-            let svc = &mut endpoints[index].1;
-            if !svc.try_admit(now) {
-                return None;
-            }
-            match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => Some(()),
-                Poll::Ready(Err(_)) => {
-                    svc.release();
-                    None
+        let (endpoints, in_flight, balance) = (&mut self.endpoints, &self.in_flight, self.balance);
+        let pending = |index: usize| balance.load(&in_flight[index]);
+        let picked = self
+            .picker
+            .pick_least_pending(endpoints.len(), pending, |index| {
+                let svc = &mut endpoints[index].1;
+                if !svc.try_admit(now) {
+                    return None;
                 }
-                Poll::Pending => {
-                    svc.release();
-                    waiting = true;
-                    None
+                match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => Some(()),
+                    Poll::Ready(Err(_)) => {
+                        svc.release();
+                        None
+                    }
+                    Poll::Pending => {
+                        svc.release();
+                        waiting = true;
+                        None
+                    }
                 }
-            }
-        });
+            });
         match picked {
             Some((index, ())) => {
                 self.selected = Some(index);
@@ -214,12 +258,14 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let chosen = self
-            .selected
-            .take()
-            .and_then(|index| self.endpoints.get_mut(index));
+        let chosen = self.selected.take().and_then(|index| {
+            let in_flight = self.in_flight.get(index)?;
+            Some((self.endpoints.get_mut(index)?, in_flight))
+        });
         match chosen {
-            Some((_, svc)) => ResponseFuture::called(svc.call(request)),
+            Some(((_, svc), in_flight)) => {
+                ResponseFuture::called(svc.call(request), in_flight.start())
+            }
             None => ResponseFuture::failed(self.telemetry.all_down()),
         }
     }

@@ -180,3 +180,41 @@ async fn a_pick_not_used_is_kept_for_the_next_call() {
     );
     assert_eq!(sequence(&mut rr, 2).await, ["1", "2"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_with_a_call_in_flight_is_passed_over_until_it_ends() {
+    let (mut rr, _tx, _) = balancer(3);
+    // A call to 1 that nobody polls yet: in flight on 1.
+    let held = rr
+        .ready()
+        .await
+        .expect("ready")
+        .call(http::Request::new(()));
+    assert_eq!(sequence(&mut rr, 4).await, ["2", "3", "2", "3"]);
+    // Answered but the future kept: no longer in flight.
+    let mut held = std::pin::pin!(held);
+    let answer = held.as_mut().await.expect("answer");
+    assert_eq!(answer.into_body(), "1");
+    assert_eq!(sequence(&mut rr, 3).await, ["1", "2", "3"]);
+    // A call dropped unanswered (cancelled) counts out as well.
+    let dropped = rr
+        .ready()
+        .await
+        .expect("ready")
+        .call(http::Request::new(()));
+    assert_eq!(sequence(&mut rr, 2).await, ["2", "3"]);
+    drop(dropped);
+    assert_eq!(sequence(&mut rr, 3).await, ["1", "2", "3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn plain_round_robin_ignores_calls_in_flight() {
+    let (rr, _tx, _) = balancer(3);
+    let mut rr = rr.balance(Balance::RoundRobin);
+    let _held = rr
+        .ready()
+        .await
+        .expect("ready")
+        .call(http::Request::new(()));
+    assert_eq!(sequence(&mut rr, 5).await, ["2", "3", "1", "2", "3"]);
+}

@@ -114,3 +114,139 @@ async fn skip_excludes_already_tried_instances() {
         assert_eq!(ep.instance.id, "2");
     }
 }
+
+/// Picks `times` times with least-pending over `counts`, every candidate admitting.
+fn least_pending(rr: &Picker, counts: &[InFlight], times: usize) -> Vec<usize> {
+    (0..times)
+        .map(|_| {
+            let (index, ()) = rr
+                .pick_least_pending(counts.len(), |i| counts[i].get(), |_| Some(()))
+                .expect("someone admits");
+            index
+        })
+        .collect()
+}
+
+#[test]
+fn least_pending_interleaves_ties_exactly() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    assert_eq!(least_pending(&rr, &counts, 6), [0, 1, 2, 0, 1, 2], "idle");
+    // Equal, non-zero counts are ties too.
+    let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
+    assert_eq!(
+        least_pending(&rr, &counts, 6),
+        [0, 1, 2, 0, 1, 2],
+        "one each"
+    );
+}
+
+#[test]
+fn least_pending_passes_over_the_instance_with_more_in_flight() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    let _stuck = [counts[1].start(), counts[1].start()];
+    let _one = counts[2].start();
+    assert_eq!(least_pending(&rr, &counts, 4), [0, 0, 0, 0]);
+    let _two = counts[0].start();
+    let _three = counts[0].start();
+    // 0 and 1 hold 2 each, 2 holds 1: 2 gets it.
+    assert_eq!(least_pending(&rr, &counts, 2), [2, 2]);
+}
+
+#[test]
+fn a_dropped_guard_counts_the_request_out() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..2).map(|_| InFlight::new()).collect();
+    let guard = counts[0].start();
+    let clone = counts[0].clone();
+    assert_eq!(clone.get(), 1, "clones share the count");
+    assert_eq!(least_pending(&rr, &counts, 3), [1, 1, 1]);
+    drop(guard);
+    assert_eq!(counts[0].get(), 0);
+    let picks = least_pending(&rr, &counts, 4);
+    assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2, "{picks:?}");
+}
+
+#[test]
+fn least_pending_asks_admit_only_about_the_candidate_it_takes() {
+    let rr = Picker::new();
+    let pending = [3, 0, 1];
+    let mut asked = Vec::new();
+    let picked = rr.pick_least_pending(
+        3,
+        |i| pending[i],
+        |i| {
+            asked.push(i);
+            Some(i)
+        },
+    );
+    assert_eq!(picked, Some((1, 1)));
+    assert_eq!(asked, [1], "nobody else was asked for leave");
+}
+
+#[test]
+fn least_pending_falls_back_fewest_first_and_asks_each_once() {
+    let rr = Picker::new();
+    let pending = [3, 0, 1, 2];
+    let mut asked = Vec::new();
+    let picked = rr.pick_least_pending(
+        4,
+        |i| pending[i],
+        |i| {
+            asked.push(i);
+            (i == 0).then_some(())
+        },
+    );
+    assert_eq!(picked, Some((0, ())));
+    assert_eq!(asked, [1, 2, 3, 0]);
+    asked.clear();
+    let none = rr.pick_least_pending(
+        4,
+        |i| pending[i],
+        |i| {
+            asked.push(i);
+            None::<()>
+        },
+    );
+    assert_eq!(none, None);
+    assert_eq!(asked, [1, 2, 3, 0], "every candidate asked exactly once");
+    assert_eq!(rr.pick_least_pending(0, |_| 0, |_| Some(())), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busier_instance_in_retest_keeps_its_probe() {
+    let rr = Picker::new();
+    let eps = endpoints(2);
+    let counts: Vec<InFlight> = (0..2).map(|_| InFlight::new()).collect();
+    let now = Instant::now();
+    eps[0]
+        .breaker
+        .try_acquire(now)
+        .0
+        .expect("closed")
+        .record_failure(now);
+    // Requests admitted before it opened are still out on instance 1.
+    let _old = [counts[0].start(), counts[0].start()];
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let now = Instant::now();
+    for _ in 0..3 {
+        let (index, permit) = rr
+            .pick_least_pending(
+                2,
+                |i| counts[i].get(),
+                |i| eps[i].breaker.try_acquire(now).0,
+            )
+            .expect("2 admits");
+        assert_eq!(index, 1);
+        permit.record_success(now);
+    }
+    assert_eq!(
+        eps[0].breaker.state(),
+        BreakerState::Open,
+        "never asked: not even moved to Retest"
+    );
+    let (probe, transition) = eps[0].breaker.try_acquire(now);
+    assert!(probe.expect("the probe is still there").is_probe());
+    assert_eq!(transition, Some(Transition::Retesting));
+}

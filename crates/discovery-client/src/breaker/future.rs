@@ -14,13 +14,20 @@ use crate::Error;
 use crate::classify::{Attempt, Classify, Outcome};
 use crate::telemetry::InstanceTelemetry;
 
-/// Checks a 2xx body (for example that it decodes as the expected JSON type).
-pub(crate) type BodyCheck = fn(&[u8]) -> Result<(), String>;
+/// Checks a 2xx body (for example that it decodes as the expected JSON type); an `Err`
+/// makes the attempt an instance failure. It may keep what it decoded, so that the body is
+/// decoded once.
+pub(crate) trait BodyCheck: FnMut(&[u8]) -> Result<(), String> {}
+
+impl<C: FnMut(&[u8]) -> Result<(), String>> BodyCheck for C {}
+
+/// The check type of calls that check nothing.
+pub(crate) type NoCheck = fn(&[u8]) -> Result<(), String>;
 
 pin_project! {
     /// An admitted call: when the inner future ends, the attempt is judged, timed and
     /// recorded on the breaker, and the outcome is handed back with the result.
-    pub(crate) struct Classified<F> {
+    pub(crate) struct Classified<F, C> {
         #[pin]
         inner: F,
         // Taken when the outcome is recorded; dropped unrecorded if the caller gives up.
@@ -28,18 +35,18 @@ pin_project! {
         started: Instant,
         telemetry: Arc<InstanceTelemetry>,
         classifier: Arc<dyn Classify>,
-        check: Option<BodyCheck>,
+        check: Option<C>,
     }
 }
 
-impl<F> Classified<F> {
+impl<F, C> Classified<F, C> {
     pub(crate) fn new(
         inner: F,
         permit: Permit,
         started: Instant,
         telemetry: Arc<InstanceTelemetry>,
         classifier: Arc<dyn Classify>,
-        check: Option<BodyCheck>,
+        check: Option<C>,
     ) -> Self {
         Self {
             inner,
@@ -52,18 +59,19 @@ impl<F> Classified<F> {
     }
 }
 
-impl<F, E, ResB> Future for Classified<F>
+impl<F, C, E, ResB> Future for Classified<F, C>
 where
     F: Future<Output = Result<http::Response<ResB>, E>>,
     E: Into<Error>,
     ResB: AsRef<[u8]>,
+    C: BodyCheck,
 {
     type Output = (Result<http::Response<ResB>, Error>, Outcome);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx)).map_err(Into::into);
-        let result = match (result, *this.check) {
+        let result = match (result, this.check.as_mut()) {
             (Ok(answer), Some(check)) if answer.status().is_success() => {
                 match check(answer.body().as_ref()) {
                     Ok(()) => Ok(answer),
@@ -125,13 +133,13 @@ pin_project! {
 pin_project! {
     #[project = KindProj]
     enum Kind<F> {
-        Called { #[pin] future: Classified<F> },
+        Called { #[pin] future: Classified<F, NoCheck> },
         Rejected { error: Option<Error> },
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn called(future: Classified<F>) -> Self {
+    pub(crate) fn called(future: Classified<F, NoCheck>) -> Self {
         Self {
             kind: Kind::Called { future },
         }

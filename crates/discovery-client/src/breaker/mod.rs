@@ -59,11 +59,11 @@ mod state;
 
 pub use by_address::Breakers;
 pub use config::BreakerConfig;
-pub(crate) use future::BodyCheck;
 pub use future::ResponseFuture;
+pub(crate) use future::{BodyCheck, NoCheck};
 pub use layer::BreakerLayer;
 pub use service::{Admit, BreakerService};
-pub use state::{Breaker, BreakerState, Permit, Transition};
+pub use state::{Breaker, BreakerState, Permit, PermitRef, Transition};
 
 #[cfg(test)]
 mod service_tests;

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::future::{BodyCheck, Classified, ResponseFuture};
+use super::future::{BodyCheck, Classified, NoCheck, ResponseFuture};
 use super::{Breaker, Permit};
 use crate::Error;
 use crate::classify::Classify;
@@ -110,21 +110,23 @@ impl<S> BreakerService<S> {
         permit
     }
 
-    /// Sends `request` under `permit` (from this service's breaker): logs `{service} using
-    /// instance {id}: {address}`, then times, judges and records the attempt. With `check`,
-    /// a 2xx body that it refuses becomes [`Error::Decode`] (an instance failure).
-    pub(crate) fn call_classified<B>(
+    /// Sends `request` under `permit` (from this service's breaker) at `now`: logs
+    /// `{service} using instance {id}: {address}`, then times, judges and records the
+    /// attempt. With `check`, a 2xx body that it refuses becomes [`Error::Decode`] (an
+    /// instance failure).
+    pub(crate) fn call_classified<B, C: BodyCheck>(
         &mut self,
         permit: Permit,
         request: http::Request<B>,
-        check: Option<BodyCheck>,
-    ) -> Classified<S::Future>
+        check: Option<C>,
+        now: Instant,
+    ) -> Classified<S::Future, C>
     where
         S: Service<http::Request<B>>,
     {
         debug_assert!(Arc::ptr_eq(permit.breaker(), &self.breaker));
         self.telemetry.using();
-        let started = Instant::now();
+        let started = now;
         Classified::new(
             self.inner.call(request),
             permit,
@@ -176,12 +178,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let now = Instant::now();
         let permit = match self.admitted.take() {
             Some(permit) => Some(permit),
-            None => self.acquire(Instant::now()),
+            None => self.acquire(now),
         };
         match permit {
-            Some(permit) => ResponseFuture::called(self.call_classified(permit, request, None)),
+            Some(permit) => {
+                ResponseFuture::called(self.call_classified(permit, request, None::<NoCheck>, now))
+            }
             None => {
                 self.telemetry.rejected();
                 ResponseFuture::rejected(Error::CircuitOpen {

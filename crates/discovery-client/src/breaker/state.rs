@@ -1,5 +1,14 @@
-//! The breaker state machine and the permit that carries a request's outcome back to it.
+//! The breaker state machine and the permits that carry a request's outcome back to it.
+//!
+//! The state lives behind a `Mutex`, and a copy of what the common case needs (the phase,
+//! whether failures are being counted, the generation) is published in one atomic word that
+//! is written only under the lock, and only when it changes. While the breaker is Closed
+//! and no failure has been counted, admitting a request is one load of that word and
+//! recording its success is another load: no lock, no write, so threads sharing a breaker
+//! do not contend. Failures, successes after a failure, and everything outside Closed take
+//! the lock and run the state machine as before.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
@@ -78,8 +87,35 @@ struct Inner {
     reopen_count: u32,
 }
 
+/// The phase bits of the published word (its low two bits); the generation is above them.
+const CLOSED: u64 = 0;
+/// Closed, with consecutive failures counted: a success must reset them, under the lock.
+const CLOSED_FAILING: u64 = 1;
+const OPEN: u64 = 2;
+const RETEST: u64 = 3;
+const PHASE_BITS: u64 = 0b11;
+
+/// The word the fast path reads for this state.
+fn word_of(inner: &Inner) -> u64 {
+    let phase = match inner.phase {
+        Phase::Closed { failures: 0 } => CLOSED,
+        Phase::Closed { .. } => CLOSED_FAILING,
+        Phase::Open { .. } => OPEN,
+        Phase::Retest { .. } => RETEST,
+    };
+    (inner.generation << 2) | phase
+}
+
+/// The published word, on cache lines of its own: reading it must not contend with writes
+/// to whatever would otherwise share its line (the `Arc`'s reference counts, the lock).
+#[derive(Debug)]
+#[repr(align(128))]
+struct Published(AtomicU64);
+
 /// A per-instance circuit breaker. Cheap to share behind an [`Arc`]; all methods take the
-/// current time so tests can drive it on paused tokio time.
+/// current time so tests can drive it on paused tokio time. While it is Closed with no
+/// failure counted, admitting a request and recording its success take no lock and write
+/// no shared memory (one atomic load each); failures and the other states take a lock.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -103,6 +139,9 @@ struct Inner {
 /// ```
 #[derive(Debug)]
 pub struct Breaker {
+    /// Phase and generation as of the last change, for the lock-free common case; written
+    /// only with `inner` locked.
+    published: Published,
     config: BreakerConfig,
     inner: Mutex<Inner>,
 }
@@ -111,6 +150,7 @@ impl Breaker {
     /// A closed breaker with these settings.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
+            published: Published(AtomicU64::new(CLOSED)),
             config,
             inner: Mutex::new(Inner {
                 phase: Phase::Closed { failures: 0 },
@@ -125,6 +165,12 @@ impl Breaker {
         &self.config
     }
 
+    /// Holds the lock until the returned guard is dropped (tests of the lock-free path).
+    #[cfg(test)]
+    pub(super) fn hold_lock(&self) -> impl Sized + '_ {
+        self.lock()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the state half-written (every update
         // is a single assignment), so a poisoned lock is still safe to use.
@@ -133,12 +179,28 @@ impl Breaker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The published word.
+    #[inline]
+    fn word(&self) -> u64 {
+        self.published.0.load(Ordering::Acquire)
+    }
+
+    /// Publishes the state `inner` is in, if it changed; call with the lock held, after
+    /// every change.
+    fn publish(&self, inner: &Inner) {
+        let word = word_of(inner);
+        if self.published.0.load(Ordering::Relaxed) != word {
+            self.published.0.store(word, Ordering::Release);
+        }
+    }
+
     /// The current state, without moving Open to Retest.
+    #[inline]
     pub fn state(&self) -> BreakerState {
-        match self.lock().phase {
-            Phase::Closed { .. } => BreakerState::Closed,
-            Phase::Open { .. } => BreakerState::Open,
-            Phase::Retest { .. } => BreakerState::Retest,
+        match self.word() & PHASE_BITS {
+            CLOSED | CLOSED_FAILING => BreakerState::Closed,
+            OPEN => BreakerState::Open,
+            _ => BreakerState::Retest,
         }
     }
 
@@ -153,7 +215,9 @@ impl Breaker {
     /// Moves Open to Retest if the retest delay has passed at `now`.
     pub fn poll_retest(&self, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
-        Self::poll_retest_locked(&mut inner, now)
+        let transition = Self::poll_retest_locked(&mut inner, now);
+        self.publish(&inner);
+        transition
     }
 
     fn poll_retest_locked(inner: &mut Inner, now: Instant) -> Option<Transition> {
@@ -169,29 +233,85 @@ impl Breaker {
 
     /// Asks to send one request at `now`. Returns a permit when admitted (a normal request
     /// while Closed, the single probe while Retest), and the transition this caused, if any.
+    /// The permit holds a clone of the `Arc`, so it can outlive any borrow (a request
+    /// future); [`try_acquire_ref`](Breaker::try_acquire_ref) does the same without one.
+    #[inline]
     pub fn try_acquire(self: &Arc<Self>, now: Instant) -> (Option<Permit>, Option<Transition>) {
+        let (ticket, transition) = self.admit(now);
+        let permit = ticket.map(|ticket| Permit {
+            breaker: Arc::clone(self),
+            ticket,
+            recorded: false,
+        });
+        (permit, transition)
+    }
+
+    /// [`try_acquire`](Breaker::try_acquire) for a caller that keeps the breaker borrowed
+    /// until the outcome is known: the permit borrows it, so a Closed breaker admits and
+    /// records without writing any shared memory at all.
+    ///
+    /// ```
+    /// use discovery_client::breaker::{Breaker, BreakerConfig};
+    /// use tokio::time::Instant;
+    ///
+    /// let breaker = Breaker::new(BreakerConfig::default());
+    /// let now = Instant::now();
+    /// let (permit, _) = breaker.try_acquire_ref(now);
+    /// assert_eq!(permit.expect("closed breakers admit").record_success(now), None);
+    /// ```
+    #[inline]
+    pub fn try_acquire_ref(&self, now: Instant) -> (Option<PermitRef<'_>>, Option<Transition>) {
+        let (ticket, transition) = self.admit(now);
+        let permit = ticket.map(|ticket| PermitRef {
+            breaker: self,
+            ticket,
+            recorded: false,
+        });
+        (permit, transition)
+    }
+
+    /// Admission: while Closed, one load of the published word; otherwise under the lock.
+    #[inline]
+    fn admit(&self, now: Instant) -> (Option<Ticket>, Option<Transition>) {
+        let word = self.word();
+        if word & PHASE_BITS <= CLOSED_FAILING {
+            let ticket = Ticket {
+                generation: word >> 2,
+                probe: false,
+            };
+            return (Some(ticket), None);
+        }
+        self.admit_locked(now)
+    }
+
+    #[inline(never)]
+    fn admit_locked(&self, now: Instant) -> (Option<Ticket>, Option<Transition>) {
         let mut inner = self.lock();
         let transition = Self::poll_retest_locked(&mut inner, now);
         let probe = match &mut inner.phase {
             Phase::Closed { .. } => false,
-            Phase::Open { .. } => return (None, transition),
-            Phase::Retest { probing: true } => return (None, transition),
+            Phase::Open { .. } | Phase::Retest { probing: true } => {
+                self.publish(&inner);
+                return (None, transition);
+            }
             Phase::Retest { probing } => {
                 *probing = true;
                 true
             }
         };
-        let permit = Permit {
-            breaker: Arc::clone(self),
+        self.publish(&inner);
+        let ticket = Ticket {
             generation: inner.generation,
             probe,
-            recorded: false,
         };
-        (Some(permit), transition)
+        (Some(ticket), transition)
     }
 
     /// Whether a request would be admitted at `now`, without taking a permit.
     pub fn would_admit(&self, now: Instant) -> bool {
+        if self.word() & PHASE_BITS <= CLOSED_FAILING {
+            return true;
+        }
         match self.lock().phase {
             Phase::Closed { .. } => true,
             Phase::Open { until } => now >= until,
@@ -208,8 +328,31 @@ impl Breaker {
         Transition::Opened { retest_at }
     }
 
+    #[inline]
     fn record(&self, generation: u64, success: bool, now: Instant) -> Option<Transition> {
+        // A success while Closed with no failures counted, in the generation it was admitted
+        // in, changes nothing: no lock, no write.
+        if success && self.word() == (generation << 2) | CLOSED {
+            return None;
+        }
+        self.record_slow(generation, success, now)
+    }
+
+    #[inline(never)]
+    fn record_slow(&self, generation: u64, success: bool, now: Instant) -> Option<Transition> {
         let mut inner = self.lock();
+        let transition = self.record_locked(&mut inner, generation, success, now);
+        self.publish(&inner);
+        transition
+    }
+
+    fn record_locked(
+        &self,
+        inner: &mut Inner,
+        generation: u64,
+        success: bool,
+        now: Instant,
+    ) -> Option<Transition> {
         if inner.generation != generation {
             return None;
         }
@@ -222,7 +365,7 @@ impl Breaker {
                     *failures += 1;
                     if *failures >= self.config.failure_limit {
                         inner.reopen_count = 0;
-                        Some(self.open(&mut inner, now))
+                        Some(self.open(inner, now))
                     } else {
                         None
                     }
@@ -237,7 +380,7 @@ impl Breaker {
                     Some(Transition::Closed)
                 } else {
                     inner.reopen_count = inner.reopen_count.saturating_add(1);
-                    Some(self.open(&mut inner, now))
+                    Some(self.open(inner, now))
                 }
             }
         }
@@ -250,7 +393,15 @@ impl Breaker {
                 *probing = false;
             }
         }
+        // Probing is not part of the published word: nothing to publish.
     }
+}
+
+/// What a permit knows: the generation it was admitted in, and whether it is the probe.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    generation: u64,
+    probe: bool,
 }
 
 /// Leave to send one request through a [`Breaker`]. Record its outcome with
@@ -272,15 +423,14 @@ impl Breaker {
 #[derive(Debug)]
 pub struct Permit {
     breaker: Arc<Breaker>,
-    generation: u64,
-    probe: bool,
+    ticket: Ticket,
     recorded: bool,
 }
 
 impl Permit {
     /// Whether this request is the single Retest probe.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket.probe
     }
 
     /// The breaker this permit belongs to.
@@ -289,34 +439,87 @@ impl Permit {
     }
 
     /// The request succeeded (or failed through the caller's fault, such as a 4xx).
+    #[inline]
     pub fn record_success(mut self, now: Instant) -> Option<Transition> {
         self.recorded = true;
-        self.breaker.record(self.generation, true, now)
+        self.breaker.record(self.ticket.generation, true, now)
     }
 
     /// The request failed through the instance's fault (transport error, timeout, 5xx, bad body).
     pub fn record_failure(mut self, now: Instant) -> Option<Transition> {
         self.recorded = true;
-        self.breaker.record(self.generation, false, now)
+        self.breaker.record(self.ticket.generation, false, now)
     }
 
     /// Records the outcome; on a transition, also hands back the breaker (for the retest
     /// timer), so the common no-transition case costs no reference count.
+    #[inline]
     pub(crate) fn settle(
         mut self,
         success: bool,
         now: Instant,
     ) -> Option<(Transition, Arc<Breaker>)> {
         self.recorded = true;
-        let transition = self.breaker.record(self.generation, success, now)?;
+        let transition = self.breaker.record(self.ticket.generation, success, now)?;
         Some((transition, Arc::clone(&self.breaker)))
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        if self.probe && !self.recorded {
-            self.breaker.release_probe(self.generation);
+        if self.ticket.probe && !self.recorded {
+            self.breaker.release_probe(self.ticket.generation);
+        }
+    }
+}
+
+/// A [`Permit`] that borrows its breaker instead of holding an `Arc`; made by
+/// [`Breaker::try_acquire_ref`]. Same rules: record the outcome, or drop it unrecorded to
+/// count as neither (which frees the probe slot).
+///
+/// ```
+/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
+/// use tokio::time::Instant;
+///
+/// let breaker = Breaker::new(BreakerConfig::default()); // opens at the first failure
+/// let now = Instant::now();
+/// let permit = breaker.try_acquire_ref(now).0.expect("closed: admitted");
+/// assert!(permit.record_failure(now).is_some());
+/// assert_eq!(breaker.state(), BreakerState::Open);
+/// ```
+#[derive(Debug)]
+pub struct PermitRef<'a> {
+    breaker: &'a Breaker,
+    ticket: Ticket,
+    recorded: bool,
+}
+
+impl PermitRef<'_> {
+    /// Whether this request is the single Retest probe.
+    pub fn is_probe(&self) -> bool {
+        self.ticket.probe
+    }
+
+    /// The request succeeded (or failed through the caller's fault, such as a 4xx).
+    #[inline]
+    pub fn record_success(mut self, now: Instant) -> Option<Transition> {
+        self.recorded = true;
+        self.breaker.record(self.ticket.generation, true, now)
+    }
+
+    /// The request failed through the instance's fault (transport error, timeout, 5xx, bad body).
+    pub fn record_failure(mut self, now: Instant) -> Option<Transition> {
+        self.recorded = true;
+        self.breaker.record(self.ticket.generation, false, now)
+    }
+}
+
+impl Drop for PermitRef<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.ticket.probe && !self.recorded {
+            self.breaker.release_probe(self.ticket.generation);
         }
     }
 }

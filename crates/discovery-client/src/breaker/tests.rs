@@ -267,3 +267,123 @@ async fn exactly_one_probe_admitted_among_50_tasks() {
     assert_eq!(admitted, 1);
     release.notify_waiters();
 }
+
+/// While Closed, admitting and recording successes never takes the lock (another thread
+/// holds it throughout); a failure does.
+#[test]
+fn closed_admits_and_records_successes_without_the_lock() {
+    let b = breaker(3, Duration::from_secs(30));
+    let now = Instant::now();
+    let held = b.hold_lock();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..1000 {
+                let (permit, t) = b.try_acquire(now);
+                assert_eq!(t, None);
+                assert_eq!(permit.expect("closed").record_success(now), None);
+                let (permit, _) = b.try_acquire_ref(now);
+                assert_eq!(permit.expect("closed").record_success(now), None);
+            }
+            assert!(b.would_admit(now));
+            assert_eq!(b.state(), BreakerState::Closed);
+            done_tx.send(()).expect("send");
+        });
+        let done = done_rx.recv_timeout(Duration::from_secs(10));
+        drop(held);
+        assert!(done.is_ok(), "the fast path waited for the lock");
+    });
+    // A failure is counted under the lock; admission stays lock-free while Closed, and the
+    // next success resets the count (so two more failures do not open it).
+    fail(&b, now);
+    fail(&b, now);
+    assert_eq!(b.state(), BreakerState::Closed);
+    b.try_acquire(now).0.expect("closed").record_success(now);
+    assert_eq!(fail(&b, now), None);
+    assert_eq!(fail(&b, now), None);
+    assert!(matches!(fail(&b, now), Some(Transition::Opened { .. })));
+}
+
+/// The borrowing permit runs the same state machine as the owned one.
+#[tokio::test(start_paused = true)]
+async fn borrowed_permits_follow_the_same_state_machine() {
+    let b = Breaker::new(BreakerConfig {
+        failure_limit: 2,
+        retest_delay: Duration::from_secs(1),
+        ..BreakerConfig::default()
+    });
+    let now = Instant::now();
+    let fail_ref = |now| {
+        b.try_acquire_ref(now)
+            .0
+            .expect("admitted")
+            .record_failure(now)
+    };
+    assert_eq!(fail_ref(now), None);
+    // A slow request admitted before the breaker opens.
+    let late = b.try_acquire_ref(now).0.expect("closed");
+    assert!(matches!(fail_ref(now), Some(Transition::Opened { .. })));
+    assert!(b.try_acquire_ref(now).0.is_none(), "open");
+    assert_eq!(
+        late.record_success(now),
+        None,
+        "from an earlier state: ignored"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let now = Instant::now();
+    let (probe, t) = b.try_acquire_ref(now);
+    assert_eq!(t, Some(Transition::Retesting));
+    let probe = probe.expect("the probe");
+    assert!(probe.is_probe());
+    assert!(b.try_acquire_ref(now).0.is_none(), "one probe at a time");
+    drop(probe);
+    let probe = b
+        .try_acquire_ref(now)
+        .0
+        .expect("a dropped probe frees the slot");
+    assert_eq!(probe.record_success(now), Some(Transition::Closed));
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert!(!b.try_acquire_ref(now).0.expect("closed").is_probe());
+}
+
+/// Fifty threads race with borrowing permits the moment the breaker enters Retest, while
+/// others record successes of requests admitted while Closed: exactly one probe.
+#[test]
+fn exactly_one_borrowed_probe_while_50_callers_race_in_retest() {
+    for _round in 0..20 {
+        let b = breaker(1, Duration::ZERO);
+        let start = Instant::now();
+        let stale: Vec<Permit> = (0..10)
+            .map(|_| b.try_acquire(start).0.expect("closed"))
+            .collect();
+        fail(&b, start);
+        let barrier = Barrier::new(50 + stale.len());
+        let admitted = std::thread::scope(|scope| {
+            for permit in stale {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    assert_eq!(permit.record_success(Instant::now()), None);
+                });
+            }
+            let handles: Vec<_> = (0..50)
+                .map(|_| {
+                    let (b, barrier) = (&b, &barrier);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let (permit, _) = b.try_acquire_ref(Instant::now());
+                        // Hold the permit until every thread has tried.
+                        permit.map(std::mem::forget).is_some()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .filter(|&won| won)
+                .count()
+        });
+        assert_eq!(admitted, 1);
+        assert_eq!(b.state(), BreakerState::Retest);
+    }
+}

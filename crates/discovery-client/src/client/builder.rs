@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::balance::Balance;
 use crate::breaker::BreakerConfig;
 use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
@@ -13,8 +14,9 @@ use crate::{Error, ServiceClient};
 ///
 /// Defaults follow the original contract: per-attempt timeout 1 s, failure limit 1, retest
 /// delay 30 s; plus a fresh-cache TTL of 5 s, a stale fallback kept for an hour, up to 2
-/// retries on other instances within a retry budget of 20 % of requests, and no overall
-/// deadline beyond what the timeouts and retries imply.
+/// retries on other instances within a retry budget of 20 % of requests, no overall
+/// deadline beyond what the timeouts and retries imply, and round-robin that prefers
+/// instances with fewer requests in flight.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -48,6 +50,7 @@ pub struct ServiceClientBuilder {
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) http: Option<reqwest::Client>,
     pub(crate) event_capacity: usize,
+    pub(crate) balance: Balance,
 }
 
 impl ServiceClientBuilder {
@@ -65,6 +68,7 @@ impl ServiceClientBuilder {
             classifier: Arc::new(DefaultClassifier),
             http: None,
             event_capacity: 1024,
+            balance: Balance::default(),
         }
     }
 
@@ -155,6 +159,14 @@ impl ServiceClientBuilder {
     /// How attempts are judged (default [`DefaultClassifier`]).
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
         self.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// How to choose among the instances whose breaker admits a request (default
+    /// [`Balance::LeastPending`]: round-robin, preferring instances with fewer requests in
+    /// flight; [`Balance::RoundRobin`] ignores requests in flight).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
         self
     }
 

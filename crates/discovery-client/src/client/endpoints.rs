@@ -9,6 +9,7 @@ use tower::ServiceBuilder;
 use tower::discover::Change;
 
 use crate::Instance;
+use crate::balance::InFlight;
 use crate::breaker::{BreakerService, BreakerState, Breakers};
 use crate::discovery::{InstanceStream, Update};
 use crate::timeout::{Timeout, TimeoutLayer};
@@ -25,6 +26,10 @@ pub(crate) struct Slot {
     pub(crate) instance: Instance,
     /// Its stack; clones share the breaker.
     pub(crate) service: EndpointService,
+    /// Attempts sent to it and not finished yet, which the picker reads to pass over an
+    /// instance that has stopped answering. Clones share it; a slot rebuilt for the same
+    /// address starts a new count.
+    pub(crate) in_flight: InFlight,
 }
 
 /// The endpoints in use right now; `None` until discovery has answered once.
@@ -68,6 +73,7 @@ pub(crate) async fn follow_discovery(
                 let slot = Slot {
                     service: stacks.stack(&instance),
                     instance,
+                    in_flight: InFlight::new(),
                 };
                 match slots.iter_mut().find(|s| s.instance.address == address) {
                     Some(existing) => *existing = slot,

@@ -8,8 +8,9 @@
 //!    the crate's tower pieces: [`BreakerService`](crate::breaker::BreakerService) around a
 //!    [`Timeout`](crate::timeout::Timeout) around an
 //!    [`HttpEndpoint`](crate::transport::HttpEndpoint);
-//! 2. round-robin ([`Picker`]) among the instances whose breaker admits it; none:
-//!    `all services are down` and [`Error::AllInstancesDown`] at once;
+//! 2. round-robin ([`Picker`]) among the instances whose breaker admits it, preferring
+//!    instances with fewer requests in flight ([`Balance`]); none: `all services are down`
+//!    and [`Error::AllInstancesDown`] at once;
 //! 3. one attempt through the instance's stack: logged (`ratings using instance 1: ...`),
 //!    bounded by the per-attempt timeout (and the overall deadline, if set), judged by the
 //!    classifier, recorded on the breaker, whose transitions are logged (`OPEN breaker on
@@ -32,11 +33,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::Error;
-use crate::balance::Picker;
-use crate::breaker::{BodyCheck, Breakers};
+use crate::balance::{Balance, Picker};
+use crate::breaker::{BodyCheck, Breakers, NoCheck};
+use crate::budget::RetryBudget;
 use crate::cache::{Cached, ResponseCache};
 use crate::classify::Outcome;
 use crate::discovery::InstanceStream;
@@ -49,6 +50,7 @@ pub use endpoints::InstanceStatus;
 pub use response::Response;
 
 use endpoints::{EndpointSet, Slot, Stacks};
+use response::Answer;
 
 /// A resilient client for one named service. Cheap to clone; clones share instances,
 /// breakers, the balancer cursor and the cache.
@@ -86,6 +88,8 @@ struct Inner {
     endpoints: watch::Receiver<EndpointSet>,
     /// The round-robin cursor.
     picker: Picker,
+    /// Whether requests in flight steer the pick.
+    balance: Balance,
     /// Per-attempt timeout (also how long a call waits for discovery's first answer).
     timeout: Duration,
     /// Overall deadline for one call, across attempts.
@@ -95,7 +99,7 @@ struct Inner {
     /// Whether non-idempotent requests are retried too.
     retry_non_idempotent: bool,
     /// Keeps retries to a fraction of requests.
-    budget: TpsBudget,
+    budget: RetryBudget,
     /// Bodies of successful GETs, fresh and stale.
     cache: ResponseCache,
     /// The discovery follower (which owns discovery); aborted when the last clone is dropped.
@@ -148,11 +152,12 @@ impl ServiceClient {
                 events,
                 endpoints: endpoints_rx,
                 picker: Picker::new(),
+                balance: builder.balance,
                 timeout: builder.timeout,
                 deadline: builder.deadline,
                 max_retries: builder.max_retries,
                 retry_non_idempotent: builder.retry_non_idempotent,
-                budget: TpsBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
+                budget: RetryBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
                 tasks: vec![follow_task],
             }),
         })
@@ -197,9 +202,11 @@ impl ServiceClient {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Response, Error> {
-        self.inner
-            .call(method, path, body, &HeaderMap::new(), None)
-            .await
+        let answer = self
+            .inner
+            .call(method, path, body, &HeaderMap::new(), None::<NoCheck>)
+            .await?;
+        Ok(answer.into_response())
     }
 
     /// GETs `path` and decodes the JSON answer. A 4xx answer is [`Error::Status`] (and no
@@ -216,11 +223,25 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<T, Error> {
-        let response = self
+        // The breaker's body check decodes each 2xx answer; the value is kept, so the body
+        // is decoded once.
+        let mut decoded = None;
+        let check = |body: &[u8]| match serde_json::from_slice::<T>(body) {
+            Ok(value) => {
+                decoded = Some(value);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let answer = self
             .inner
-            .call(Method::GET, path, None, headers, Some(check_json::<T>))
+            .call(Method::GET, path, None, headers, Some(check))
             .await?;
-        response.into_json()
+        // The check ran on every 2xx answer, the one returned last.
+        match decoded {
+            Some(value) if answer.response.status().is_success() => Ok(value),
+            _ => answer.into_json(),
+        }
     }
 
     /// Like [`get_json`](Self::get_json), through the response cache: served from the fresh
@@ -242,11 +263,11 @@ impl ServiceClient {
         headers: &HeaderMap,
     ) -> Result<Cached<T>, Error> {
         let fetch = async {
-            let response = self
+            let answer = self
                 .inner
                 .call(Method::GET, path, None, headers, Some(check_json::<T>))
                 .await?;
-            response.success_body()
+            answer.success_body()
         };
         let (body, source) = self.inner.cache.get_or_fetch(path, fetch).await?;
         let value = decode_json(&body, "cache")?;
@@ -269,11 +290,13 @@ pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8], address: &str) -> Re
 }
 
 impl Inner {
+    /// The endpoints, if discovery has answered.
+    fn known_endpoints(&self) -> Option<Arc<[Slot]>> {
+        self.endpoints.borrow().as_ref().map(Arc::clone)
+    }
+
     /// Waits (at most one timeout) for discovery's first answer, then returns the endpoints.
-    async fn current_endpoints(&self) -> Result<Arc<[Slot]>, Error> {
-        if let Some(set) = &*self.endpoints.borrow() {
-            return Ok(Arc::clone(set));
-        }
+    async fn first_endpoints(&self) -> Result<Arc<[Slot]>, Error> {
         let mut rx = self.endpoints.clone();
         let first = tokio::time::timeout(self.timeout, rx.wait_for(Option::is_some)).await;
         match first {
@@ -300,21 +323,25 @@ impl Inner {
             .uri(path)
             .body(body.clone().unwrap_or_default())
             .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
-        *request.headers_mut() = headers.clone();
+        if !headers.is_empty() {
+            *request.headers_mut() = headers.clone();
+        }
         if let Some(deadline) = deadline {
             request.extensions_mut().insert(Deadline(deadline));
         }
         Ok(request)
     }
 
-    async fn call(
+    /// Sends the request (attempts and retries, see the [module docs](self)); the answer
+    /// that did not fail, with the instance that gave it.
+    async fn call<C: BodyCheck>(
         &self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
         headers: &HeaderMap,
-        check: Option<BodyCheck>,
-    ) -> Result<Response, Error> {
+        mut check: Option<C>,
+    ) -> Result<Answer, Error> {
         if !path.starts_with('/') {
             return Err(Error::InvalidRequest(format!(
                 "path {path:?} must start with '/'"
@@ -323,34 +350,51 @@ impl Inner {
         let started = Instant::now();
         let deadline = self.deadline.map(|d| started + d);
         let retryable = method.is_idempotent() || self.retry_non_idempotent;
-        self.budget.deposit();
-        let endpoints = self.current_endpoints().await?;
+        self.budget.deposit_at(started);
+        // The first attempt starts when the call did, unless discovery had to be waited for.
+        let (endpoints, mut now) = match self.known_endpoints() {
+            Some(endpoints) => (endpoints, started),
+            None => (self.first_endpoints().await?, Instant::now()),
+        };
         // Indexes into `endpoints` already tried by this call.
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
         for attempt in 0..=self.max_retries {
-            if attempt > 0 && (!retryable || !self.budget.withdraw()) {
-                break;
-            }
-            let now = Instant::now();
-            let picked = self.picker.pick_with(endpoints.len(), |index| {
-                if tried.contains(&index) {
-                    return None;
+            if attempt > 0 {
+                now = Instant::now();
+                if !retryable || !self.budget.withdraw_at(now) {
+                    break;
                 }
-                endpoints[index].service.acquire(now)
-            });
+            }
+            let pending = |index: usize| self.balance.load(&endpoints[index].in_flight);
+            let picked = self
+                .picker
+                .pick_least_pending(endpoints.len(), pending, |index| {
+                    if tried.contains(&index) {
+                        return None;
+                    }
+                    endpoints[index].service.acquire(now)
+                });
             let Some((index, permit)) = picked else {
                 break;
             };
             let slot = &endpoints[index];
+            // In flight until this attempt ends, however it ends (the call may be dropped).
+            let _in_flight = slot.in_flight.start();
             let request = self.request(&method, path, &body, headers, deadline)?;
             let mut service = slot.service.clone();
             // The timeout and HTTP layers are always ready; tower asks that we check.
             service.ready().await?;
-            let (result, outcome) = service.call_classified(permit, request, check).await;
+            let (result, outcome) = service
+                .call_classified(permit, request, check.as_mut(), now)
+                .await;
             match outcome {
                 Outcome::Success | Outcome::CallerError => {
-                    return result.map(|answer| Response::new(answer, slot.instance.clone()));
+                    return result.map(|response| Answer {
+                        response,
+                        endpoints,
+                        index,
+                    });
                 }
                 Outcome::Failure => {
                     let (service, id, address) = (

@@ -1,9 +1,12 @@
 //! An answer from one instance.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::Slot;
 use crate::{Error, Instance};
 
 /// An instance's whole answer to one request.
@@ -62,5 +65,54 @@ impl Response {
         let address = self.instance.address.clone();
         let body = self.success_body()?;
         super::decode_json(&body, &address)
+    }
+}
+
+/// The answer a call ended with, and the instance that gave it, before anything is copied
+/// out: [`get_json`](super::ServiceClient::get_json) needs neither the headers nor a copy
+/// of the [`Instance`], which a [`Response`] carries.
+pub(crate) struct Answer {
+    /// The instance's answer.
+    pub(crate) response: http::Response<Bytes>,
+    /// The endpoints the call picked from.
+    pub(crate) endpoints: Arc<[Slot]>,
+    /// Which of them answered.
+    pub(crate) index: usize,
+}
+
+impl Answer {
+    fn instance(&self) -> &Instance {
+        &self.endpoints[self.index].instance
+    }
+
+    /// The answer as the public [`Response`].
+    pub(crate) fn into_response(self) -> Response {
+        let instance = self.instance().clone();
+        Response::new(self.response, instance)
+    }
+
+    /// The body, if the status is 2xx; otherwise [`Error::Status`].
+    pub(crate) fn success_body(self) -> Result<Bytes, Error> {
+        if self.response.status().is_success() {
+            Ok(self.response.into_body())
+        } else {
+            Err(self.status_error())
+        }
+    }
+
+    /// Decodes a 2xx body as JSON; other statuses are [`Error::Status`].
+    pub(crate) fn into_json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        if self.response.status().is_success() {
+            super::decode_json(self.response.body(), &self.instance().address)
+        } else {
+            Err(self.status_error())
+        }
+    }
+
+    fn status_error(&self) -> Error {
+        Error::Status {
+            address: self.instance().address.clone(),
+            status: self.response.status().as_u16(),
+        }
     }
 }

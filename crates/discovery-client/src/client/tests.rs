@@ -187,6 +187,115 @@ async fn a_hanging_instance_times_out_and_opens() {
     assert!(started.elapsed() < Duration::from_millis(50));
 }
 
+/// Callers looping on a client over three instances, the first of which starts hanging.
+const WORKERS: usize = 12;
+
+/// What the callers saw when instance 1 started to hang (1 s timeout, no retest in time).
+#[derive(Debug)]
+struct HangRun {
+    /// The client's count of attempts in flight to instance 1 when it started hanging.
+    in_flight_at_hang: usize,
+    /// Requests instance 1 received after it started hanging (all of them held).
+    held: usize,
+    /// Calls answered while instance 1 hung, before the first timeout.
+    served_while_hanging: usize,
+    /// Calls that took at least 0.9 × the timeout.
+    waited: usize,
+    /// Calls that failed.
+    failed: Vec<Error>,
+}
+
+/// `WORKERS` callers loop for 0.2 s, then instance 1 hangs for the rest of the run (1.2 s),
+/// longer than the 1 s timeout, after which its breaker opens and held calls are retried.
+async fn hang_under_load(balance: Balance) -> HangRun {
+    let (addresses, fakes) = fakes(3).await;
+    let c = client(&addresses)
+        .timeout(Duration::from_secs(1))
+        .retest_delay(Duration::from_secs(30))
+        .balance(balance)
+        .build()
+        .expect("client");
+    instance_of(&c).await; // discovery has answered
+    let hang_at = Instant::now() + Duration::from_millis(200);
+    let stop = hang_at + Duration::from_millis(1200);
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                // (started, took, outcome) of every call.
+                let mut calls = Vec::new();
+                while Instant::now() < stop {
+                    let started = Instant::now();
+                    let outcome = c.get_json::<Rating>("/ratings/widget").await;
+                    calls.push((started, started.elapsed(), outcome.map(|_| ())));
+                }
+                calls
+            })
+        })
+        .collect();
+    tokio::time::sleep_until(hang_at).await;
+    // One thread runs the callers, the instances and this: nothing moves in between.
+    let in_flight_at_hang = c.inner.endpoints.borrow().as_ref().expect("endpoints")[0]
+        .in_flight
+        .get();
+    let hits_at_hang = fakes[0].hits.load(Ordering::SeqCst);
+    fakes[0].mode.store(HANG, Ordering::SeqCst);
+    let first_timeout = hang_at + Duration::from_millis(900);
+    let mut run = HangRun {
+        in_flight_at_hang,
+        held: 0,
+        served_while_hanging: 0,
+        waited: 0,
+        failed: Vec::new(),
+    };
+    for worker in workers {
+        for (started, took, outcome) in worker.await.expect("worker") {
+            match outcome {
+                Ok(()) if started >= hang_at && started + took < first_timeout => {
+                    run.served_while_hanging += 1;
+                }
+                Ok(()) => {}
+                Err(e) => run.failed.push(e),
+            }
+            if took >= Duration::from_millis(900) {
+                run.waited += 1;
+            }
+        }
+    }
+    run.held = fakes[0].hits.load(Ordering::SeqCst) - hits_at_hang;
+    run
+}
+
+#[tokio::test]
+async fn a_hanging_instance_gets_no_more_than_its_share_of_the_calls_in_flight() {
+    let run = hang_under_load(Balance::LeastPending).await;
+    // A pick goes to instance 1 only while it holds no more calls than either other
+    // instance, and the callers hold at most `WORKERS - 1` besides the one picking: it
+    // never holds more than a third of them, plus the one picked (4 of 12), where plain
+    // round-robin sends every caller there in turn (the test below).
+    let share = (WORKERS - 1) / 3 + 1;
+    assert!(run.held <= share, "{run:?}");
+    // In these terms: what it held when it started hanging (its share), and hardly more.
+    assert!(run.held <= run.in_flight_at_hang + 2, "{run:?}");
+    assert!(run.waited <= share, "{run:?}");
+    assert!(
+        run.failed.is_empty(),
+        "held calls retried elsewhere: {run:?}"
+    );
+    assert!(run.served_while_hanging >= 100, "{run:?}");
+}
+
+#[tokio::test]
+async fn plain_round_robin_sends_every_caller_to_a_hanging_instance() {
+    let run = hang_under_load(Balance::RoundRobin).await;
+    assert_eq!(run.held, WORKERS, "{run:?}");
+    assert_eq!(run.waited, WORKERS, "{run:?}");
+    assert!(
+        run.failed.is_empty(),
+        "held calls retried elsewhere: {run:?}"
+    );
+}
+
 #[tokio::test]
 async fn not_found_is_the_callers_problem_and_never_trips_the_breaker() {
     let (addresses, fakes) = fakes(1).await;
