@@ -4,7 +4,8 @@
 // Tests panic on unexpected errors; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,8 +15,10 @@ use registry::Config;
 use registry::store::EtcdStore;
 use registry::store::etcd::EtcdOptions;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
+
+use support::server::Server;
+use support::{get_json, ids};
 
 const INSTANCES: usize = 12;
 /// Short, so that instances whose heartbeats stopped working would expire within the test,
@@ -63,18 +66,8 @@ async fn losing_the_etcd_leader_loses_nothing() {
     })
     .await
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let url = format!("http://{addr}");
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(registry::run_with_store(
-        listener,
-        Config::default(),
-        Arc::new(store),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = Server::start_with_store(Config::default(), Arc::new(store)).await;
+    let url = server.url.clone();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -202,24 +195,11 @@ async fn losing_the_etcd_leader_loses_nothing() {
         lost.is_empty(),
         "instances were lost (id, time after the kill): {lost:?}"
     );
-    let listing: Value = http
-        .get(format!("{url}/v1/services/ratings"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listing = get_json(&http, &format!("{url}/v1/services/ratings")).await;
     let mut expected: Vec<String> = (0..INSTANCES).map(|i| i.to_string()).collect();
     expected.push("new".into());
     expected.sort();
-    let listed: Vec<String> = listing["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(listed, expected);
+    assert_eq!(ids(&listing), expected);
 
     // Heartbeats kept working: every instance had a successful one well after the kill,
     // and failures (503 while etcd elected a new leader) stopped within seconds.
@@ -264,10 +244,5 @@ async fn losing_the_etcd_leader_loses_nothing() {
         heartbeats.len()
     );
 
-    let _ = stop_server.send(());
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("the registry stops")
-        .unwrap()
-        .unwrap();
+    server.stop().await.unwrap();
 }

@@ -7,8 +7,10 @@
 // Tests panic on unexpected errors; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_harness::EtcdCluster;
@@ -16,20 +18,14 @@ use registry::Config;
 use registry::store::EtcdStore;
 use registry::store::etcd::EtcdOptions;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// A registry served over a real socket on the given etcd.
-struct Server {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
+use support::binary::spawn_binary;
+use support::server::Server;
+use support::{get_json, ids};
 
+/// A registry served over a real socket on the etcd at `endpoints`.
 async fn start(endpoints: Vec<String>) -> Server {
     start_with(EtcdOptions {
         endpoints,
@@ -39,80 +35,13 @@ async fn start(endpoints: Vec<String>) -> Server {
 }
 
 async fn start_with(options: EtcdOptions) -> Server {
-    let config = Config::default();
     let store = EtcdStore::connect(options).await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(registry::run_with_store(
-        listener,
-        config,
-        std::sync::Arc::new(store),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Server {
-        url: format!("http://{addr}"),
-        stop: Some(stop),
-        task,
-    }
+    Server::start_with_store(Config::default(), Arc::new(store)).await
 }
 
-impl Server {
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("run returns promptly after shutdown")
-            .unwrap()
-            .unwrap();
-    }
-
-    fn instance(&self, service: &str, id: &str) -> String {
-        format!("{}/v1/services/{service}/instances/{id}", self.url)
-    }
-
-    async fn register(
-        &self,
-        http: &reqwest::Client,
-        service: &str,
-        id: &str,
-        address: &str,
-    ) -> String {
-        let answer = http
-            .put(self.instance(service, id))
-            .json(&json!({ "address": address, "ttl_secs": 30 }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
-        answer.json::<Value>().await.unwrap()["lease"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    async fn service(&self, http: &reqwest::Client, service: &str) -> Value {
-        http.get(format!("{}/v1/services/{service}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-fn ids(body: &Value) -> Vec<&str> {
-    body["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap())
-        .collect()
+/// A registration body for `address`, with a 30 s lease.
+fn at(address: &str) -> Value {
+    json!({ "address": address, "ttl_secs": 30 })
 }
 
 #[tokio::test]
@@ -125,7 +54,7 @@ async fn registries_on_one_etcd_share_registrations_and_watches() {
     let http = reqwest::Client::new();
 
     let lease = a
-        .register(&http, "ratings", "1", "http://127.0.0.1:8001")
+        .register(&http, "ratings", "1", &at("http://127.0.0.1:8001"))
         .await;
     let seen = b.service(&http, "ratings").await;
     let index = seen["index"].as_u64().unwrap();
@@ -148,15 +77,7 @@ async fn registries_on_one_etcd_share_registrations_and_watches() {
     let watch = tokio::spawn({
         let http = http.clone();
         let url = format!("{}/v1/services/ratings?index={index}&wait=30s", b.url);
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { get_json(&http, &url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -164,7 +85,7 @@ async fn registries_on_one_etcd_share_registrations_and_watches() {
         "the query blocks while nothing changes"
     );
     let changed = Instant::now();
-    a.register(&http, "ratings", "2", "http://127.0.0.1:8002")
+    a.register(&http, "ratings", "2", &at("http://127.0.0.1:8002"))
         .await;
     let body = tokio::time::timeout(Duration::from_secs(5), watch)
         .await
@@ -199,7 +120,7 @@ async fn registries_on_one_etcd_share_registrations_and_watches() {
 
     // A registry started later (or restarted) serves what is there, index included.
     let before = a.service(&http, "ratings").await;
-    a.stop().await;
+    a.stop().await.unwrap();
     let c = start(etcd.endpoints()).await;
     let after = c.service(&http, "ratings").await;
     assert_eq!(ids(&after), ["1", "2"]);
@@ -215,8 +136,8 @@ async fn registries_on_one_etcd_share_registrations_and_watches() {
         .unwrap();
     assert_eq!(answer.status(), 204);
     assert_eq!(ids(&c.service(&http, "ratings").await), ["2"]);
-    b.stop().await;
-    c.stop().await;
+    b.stop().await.unwrap();
+    c.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -234,7 +155,7 @@ async fn an_etcd_outage_keeps_reads_answering_and_writes_fail_with_503() {
     .await;
     let http = reqwest::Client::new();
     let lease = registry
-        .register(&http, "ratings", "1", "http://127.0.0.1:8001")
+        .register(&http, "ratings", "1", &at("http://127.0.0.1:8001"))
         .await;
     let before = registry.service(&http, "ratings").await;
 
@@ -287,10 +208,10 @@ async fn an_etcd_outage_keeps_reads_answering_and_writes_fail_with_503() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     registry
-        .register(&http, "ratings", "2", "http://127.0.0.1:8002")
+        .register(&http, "ratings", "2", &at("http://127.0.0.1:8002"))
         .await;
     assert_eq!(ids(&registry.service(&http, "ratings").await), ["1", "2"]);
-    registry.stop().await;
+    registry.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -332,7 +253,7 @@ async fn keys_hold_the_documented_value_and_no_secret() {
         granted.ttl(),
         granted.granted_ttl()
     );
-    registry.stop().await;
+    registry.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -340,37 +261,20 @@ async fn the_binary_serves_from_etcd_and_refuses_an_unreachable_one() {
     let Some(etcd) = EtcdCluster::start(1) else {
         return;
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "etcd",
-            "--etcd-endpoints",
-        ])
-        .arg(etcd.endpoints().join(","))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut saw_store = false;
-    let url = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            saw_store |= line.contains("using the etcd store");
-            if let Some(at) = line.find("listening on http://") {
-                return line[at + "listening on ".len()..].trim().to_owned();
-            }
-        }
-        panic!("the registry exited before logging its address");
-    })
-    .await
-    .expect("the registry logs `listening on` within 20 s");
-    assert!(saw_store, "the registry says it uses etcd");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let endpoints = etcd.endpoints().join(",");
+    let (mut child, url, log) = spawn_binary(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoints,
+    ])
+    .await;
+    assert!(
+        log.iter().any(|line| line.contains("using the etcd store")),
+        "the registry says it uses etcd"
+    );
     let http = reqwest::Client::new();
     let answer = http
         .put(format!("{url}/v1/services/ratings/instances/1"))

@@ -4,24 +4,15 @@
 // Tests panic on unexpected errors; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::time::Duration;
 
 use registry::Config;
-use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use serde_json::json;
 use tokio::time::Instant;
 
-/// Starts `registry::run` on a free port; the sender stops it.
-async fn start(config: Config) -> (String, oneshot::Sender<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(registry::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    (url, stop)
-}
+use support::server::Server;
 
 async fn metrics(http: &reqwest::Client, url: &str) -> String {
     let answer = http.get(format!("{url}/metrics")).send().await.unwrap();
@@ -40,33 +31,32 @@ fn sample(text: &str, series: &str) -> f64 {
         .map_or(0.0, |value| value.parse().unwrap())
 }
 
-async fn register(http: &reqwest::Client, url: &str, service: &str, id: &str, ttl: u64) -> String {
-    let answer = http
-        .put(format!("{url}/v1/services/{service}/instances/{id}"))
-        .json(&json!({ "address": format!("http://127.0.0.1:90{id:0>2}"), "ttl_secs": ttl }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
-    answer.json::<Value>().await.unwrap()["lease"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+/// Registers instance `id` with a lease of `ttl` seconds; returns the lease.
+async fn register(
+    http: &reqwest::Client,
+    server: &Server,
+    service: &str,
+    id: &str,
+    ttl: u64,
+) -> String {
+    let body = json!({ "address": format!("http://127.0.0.1:90{id:0>2}"), "ttl_secs": ttl });
+    server.register(http, service, id, &body).await
 }
 
 #[tokio::test]
 async fn metrics_show_instances_expiries_and_requests() {
-    let (url, stop) = start(Config::default()).await;
+    let server = Server::start(Config::default()).await;
+    let url = &server.url;
     let http = reqwest::Client::new();
     let service = "metrics-expiry";
     let instances = format!("registry_instances{{service=\"{service}\"}}");
     let expiries = format!("registry_lease_expiries_total{{service=\"{service}\"}}");
     let registrations = r#"http_requests_total{method="PUT",route="/v1/services/{service}/instances/{id}",status="200"}"#;
 
-    let before = metrics(&http, &url).await;
-    register(&http, &url, service, "1", 1).await;
-    let lease = register(&http, &url, service, "2", 60).await;
-    let text = metrics(&http, &url).await;
+    let before = metrics(&http, url).await;
+    register(&http, &server, service, "1", 1).await;
+    let lease = register(&http, &server, service, "2", 60).await;
+    let text = metrics(&http, url).await;
     assert_eq!(sample(&text, &instances), 2.0, "{text}");
     assert!(sample(&text, "registry_services") >= 1.0, "{text}");
     assert!(
@@ -78,7 +68,7 @@ async fn metrics_show_instances_expiries_and_requests() {
     // Instance 1 sends no heartbeat: its 1 s lease runs out and the sweeper removes it.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = metrics(&http, &url).await;
+        let text = metrics(&http, url).await;
         if sample(&text, &instances) == 1.0 {
             assert_eq!(sample(&text, &expiries), 1.0, "{text}");
             break;
@@ -89,13 +79,13 @@ async fn metrics_show_instances_expiries_and_requests() {
 
     // The last instance leaves: its service's gauge goes back to 0 rather than vanishing.
     let answer = http
-        .delete(format!("{url}/v1/services/{service}/instances/2"))
+        .delete(server.instance(service, "2"))
         .header("X-Lease", &lease)
         .send()
         .await
         .unwrap();
     assert_eq!(answer.status(), 204);
-    let text = metrics(&http, &url).await;
+    let text = metrics(&http, url).await;
     assert_eq!(sample(&text, &instances), 0.0, "{text}");
     assert_eq!(
         sample(&text, &expiries),
@@ -103,7 +93,7 @@ async fn metrics_show_instances_expiries_and_requests() {
         "a deregistration is not an expiry"
     );
     assert!(text.contains("\nregistry_blocking_queries 0\n"), "{text}");
-    let _ = stop.send(());
+    server.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -113,7 +103,8 @@ async fn protected_reads_protect_metrics_too() {
         protect_reads: true,
         ..Config::default()
     };
-    let (url, stop) = start(config).await;
+    let server = Server::start(config).await;
+    let url = &server.url;
     let http = reqwest::Client::new();
     let refused = http.get(format!("{url}/metrics")).send().await.unwrap();
     assert_eq!(refused.status(), 401);
@@ -131,5 +122,5 @@ async fn protected_reads_protect_metrics_too() {
             .unwrap()
             .contains("http_requests_total")
     );
-    let _ = stop.send(());
+    server.stop().await.unwrap();
 }

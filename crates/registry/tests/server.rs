@@ -3,65 +3,26 @@
 // Tests panic on unexpected errors; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+mod support;
+
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use registry::Config;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::net::TcpListener;
 use tokio::process::Command;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-struct Server {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-async fn start(config: Config) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(registry::run(listener, config, async {
-        let _ = stopped.await;
-    }));
-    Server {
-        url: format!("http://{addr}"),
-        stop: Some(stop),
-        task,
-    }
-}
-
-impl Server {
-    /// Stops the server and waits (at most 5 s) for `run` to return.
-    async fn stop(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(5), self.task)
-            .await
-            .expect("run returns promptly after shutdown")
-            .expect("run did not panic")
-    }
-}
+use support::binary::spawn_binary;
+use support::get_json;
+use support::server::Server;
 
 #[tokio::test]
 async fn serves_the_api_over_http() {
-    let server = start(Config::default()).await;
+    let server = Server::start(Config::default()).await;
     let http = reqwest::Client::new();
     let url = &server.url;
 
-    let health: Value = http
-        .get(format!("{url}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&http, &format!("{url}/health")).await;
     assert_eq!(health, json!({ "status": "ok" }));
 
     let answer = http
@@ -126,14 +87,7 @@ async fn serves_the_api_over_http() {
     );
     assert_eq!(body, json!({ "index": 2, "instances": [] }));
 
-    let services: Value = http
-        .get(format!("{url}/v1/services"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let services = get_json(&http, &format!("{url}/v1/services")).await;
     assert_eq!(services, json!({ "services": [] }));
 
     server.stop().await.unwrap();
@@ -141,7 +95,7 @@ async fn serves_the_api_over_http() {
 
 #[tokio::test]
 async fn oversized_bodies_get_a_json_413_over_the_wire() {
-    let server = start(Config::default()).await;
+    let server = Server::start(Config::default()).await;
     let http = reqwest::Client::new();
     let huge = format!(
         r#"{{"address":"http://127.0.0.1:1","metadata":{{"k":"{}"}}}}"#,
@@ -162,33 +116,18 @@ async fn oversized_bodies_get_a_json_413_over_the_wire() {
             "{body}"
         );
     }
-    let services: Value = http
-        .get(format!("{}/v1/services", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let services = get_json(&http, &format!("{}/v1/services", server.url)).await;
     assert_eq!(services, json!({ "services": [] }));
     server.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn shutdown_releases_parked_blocking_queries() {
-    let server = start(Config::default()).await;
+    let server = Server::start(Config::default()).await;
     let http = reqwest::Client::new();
     let watch = tokio::spawn({
         let url = format!("{}/v1/services/ratings?index=0&wait=60s", server.url);
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { get_json(&http, &url).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!watch.is_finished());
@@ -202,50 +141,19 @@ async fn shutdown_releases_parked_blocking_queries() {
     assert_eq!(body, json!({ "index": 0, "instances": [] }));
 }
 
-/// Starts the binary with `args`; returns it and the URL from its `listening on` line.
-async fn spawn_binary(args: &[&str]) -> (tokio::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_registry"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env_remove("REGISTRY_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            assert!(
-                !line.contains('\u{1b}'),
-                "no ANSI colours on a pipe: {line:?}"
-            );
-            if let Some(at) = line.find("listening on http://") {
-                return line[at + "listening on ".len()..].trim().to_owned();
-            }
-        }
-        panic!("the registry exited before logging its address");
-    })
-    .await
-    .expect("the registry logs `listening on` within 20 s");
-    // Keep draining stdout so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, url)
-}
-
 #[tokio::test]
 async fn binary_logs_its_address_and_exits_cleanly_on_sigterm() {
-    let (mut child, url) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
+    let (mut child, url, log) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
+    for line in &log {
+        assert!(
+            !line.contains('\u{1b}'),
+            "no ANSI colours on a pipe: {line:?}"
+        );
+    }
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert!(!url.ends_with(":0"), "the real port is logged: {url}");
 
-    let health: Value = reqwest::get(format!("{url}/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = get_json(&reqwest::Client::new(), &format!("{url}/health")).await;
     assert_eq!(health, json!({ "status": "ok" }));
 
     let pid = child.id().expect("still running").to_string();

@@ -9,6 +9,8 @@
 // Tests panic on unexpected errors; that is how they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +23,8 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tower::ServiceExt;
+
+use support::ids;
 
 const ADDR: &str = "http://127.0.0.1:8001";
 
@@ -226,15 +230,6 @@ fn with_lease(method: Method, uri: &str, lease: Option<&str>) -> Request<Body> {
 
 fn instance_uri(service: &str, id: &str) -> String {
     format!("/v1/services/{service}/instances/{id}")
-}
-
-fn ids(body: &Value) -> Vec<String> {
-    body["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {

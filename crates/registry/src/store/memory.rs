@@ -1,9 +1,8 @@
 //! The embedded in-memory store.
 //!
 //! All state sits behind one `std::sync::Mutex`, held only for short, non-async critical
-//! sections. Each service publishes its current [`Snapshot`] on a `tokio::sync::watch`
-//! channel, so blocking readers wake as soon as it changes and share one prebuilt snapshot;
-//! readers of a service that does not exist yet wait on a store-wide channel instead.
+//! sections. Each service publishes its current [`Snapshot`] at the store counter, so
+//! blocking readers wake as soon as it changes (see the `published` module).
 //!
 //! Lease deadlines are kept in a queue ordered by time, so expiring is `O(expired)` and
 //! cheap enough to run before every operation as well as from the background sweeper.
@@ -13,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::published::{self, PublishedServices, View};
 use super::{
     Expired, InstanceView, Lease, Metadata, Registered, Registration, Snapshot, StoreError,
     StoreLimits,
@@ -35,26 +34,14 @@ pub struct MemoryStore {
 struct State {
     /// Store-wide modification counter; services take their index from it.
     counter: u64,
-    /// Highest index of any evicted service. Unknown services report it as their index,
-    /// so a service's index never goes backwards even after its entry was evicted.
-    evicted_floor: u64,
-    /// Services by name (sorted, so listing needs no sort), including emptied ones.
-    services: BTreeMap<String, Service>,
+    /// Services and their published snapshots, including emptied ones. Its floor is the
+    /// highest index of any evicted service, which unknown services report, so a service's
+    /// index never goes backwards even after its entry was evicted.
+    services: PublishedServices<Instance>,
     /// Lease deadlines, ordered by time: `(expires_at, seq) -> (service, id)`.
     deadlines: BTreeMap<(Instant, u64), (String, String)>,
     /// Next per-instance sequence number, making deadline keys unique.
     next_seq: u64,
-    /// Carries `counter` to readers waiting on services that do not exist yet.
-    changes: watch::Sender<u64>,
-}
-
-/// One service's instances and its published snapshot.
-#[derive(Debug)]
-struct Service {
-    /// Live instances by id (sorted, so snapshots need no sort).
-    instances: BTreeMap<String, Instance>,
-    /// The current snapshot; blocking readers subscribe to it.
-    published: watch::Sender<Arc<Snapshot>>,
 }
 
 /// One registered instance.
@@ -74,61 +61,25 @@ struct Instance {
     seq: u64,
 }
 
-impl Service {
-    fn new(index: u64) -> Self {
-        let (published, _) = watch::channel(Arc::new(Snapshot {
-            index,
-            instances: Vec::new(),
-        }));
-        Self {
-            instances: BTreeMap::new(),
-            published,
+impl View for Instance {
+    fn view(&self, id: &str) -> InstanceView {
+        InstanceView {
+            id: id.to_owned(),
+            address: self.address.clone(),
+            metadata: self.metadata.clone(),
         }
     }
-
-    fn index(&self) -> u64 {
-        self.published.borrow().index
-    }
-
-    /// Rebuilds the snapshot at `index` and wakes every reader of this service.
-    fn publish(&self, index: u64) {
-        let instances = self
-            .instances
-            .iter()
-            .map(|(id, instance)| InstanceView {
-                id: id.clone(),
-                address: instance.address.clone(),
-                metadata: instance.metadata.clone(),
-            })
-            .collect();
-        self.published
-            .send_replace(Arc::new(Snapshot { index, instances }));
-    }
-}
-
-/// What a blocking reader found: an answer, or what to wait on for one. The
-/// subscriptions are taken under the same lock as the look, so no change slips in between.
-enum Look {
-    /// The index already differs from the reader's: answer with this.
-    Changed(Arc<Snapshot>),
-    /// The service exists and is unchanged: wait on its snapshot channel.
-    WaitService(watch::Receiver<Arc<Snapshot>>),
-    /// The service does not exist: wait on the store-wide counter and look again.
-    WaitStore(watch::Receiver<u64>),
 }
 
 impl MemoryStore {
     /// An empty store with the given limits.
     pub fn new(limits: StoreLimits) -> Self {
-        let (changes, _) = watch::channel(0);
         Self {
             state: Mutex::new(State {
                 counter: 0,
-                evicted_floor: 0,
-                services: BTreeMap::new(),
+                services: PublishedServices::new(),
                 deadlines: BTreeMap::new(),
                 next_seq: 0,
-                changes,
             }),
             limits,
         }
@@ -203,21 +154,14 @@ impl MemoryStore {
 
     /// Names of services with at least one live instance, sorted.
     pub fn services(&self) -> Vec<String> {
-        self.with_state(|state, _| {
-            state
-                .services
-                .iter()
-                .filter(|(_, service)| !service.instances.is_empty())
-                .map(|(name, _)| name.clone())
-                .collect()
-        })
+        self.with_state(|state, _| state.services.live().cloned().collect())
     }
 
     /// The service's current instance set. An unknown service has no instances and
     /// index 0 (or, once services have been evicted to make room, the highest evicted
     /// index, so no index ever goes backwards).
     pub fn snapshot(&self, service: &str) -> Arc<Snapshot> {
-        self.with_state(|state, _| state.snapshot(service))
+        self.with_state(|state, _| state.services.snapshot(service))
     }
 
     /// Waits until the service's index differs from `index`, or until `deadline`, and
@@ -233,19 +177,12 @@ impl MemoryStore {
         index: u64,
         deadline: Instant,
     ) -> Arc<Snapshot> {
-        // Each pass either returns or waits for a change notification; the deadline
-        // bounds the whole loop.
-        loop {
-            let woke = match self.with_state(|state, _| state.look(service, index)) {
-                Look::Changed(snapshot) => return snapshot,
-                Look::WaitService(mut rx) => tokio::time::timeout_at(deadline, rx.changed()).await,
-                Look::WaitStore(mut rx) => tokio::time::timeout_at(deadline, rx.changed()).await,
-            };
-            if woke.is_err() {
-                return self.snapshot(service);
-            }
-            // Woken by a change, or the service was evicted/created: look again.
-        }
+        published::wait_for_change(
+            || self.with_state(|state, _| state.services.look(service, index)),
+            || self.snapshot(service),
+            deadline,
+        )
+        .await
     }
 
     /// Removes every instance whose lease has run out, moving the index of each affected
@@ -285,40 +222,13 @@ impl Default for MemoryStore {
 }
 
 impl State {
-    /// Compares the service's index with the reader's `index`.
-    fn look(&self, service: &str, index: u64) -> Look {
-        match self.services.get(service) {
-            Some(entry) => {
-                let rx = entry.published.subscribe();
-                let current = Arc::clone(&rx.borrow());
-                if current.index == index {
-                    Look::WaitService(rx)
-                } else {
-                    Look::Changed(current)
-                }
-            }
-            None if self.evicted_floor == index => Look::WaitStore(self.changes.subscribe()),
-            None => Look::Changed(self.snapshot(service)),
-        }
-    }
-
-    fn snapshot(&self, service: &str) -> Arc<Snapshot> {
-        match self.services.get(service) {
-            Some(entry) => Arc::clone(&entry.published.borrow()),
-            None => Arc::new(Snapshot {
-                index: self.evicted_floor,
-                instances: Vec::new(),
-            }),
-        }
-    }
-
     /// Moves the counter and publishes the service's new snapshot at it.
     fn bump(&mut self, service: &str) {
         self.counter += 1;
         if let Some(entry) = self.services.get(service) {
             entry.publish(self.counter);
         }
-        self.changes.send_replace(self.counter);
+        self.services.notify(self.counter);
     }
 
     fn expire(&mut self, now: Instant) -> Vec<Expired> {
@@ -385,11 +295,8 @@ impl State {
 
         let lease = Lease::generate();
         let expires_at = now + *ttl;
-        let floor = self.evicted_floor;
-        let entry = self
-            .services
-            .entry(service.clone())
-            .or_insert_with(|| Service::new(floor));
+        let floor = self.services.floor();
+        let entry = self.services.get_or_insert(service, floor);
         let (created, changed) = match entry.instances.get_mut(id) {
             Some(current) => {
                 let changed = current.address != *address || current.metadata != *metadata;
@@ -436,23 +343,13 @@ impl State {
     /// Ensures a new service fits, evicting the emptied service with the oldest index if
     /// the table is full.
     fn make_room_for_service(&mut self, max_services: usize) -> Result<(), StoreError> {
-        if self.services.len() < max_services {
-            return Ok(());
-        }
-        let victim = self
-            .services
-            .iter()
-            .filter(|(_, entry)| entry.instances.is_empty())
-            .min_by_key(|(_, entry)| entry.index())
-            .map(|(name, _)| name.clone());
-        let Some(evicted) = victim.and_then(|name| self.services.remove(&name)) else {
-            return Err(StoreError::TooManyServices {
+        if self.services.len() < max_services || self.services.evict_oldest_emptied() {
+            Ok(())
+        } else {
+            Err(StoreError::TooManyServices {
                 limit: max_services,
-            });
-        };
-        // Dropping the entry wakes its readers, who then wait on the store-wide channel.
-        self.evicted_floor = self.evicted_floor.max(evicted.index());
-        Ok(())
+            })
+        }
     }
 
     fn heartbeat(

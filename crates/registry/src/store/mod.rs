@@ -21,6 +21,7 @@ pub mod etcd;
 mod lease;
 mod memory;
 mod open;
+mod published;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -12,10 +12,10 @@
 //! across registry restarts: they are etcd's revisions, shared by every registry on the
 //! same etcd.
 //!
-//! Waiting works as in the memory store: each service publishes its [`Snapshot`] on a
-//! `watch` channel, and readers of unknown services wait on a store-wide one.
+//! Waiting works as in the memory store: both publish each service's [`Snapshot`] through
+//! the same table (the `published` module).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::record::Record;
+use crate::store::published::{self, PublishedService, PublishedServices, View};
 use crate::store::{InstanceView, Snapshot};
 
 /// One instance as stored in etcd.
@@ -62,86 +63,36 @@ pub enum Change {
 /// The view, its bookkeeping and the revision it reflects.
 #[derive(Debug)]
 pub struct Mirror {
-    /// Everything mutable; held only for short, non-async sections.
-    state: Mutex<State>,
+    /// Services by name, including emptied ones (so their index is kept); held only for
+    /// short, non-async sections. The floor, which unknown services report, is the first
+    /// load's revision, raised past the index of every forgotten service.
+    state: Mutex<PublishedServices<Entry>>,
     /// The etcd revision the view reflects; writers wait on it to read their own writes.
     applied: watch::Sender<i64>,
     /// Most services kept; emptied ones beyond it are forgotten, oldest first.
     max_services: usize,
 }
 
-#[derive(Debug)]
-struct State {
-    /// Services by name, including emptied ones (so their index is kept).
-    services: BTreeMap<String, Service>,
-    /// The index unknown services report: the first load's revision, raised past the index
-    /// of every forgotten service.
-    floor: u64,
-    /// Carries the latest index to readers waiting on services that do not exist yet.
-    changes: watch::Sender<u64>,
-}
-
-#[derive(Debug)]
-struct Service {
-    /// Instances by id.
-    instances: BTreeMap<String, Entry>,
-    /// The current snapshot; blocking readers subscribe to it.
-    published: watch::Sender<Arc<Snapshot>>,
-}
-
-impl Service {
-    fn new(index: u64) -> Self {
-        let (published, _) = watch::channel(Arc::new(Snapshot {
-            index,
-            instances: Vec::new(),
-        }));
-        Self {
-            instances: BTreeMap::new(),
-            published,
-        }
-    }
-
-    fn index(&self) -> u64 {
-        self.published.borrow().index
-    }
-
-    /// Publishes the current instances at `revision` (never below the current index + 1,
-    /// so waiters always see the index move).
-    fn publish(&self, revision: u64) -> u64 {
-        let index = revision.max(self.index() + 1);
-        let instances: Vec<InstanceView> = self
-            .instances
-            .iter()
-            .map(|(id, entry)| entry.record.view(id))
-            .collect();
-        self.published
-            .send_replace(Arc::new(Snapshot { index, instances }));
-        index
-    }
-
-    fn views(&self) -> Vec<InstanceView> {
-        self.published.borrow().instances.clone()
+impl View for Entry {
+    fn view(&self, id: &str) -> InstanceView {
+        self.record.view(id)
     }
 }
 
-/// What a blocking reader found; see the memory store's `Look`.
-enum Look {
-    Changed(Arc<Snapshot>),
-    WaitService(watch::Receiver<Arc<Snapshot>>),
-    WaitStore(watch::Receiver<u64>),
+/// Publishes the service's instances at `revision` (never below its current index + 1, so
+/// waiters always see the index move), and returns the index published.
+fn publish(service: &PublishedService<Entry>, revision: u64) -> u64 {
+    let index = revision.max(service.index() + 1);
+    service.publish(index);
+    index
 }
 
 impl Mirror {
     /// An empty view that has seen no revision yet.
     pub fn new(max_services: usize) -> Self {
-        let (changes, _) = watch::channel(0);
         let (applied, _) = watch::channel(0);
         Self {
-            state: Mutex::new(State {
-                services: BTreeMap::new(),
-                floor: 0,
-                changes,
-            }),
+            state: Mutex::new(PublishedServices::new()),
             applied,
             max_services: max_services.max(1),
         }
@@ -158,38 +109,22 @@ impl Mirror {
         }
         let mut state = self.lock();
         if *self.applied.borrow() == 0 {
-            state.floor = state.floor.max(revision_index);
+            state.raise_floor(revision_index);
         }
-        let names: Vec<String> = state
-            .services
-            .keys()
-            .chain(fresh.keys())
-            .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let names: BTreeSet<String> = state.names().chain(fresh.keys()).cloned().collect();
         let mut latest = None;
         for name in names {
             let instances = fresh.remove(&name).unwrap_or_default();
             // A new name comes with instances, so it is published at `revision` below.
-            let service = state
-                .services
-                .entry(name)
-                .or_insert_with(|| Service::new(0));
-            let before = service.views();
+            let service = state.get_or_insert(&name, 0);
             service.instances = instances;
-            let after: Vec<InstanceView> = service
-                .instances
-                .iter()
-                .map(|(id, entry)| entry.record.view(id))
-                .collect();
-            if before != after {
-                latest = Some(service.publish(revision_index));
+            if service.is_stale() {
+                latest = Some(publish(service, revision_index));
             }
         }
-        state.evict(self.max_services);
+        evict(&mut state, self.max_services);
         if let Some(index) = latest {
-            state.changes.send_replace(index);
+            state.notify(index);
         }
         drop(state);
         self.advance(revision);
@@ -209,11 +144,8 @@ impl Mirror {
                     revision,
                 } => {
                     last = last.max(revision);
-                    let floor = state.floor;
-                    let known = state
-                        .services
-                        .entry(service.clone())
-                        .or_insert_with(|| Service::new(floor));
+                    let floor = state.floor();
+                    let known = state.get_or_insert(&service, floor);
                     let visible = known
                         .instances
                         .get(&id)
@@ -230,7 +162,6 @@ impl Mirror {
                 } => {
                     last = last.max(revision);
                     let removed = state
-                        .services
                         .get_mut(&service)
                         .and_then(|known| known.instances.remove(&id));
                     if removed.is_some() {
@@ -241,13 +172,13 @@ impl Mirror {
         }
         let mut latest = None;
         for (name, revision) in &touched {
-            if let Some(service) = state.services.get(name) {
-                latest = Some(service.publish(to_index(*revision)));
+            if let Some(service) = state.get(name) {
+                latest = Some(publish(service, to_index(*revision)));
             }
         }
-        state.evict(self.max_services);
+        evict(&mut state, self.max_services);
         if let Some(index) = latest {
-            state.changes.send_replace(index);
+            state.notify(index);
         }
         drop(state);
         self.advance(last);
@@ -269,7 +200,6 @@ impl Mirror {
     /// The entry for one instance, if the view has it.
     pub fn entry(&self, service: &str, id: &str) -> Option<Entry> {
         self.lock()
-            .services
             .get(service)
             .and_then(|known| known.instances.get(id))
             .cloned()
@@ -278,26 +208,13 @@ impl Mirror {
     /// `(instances of service, services with instances)`, for the limits.
     pub fn counts(&self, service: &str) -> (usize, usize) {
         let state = self.lock();
-        let instances = state
-            .services
-            .get(service)
-            .map_or(0, |known| known.instances.len());
-        let live = state
-            .services
-            .values()
-            .filter(|known| !known.instances.is_empty())
-            .count();
-        (instances, live)
+        let instances = state.get(service).map_or(0, |known| known.instances.len());
+        (instances, state.live().count())
     }
 
     /// Names of services with at least one instance, sorted.
     pub fn services(&self) -> Vec<String> {
-        self.lock()
-            .services
-            .iter()
-            .filter(|(_, known)| !known.instances.is_empty())
-            .map(|(name, _)| name.clone())
-            .collect()
+        self.lock().live().cloned().collect()
     }
 
     /// The service's current snapshot.
@@ -313,20 +230,13 @@ impl Mirror {
         index: u64,
         deadline: Instant,
     ) -> Arc<Snapshot> {
-        // Each pass either returns or waits for a change notification; the deadline bounds
-        // the whole loop.
-        loop {
-            // The guard must be gone before awaiting: look first, then wait.
-            let look = self.lock().look(service, index);
-            let woke = match look {
-                Look::Changed(snapshot) => return snapshot,
-                Look::WaitService(mut rx) => tokio::time::timeout_at(deadline, rx.changed()).await,
-                Look::WaitStore(mut rx) => tokio::time::timeout_at(deadline, rx.changed()).await,
-            };
-            if woke.is_err() {
-                return self.snapshot(service);
-            }
-        }
+        // The guard is gone when `look` returns, before any waiting.
+        published::wait_for_change(
+            || self.lock().look(service, index),
+            || self.snapshot(service),
+            deadline,
+        )
+        .await
     }
 
     /// Records that the view reflects `revision` (it never goes back).
@@ -343,55 +253,15 @@ impl Mirror {
 
     /// Locks the state; a panic while it was held cannot leave it in a state worse than
     /// refusing every request, so poisoning is ignored.
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, PublishedServices<Entry>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl State {
-    fn snapshot(&self, service: &str) -> Arc<Snapshot> {
-        match self.services.get(service) {
-            Some(known) => Arc::clone(&known.published.borrow()),
-            None => Arc::new(Snapshot {
-                index: self.floor,
-                instances: Vec::new(),
-            }),
-        }
-    }
-
-    fn look(&self, service: &str, index: u64) -> Look {
-        match self.services.get(service) {
-            Some(known) => {
-                let rx = known.published.subscribe();
-                let current = Arc::clone(&rx.borrow());
-                if current.index == index {
-                    Look::WaitService(rx)
-                } else {
-                    Look::Changed(current)
-                }
-            }
-            None if self.floor == index => Look::WaitStore(self.changes.subscribe()),
-            None => Look::Changed(self.snapshot(service)),
-        }
-    }
-
-    /// Forgets emptied services, oldest index first, while there are more than `max`.
-    fn evict(&mut self, max: usize) {
-        // Each pass removes one service or stops.
-        while self.services.len() > max {
-            let victim = self
-                .services
-                .iter()
-                .filter(|(_, known)| known.instances.is_empty())
-                .min_by_key(|(_, known)| known.index())
-                .map(|(name, _)| name.clone());
-            let Some(evicted) = victim.and_then(|name| self.services.remove(&name)) else {
-                return;
-            };
-            // Dropping the entry wakes its readers, who then wait on the store-wide channel.
-            self.floor = self.floor.max(evicted.index());
-        }
-    }
+/// Forgets emptied services, oldest index first, while there are more than `max`.
+fn evict(state: &mut PublishedServices<Entry>, max: usize) {
+    // Each pass removes one service or stops.
+    while state.len() > max && state.evict_oldest_emptied() {}
 }
 
 /// An etcd revision as an index (revisions are positive).
