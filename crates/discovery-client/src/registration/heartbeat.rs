@@ -419,14 +419,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_held_id_is_retried_when_the_registry_says_its_lease_runs_out() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         tracing::callsite::rebuild_interest_cache();
 
         // An earlier process's lease holds the id for another 12 s.
@@ -555,6 +548,18 @@ mod tests {
     }
 
     impl Captured {
+        /// Collects this thread's INFO and above log lines until the guard is dropped.
+        fn install() -> (Captured, tracing::subscriber::DefaultGuard) {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish();
+            (captured, tracing::subscriber::set_default(subscriber))
+        }
+
         fn lines(&self, needle: &str) -> Vec<String> {
             let text = self
                 .0
@@ -570,14 +575,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::install();
         // Tests on other threads hit the same callsites with no subscriber, which can leave
         // a stale "not interested" verdict cached; the rebuilds below clear it before each
         // event this test waits for.
