@@ -94,6 +94,21 @@ fn sample(text: &str, series: &str) -> f64 {
         .map_or(0.0, |value| value.parse().unwrap())
 }
 
+/// The sum of a metric's samples whose labels include every one of `labels` (such as
+/// `service="ratings"`), whatever the other labels and their order.
+fn labelled_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(metric)?.strip_prefix('{')?;
+            let (set, value) = rest.split_once("} ")?;
+            let found = labels
+                .iter()
+                .all(|label| set.split(',').any(|l| l == *label));
+            found.then(|| value.parse::<f64>().unwrap())
+        })
+        .sum()
+}
+
 async fn metrics_of(proc: &Proc) -> String {
     let answer = http()
         .get(format!("{}/metrics", proc.url))
@@ -117,6 +132,36 @@ async fn every_program_serves_metrics() {
     let text = metrics_of(&market).await;
     let items = r#"http_requests_total{method="GET",route="/api/items",status="200"}"#;
     assert_eq!(sample(&text, items), 2.0, "{text}");
+
+    // The library's own metrics, as the market exports them: one success per ratings call,
+    // every one to instance 1, whose breaker is closed.
+    let instance = format!(r#"instance="{}""#, r1.url);
+    let library = |metric: &str, labels: &[&str]| labelled_sum(&text, metric, labels);
+    assert_eq!(
+        library(
+            "discovery_client_requests_total",
+            &[r#"service="ratings""#, &instance, r#"outcome="success""#]
+        ),
+        8.0,
+        "two page loads, four items, each a call through the library: {text}"
+    );
+    assert_eq!(
+        library(
+            "discovery_client_requests_total",
+            &[r#"service="ratings""#, r#"outcome="failure""#]
+        ),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        library("discovery_client_breaker_state", &[&instance]),
+        0.0,
+        "closed: {text}"
+    );
+    assert!(
+        text.contains("# TYPE discovery_client_request_duration_seconds histogram"),
+        "{text}"
+    );
 
     let text = metrics_of(&r1).await;
     let served = r#"http_requests_total{method="GET",route="/ratings/{item_id}",status="200"}"#;
