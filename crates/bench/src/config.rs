@@ -30,6 +30,8 @@ pub enum ContenderName {
     RoundRobin,
     /// Our `ServiceClient`.
     Ours,
+    /// Our `ServiceClient` with hedged requests (sick scenario only, unless asked for).
+    OursHedged,
     /// Through nginx.
     Nginx,
     /// Through HAProxy with L7 retries.

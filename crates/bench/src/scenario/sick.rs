@@ -234,7 +234,7 @@ fn report(outcomes: &[Outcome], plan: &Plan, baseline: Option<Baseline>) -> Sect
         "req/s while paused",
         "re-used after resume",
     ]);
-    let mut ours = None;
+    let mut ours = Vec::new();
     for o in outcomes {
         let f = figures(o, plan);
         let reuse = match o.reuse_after_resume {
@@ -258,19 +258,30 @@ fn report(outcomes: &[Outcome], plan: &Plan, baseline: Option<Baseline>) -> Sect
             ),
             reuse,
         ]);
-        if o.kind == Kind::Ours {
-            ours = Some((o, f));
+        if matches!(o.kind, Kind::Ours | Kind::OursHedged) {
+            ours.push((o, f));
         }
     }
     section.table(&table);
-    if let Some((o, f)) = ours {
+    for (o, f) in ours {
+        // The hedged client's lines are marked; ours keep their wording.
+        let (whose, mark) = match o.kind {
+            Kind::OursHedged => (
+                format!(
+                    "Our hedged client's (hedge after {} ms)",
+                    super::HEDGE_AFTER.as_millis()
+                ),
+                "hedged: ",
+            ),
+            _ => ("Our client's".to_string(), ""),
+        };
         let timeline: Vec<String> = o
             .events
             .iter()
             .map(|(at, e)| format!("{} at +{:.2} s", event_word(e), at.as_secs_f64()))
             .collect();
         section.note(format!(
-            "Our client's breaker on instance 1 (paused at +{:.2} s, resumed at +{:.2} s): {}.",
+            "{whose} breaker on instance 1 (paused at +{:.2} s, resumed at +{:.2} s): {}.",
             o.paused_at.as_secs_f64(),
             o.resumed_at.as_secs_f64(),
             if timeline.is_empty() {
@@ -288,11 +299,14 @@ fn report(outcomes: &[Outcome], plan: &Plan, baseline: Option<Baseline>) -> Sect
                     && *at < o.resumed_at
             })
             .count() as u64;
-        section.target(f.failed == 0, format!("0 failed requests: {}", f.failed));
+        section.target(
+            f.failed == 0,
+            format!("{mark}0 failed requests: {}", f.failed),
+        );
         section.target(
             f.waited <= f.stuck_at_pause + probes,
             format!(
-                "requests that waited for a timeout ({}) ≤ those caught by the pause ({}) + one probe per \
+                "{mark}requests that waited for a timeout ({}) ≤ those caught by the pause ({}) + one probe per \
                  retest window during the pause ({})",
                 f.waited, f.stuck_at_pause, probes
             ),
@@ -303,7 +317,7 @@ fn report(outcomes: &[Outcome], plan: &Plan, baseline: Option<Baseline>) -> Sect
                 section.target(
                     p99.as_secs_f64() <= 2.0 * b.ours_p99.as_secs_f64(),
                     format!(
-                        "p99 over the run ({}) ≤ 2× our steady-state p99 ({})",
+                        "{mark}p99 over the run ({}) ≤ 2× our steady-state p99 ({})",
                         show(p99),
                         show(b.ours_p99)
                     ),

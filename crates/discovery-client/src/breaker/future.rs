@@ -59,6 +59,23 @@ impl<F, C> Classified<F, C> {
     }
 }
 
+impl<F, C> Classified<F, C> {
+    /// The same attempt without its body check, so that it no longer borrows the caller: a
+    /// hedged call's straggler is detached this way and runs to its own end in a task. Its
+    /// outcome is still judged by the classifier and recorded on the breaker; only a 2xx
+    /// body that the check would have refused counts as a success.
+    pub(crate) fn detach(self) -> Classified<F, NoCheck> {
+        Classified {
+            inner: self.inner,
+            permit: self.permit,
+            started: self.started,
+            telemetry: self.telemetry,
+            classifier: self.classifier,
+            check: None,
+        }
+    }
+}
+
 impl<F, C, E, ResB> Future for Classified<F, C>
 where
     F: Future<Output = Result<http::Response<ResB>, E>>,

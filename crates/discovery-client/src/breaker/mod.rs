@@ -60,7 +60,7 @@ mod state;
 pub use by_address::Breakers;
 pub use config::BreakerConfig;
 pub use future::ResponseFuture;
-pub(crate) use future::{BodyCheck, NoCheck};
+pub(crate) use future::{BodyCheck, Classified, NoCheck};
 pub use layer::BreakerLayer;
 pub use service::{Admit, BreakerService};
 pub use state::{Breaker, BreakerState, Permit, PermitRef, Transition};

@@ -1,6 +1,7 @@
 //! [`BreakerService`]: one instance's service, guarded by its [`Breaker`].
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -131,6 +132,33 @@ impl<S> BreakerService<S> {
             self.inner.call(request),
             permit,
             started,
+            Arc::clone(&self.telemetry),
+            Arc::clone(&self.classifier),
+            check,
+        )
+    }
+}
+
+impl<S> BreakerService<S> {
+    /// [`call_classified`](Self::call_classified) with the inner future boxed, so that the
+    /// attempt can be moved after it was first polled: a hedged call races two of these and
+    /// hands the slower one to a task of its own with [`Classified::detach`].
+    pub(crate) fn call_detachable<B, C: BodyCheck>(
+        &mut self,
+        permit: Permit,
+        request: http::Request<B>,
+        check: Option<C>,
+        now: Instant,
+    ) -> Classified<Pin<Box<S::Future>>, C>
+    where
+        S: Service<http::Request<B>>,
+    {
+        debug_assert!(Arc::ptr_eq(permit.breaker(), &self.breaker));
+        self.telemetry.using();
+        Classified::new(
+            Box::pin(self.inner.call(request)),
+            permit,
+            now,
             Arc::clone(&self.telemetry),
             Arc::clone(&self.classifier),
             check,

@@ -47,6 +47,7 @@ pub struct ServiceClientBuilder {
     pub(crate) retry_percent: f32,
     pub(crate) retry_non_idempotent: bool,
     pub(crate) deadline: Option<Duration>,
+    pub(crate) hedge_after: Option<Duration>,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) http: Option<reqwest::Client>,
     pub(crate) event_capacity: usize,
@@ -65,6 +66,7 @@ impl ServiceClientBuilder {
             retry_percent: 0.2,
             retry_non_idempotent: false,
             deadline: None,
+            hedge_after: None,
             classifier: Arc::new(DefaultClassifier),
             http: None,
             event_capacity: 1024,
@@ -156,6 +158,32 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// Hedged requests (default: off): when an attempt of an idempotent request (or any
+    /// request, with [`retry_non_idempotent`](Self::retry_non_idempotent)) has not answered
+    /// after `delay`, one more attempt goes to another instance and the first answer that
+    /// did not fail is returned.
+    ///
+    /// It helps when an instance stops answering without failing (paused, stuck, partitioned
+    /// without a reset): instead of waiting the whole per-attempt timeout, callers wait about
+    /// `delay` plus a healthy instance's answer time. Choose `delay` well above the usual
+    /// answer time (several times the p99), so that healthy calls are almost never hedged.
+    ///
+    /// Cost: at most one hedge per call, and only while the retry budget has room (a hedge
+    /// is taken from it like a retry, and counts against [`max_retries`](Self::max_retries)),
+    /// so a sick service gets at most the budget's share of extra requests. No hedge is sent
+    /// when the overall [`deadline`](Self::deadline) would pass first.
+    ///
+    /// The attempt that loses the race is not cancelled: it runs to its own end (bounded by
+    /// its per-attempt timeout) in a task of its own, keeps counting as in flight on its
+    /// instance, and its outcome is recorded on the instance's breaker, so a paused
+    /// instance's breaker still opens. That attempt is judged without the caller's body check
+    /// (for [`get_json`](ServiceClient::get_json), whether the body decodes), since the caller
+    /// has its answer already. Dropping the call drops both attempts, as without hedging.
+    pub fn hedge_after(mut self, delay: Duration) -> Self {
+        self.hedge_after = Some(delay);
+        self
+    }
+
     /// How attempts are judged (default [`DefaultClassifier`]).
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
         self.classifier = Arc::new(classifier);
@@ -181,7 +209,7 @@ impl ServiceClientBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] naming the first invalid setting: no discovery source, an empty or
-    /// malformed service name, a zero timeout or failure limit, a retry budget outside
+    /// malformed service name, a zero timeout, hedge delay or failure limit, a retry budget outside
     /// `0.0..=1000.0`, or no tokio runtime.
     pub fn build(self) -> Result<ServiceClient, Error> {
         self.validate().map_err(Error::Config)?;
@@ -215,6 +243,9 @@ impl ServiceClientBuilder {
                 "retry budget must be in 0.0..=1000.0, got {}",
                 self.retry_percent
             ));
+        }
+        if self.hedge_after.is_some_and(|d| d.is_zero()) {
+            return Err("hedge delay must be greater than zero".into());
         }
         if self.deadline.is_some_and(|d| d.is_zero()) {
             return Err("deadline must be greater than zero".into());

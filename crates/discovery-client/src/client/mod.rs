@@ -16,14 +16,18 @@
 //!    classifier, recorded on the breaker, whose transitions are logged (`OPEN breaker on
 //!    [...]`, `RETEST ...`, `CLOSE ...`), published as events and counted in the metrics;
 //! 4. on a failure, retry on an instance not yet tried (idempotent requests only, unless
-//!    allowed), while the retry budget allows;
+//!    allowed), while the retry budget allows; with
+//!    [`hedge_after`](ServiceClientBuilder::hedge_after), an attempt that has not answered
+//!    in time gets one hedge on another instance, and the first answer that did not fail is
+//!    returned (the other attempt runs to its own end, recorded on its breaker);
 //! 5. for [`ServiceClient::get_json_cached`], the response cache sits around all of this.
 
 mod builder;
 mod endpoints;
+mod hedge;
 mod response;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,7 +36,6 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use crate::Error;
 use crate::balance::{Balance, Picker};
@@ -50,6 +53,7 @@ pub use endpoints::InstanceStatus;
 pub use response::Response;
 
 use endpoints::{EndpointSet, Slot, Stacks};
+use hedge::Hedge;
 use response::Answer;
 
 /// A resilient client for one named service. Cheap to clone; clones share instances,
@@ -98,7 +102,10 @@ struct Inner {
     max_retries: u32,
     /// Whether non-idempotent requests are retried too.
     retry_non_idempotent: bool,
-    /// Keeps retries to a fraction of requests.
+    /// After how long an idempotent attempt that has not answered gets a hedge on another
+    /// instance; `None`: no hedging.
+    hedge_after: Option<Duration>,
+    /// Keeps retries (and hedges) to a fraction of requests.
     budget: RetryBudget,
     /// Bodies of successful GETs, fresh and stale.
     cache: ResponseCache,
@@ -157,6 +164,7 @@ impl ServiceClient {
                 deadline: builder.deadline,
                 max_retries: builder.max_retries,
                 retry_non_idempotent: builder.retry_non_idempotent,
+                hedge_after: builder.hedge_after,
                 budget: RetryBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
                 tasks: vec![follow_task],
             }),
@@ -340,7 +348,7 @@ impl Inner {
         path: &str,
         body: Option<Bytes>,
         headers: &HeaderMap,
-        mut check: Option<C>,
+        check: Option<C>,
     ) -> Result<Answer, Error> {
         if !path.starts_with('/') {
             return Err(Error::InvalidRequest(format!(
@@ -356,63 +364,63 @@ impl Inner {
             Some(endpoints) => (endpoints, started),
             None => (self.first_endpoints().await?, Instant::now()),
         };
-        // Indexes into `endpoints` already tried by this call.
+        // The body check, shared by the attempts of a hedged call (one is polled at a time).
+        let has_check = check.is_some();
+        let check = Mutex::new(check);
+        let checker = |body: &[u8]| {
+            // A check that panicked poisons nothing worth keeping: use the value anyway.
+            let mut check = check.lock().unwrap_or_else(PoisonError::into_inner);
+            match check.as_mut() {
+                Some(check) => check(body),
+                None => Ok(()),
+            }
+        };
+        let checker = has_check.then_some(checker);
+        let hedge_after = self.hedge_after.filter(|_| retryable);
+        // Indexes into `endpoints` already tried (or under way) in this call.
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
-        for attempt in 0..=self.max_retries {
-            if attempt > 0 {
+        // Attempts started, the first included; a hedge counts as one.
+        let mut attempts = 0u32;
+        while attempts <= self.max_retries {
+            if attempts > 0 {
                 now = Instant::now();
                 if !retryable || !self.budget.withdraw_at(now) {
                     break;
                 }
             }
-            let pending = |index: usize| self.balance.load(&endpoints[index].in_flight);
-            let picked = self
-                .picker
-                .pick_least_pending(endpoints.len(), pending, |index| {
-                    if tried.contains(&index) {
-                        return None;
-                    }
-                    endpoints[index].service.acquire(now)
-                });
-            let Some((index, permit)) = picked else {
+            let request = || self.request(&method, path, &body, headers, deadline);
+            let Some(first) = self
+                .start_attempt(&endpoints, &tried, request, checker, now)
+                .await?
+            else {
                 break;
             };
-            let slot = &endpoints[index];
-            // In flight until this attempt ends, however it ends (the call may be dropped).
-            let _in_flight = slot.in_flight.start();
-            let request = self.request(&method, path, &body, headers, deadline)?;
-            let mut service = slot.service.clone();
-            // The timeout and HTTP layers are always ready; tower asks that we check.
-            service.ready().await?;
-            let (result, outcome) = service
-                .call_classified(permit, request, check.as_mut(), now)
-                .await;
-            match outcome {
+            attempts += 1;
+            tried.push(first.index);
+            let finished = match hedge_after {
+                None => first.finish().await,
+                Some(delay) => {
+                    let hedge = Hedge {
+                        endpoints: &endpoints,
+                        request: || self.request(&method, path, &body, headers, deadline),
+                        checker,
+                        delay,
+                        deadline,
+                    };
+                    self.hedged(first, hedge, &mut tried, &mut attempts).await?
+                }
+            };
+            match finished.outcome {
                 Outcome::Success | Outcome::CallerError => {
-                    return result.map(|response| Answer {
+                    return finished.result.map(|response| Answer {
                         response,
                         endpoints,
-                        index,
+                        index: finished.index,
                     });
                 }
                 Outcome::Failure => {
-                    let (service, id, address) = (
-                        self.telemetry.service(),
-                        &slot.instance.id,
-                        &slot.instance.address,
-                    );
-                    let error = match result {
-                        Ok(answer) => Error::Status {
-                            address: address.clone(),
-                            status: answer.status().as_u16(),
-                        },
-                        Err(e) => e,
-                    };
-                    tracing::debug!(service = %service, instance = %id, address = %address, error = %error,
-                        "{service} attempt on instance {id} failed: {error}");
-                    last_error = Some(error);
-                    tried.push(index);
+                    last_error = Some(self.failed(&endpoints[finished.index], finished.result));
                 }
             }
             if let (Some(d), Some(total)) = (deadline, self.deadline) {
@@ -431,5 +439,7 @@ impl Inner {
     }
 }
 
+#[cfg(test)]
+mod hedge_tests;
 #[cfg(test)]
 mod tests;

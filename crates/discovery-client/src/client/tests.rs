@@ -14,23 +14,26 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::{Source, StaticDiscovery};
 
-/// How a fake instance answers: 0 = ok, 1 = 500, 2 = garbage body, 3 = hang, 4 = 404.
+/// How a fake instance answers: 0 = ok, 1 = 500, 2 = garbage body, 3 = hang, 4 = 404,
+/// 5 = 500 after 150 ms, 6 = ok after 300 ms.
 #[derive(Debug, Default)]
-struct Fake {
-    mode: AtomicU32,
-    hits: AtomicUsize,
+pub(super) struct Fake {
+    pub(super) mode: AtomicU32,
+    pub(super) hits: AtomicUsize,
 }
 
-const OK: u32 = 0;
-const FAIL: u32 = 1;
+pub(super) const OK: u32 = 0;
+pub(super) const FAIL: u32 = 1;
 const GARBAGE: u32 = 2;
-const HANG: u32 = 3;
+pub(super) const HANG: u32 = 3;
 const NOT_FOUND: u32 = 4;
+pub(super) const SLOW_FAIL: u32 = 5;
+pub(super) const SLOW: u32 = 6;
 
 #[derive(Debug, Deserialize, PartialEq)]
-struct Rating {
-    item_id: String,
-    instance: u32,
+pub(super) struct Rating {
+    pub(super) item_id: String,
+    pub(super) instance: u32,
 }
 
 async fn rating(State((n, fake)): State<(u32, Arc<Fake>)>) -> (StatusCode, String) {
@@ -46,6 +49,20 @@ async fn rating(State((n, fake)): State<(u32, Arc<Fake>)>) -> (StatusCode, Strin
             (StatusCode::OK, String::new())
         }
         NOT_FOUND => (StatusCode::NOT_FOUND, "{\"error\":\"no such item\"}".into()),
+        SLOW_FAIL => {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{\"error\":\"boom\"}".into(),
+            )
+        }
+        SLOW => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (
+                StatusCode::OK,
+                format!("{{\"item_id\":\"widget\",\"instance\":{n}}}"),
+            )
+        }
         _ => (
             StatusCode::OK,
             format!("{{\"item_id\":\"widget\",\"instance\":{n}}}"),
@@ -54,7 +71,7 @@ async fn rating(State((n, fake)): State<(u32, Arc<Fake>)>) -> (StatusCode, Strin
 }
 
 /// Starts `n` fake instances; returns their addresses and controls.
-async fn fakes(n: u32) -> (Vec<String>, Vec<Arc<Fake>>) {
+pub(super) async fn fakes(n: u32) -> (Vec<String>, Vec<Arc<Fake>>) {
     let mut addresses = Vec::new();
     let mut controls = Vec::new();
     for i in 1..=n {
@@ -72,7 +89,7 @@ async fn fakes(n: u32) -> (Vec<String>, Vec<Arc<Fake>>) {
     (addresses, controls)
 }
 
-fn client(addresses: &[String]) -> ServiceClientBuilder {
+pub(super) fn client(addresses: &[String]) -> ServiceClientBuilder {
     ServiceClient::builder("ratings")
         .discovery(StaticDiscovery::new(addresses.iter().cloned()))
         .timeout(Duration::from_millis(300))
@@ -80,7 +97,7 @@ fn client(addresses: &[String]) -> ServiceClientBuilder {
 }
 
 /// The next breaker event, skipping discovery's instance events.
-async fn next_breaker_event(events: &mut broadcast::Receiver<Event>) -> Event {
+pub(super) async fn next_breaker_event(events: &mut broadcast::Receiver<Event>) -> Event {
     let wait = async {
         loop {
             match events.recv().await.expect("event stream open") {
