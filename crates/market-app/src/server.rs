@@ -63,6 +63,9 @@ pub async fn run(
             format!("invalid configuration: {e}"),
         )
     })?;
+    // The recorder first: the client takes its metric handles when it is built and as
+    // instances arrive, and a handle taken before the recorder is installed records nothing.
+    service_telemetry::prometheus::install();
     let ratings = ratings_client(&config).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
