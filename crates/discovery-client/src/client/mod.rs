@@ -377,6 +377,8 @@ impl Inner {
         };
         let checker = has_check.then_some(checker);
         let hedge_after = self.hedge_after.filter(|_| retryable);
+        // Each attempt's request, built once its instance is picked (borrows only: `Copy`).
+        let request = || self.request(&method, path, &body, headers, deadline);
         // Indexes into `endpoints` already tried (or under way) in this call.
         let mut tried: Vec<usize> = Vec::new();
         let mut last_error = None;
@@ -389,7 +391,6 @@ impl Inner {
                     break;
                 }
             }
-            let request = || self.request(&method, path, &body, headers, deadline);
             let Some(first) = self
                 .start_attempt(&endpoints, &tried, request, checker, now)
                 .await?
@@ -403,7 +404,7 @@ impl Inner {
                 Some(delay) => {
                     let hedge = Hedge {
                         endpoints: &endpoints,
-                        request: || self.request(&method, path, &body, headers, deadline),
+                        request,
                         checker,
                         delay,
                         deadline,
