@@ -15,16 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use axum::http::{Method, Request, StatusCode};
 use registry::store::{MemoryStore, Store};
 use registry::{AppState, Config, app};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use support::ids;
+use support::router::{
+    self, Reply, assert_error, assert_held, get, instance_uri, put_json, with_lease,
+};
 
 const ADDR: &str = "http://127.0.0.1:8001";
 
@@ -177,89 +178,8 @@ impl Drop for Registry {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header_index(&self) -> Option<u64> {
-        self.headers
-            .get("x-registry-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-    }
-}
-
 async fn send(state: AppState, request: Request<Body>) -> Reply {
-    let response = app(state).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"))
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
-}
-
-fn put_json(uri: &str, body: &Value) -> Request<Body> {
-    Request::put(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
-
-fn with_lease(method: Method, uri: &str, lease: Option<&str>) -> Request<Body> {
-    let mut builder = Request::builder().method(method).uri(uri);
-    if let Some(lease) = lease {
-        builder = builder.header("X-Lease", lease);
-    }
-    builder.body(Body::empty()).unwrap()
-}
-
-fn instance_uri(service: &str, id: &str) -> String {
-    format!("/v1/services/{service}/instances/{id}")
-}
-
-fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
-    assert_eq!(reply.status, status, "body: {}", reply.body);
-    let message = reply.body["error"].as_str().unwrap_or_default();
-    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(1));
-}
-
-/// A 409 for an id held under a live lease, saying (in the body and in `Retry-After`)
-/// when to retry; returns that number of seconds.
-fn assert_held(reply: &Reply) -> u64 {
-    assert_eq!(reply.status, StatusCode::CONFLICT, "body: {}", reply.body);
-    let message = reply.body["error"].as_str().unwrap_or_default();
-    assert!(message.contains("live lease"), "{message:?}");
-    assert!(message.contains("X-Lease"), "{message:?}");
-    let secs = reply.body["retry_after_secs"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no retry_after_secs in {}", reply.body));
-    assert!(
-        message.contains(&format!("expires in {secs} s")),
-        "{message:?}"
-    );
-    let header = reply
-        .headers
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap());
-    assert_eq!(header, Some(secs.to_string().as_str()));
-    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(2));
-    secs
+    router::send(app(state), request).await
 }
 
 /// Polls `check` every 20 ms until it holds, at most `limit`; how long it took.

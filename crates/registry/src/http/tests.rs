@@ -3,13 +3,17 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::time::{Instant, advance};
 use tower::ServiceExt;
 
 use super::*;
+
+#[path = "../../tests/support/router.rs"]
+mod router;
+use router::{Reply, assert_error, get, instance_uri, put_json, with_lease};
 
 const ADDR: &str = "http://127.0.0.1:8001";
 
@@ -23,51 +27,8 @@ fn state_with(configure: impl FnOnce(&mut Config)) -> AppState {
     AppState::new(&config)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
 async fn send(state: &AppState, request: Request<Body>) -> Reply {
-    let response = app(state.clone()).oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {bytes:?}"))
-    };
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn get(uri: &str) -> Request<Body> {
-    Request::get(uri).body(Body::empty()).unwrap()
-}
-
-fn put_json(uri: &str, body: &Value) -> Request<Body> {
-    Request::put(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
-
-fn with_lease(method: Method, uri: &str, lease: Option<&str>) -> Request<Body> {
-    let mut builder = Request::builder().method(method).uri(uri);
-    if let Some(lease) = lease {
-        builder = builder.header("X-Lease", lease);
-    }
-    builder.body(Body::empty()).unwrap()
-}
-
-fn instance_uri(service: &str, id: &str) -> String {
-    format!("/v1/services/{service}/instances/{id}")
+    router::send(app(state.clone()), request).await
 }
 
 /// Registers and returns the lease.
@@ -111,43 +72,6 @@ async fn service(state: &AppState, name: &str) -> Value {
 
 async fn services(state: &AppState) -> Value {
     send(state, get("/v1/services")).await.body["services"].clone()
-}
-
-fn assert_error(reply: &Reply, status: StatusCode, needle: &str) {
-    assert_eq!(reply.status, status, "body: {}", reply.body);
-    let message = reply.body["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no JSON error in {}", reply.body));
-    assert!(
-        message.contains(needle),
-        "error {message:?} does not mention {needle:?}"
-    );
-    assert_eq!(
-        reply.body.as_object().map(|o| o.len()),
-        Some(1),
-        "error body has only `error`: {}",
-        reply.body
-    );
-}
-
-/// A 409 for an id held under a live lease: the message, and when to retry in the body
-/// and in `Retry-After`.
-fn assert_held(reply: &Reply, retry_after_secs: u64) {
-    assert_eq!(reply.status, StatusCode::CONFLICT, "body: {}", reply.body);
-    let message = reply.body["error"].as_str().unwrap_or_default();
-    for needle in [
-        "live lease",
-        "X-Lease",
-        &format!("expires in {retry_after_secs} s"),
-    ] {
-        assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-    }
-    assert_eq!(reply.body["retry_after_secs"], retry_after_secs);
-    assert_eq!(reply.body.as_object().map(|o| o.len()), Some(2));
-    assert_eq!(
-        reply.headers[header::RETRY_AFTER],
-        retry_after_secs.to_string()
-    );
 }
 
 /// Yields until `n` blocking queries are parked (bounded).
@@ -358,12 +282,12 @@ async fn reregistering_a_live_id_without_its_lease_is_409_with_when_to_retry() {
     // Same address, no lease: the two-request hijack (take a lease, then DELETE with it).
     let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
     // Default TTL 120 s, 20.5 s gone: 99.5 s left, rounded up.
-    assert_held(&reply, 100);
+    assert_eq!(router::assert_held(&reply), 100);
     let mut wrong = put_json(&uri, &json!({ "address": ADDR }));
     wrong
         .headers_mut()
         .insert("x-lease", "deadbeef".parse().unwrap());
-    assert_held(&send(&state, wrong).await, 100);
+    assert_eq!(router::assert_held(&send(&state, wrong).await), 100);
     assert_eq!(service(&state, "ratings").await, before);
 
     // The holder is untouched, and still the only one who can remove the entry.
@@ -372,7 +296,7 @@ async fn reregistering_a_live_id_without_its_lease_is_409_with_when_to_retry() {
         StatusCode::OK
     );
     let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
-    assert_held(&reply, 120);
+    assert_eq!(router::assert_held(&reply), 120);
     let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
 
@@ -392,9 +316,9 @@ async fn an_expired_lease_frees_the_id_for_anyone() {
     .await;
     let old = reply.body["lease"].as_str().unwrap().to_owned();
     advance(Duration::from_millis(4_999)).await;
-    assert_held(
-        &send(&state, put_json(&uri, &json!({ "address": ADDR }))).await,
-        1,
+    assert_eq!(
+        router::assert_held(&send(&state, put_json(&uri, &json!({ "address": ADDR }))).await),
+        1
     );
     advance(Duration::from_millis(1)).await;
     let new = register(&state, "ratings", "1", ADDR).await;
@@ -414,12 +338,12 @@ async fn moving_an_id_to_another_address_needs_its_lease() {
     let uri = instance_uri("ratings", "1");
 
     let reply = send(&state, put_json(&uri, &hijack)).await;
-    assert_held(&reply, 120);
+    assert_eq!(router::assert_held(&reply), 120);
     let mut wrong = put_json(&uri, &hijack);
     wrong
         .headers_mut()
         .insert("x-lease", "deadbeef".parse().unwrap());
-    assert_held(&send(&state, wrong).await, 120);
+    assert_eq!(router::assert_held(&send(&state, wrong).await), 120);
     assert_eq!(service(&state, "ratings").await, before);
     assert_eq!(
         heartbeat(&state, "ratings", "1", Some(&lease)).await.status,

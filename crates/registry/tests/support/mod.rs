@@ -1,10 +1,12 @@
 //! What the integration tests share: a registry served on a port-0 listener ([`server`]),
-//! the `registry` binary started as a user would ([`binary`]), and reading answers.
+//! the `registry` binary started as a user would ([`binary`]), the router driven in process
+//! ([`router`]), and reading answers.
 
 // Each test file uses only part of this.
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod router;
 pub mod server;
 
 use serde_json::Value;
