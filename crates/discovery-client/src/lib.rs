@@ -136,6 +136,8 @@
 //! | `discovery_client_breaker_transitions_total` | counter | `service`, `instance`, `to` | breaker transitions; `to` is `open`, `retest` or `closed` |
 //! | `discovery_client_cache_total` | counter | `service`, `result` | cached GETs: `hit` (fresh cache, or a concurrent caller's fetch), `miss` (went upstream), `stale` (upstream failed, last good answer served) |
 //! | `discovery_client_all_down_total` | counter | `service` | calls that found no instance whose breaker admits a request |
+//! | `discovery_client_retries_total` | counter | `service` | [`ServiceClient`] attempts sent on another instance after an attempt of the same call failed |
+//! | `discovery_client_hedges_total` | counter | `service`, `result` | [`ServiceClient`] hedges (see [`hedge_after`](ServiceClientBuilder::hedge_after)); `result` is `won` (the hedge gave the call's answer) or `lost` |
 
 #![warn(missing_docs)]
 

@@ -26,6 +26,8 @@ pub(crate) const BREAKER_STATE: &str = "discovery_client_breaker_state";
 pub(crate) const BREAKER_TRANSITIONS: &str = "discovery_client_breaker_transitions_total";
 pub(crate) const CACHE_TOTAL: &str = "discovery_client_cache_total";
 pub(crate) const ALL_DOWN_TOTAL: &str = "discovery_client_all_down_total";
+pub(crate) const RETRIES_TOTAL: &str = "discovery_client_retries_total";
+pub(crate) const HEDGES_TOTAL: &str = "discovery_client_hedges_total";
 
 /// Describes every metric to the recorder installed now (names, units, help texts).
 fn describe() {
@@ -59,6 +61,17 @@ fn describe() {
         Unit::Count,
         "Calls that found no instance whose breaker admits a request."
     );
+    metrics::describe_counter!(
+        RETRIES_TOTAL,
+        Unit::Count,
+        "Attempts sent on another instance after an attempt of the same call failed."
+    );
+    metrics::describe_counter!(
+        HEDGES_TOTAL,
+        Unit::Count,
+        "Hedges sent (an attempt on another instance racing one that had not answered \
+         in time), by result: won (the hedge gave the call's answer) or lost."
+    );
 }
 
 /// The value of `discovery_client_breaker_state` for a state.
@@ -79,6 +92,10 @@ pub(crate) struct ServiceTelemetry {
     events: Option<EventBus>,
     /// `discovery_client_all_down_total{service}`.
     all_down: Counter,
+    /// `discovery_client_retries_total{service}`.
+    retries: Counter,
+    /// `discovery_client_hedges_total{service}` by result: won, lost.
+    hedges: [Counter; 2],
 }
 
 impl ServiceTelemetry {
@@ -86,10 +103,16 @@ impl ServiceTelemetry {
         describe();
         let service: Arc<str> = Arc::from(service);
         let all_down = metrics::counter!(ALL_DOWN_TOTAL, "service" => Arc::clone(&service));
+        let retries = metrics::counter!(RETRIES_TOTAL, "service" => Arc::clone(&service));
+        let hedges = ["won", "lost"].map(|result| {
+            metrics::counter!(HEDGES_TOTAL, "service" => Arc::clone(&service), "result" => result)
+        });
         Self {
             service,
             events,
             all_down,
+            retries,
+            hedges,
         }
     }
 
@@ -121,6 +144,16 @@ impl ServiceTelemetry {
         Error::AllInstancesDown {
             service: service.to_string(),
         }
+    }
+
+    /// Counts a retry: an attempt sent after another attempt of the same call failed.
+    pub(crate) fn retried(&self) {
+        self.retries.increment(1);
+    }
+
+    /// Counts a hedge once its race is decided: `won` if the hedge gave the call's answer.
+    pub(crate) fn hedged(&self, won: bool) {
+        self.hedges[usize::from(!won)].increment(1);
     }
 
     /// Per-instance reporting, with metric handles registered now; the breaker-state gauge

@@ -199,6 +199,7 @@ impl Inner {
             "{service} instance {} has not answered in {:?}: hedging on instance {}",
             hedge.endpoints[first.index].instance.id, hedge.delay,
             hedge.endpoints[second.index].instance.id);
+        let hedge_index = second.index;
         let raced = select(&mut first.future, &mut second.future).await;
         let (ended, (result, outcome), other) = match raced {
             Either::Left((output, _)) => (first, output, second),
@@ -212,11 +213,15 @@ impl Inner {
         // The ended attempt leaves its instance's in-flight count now, not when the other ends.
         drop(ended);
         if done.outcome != Outcome::Failure {
+            self.telemetry.hedged(done.index == hedge_index);
             let slot = &hedge.endpoints[other.index];
             other.detach(service, slot);
             return Ok(done);
         }
         let _ = self.failed(&hedge.endpoints[done.index], done.result);
-        Ok(other.finish().await)
+        let last = other.finish().await;
+        self.telemetry
+            .hedged(last.index == hedge_index && last.outcome != Outcome::Failure);
+        Ok(last)
     }
 }

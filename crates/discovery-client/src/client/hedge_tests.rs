@@ -47,6 +47,9 @@ async fn call_until_first_is_hit(
 /// the hedge delay, never after the timeout.
 #[tokio::test]
 async fn a_hanging_instance_is_hedged_after_the_delay() {
+    use crate::test_metrics::{TestRecorder, key};
+    let recorder = TestRecorder::default();
+    let _guard = metrics::set_default_local_recorder(&recorder);
     let (addresses, fakes) = fakes(2).await;
     fakes[0].mode.store(HANG, Ordering::SeqCst);
     let c = client(&addresses)
@@ -67,6 +70,20 @@ async fn a_hanging_instance_is_hedged_after_the_delay() {
         assert_eq!(rating.instance, 2);
         assert!(started.elapsed() < QUICK, "{:?}", started.elapsed());
     }
+    // Those went to instance 2 unhedged: instance 1 still counts the overtaken attempt in
+    // flight. One hedge in all, and it won; nothing counted as a retry.
+    let counter = |name, labels: &[(&str, &str)]| recorder.counter(&key(name, labels));
+    let hedges = |result| {
+        counter(
+            "discovery_client_hedges_total",
+            &[("service", "ratings"), ("result", result)],
+        )
+    };
+    assert_eq!((hedges("won"), hedges("lost")), (1, 0));
+    assert_eq!(
+        counter("discovery_client_retries_total", &[("service", "ratings")]),
+        0
+    );
 }
 
 /// The attempt the hedge overtook is not cancelled: it keeps counting as in flight and, when

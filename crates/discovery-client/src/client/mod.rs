@@ -397,6 +397,9 @@ impl Inner {
             else {
                 break;
             };
+            if attempts > 0 {
+                self.telemetry.retried();
+            }
             attempts += 1;
             tried.push(first.index);
             let finished = match hedge_after {

@@ -656,6 +656,15 @@ async fn red_breaker_and_cache_metrics_are_recorded_per_instance() {
         ))
     };
     assert_eq!((cache("miss"), cache("hit"), cache("stale")), (1, 1, 0));
+    // One retry: instance 1's failure sent the first call to instance 2. The third call's
+    // failure found no other instance to retry on.
+    assert_eq!(
+        recorder.counter(&key(
+            "discovery_client_retries_total",
+            &[("service", "ratings")]
+        )),
+        1
+    );
     assert_eq!(
         recorder.counter(&key(
             "discovery_client_all_down_total",
