@@ -4,13 +4,20 @@
 //! |---|---|---|
 //! | `registry_instances{service}` | gauge | live instances of each service |
 //! | `registry_services` | gauge | services with at least one live instance |
-//! | `registry_lease_expiries_total{service}` | counter | instances removed because their lease ran out |
+//! | `registry_lease_expiries_total{service}` | counter | instances removed because their lease ran out, as this registry saw it (below) |
 //! | `registry_blocking_queries` | gauge | blocking queries waiting right now |
 //!
 //! Gauges are read from the store when `/metrics` is scraped ([`refresh`]), so they are
 //! never stale and cost nothing between scrapes; a service that lost its last instance
 //! reports 0 once and is then dropped from the bookkeeping. Expiries are counted where
-//! they happen ([`lease_expired`]).
+//! they happen ([`lease_expired`]); a deregistration is never one.
+//!
+//! With the etcd store, etcd itself deletes an instance whose lease ran out, and every
+//! registry process following that etcd sees the deletion on its watch and counts it. So
+//! each registry's `registry_lease_expiries_total` counts the expiries of the whole etcd
+//! that it observed, not a share of them: N registries on one etcd each report every
+//! expiry, and a sum across them counts each N times (take one registry's, or the max).
+//! Deletions a registry's watch missed because etcd compacted past it are not counted.
 //!
 //! The `metrics` recorder is process-wide, so these are too: two registries in one test
 //! process report into the same gauges.
@@ -29,7 +36,8 @@ pub const LEASE_EXPIRIES_TOTAL: &str = "registry_lease_expiries_total";
 /// Blocking queries waiting.
 pub const BLOCKING_QUERIES: &str = "registry_blocking_queries";
 
-/// Counts one instance of `service` removed because its lease ran out.
+/// Counts one instance of `service` removed because its lease ran out (with the etcd store:
+/// one this process saw etcd remove).
 pub fn lease_expired(service: &str) {
     metrics::counter!(LEASE_EXPIRIES_TOTAL, "service" => service.to_owned()).increment(1);
 }

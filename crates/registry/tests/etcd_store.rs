@@ -1,5 +1,6 @@
 //! What only the etcd store does: registries sharing one etcd, surviving a registry restart
-//! and an etcd outage, the documented key layout, and the `--store etcd` binary.
+//! and an etcd outage, the documented key layout, the `--store etcd` binary, and lease
+//! expiries counted by every registry process but deregistrations by none.
 //!
 //! Each test starts its own etcd on loopback ports (and is skipped, saying so, when no etcd
 //! binary is installed).
@@ -22,6 +23,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use support::binary::spawn_binary;
+use support::metrics::{sample, scrape};
 use support::server::Server;
 use support::{get_json, ids};
 
@@ -319,4 +321,119 @@ async fn the_binary_serves_from_etcd_and_refuses_an_unreachable_one() {
         stderr.contains("cannot use etcd at") && stderr.contains(&dead),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn each_registry_counts_an_expiry_once_and_a_deregistration_never() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let endpoints = etcd.endpoints().join(",");
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &endpoints,
+    ];
+    // Two processes, so each has its own counters, as in production.
+    let (mut a_child, a, _) = spawn_binary(&args).await;
+    let (mut b_child, b, _) = spawn_binary(&args).await;
+    let http = reqwest::Client::new();
+    let service = "expiring";
+    let expiries = format!("registry_lease_expiries_total{{service=\"{service}\"}}");
+    let instance = |url: &str, id: &str| format!("{url}/v1/services/{service}/instances/{id}");
+    let register = |url: String, lease: Option<String>, ttl: u64| {
+        let http = http.clone();
+        async move {
+            let mut request = http
+                .put(url)
+                .json(&json!({ "address": "http://127.0.0.1:8001", "ttl_secs": ttl }));
+            if let Some(lease) = lease {
+                request = request.header("X-Lease", lease);
+            }
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+            answer.json::<Value>().await.unwrap()["lease"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let listed = |url: String| {
+        let http = http.clone();
+        async move { ids(&get_json(&http, &format!("{url}/v1/services/{service}")).await) }
+    };
+
+    // Instance 1 sends no heartbeat: etcd deletes it when its 1 s lease runs out, and both
+    // registries see that on their watches.
+    register(instance(&a, "1"), None, 1).await;
+    let lease = register(instance(&a, "2"), None, 30).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for url in [&a, &b] {
+        loop {
+            let text = scrape(&http, url).await;
+            if sample(&text, &expiries) >= 1.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no expiry counted by {url}: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(listed(url.clone()).await, ["2"]);
+    }
+
+    // Re-registering through B overwrites the key, and deregistering through B (another
+    // process than the one that registered) deletes it: neither is an expiry.
+    let lease = register(instance(&b, "2"), Some(lease), 30).await;
+    let answer = http
+        .delete(instance(&b, "2"))
+        .header("X-Lease", &lease)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 204);
+    // Once A has seen a later write, it has applied (and counted) the deletion before it.
+    register(instance(&b, "3"), None, 30).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listed(a.clone()).await != ["3"] {
+        assert!(Instant::now() < deadline, "A never saw the deregistration");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for url in [&a, &b] {
+        let text = scrape(&http, url).await;
+        assert_eq!(
+            sample(&text, &expiries),
+            1.0,
+            "{url} counts the expiry once and the deregistration not at all: {text}"
+        );
+        assert!(!text.contains("deregistered"), "{text}");
+        let services = get_json(&http, &format!("{url}/v1/services")).await;
+        assert!(!services.to_string().contains("deregistered"), "{services}");
+    }
+
+    // The deregistration's marker goes with the revoked lease.
+    let mut client = etcd_client::Client::connect(etcd.endpoints(), None)
+        .await
+        .unwrap();
+    let markers = etcd_client::GetOptions::new()
+        .with_prefix()
+        .with_keys_only();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = client
+            .get("/discovery/~deregistered/", Some(markers.clone()))
+            .await
+            .unwrap();
+        if found.kvs().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the marker outlived its lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a_child.kill().await.unwrap();
+    b_child.kill().await.unwrap();
 }

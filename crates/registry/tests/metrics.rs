@@ -12,24 +12,8 @@ use registry::Config;
 use serde_json::json;
 use tokio::time::Instant;
 
+use support::metrics::{sample, scrape};
 use support::server::Server;
-
-async fn metrics(http: &reqwest::Client, url: &str) -> String {
-    let answer = http.get(format!("{url}/metrics")).send().await.unwrap();
-    assert_eq!(answer.status(), 200);
-    assert_eq!(
-        answer.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    answer.text().await.unwrap()
-}
-
-/// The value of a series, 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().unwrap())
-}
 
 /// Registers instance `id` with a lease of `ttl` seconds; returns the lease.
 async fn register(
@@ -53,10 +37,10 @@ async fn metrics_show_instances_expiries_and_requests() {
     let expiries = format!("registry_lease_expiries_total{{service=\"{service}\"}}");
     let registrations = r#"http_requests_total{method="PUT",route="/v1/services/{service}/instances/{id}",status="200"}"#;
 
-    let before = metrics(&http, url).await;
+    let before = scrape(&http, url).await;
     register(&http, &server, service, "1", 1).await;
     let lease = register(&http, &server, service, "2", 60).await;
-    let text = metrics(&http, url).await;
+    let text = scrape(&http, url).await;
     assert_eq!(sample(&text, &instances), 2.0, "{text}");
     assert!(sample(&text, "registry_services") >= 1.0, "{text}");
     assert!(
@@ -68,7 +52,7 @@ async fn metrics_show_instances_expiries_and_requests() {
     // Instance 1 sends no heartbeat: its 1 s lease runs out and the sweeper removes it.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = metrics(&http, url).await;
+        let text = scrape(&http, url).await;
         if sample(&text, &instances) == 1.0 {
             assert_eq!(sample(&text, &expiries), 1.0, "{text}");
             break;
@@ -85,7 +69,7 @@ async fn metrics_show_instances_expiries_and_requests() {
         .await
         .unwrap();
     assert_eq!(answer.status(), 204);
-    let text = metrics(&http, url).await;
+    let text = scrape(&http, url).await;
     assert_eq!(sample(&text, &instances), 0.0, "{text}");
     assert_eq!(
         sample(&text, &expiries),

@@ -1,11 +1,12 @@
 //! What the integration tests share: a registry served on a port-0 listener ([`server`]),
 //! the `registry` binary started as a user would ([`binary`]), the router driven in process
-//! ([`router`]), and reading answers.
+//! ([`router`]), reading `/metrics` ([`metrics`]), and reading answers.
 
 // Each test file uses only part of this.
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod metrics;
 pub mod router;
 pub mod server;
 

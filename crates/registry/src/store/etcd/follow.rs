@@ -7,7 +7,12 @@
 //! reloads everything instead. Meanwhile reads are served from the last known view.
 //! Retries back off up to 2 s, but a write that went through while the watch was down cuts
 //! the wait short (`retry_now`), so the writer soon reads its write.
+//!
+//! The watch also counts lease expiries: a deletion of an instance key with no
+//! deregistration marker at its revision (see the `mirror` module). Each registry counts
+//! every expiry its own watch sees.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +21,7 @@ use tokio::sync::Notify;
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 
 use super::connection::{CallError, Connection};
-use super::mirror::{Change, Entry, Mirror};
+use super::mirror::{Change, Entry, Expired, Mirror};
 use super::record::{KeyLayout, Record};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -155,6 +160,18 @@ async fn watch(
                 Ended::Broken(format!("watch canceled: {}", response.cancel_reason()))
             };
         }
+        // A deregistration puts its marker in the transaction that deletes the key, so both
+        // events have one revision, and etcd never splits a revision across responses.
+        let deregistered: BTreeSet<(&str, &str, i64)> = response
+            .events()
+            .iter()
+            .filter(|event| event.event_type() == EventType::Put)
+            .filter_map(|event| {
+                let kv = event.kv()?;
+                let (service, id) = layout.parse_marker(kv.key())?;
+                Some((service, id, kv.mod_revision()))
+            })
+            .collect();
         let mut changes = Vec::with_capacity(response.events().len());
         let mut last = 0;
         for event in response.events() {
@@ -163,12 +180,12 @@ async fn watch(
             let Some((service, id)) = layout.parse(kv.key()) else {
                 continue;
             };
-            let (service, id) = (service.to_owned(), id.to_owned());
             let revision = kv.mod_revision();
-            let entry = match event.event_type() {
-                EventType::Put => decode(kv),
-                EventType::Delete => None,
+            let (entry, expired) = match event.event_type() {
+                EventType::Put => (decode(kv), false),
+                EventType::Delete => (None, !deregistered.contains(&(service, id, revision))),
             };
+            let (service, id) = (service.to_owned(), id.to_owned());
             changes.push(match entry {
                 Some(entry) => Change::Put {
                     service,
@@ -182,13 +199,27 @@ async fn watch(
                     service,
                     id,
                     revision,
+                    expired,
                 },
             });
         }
         if !changes.is_empty() {
-            mirror.apply(changes);
+            count_expired(&mirror.apply(changes).expired);
         }
         mirror.advance(last);
+    }
+}
+
+/// Logs and counts instances whose etcd lease ran out, as the memory store does.
+fn count_expired(expired: &[Expired]) {
+    for Expired {
+        service,
+        id,
+        address,
+    } in expired
+    {
+        tracing::info!(service = %service, instance = %id, address = %address, "instance expired");
+        crate::store_metrics::lease_expired(service);
     }
 }
 

@@ -14,6 +14,24 @@
 //!
 //! Waiting works as in the memory store: both publish each service's [`Snapshot`] through
 //! the same table (the `published` module).
+//!
+//! ## Expiries
+//!
+//! [`Mirror::apply`] reports the instances that left because their etcd lease ran out, and
+//! the watch counts them ([`lease_expired`](crate::store_metrics::lease_expired)). etcd
+//! reports an expiry as a plain deletion, the same as a deregistration's, so a
+//! deregistration deletes the key in one transaction with a put of a marker (see
+//! [`record`](super::record)): the two events share a revision, and etcd never splits one
+//! revision's events across watch responses. A deletion is an expiry when no marker for its
+//! instance came at its revision ([`Change::Delete`]'s `expired`) and the entry removed had
+//! an etcd lease (a key without one never expires). Re-registration overwrites the key, so
+//! it is no deletion at all; a key overwritten with something that is not a record leaves
+//! the view but is no expiry either. A key deleted by hand (`etcdctl del`) counts as an
+//! expiry, as nothing tells it apart.
+//!
+//! Every registry process follows the same etcd and counts every expiry its watch sees, so
+//! each one's counter is the whole etcd's; deletions that happened while its watch was
+//! compacted past (after which it reloads instead) are not counted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,7 +67,8 @@ pub enum Change {
         /// The write's revision.
         revision: i64,
     },
-    /// The instance key was deleted (deregistration, or its lease ran out).
+    /// The instance key was deleted (deregistration, or its lease ran out), or overwritten
+    /// with something that is not a record.
     Delete {
         /// Service name.
         service: String,
@@ -57,7 +76,30 @@ pub enum Change {
         id: String,
         /// The deletion's revision.
         revision: i64,
+        /// Whether etcd may have deleted it because its lease ran out: a deletion with no
+        /// deregistration marker at the same revision.
+        expired: bool,
     },
+}
+
+/// What [`Mirror::apply`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// How many services changed visibly.
+    pub changed: usize,
+    /// The instances removed because their etcd lease ran out, in order.
+    pub expired: Vec<Expired>,
+}
+
+/// One instance removed because its etcd lease ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    /// Service name.
+    pub service: String,
+    /// Instance id.
+    pub id: String,
+    /// The address it had.
+    pub address: String,
 }
 
 /// The view, its bookkeeping and the revision it reflects.
@@ -130,10 +172,12 @@ impl Mirror {
         self.advance(revision);
     }
 
-    /// Applies watch events in order. Returns how many services changed visibly.
-    pub fn apply(&self, changes: Vec<Change>) -> usize {
+    /// Applies watch events in order. Returns how many services changed visibly and which
+    /// instances expired.
+    pub fn apply(&self, changes: Vec<Change>) -> Applied {
         let mut state = self.lock();
         let mut touched: BTreeMap<String, i64> = BTreeMap::new();
+        let mut expired = Vec::new();
         let mut last = 0;
         for change in changes {
             match change {
@@ -159,14 +203,24 @@ impl Mirror {
                     service,
                     id,
                     revision,
+                    expired: lease_ran_out,
                 } => {
                     last = last.max(revision);
-                    let removed = state
+                    let Some(removed) = state
                         .get_mut(&service)
-                        .and_then(|known| known.instances.remove(&id));
-                    if removed.is_some() {
-                        touched.insert(service, revision);
+                        .and_then(|known| known.instances.remove(&id))
+                    else {
+                        continue;
+                    };
+                    // A key without a lease cannot expire.
+                    if lease_ran_out && removed.lease != 0 {
+                        expired.push(Expired {
+                            service: service.clone(),
+                            id,
+                            address: removed.record.address,
+                        });
                     }
+                    touched.insert(service, revision);
                 }
             }
         }
@@ -182,7 +236,10 @@ impl Mirror {
         }
         drop(state);
         self.advance(last);
-        touched.len()
+        Applied {
+            changed: touched.len(),
+            expired,
+        }
     }
 
     /// The revision the view reflects (0 before the first load).
@@ -286,6 +343,15 @@ mod tests {
         }
     }
 
+    fn delete(service: &str, id: &str, revision: i64, expired: bool) -> Change {
+        Change::Delete {
+            service: service.into(),
+            id: id.into(),
+            revision,
+            expired,
+        }
+    }
+
     fn put(service: &str, id: &str, address: &str, lease: i64, revision: i64) -> Change {
         Change::Put {
             service: service.into(),
@@ -307,20 +373,25 @@ mod tests {
             "unknown services report the first load"
         );
 
-        assert_eq!(mirror.apply(vec![put("a", "2", "http://h:2", 8, 11)]), 1);
+        assert_eq!(
+            mirror
+                .apply(vec![put("a", "2", "http://h:2", 8, 11)])
+                .changed,
+            1
+        );
         assert_eq!(mirror.snapshot("a").index, 11);
         // A re-registration with a new lease but the same address and metadata.
-        assert_eq!(mirror.apply(vec![put("a", "2", "http://h:2", 9, 12)]), 0);
+        assert_eq!(
+            mirror
+                .apply(vec![put("a", "2", "http://h:2", 9, 12)])
+                .changed,
+            0
+        );
         assert_eq!(mirror.snapshot("a").index, 11);
         assert_eq!(mirror.entry("a", "2").unwrap().lease, 9);
         assert_eq!(mirror.applied(), 12);
 
-        let deleted = Change::Delete {
-            service: "a".into(),
-            id: "1".into(),
-            revision: 13,
-        };
-        assert_eq!(mirror.apply(vec![deleted]), 1);
+        assert_eq!(mirror.apply(vec![delete("a", "1", 13, false)]).changed, 1);
         let snapshot = mirror.snapshot("a");
         assert_eq!(snapshot.index, 13);
         assert_eq!(snapshot.instances.len(), 1);
@@ -359,14 +430,48 @@ mod tests {
         let mirror = Mirror::new(1);
         mirror.load(Vec::new(), 1);
         mirror.apply(vec![put("a", "1", "http://h:1", 1, 2)]);
-        mirror.apply(vec![Change::Delete {
-            service: "a".into(),
-            id: "1".into(),
-            revision: 3,
-        }]);
+        mirror.apply(vec![delete("a", "1", 3, false)]);
         mirror.apply(vec![put("b", "1", "http://h:1", 2, 4)]);
         assert!(mirror.snapshot("a").index >= 3);
         assert_eq!(mirror.services(), ["b"]);
+    }
+
+    #[test]
+    fn only_deletions_of_leased_instances_without_a_marker_are_expiries() {
+        let mirror = Mirror::new(100);
+        mirror.load(
+            vec![
+                ("a".into(), "1".into(), entry("http://h:1", 1)),
+                ("a".into(), "2".into(), entry("http://h:2", 2)),
+                ("a".into(), "3".into(), entry("http://h:3", 0)),
+            ],
+            5,
+        );
+        let applied = mirror.apply(vec![
+            // Its lease ran out.
+            delete("a", "1", 6, true),
+            // Deregistered: a marker came at its revision.
+            delete("a", "2", 7, false),
+            // No lease, so deleted by hand rather than expired.
+            delete("a", "3", 8, true),
+            // Not in the view: nothing left, so nothing expired.
+            delete("a", "9", 9, true),
+        ]);
+        assert_eq!(
+            applied.expired,
+            [Expired {
+                service: "a".into(),
+                id: "1".into(),
+                address: "http://h:1".into(),
+            }]
+        );
+        assert_eq!(applied.changed, 1);
+        assert!(mirror.snapshot("a").instances.is_empty());
+        // The same deletion seen again (a resumed watch) removes nothing and counts nothing.
+        assert_eq!(
+            mirror.apply(vec![delete("a", "1", 6, true)]),
+            Applied::default()
+        );
     }
 
     #[tokio::test]

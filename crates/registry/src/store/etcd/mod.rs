@@ -12,8 +12,13 @@
 //!   has moved to the new one.
 //! - **Heartbeat**: after checking the secret against the key's digest, one lease
 //!   keep-alive. An unknown key, or a lease that has run out, is 404, as in memory.
+//! - **Deregistration**: after checking the secret, a transaction conditioned on the key's
+//!   revision deletes the key and puts a deregistration marker (see [`record`]) on the
+//!   key's etcd lease, which is then revoked, taking the marker with it.
 //! - **Expiry**: etcd's own. When a lease runs out etcd deletes the key, and the watch below
-//!   sees the deletion; there is nothing for the sweeper to do.
+//!   sees the deletion; there is nothing for the sweeper to do. A deletion without a marker
+//!   at its revision is an expiry, which every registry following the etcd counts in
+//!   `registry_lease_expiries_total` as it sees it (see [`mirror`]).
 //! - **Index**: the etcd revision of the last change readers can see (see [`mirror`]).
 //! - **Reads and blocking queries**: served from an in-memory mirror of the prefix kept up
 //!   to date by an etcd watch, so a blocking query answers as soon as the watch delivers
@@ -312,17 +317,28 @@ impl EtcdStore {
                 .record
                 .filter(|record| record.owned_by(presented))
                 .ok_or(StoreError::LeaseMismatch)?;
+            let mut ops = vec![TxnOp::delete(key.as_str(), None)];
+            // Tells every registry's watch that this deletion is no expiry. A key without a
+            // lease never expires, so needs no marker (which would then never go away).
+            if current.lease != 0 {
+                ops.push(TxnOp::put(
+                    self.layout.marker(service, id),
+                    Vec::new(),
+                    Some(PutOptions::new().with_lease(current.lease)),
+                ));
+            }
             let txn = Txn::new()
                 .when([Compare::mod_revision(
                     key.as_str(),
                     CompareOp::Equal,
                     current.mod_revision,
                 )])
-                .and_then([TxnOp::delete(key.as_str(), None)]);
+                .and_then(ops);
             attempted = true;
             let Some(revision) = self.write(&key, txn, None).await? else {
                 continue;
             };
+            // A registry's lease holds nothing but this key and now the marker: both go.
             self.revoke_later(current.lease);
             self.caught_up(revision).await;
             tracing::info!(service, instance = id, address = %record.address, "instance deregistered");
@@ -520,7 +536,7 @@ impl Store for EtcdStore {
     }
 
     fn expire(&self) -> usize {
-        // etcd expires leases and deletes their keys itself; the watch reports it.
+        // etcd expires leases and deletes their keys itself; the watch sees and counts it.
         0
     }
 }

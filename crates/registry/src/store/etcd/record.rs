@@ -11,6 +11,15 @@
 //! `address` and `metadata` are what discovery reads (the client's etcd source reads only
 //! those two). The lease secret itself is never stored, only its digest, so anyone who can
 //! read the keys still cannot heartbeat, deregister or move an instance through a registry.
+//!
+//! A deregistration also writes a *marker*, `<prefix>~deregistered/<service>/<id>` with an
+//! empty value, in the same transaction that deletes the instance key, so that every
+//! registry watching the prefix can tell it from an expiry (see the `mirror` module). It is
+//! attached to the instance's etcd lease, which the registry revokes right after, so it
+//! lives for a moment (at most until the lease would have run out, if the revoke fails).
+//! `~` is not allowed in service names, so no service's keys are under the markers'
+//! sub-prefix, and a marker has one segment too many to pass for an instance: listings,
+//! snapshots and the limits never see one.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -97,6 +106,9 @@ fn digest(secret: &str) -> String {
         .collect()
 }
 
+/// The sub-prefix of deregistration markers, under the prefix.
+const MARKERS: &str = "~deregistered/";
+
 /// Maps `(service, id)` to keys under a prefix and back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyLayout {
@@ -125,16 +137,34 @@ impl KeyLayout {
         format!("{}{service}/{id}", self.prefix)
     }
 
+    /// The key of the marker a deregistration of one instance writes.
+    pub fn marker(&self, service: &str, id: &str) -> String {
+        format!("{}{MARKERS}{service}/{id}", self.prefix)
+    }
+
     /// `(service, id)` of a key under the prefix, if both are valid names; other keys under
-    /// the prefix (deeper paths, odd names) are not instances and are ignored.
+    /// the prefix (deeper paths, odd names, markers) are not instances and are ignored.
     pub fn parse<'k>(&self, key: &'k [u8]) -> Option<(&'k str, &'k str)> {
         let rest = key.strip_prefix(self.prefix.as_bytes())?;
-        let rest = std::str::from_utf8(rest).ok()?;
-        let (service, id) = rest.split_once('/')?;
-        validate::name("service", service).ok()?;
-        validate::name("instance id", id).ok()?;
-        Some((service, id))
+        service_and_id(rest)
     }
+
+    /// `(service, id)` of the instance a marker key names, if it is one.
+    pub fn parse_marker<'k>(&self, key: &'k [u8]) -> Option<(&'k str, &'k str)> {
+        let rest = key
+            .strip_prefix(self.prefix.as_bytes())?
+            .strip_prefix(MARKERS.as_bytes())?;
+        service_and_id(rest)
+    }
+}
+
+/// `(service, id)` of `<service>/<id>`, if both are valid names.
+fn service_and_id(rest: &[u8]) -> Option<(&str, &str)> {
+    let rest = std::str::from_utf8(rest).ok()?;
+    let (service, id) = rest.split_once('/')?;
+    validate::name("service", service).ok()?;
+    validate::name("instance id", id).ok()?;
+    Some((service, id))
 }
 
 #[cfg(test)]
@@ -180,5 +210,24 @@ mod tests {
         assert_eq!(layout.parse(b"/discovery/ratings"), None);
         assert_eq!(layout.parse(b"/other/ratings/1"), None);
         assert_eq!(layout.parse(b"/discovery/rat ings/1"), None);
+    }
+
+    #[test]
+    fn markers_name_an_instance_and_never_pass_for_one() {
+        let layout = KeyLayout::new("/discovery/");
+        let marker = layout.marker("ratings", "1");
+        assert_eq!(marker, "/discovery/~deregistered/ratings/1");
+        assert_eq!(layout.parse(marker.as_bytes()), None);
+        assert_eq!(
+            layout.parse_marker(marker.as_bytes()),
+            Some(("ratings", "1"))
+        );
+        assert_eq!(layout.parse_marker(b"/discovery/ratings/1"), None);
+        assert_eq!(
+            layout.parse_marker(b"/discovery/~deregistered/ratings"),
+            None
+        );
+        // A service may be called `.deregistered` or `deregistered`, but never `~...`.
+        assert!(validate::name("service", "~deregistered").is_err());
     }
 }
