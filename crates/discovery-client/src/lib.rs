@@ -67,7 +67,7 @@
 //! | [`RoundRobin`](balance::RoundRobin) | sends each call to the next endpoint whose breaker admits it, preferring endpoints with fewer calls in flight; none: [`Error::AllInstancesDown`] at once |
 //! | [`Breakers`](breaker::Breakers) / [`BreakerLayer`](breaker::BreakerLayer) | per-instance breaker kept by address; rejects in `call` with [`Error::CircuitOpen`], never fails `poll_ready` |
 //! | [`TimeoutLayer`](timeout::TimeoutLayer) | per-attempt timeout: [`Error::Timeout`] with the address |
-//! | [`HttpEndpoint`](transport::HttpEndpoint) | one instance over HTTP (reqwest), whole bodies |
+//! | [`HttpEndpoint`](transport::HttpEndpoint) | one instance over HTTP (hyper's pooled client, [`HttpClient`](transport::HttpClient)), whole bodies |
 //! | [`CacheLayer`](cache::CacheLayer) | GETs from the moka cache: TTL, coalesced misses, stale fallback |
 //! | [`EventBus`](events::EventBus) | the typed [`Event`]s every piece publishes to |
 //!

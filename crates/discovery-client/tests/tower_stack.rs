@@ -18,7 +18,7 @@ use discovery_client::cache::{CacheConfig, CacheLayer};
 use discovery_client::discovery::InstanceStream;
 use discovery_client::events::{Event, EventBus};
 use discovery_client::timeout::TimeoutLayer;
-use discovery_client::transport::HttpEndpoint;
+use discovery_client::transport::{HttpClient, HttpEndpoint};
 use discovery_client::{Error, Source, StaticDiscovery};
 use tokio::sync::broadcast;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -77,7 +77,7 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
         },
     )
     .events(bus.clone());
-    let http = reqwest::Client::new();
+    let http = HttpClient::new();
     let endpoints = InstanceStream::new("ratings", StaticDiscovery::new(addresses.clone()))
         .expect("runtime")
         .events(bus.clone())

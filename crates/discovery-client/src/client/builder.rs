@@ -8,6 +8,7 @@ use crate::breaker::BreakerConfig;
 use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::discovery::Discovery;
+use crate::transport::HttpClient;
 use crate::{Error, ServiceClient};
 
 /// Settings for a [`ServiceClient`]; made by [`ServiceClient::builder`].
@@ -49,7 +50,7 @@ pub struct ServiceClientBuilder {
     pub(crate) deadline: Option<Duration>,
     pub(crate) hedge_after: Option<Duration>,
     pub(crate) classifier: Arc<dyn Classify>,
-    pub(crate) http: Option<reqwest::Client>,
+    pub(crate) http: Option<HttpClient>,
     pub(crate) event_capacity: usize,
     pub(crate) balance: Balance,
 }
@@ -198,8 +199,10 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Use this HTTP client (for TLS or proxy settings) instead of a default one.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+    /// Send through this HTTP client (its pool and connection settings) instead of one built
+    /// for this client (connect timeout = the per-attempt timeout, idle connections closed
+    /// after 30 s).
+    pub fn http_client(mut self, client: HttpClient) -> Self {
         self.http = Some(client);
         self
     }

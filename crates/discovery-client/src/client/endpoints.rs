@@ -13,7 +13,7 @@ use crate::balance::InFlight;
 use crate::breaker::{BreakerService, BreakerState, Breakers};
 use crate::discovery::{InstanceStream, Update};
 use crate::timeout::{Timeout, TimeoutLayer};
-use crate::transport::HttpEndpoint;
+use crate::transport::{HttpClient, HttpEndpoint};
 
 /// What one instance is called through: breaker(timeout(http)), the same tower pieces a
 /// hand-built stack uses.
@@ -41,7 +41,7 @@ pub(crate) struct Stacks {
     /// Breakers by address, with the client's classifier and event bus.
     pub(crate) breakers: Breakers,
     /// The HTTP client all endpoints share.
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: HttpClient,
     /// Per-attempt timeout.
     pub(crate) timeout: Duration,
 }

@@ -47,6 +47,7 @@ use crate::discovery::InstanceStream;
 use crate::events::{Event, EventBus};
 use crate::telemetry::ServiceTelemetry;
 use crate::timeout::Deadline;
+use crate::transport::HttpClient;
 
 pub use builder::ServiceClientBuilder;
 pub use endpoints::InstanceStatus;
@@ -136,11 +137,10 @@ impl ServiceClient {
         let telemetry = ServiceTelemetry::new(&builder.service, Some(events.clone()));
         let http = match builder.http {
             Some(http) => http,
-            None => reqwest::Client::builder()
+            None => HttpClient::builder()
                 .connect_timeout(builder.timeout)
                 .pool_idle_timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| Error::Config(format!("HTTP client: {e}")))?,
+                .build(),
         };
         let stacks = Stacks {
             breakers: Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
