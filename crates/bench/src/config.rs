@@ -28,6 +28,9 @@ pub enum ContenderName {
     Direct,
     /// Plain reqwest, round-robin by hand.
     RoundRobin,
+    /// Plain hyper to one instance (the client under our transport; steady scenario only,
+    /// unless asked for).
+    Hyper,
     /// Our `ServiceClient`.
     Ours,
     /// Our `ServiceClient` with hedged requests (sick scenario only, unless asked for).

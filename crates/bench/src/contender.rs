@@ -6,7 +6,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use discovery_client::ServiceClient;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 /// The ratings answer.
@@ -38,6 +43,16 @@ pub enum Contender {
         /// The next instance.
         next: AtomicUsize,
     },
+    /// Plain hyper (its pooled client, as our client's transport uses it) to one instance:
+    /// the HTTP stack under our client, without the client.
+    Hyper {
+        /// Pooled client.
+        http: HyperClient,
+        /// The instance's base URL.
+        url: String,
+        /// The shared timeout, over the whole call.
+        timeout: Duration,
+    },
     /// Our `ServiceClient`, cache off.
     Ours(ServiceClient),
     /// Plain reqwest to a proxy in front of the instances.
@@ -47,6 +62,17 @@ pub enum Contender {
         /// The proxy's base URL.
         url: String,
     },
+}
+
+/// hyper's pooled HTTP/1.1 client with an empty request body.
+pub type HyperClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// A plain hyper client as a careful user would build it: pooled, `TCP_NODELAY` on (as
+/// reqwest and our transport set it).
+pub fn plain_hyper() -> HyperClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).build(connector)
 }
 
 /// A plain reqwest client as a careful user would build it: pooled, with a timeout.
@@ -68,6 +94,12 @@ impl Contender {
                 let i = next.fetch_add(1, Ordering::Relaxed) % urls.len();
                 plain_get(http, &urls[i], path).await
             }
+            Contender::Hyper { http, url, timeout } => {
+                tokio::time::timeout(*timeout, hyper_get(http, url, path))
+                    .await
+                    .ok()
+                    .flatten()
+            }
             Contender::Ours(client) => client
                 .get_json::<Rating>(path)
                 .await
@@ -84,6 +116,19 @@ async fn plain_get(http: &reqwest::Client, base: &str, path: &str) -> Option<u16
         return None;
     }
     let body = answer.bytes().await.ok()?;
+    serde_json::from_slice::<Rating>(&body)
+        .ok()
+        .map(|r| r.instance)
+}
+
+async fn hyper_get(http: &HyperClient, base: &str, path: &str) -> Option<u16> {
+    let uri: http::Uri = format!("{base}{path}").parse().ok()?;
+    let request = http::Request::get(uri).body(Empty::new()).ok()?;
+    let answer = http.request(request).await.ok()?;
+    if !answer.status().is_success() {
+        return None;
+    }
+    let body = answer.into_body().collect().await.ok()?.to_bytes();
     serde_json::from_slice::<Rating>(&body)
         .ok()
         .map(|r| r.instance)

@@ -15,7 +15,7 @@ use std::time::Duration;
 use discovery_client::{ServiceClient, StaticDiscovery};
 
 use crate::config::{ContenderName, Plan};
-use crate::contender::{Contender, plain_client};
+use crate::contender::{Contender, plain_client, plain_hyper};
 use crate::peers::{Peer, PeerKind, Resilience};
 use crate::servers::{Binaries, Server};
 
@@ -93,6 +93,8 @@ pub enum Kind {
     Direct,
     /// Plain reqwest, round-robin by hand.
     RoundRobin,
+    /// Plain hyper to instance 1.
+    Hyper,
     /// Our `ServiceClient`.
     Ours,
     /// Our `ServiceClient` with hedged requests after [`HEDGE_AFTER`].
@@ -107,6 +109,7 @@ impl Kind {
         match self {
             Kind::Direct => "reqwest, one instance",
             Kind::RoundRobin => "reqwest, round-robin by hand",
+            Kind::Hyper => "hyper, one instance",
             Kind::Ours => "discovery-client ServiceClient",
             Kind::OursHedged => "discovery-client ServiceClient, hedged",
             Kind::Peer(PeerKind::Nginx) => "via nginx",
@@ -121,6 +124,7 @@ impl Kind {
         match self {
             Kind::Direct => ContenderName::Direct,
             Kind::RoundRobin => ContenderName::RoundRobin,
+            Kind::Hyper => ContenderName::Hyper,
             Kind::Ours => ContenderName::Ours,
             Kind::OursHedged => ContenderName::OursHedged,
             Kind::Peer(PeerKind::Nginx) => ContenderName::Nginx,
@@ -140,10 +144,17 @@ pub const HEDGE_AFTER: Duration = Duration::from_millis(50);
 /// nothing until an instance is slow, so they run in the steady scenario only when asked for
 /// by name.
 pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
-    let mut kinds = vec![Kind::Direct, Kind::RoundRobin, Kind::Ours, Kind::OursHedged];
+    let mut kinds = vec![
+        Kind::Direct,
+        Kind::Hyper,
+        Kind::RoundRobin,
+        Kind::Ours,
+        Kind::OursHedged,
+    ];
     kinds.extend(bed.peers.iter().map(|(kind, _)| Kind::Peer(*kind)));
     kinds.retain(|k| match plan.contenders.is_empty() {
-        true => failures || !matches!(k, Kind::Peer(PeerKind::HaproxyMarkDown) | Kind::OursHedged),
+        true if failures => *k != Kind::Hyper,
+        true => !matches!(k, Kind::Peer(PeerKind::HaproxyMarkDown) | Kind::OursHedged),
         false => plan.contenders.contains(&k.flag()),
     });
     kinds
@@ -158,6 +169,14 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             Contender::Direct {
                 http: plain_client(plan.timeout)?,
                 url: urls[0].clone(),
+            },
+            None,
+        ),
+        Kind::Hyper => (
+            Contender::Hyper {
+                http: plain_hyper(),
+                url: urls[0].clone(),
+                timeout: plan.timeout,
             },
             None,
         ),
