@@ -258,21 +258,25 @@ async fn keys_hold_the_documented_value_and_no_secret() {
     registry.stop().await.unwrap();
 }
 
+/// The registry binary's arguments for the etcd store at `endpoints`, on port 0.
+fn on_etcd(endpoints: &str) -> [&str; 6] {
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        endpoints,
+    ]
+}
+
 #[tokio::test]
 async fn the_binary_serves_from_etcd_and_refuses_an_unreachable_one() {
     let Some(etcd) = EtcdCluster::start(1) else {
         return;
     };
     let endpoints = etcd.endpoints().join(",");
-    let (mut child, url, log) = spawn_binary(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
-        &endpoints,
-    ])
-    .await;
+    let (mut child, url, log) = spawn_binary(&on_etcd(&endpoints)).await;
     assert!(
         log.iter().any(|line| line.contains("using the etcd store")),
         "the registry says it uses etcd"
@@ -300,14 +304,7 @@ async fn the_binary_serves_from_etcd_and_refuses_an_unreachable_one() {
     let output = tokio::time::timeout(
         Duration::from_secs(30),
         Command::new(env!("CARGO_BIN_EXE_registry"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--store",
-                "etcd",
-                "--etcd-endpoints",
-                &dead,
-            ])
+            .args(on_etcd(&dead))
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .output(),
@@ -329,14 +326,7 @@ async fn each_registry_counts_an_expiry_once_and_a_deregistration_never() {
         return;
     };
     let endpoints = etcd.endpoints().join(",");
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        "etcd",
-        "--etcd-endpoints",
-        &endpoints,
-    ];
+    let args = on_etcd(&endpoints);
     // Two processes, so each has its own counters, as in production.
     let (mut a_child, a, _) = spawn_binary(&args).await;
     let (mut b_child, b, _) = spawn_binary(&args).await;

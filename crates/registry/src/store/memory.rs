@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::published::{self, PublishedServices, View};
 use super::{
     Expired, InstanceView, Lease, Metadata, Registered, Registration, Snapshot, StoreError,
-    StoreLimits,
+    StoreLimits, log_expired,
 };
 
 /// The in-memory registry store. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -412,18 +412,6 @@ fn unknown(service: &str, id: &str) -> StoreError {
     StoreError::UnknownInstance {
         service: service.to_owned(),
         id: id.to_owned(),
-    }
-}
-
-fn log_expired(expired: &[Expired]) {
-    for Expired {
-        service,
-        id,
-        address,
-    } in expired
-    {
-        tracing::info!(service = %service, instance = %id, address = %address, "instance expired");
-        crate::store_metrics::lease_expired(service);
     }
 }
 

@@ -97,6 +97,20 @@ pub struct Expired {
     pub address: String,
 }
 
+/// Logs and counts (`registry_lease_expiries_total`) instances whose lease ran out; both
+/// stores report expiries through this.
+pub(crate) fn log_expired(expired: &[Expired]) {
+    for Expired {
+        service,
+        id,
+        address,
+    } in expired
+    {
+        tracing::info!(service = %service, instance = %id, address = %address, "instance expired");
+        crate::store_metrics::lease_expired(service);
+    }
+}
+
 /// Bounds that keep the store's memory finite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreLimits {

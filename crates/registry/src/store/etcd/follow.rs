@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions};
 
 use super::connection::{CallError, Connection};
-use super::mirror::{Change, Entry, Expired, Mirror};
+use super::mirror::{Change, Entry, Mirror};
 use super::record::{KeyLayout, Record};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -204,22 +204,9 @@ async fn watch(
             });
         }
         if !changes.is_empty() {
-            count_expired(&mirror.apply(changes).expired);
+            crate::store::log_expired(&mirror.apply(changes).expired);
         }
         mirror.advance(last);
-    }
-}
-
-/// Logs and counts instances whose etcd lease ran out, as the memory store does.
-fn count_expired(expired: &[Expired]) {
-    for Expired {
-        service,
-        id,
-        address,
-    } in expired
-    {
-        tracing::info!(service = %service, instance = %id, address = %address, "instance expired");
-        crate::store_metrics::lease_expired(service);
     }
 }
 

@@ -42,7 +42,7 @@ use tokio::time::Instant;
 
 use super::record::Record;
 use crate::store::published::{self, PublishedService, PublishedServices, View};
-use crate::store::{InstanceView, Snapshot};
+use crate::store::{Expired, InstanceView, Snapshot};
 
 /// One instance as stored in etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,17 +89,6 @@ pub struct Applied {
     pub changed: usize,
     /// The instances removed because their etcd lease ran out, in order.
     pub expired: Vec<Expired>,
-}
-
-/// One instance removed because its etcd lease ran out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expired {
-    /// Service name.
-    pub service: String,
-    /// Instance id.
-    pub id: String,
-    /// The address it had.
-    pub address: String,
 }
 
 /// The view, its bookkeeping and the revision it reflects.
