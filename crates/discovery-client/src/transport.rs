@@ -203,7 +203,10 @@ impl HttpEndpoint {
         let path_and_query = request.path_and_query();
         let invalid = |reason: &dyn std::fmt::Display| {
             let path = path_and_query.map_or("/", PathAndQuery::as_str);
-            Error::InvalidRequest(format!("URL {:?}: {reason}", format!("{}{path}", self.address)))
+            Error::InvalidRequest(format!(
+                "URL {:?}: {reason}",
+                format!("{}{path}", self.address)
+            ))
         };
         let base = self.base.as_ref().map_err(|reason| invalid(reason))?;
         let path_and_query = match (base.prefix.is_empty(), path_and_query) {
@@ -329,17 +332,27 @@ mod tests {
         use tower::ServiceExt;
         // Bound and never listening: connecting is refused.
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind");
         let address = format!("http://{}", socket.local_addr().expect("addr"));
-        let request = http::Request::get("/x").body(Bytes::new()).expect("request");
+        let request = http::Request::get("/x")
+            .body(Bytes::new())
+            .expect("request");
         let error = HttpEndpoint::new(&address)
             .oneshot(request)
             .await
             .expect_err("refused");
         match error {
-            Error::Http { address: a, message } => {
+            Error::Http {
+                address: a,
+                message,
+            } => {
                 assert_eq!(a, address);
-                assert!(message.to_lowercase().contains("connection refused"), "{message}");
+                assert!(
+                    message.to_lowercase().contains("connection refused"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
