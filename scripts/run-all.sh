@@ -16,15 +16,37 @@ start() {
     echo $! > "$RUN_DIR/$name.pid"
 }
 
+# running PID...: true while any of them runs (a process that has exited stays a zombie
+# until the `wait` below reaps it, so `kill -0` would still find it).
+running() {
+    local pid state
+    for pid in "$@"; do
+        state=$(ps -o stat= -p "$pid" 2>/dev/null) && [[ $state != Z* ]] && return 0
+    done
+    return 1
+}
+
+# Stops the market and the instances first (SIGCONT first, for a paused one), waits up to
+# 10 s for them, so that each instance's deregistration reaches a registry still running,
+# then stops the registry.
 stop() {
     trap - INT TERM
     echo "[run] stopping..."
     kill -CONT "${pids[@]}" 2>/dev/null || true
     kill -TERM "${pids[@]}" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        running "${pids[@]}" || break
+        sleep 0.1
+    done
+    kill -TERM "$registry" 2>/dev/null || true
 }
 trap stop INT TERM
 
-start registry "$BIN/registry"
+# The registry runs in a session of its own, so the terminal's Ctrl-C reaches only the
+# processes that register with it; stop() ends it last.
+setsid "$BIN/registry" > >(trap '' INT TERM; exec sed -u "s/^/[registry] /") 2>&1 &
+registry=$!
+echo "$registry" > "$RUN_DIR/registry.pid"
 # Wait for the registry to answer before starting what registers with it.
 for _ in $(seq 1 50); do
     (exec 3<>/dev/tcp/127.0.0.1/8500) 2>/dev/null && break
