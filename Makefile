@@ -113,7 +113,7 @@ healRatings:
 # loopback, nginx and HAProxy used when installed (apt-get install -y nginx haproxy) and
 # skipped with a message when not. Not part of `make test`.
 BENCH_BIN := $${CARGO_TARGET_DIR:-target}/release/bench
-.PHONY: bench bench-quick bench-build
+.PHONY: bench bench-quick bench-build bench-stores
 bench-build:
 	$(CARGO) build --release -p bench -p ratings-service -p registry --bins
 
@@ -124,3 +124,8 @@ bench: bench-build
 bench-quick: bench-build
 	$(CARGO) bench -p bench --bench hot_path -- --warm-up-time 0.1 --measurement-time 0.3
 	$(BENCH_BIN) --quick --out $${CARGO_TARGET_DIR:-target}/bench-results-quick.md
+
+# The registry on each store, same harness, same run: heartbeats per second and the time from
+# a write to a parked blocking query's answer (needs etcd-server and protoc, like the etcd tests).
+bench-stores:
+	$(CARGO) run --release -p registry --features etcd --example store_bench

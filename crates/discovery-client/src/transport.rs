@@ -68,6 +68,27 @@ impl HttpClient {
 /// Settings for an [`HttpClient`]. Defaults: no connect timeout of its own (the per-attempt
 /// timeout bounds it), idle connections closed after 90 s, any number kept per instance,
 /// `TCP_NODELAY` on.
+///
+/// One client shared by two services' clients, so they share its connection pool:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use discovery_client::transport::HttpClient;
+/// use discovery_client::{ServiceClient, StaticDiscovery};
+///
+/// # async fn demo() -> Result<(), discovery_client::Error> {
+/// let http = HttpClient::builder().pool_max_idle_per_host(32).build();
+/// let ratings = ServiceClient::builder("ratings")
+///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
+///     .http_client(http.clone())
+///     .build()?;
+/// let prices = ServiceClient::builder("prices")
+///     .discovery(StaticDiscovery::new(["http://127.0.0.1:9001"]))
+///     .http_client(http)
+///     .build()?;
+/// # let _ = (ratings, prices);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpClientBuilder {
     connect_timeout: Option<Duration>,
