@@ -12,7 +12,9 @@
 //! under it (URL parsing and conversion, redirect and proxy handling, its own futures), and
 //! an instance call needs none of that: plain HTTP to an address discovery gave, the path
 //! already parsed. The request's path and query are used as given (not re-parsed or
-//! normalised), and no proxy from the environment is used.
+//! normalised), no proxy from the environment is used, and addresses are plain `http://`
+//! (another scheme fails each request with [`Error::InvalidRequest`], which trips no
+//! breaker).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -180,6 +182,11 @@ impl Base {
         let (Some(scheme), Some(authority)) = (parts.scheme, parts.authority) else {
             return Err("not an absolute URL (scheme and host needed)".into());
         };
+        if scheme != Scheme::HTTP {
+            return Err(format!(
+                "scheme {scheme} is not supported: instances are called over plain http://"
+            ));
+        }
         let prefix = match &parts.path_and_query {
             Some(pq) if pq.query().is_some() => {
                 return Err("a base address cannot have a query".into());
@@ -338,7 +345,13 @@ mod tests {
 
     #[test]
     fn an_address_that_does_not_parse_fails_each_request_by_name() {
-        for address in ["not a url", "127.0.0.1:8001", "/relative", "http://h/?q=1"] {
+        for address in [
+            "not a url",
+            "127.0.0.1:8001",
+            "/relative",
+            "http://h/?q=1",
+            "https://h:443",
+        ] {
             let endpoint = HttpEndpoint::new(address);
             let error = uri(&endpoint, "/x").expect_err("invalid");
             assert!(
