@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use support::ids;
 use support::router::{
-    self, Reply, assert_error, assert_held, get, instance_uri, put_json, with_lease,
+    self, Reply, assert_error, assert_held, get, instance_uri, put_json, put_json_with_lease,
+    with_lease,
 };
 
 const ADDR: &str = "http://127.0.0.1:8001";
@@ -103,12 +104,11 @@ impl Registry {
 
     /// `PUT`s a registration of `id` at `address`, presenting `lease` if given.
     async fn try_register(&self, id: &str, address: &str, lease: Option<&str>) -> Reply {
-        let mut request = put_json(&instance_uri("ratings", id), &json!({ "address": address }));
-        if let Some(lease) = lease {
-            request
-                .headers_mut()
-                .insert("x-lease", lease.parse().unwrap());
-        }
+        let (uri, body) = (instance_uri("ratings", id), json!({ "address": address }));
+        let request = match lease {
+            Some(lease) => put_json_with_lease(&uri, &body, lease),
+            None => put_json(&uri, &body),
+        };
         self.send(request).await
     }
 
@@ -333,13 +333,11 @@ async fn metadata_change_moves_the_index(backend: Backend) {
     let registry = Registry::start(backend).await;
     let lease = registry.register("ratings", "1", ADDR, None).await;
     let index = registry.index("ratings").await;
-    let mut request = put_json(
+    let request = put_json_with_lease(
         &instance_uri("ratings", "1"),
         &json!({ "address": ADDR, "metadata": { "v": "2" } }),
+        &lease,
     );
-    request
-        .headers_mut()
-        .insert("x-lease", lease.parse().unwrap());
     let reply = registry.send(request).await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = registry.service("ratings").await;
@@ -356,10 +354,7 @@ async fn moving_an_id_to_another_address_needs_its_lease(backend: Backend) {
 
     let reply = registry.send(put_json(&uri, &hijack)).await;
     assert_held(&reply);
-    let mut wrong = put_json(&uri, &hijack);
-    wrong
-        .headers_mut()
-        .insert("x-lease", "deadbeef".parse().unwrap());
+    let wrong = put_json_with_lease(&uri, &hijack, "deadbeef");
     assert_held(&registry.send(wrong).await);
     assert_eq!(registry.service("ratings").await, before);
     assert_eq!(
@@ -371,10 +366,7 @@ async fn moving_an_id_to_another_address_needs_its_lease(backend: Backend) {
         "the owner's lease survives a refused hijack"
     );
 
-    let mut owner = put_json(&uri, &hijack);
-    owner
-        .headers_mut()
-        .insert("x-lease", lease.parse().unwrap());
+    let owner = put_json_with_lease(&uri, &hijack, &lease);
     assert_eq!(registry.send(owner).await.status, StatusCode::OK);
     let after = registry.service("ratings").await;
     assert!(after["index"].as_u64() > before["index"].as_u64());

@@ -13,7 +13,7 @@ use super::*;
 
 #[path = "../../tests/support/router.rs"]
 mod router;
-use router::{Reply, assert_error, get, instance_uri, put_json, with_lease};
+use router::{Reply, assert_error, get, instance_uri, put_json, put_json_with_lease, with_lease};
 
 const ADDR: &str = "http://127.0.0.1:8001";
 
@@ -50,10 +50,11 @@ async fn reregister(
     address: &str,
     lease: &str,
 ) -> String {
-    let mut request = put_json(&instance_uri(service, id), &json!({ "address": address }));
-    request
-        .headers_mut()
-        .insert("x-lease", lease.parse().unwrap());
+    let request = put_json_with_lease(
+        &instance_uri(service, id),
+        &json!({ "address": address }),
+        lease,
+    );
     let reply = send(state, request).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["lease"].as_str().unwrap().to_owned()
@@ -257,13 +258,11 @@ async fn identical_reregistration_issues_a_new_lease_only() {
 async fn metadata_change_moves_the_index() {
     let state = state();
     let lease = register(&state, "ratings", "1", ADDR).await;
-    let mut request = put_json(
+    let request = put_json_with_lease(
         &instance_uri("ratings", "1"),
         &json!({ "address": ADDR, "metadata": { "v": "2" } }),
+        &lease,
     );
-    request
-        .headers_mut()
-        .insert("x-lease", lease.parse().unwrap());
     let reply = send(&state, request).await;
     assert_eq!(reply.status, StatusCode::OK);
     let body = service(&state, "ratings").await;
@@ -283,10 +282,7 @@ async fn reregistering_a_live_id_without_its_lease_is_409_with_when_to_retry() {
     let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
     // Default TTL 120 s, 20.5 s gone: 99.5 s left, rounded up.
     assert_eq!(router::assert_held(&reply), 100);
-    let mut wrong = put_json(&uri, &json!({ "address": ADDR }));
-    wrong
-        .headers_mut()
-        .insert("x-lease", "deadbeef".parse().unwrap());
+    let wrong = put_json_with_lease(&uri, &json!({ "address": ADDR }), "deadbeef");
     assert_eq!(router::assert_held(&send(&state, wrong).await), 100);
     assert_eq!(service(&state, "ratings").await, before);
 
@@ -339,10 +335,7 @@ async fn moving_an_id_to_another_address_needs_its_lease() {
 
     let reply = send(&state, put_json(&uri, &hijack)).await;
     assert_eq!(router::assert_held(&reply), 120);
-    let mut wrong = put_json(&uri, &hijack);
-    wrong
-        .headers_mut()
-        .insert("x-lease", "deadbeef".parse().unwrap());
+    let wrong = put_json_with_lease(&uri, &hijack, "deadbeef");
     assert_eq!(router::assert_held(&send(&state, wrong).await), 120);
     assert_eq!(service(&state, "ratings").await, before);
     assert_eq!(
@@ -351,10 +344,7 @@ async fn moving_an_id_to_another_address_needs_its_lease() {
         "the owner's lease survives a refused hijack"
     );
 
-    let mut owner = put_json(&uri, &hijack);
-    owner
-        .headers_mut()
-        .insert("x-lease", lease.parse().unwrap());
+    let owner = put_json_with_lease(&uri, &hijack, &lease);
     let reply = send(&state, owner).await;
     assert_eq!(reply.status, StatusCode::OK);
     let after = service(&state, "ratings").await;

@@ -60,6 +60,15 @@ pub fn put_json(uri: &str, body: &Value) -> Request<Body> {
         .unwrap()
 }
 
+/// `put_json`, presenting `lease` in `X-Lease`.
+pub fn put_json_with_lease(uri: &str, body: &Value, lease: &str) -> Request<Body> {
+    let mut request = put_json(uri, body);
+    request
+        .headers_mut()
+        .insert("x-lease", lease.parse().unwrap());
+    request
+}
+
 /// A bodiless request, with `X-Lease` when a lease is given.
 pub fn with_lease(method: Method, uri: &str, lease: Option<&str>) -> Request<Body> {
     let mut builder = Request::builder().method(method).uri(uri);
