@@ -22,6 +22,15 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
         .collect()
 }
 
+/// Opens `breaker` (failure limit 1) with one recorded failure.
+fn open(breaker: &Arc<Breaker>, now: Instant) {
+    breaker
+        .try_acquire(now)
+        .0
+        .expect("closed")
+        .record_failure(now);
+}
+
 fn pick_ids(rr: &Picker, eps: &[Endpoint], times: usize) -> Vec<String> {
     (0..times)
         .map(|_| {
@@ -46,12 +55,7 @@ async fn skips_open_breakers_and_keeps_the_rest_even() {
     let rr = Picker::new();
     let eps = endpoints(3);
     let now = Instant::now();
-    eps[0]
-        .breaker
-        .try_acquire(now)
-        .0
-        .expect("closed")
-        .record_failure(now);
+    open(&eps[0].breaker, now);
     assert_eq!(eps[0].breaker.state(), BreakerState::Open);
     let ids = pick_ids(&rr, &eps, 6);
     assert!(!ids.contains(&"1".to_string()), "{ids:?}");
@@ -65,11 +69,7 @@ async fn none_when_every_breaker_is_open_and_no_hang() {
     let eps = endpoints(2);
     let now = Instant::now();
     for ep in &eps {
-        ep.breaker
-            .try_acquire(now)
-            .0
-            .expect("closed")
-            .record_failure(now);
+        open(&ep.breaker, now);
     }
     assert!(rr.pick(&eps, now, |_| false, |_, _| {}).is_none());
     assert!(rr.pick(&[], now, |_| false, |_, _| {}).is_none());
@@ -80,12 +80,7 @@ async fn retest_admits_one_probe_and_reports_the_transition() {
     let rr = Picker::new();
     let eps = endpoints(1);
     let now = Instant::now();
-    eps[0]
-        .breaker
-        .try_acquire(now)
-        .0
-        .expect("closed")
-        .record_failure(now);
+    open(&eps[0].breaker, now);
     tokio::time::advance(Duration::from_secs(30)).await;
     let mut seen = Vec::new();
     let first = rr.pick(
@@ -220,12 +215,7 @@ async fn a_busier_instance_in_retest_keeps_its_probe() {
     let eps = endpoints(2);
     let counts: Vec<InFlight> = (0..2).map(|_| InFlight::new()).collect();
     let now = Instant::now();
-    eps[0]
-        .breaker
-        .try_acquire(now)
-        .0
-        .expect("closed")
-        .record_failure(now);
+    open(&eps[0].breaker, now);
     // Requests admitted before it opened are still out on instance 1.
     let _old = [counts[0].start(), counts[0].start()];
     tokio::time::advance(Duration::from_secs(30)).await;
