@@ -28,6 +28,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use bench::lean;
+use bench::scaling::least_pending_pick;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use discovery_client::balance::{Endpoint, InFlight, Picker};
 use discovery_client::breaker::{Breaker, BreakerConfig};
@@ -170,13 +171,8 @@ fn balancer(c: &mut Criterion) {
     });
     let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
     let least_pending = || {
-        let (index, permit) = rr
-            .pick_least_pending(
-                3,
-                |i| counts[i].get(),
-                |i| endpoints[i].breaker.try_acquire(now).0,
-            )
-            .expect("an endpoint admits");
+        let (index, permit) =
+            least_pending_pick(&rr, &endpoints, &counts, now).expect("an endpoint admits");
         let in_flight = counts[index].start();
         black_box((permit, in_flight))
     };
@@ -202,13 +198,7 @@ fn balancer(c: &mut Criterion) {
         black_box(permit.record_success(Instant::now()));
     };
     let op_least_pending = || {
-        let now = Instant::now();
-        let (index, permit) = rr
-            .pick_least_pending(
-                3,
-                |i| counts[i].get(),
-                |i| endpoints[i].breaker.try_acquire(now).0,
-            )
+        let (index, permit) = least_pending_pick(&rr, &endpoints, &counts, Instant::now())
             .expect("an endpoint admits");
         let in_flight = counts[index].start();
         black_box(permit.record_success(Instant::now()));

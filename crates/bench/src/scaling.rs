@@ -11,11 +11,26 @@ use std::time::{Duration, Instant};
 
 use discovery_client::Instance;
 use discovery_client::balance::{Endpoint, InFlight, Picker};
-use discovery_client::breaker::{Breaker, BreakerConfig};
+use discovery_client::breaker::{Breaker, BreakerConfig, Permit};
 use discovery_client::budget::RetryBudget;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::lean;
+
+/// The client's pick (least-pending, owned permit) over `endpoints` with in-flight `counts`:
+/// the index picked and its permit. Shared by the scaling measurement and `benches/hot_path.rs`.
+pub fn least_pending_pick(
+    rr: &Picker,
+    endpoints: &[Endpoint],
+    counts: &[InFlight],
+    now: tokio::time::Instant,
+) -> Option<(usize, Permit)> {
+    rr.pick_least_pending(
+        endpoints.len(),
+        |i| counts[i].get(),
+        |i| endpoints[i].breaker.try_acquire(now).0,
+    )
+}
 
 /// One operation's result.
 #[derive(Debug, Clone)]
@@ -133,12 +148,7 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
     };
     let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
     let least_pending = |_: usize| {
-        let now = tokio::time::Instant::now();
-        let picked = rr.pick_least_pending(
-            endpoints.len(),
-            |i| counts[i].get(),
-            |i| endpoints[i].breaker.try_acquire(now).0,
-        );
+        let picked = least_pending_pick(&rr, &endpoints, &counts, tokio::time::Instant::now());
         if let Some((index, permit)) = picked {
             let in_flight = counts[index].start();
             black_box(permit.record_success(tokio::time::Instant::now()));
