@@ -63,7 +63,7 @@ pub use future::ResponseFuture;
 pub(crate) use future::{BodyCheck, Classified, NoCheck};
 pub use layer::BreakerLayer;
 pub use service::{Admit, BreakerService};
-pub use state::{Breaker, BreakerState, Permit, PermitRef, Transition};
+pub use state::{Breaker, BreakerState, Permit, PermitOf, PermitRef, Transition};
 
 #[cfg(test)]
 mod service_tests;

@@ -8,6 +8,7 @@
 //! do not contend. Failures, successes after a failure, and everything outside Closed take
 //! the lock and run the state machine as before.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -238,11 +239,7 @@ impl Breaker {
     #[inline]
     pub fn try_acquire(self: &Arc<Self>, now: Instant) -> (Option<Permit>, Option<Transition>) {
         let (ticket, transition) = self.admit(now);
-        let permit = ticket.map(|ticket| Permit {
-            breaker: Arc::clone(self),
-            ticket,
-            recorded: false,
-        });
+        let permit = ticket.map(|ticket| Permit::new(Arc::clone(self), ticket));
         (permit, transition)
     }
 
@@ -262,11 +259,7 @@ impl Breaker {
     #[inline]
     pub fn try_acquire_ref(&self, now: Instant) -> (Option<PermitRef<'_>>, Option<Transition>) {
         let (ticket, transition) = self.admit(now);
-        let permit = ticket.map(|ticket| PermitRef {
-            breaker: self,
-            ticket,
-            recorded: false,
-        });
+        let permit = ticket.map(|ticket| PermitRef::new(self, ticket));
         (permit, transition)
     }
 
@@ -404,9 +397,21 @@ struct Ticket {
     probe: bool,
 }
 
-/// Leave to send one request through a [`Breaker`]. Record its outcome with
-/// [`record_success`](Permit::record_success) or [`record_failure`](Permit::record_failure);
-/// dropping it unrecorded (the caller gave up) counts as neither, and frees the probe slot.
+/// Leave to send one request through a [`Breaker`], holding the breaker as `B`: an
+/// `Arc<Breaker>` ([`Permit`], from [`Breaker::try_acquire`]) or a `&Breaker`
+/// ([`PermitRef`], from [`Breaker::try_acquire_ref`]). Record its outcome with
+/// [`record_success`](PermitOf::record_success) or
+/// [`record_failure`](PermitOf::record_failure); dropping it unrecorded (the caller gave
+/// up) counts as neither, and frees the probe slot.
+#[derive(Debug)]
+pub struct PermitOf<B: Deref<Target = Breaker>> {
+    breaker: B,
+    ticket: Ticket,
+    recorded: bool,
+}
+
+/// A permit that holds a clone of its breaker's `Arc`, so it can outlive any borrow (a
+/// request future).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -420,35 +425,58 @@ struct Ticket {
 /// assert!(!permit.is_probe());
 /// assert_eq!(permit.record_success(now), None);
 /// ```
-#[derive(Debug)]
-pub struct Permit {
-    breaker: Arc<Breaker>,
-    ticket: Ticket,
-    recorded: bool,
-}
+pub type Permit = PermitOf<Arc<Breaker>>;
 
-impl Permit {
+/// A permit that borrows its breaker instead of holding an `Arc`.
+///
+/// ```
+/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
+/// use tokio::time::Instant;
+///
+/// let breaker = Breaker::new(BreakerConfig::default()); // opens at the first failure
+/// let now = Instant::now();
+/// let permit = breaker.try_acquire_ref(now).0.expect("closed: admitted");
+/// assert!(permit.record_failure(now).is_some());
+/// assert_eq!(breaker.state(), BreakerState::Open);
+/// ```
+pub type PermitRef<'a> = PermitOf<&'a Breaker>;
+
+impl<B: Deref<Target = Breaker>> PermitOf<B> {
+    fn new(breaker: B, ticket: Ticket) -> Self {
+        Self {
+            breaker,
+            ticket,
+            recorded: false,
+        }
+    }
+
     /// Whether this request is the single Retest probe.
     pub fn is_probe(&self) -> bool {
         self.ticket.probe
     }
 
-    /// The breaker this permit belongs to.
-    pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
-    }
-
     /// The request succeeded (or failed through the caller's fault, such as a 4xx).
     #[inline]
-    pub fn record_success(mut self, now: Instant) -> Option<Transition> {
-        self.recorded = true;
-        self.breaker.record(self.ticket.generation, true, now)
+    pub fn record_success(self, now: Instant) -> Option<Transition> {
+        self.record(true, now)
     }
 
     /// The request failed through the instance's fault (transport error, timeout, 5xx, bad body).
-    pub fn record_failure(mut self, now: Instant) -> Option<Transition> {
+    pub fn record_failure(self, now: Instant) -> Option<Transition> {
+        self.record(false, now)
+    }
+
+    #[inline]
+    fn record(mut self, success: bool, now: Instant) -> Option<Transition> {
         self.recorded = true;
-        self.breaker.record(self.ticket.generation, false, now)
+        self.breaker.record(self.ticket.generation, success, now)
+    }
+}
+
+impl Permit {
+    /// The breaker this permit belongs to.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
     }
 
     /// Records the outcome; on a transition, also hands back the breaker (for the retest
@@ -465,57 +493,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
-    #[inline]
-    fn drop(&mut self) {
-        if self.ticket.probe && !self.recorded {
-            self.breaker.release_probe(self.ticket.generation);
-        }
-    }
-}
-
-/// A [`Permit`] that borrows its breaker instead of holding an `Arc`; made by
-/// [`Breaker::try_acquire_ref`]. Same rules: record the outcome, or drop it unrecorded to
-/// count as neither (which frees the probe slot).
-///
-/// ```
-/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
-/// use tokio::time::Instant;
-///
-/// let breaker = Breaker::new(BreakerConfig::default()); // opens at the first failure
-/// let now = Instant::now();
-/// let permit = breaker.try_acquire_ref(now).0.expect("closed: admitted");
-/// assert!(permit.record_failure(now).is_some());
-/// assert_eq!(breaker.state(), BreakerState::Open);
-/// ```
-#[derive(Debug)]
-pub struct PermitRef<'a> {
-    breaker: &'a Breaker,
-    ticket: Ticket,
-    recorded: bool,
-}
-
-impl PermitRef<'_> {
-    /// Whether this request is the single Retest probe.
-    pub fn is_probe(&self) -> bool {
-        self.ticket.probe
-    }
-
-    /// The request succeeded (or failed through the caller's fault, such as a 4xx).
-    #[inline]
-    pub fn record_success(mut self, now: Instant) -> Option<Transition> {
-        self.recorded = true;
-        self.breaker.record(self.ticket.generation, true, now)
-    }
-
-    /// The request failed through the instance's fault (transport error, timeout, 5xx, bad body).
-    pub fn record_failure(mut self, now: Instant) -> Option<Transition> {
-        self.recorded = true;
-        self.breaker.record(self.ticket.generation, false, now)
-    }
-}
-
-impl Drop for PermitRef<'_> {
+impl<B: Deref<Target = Breaker>> Drop for PermitOf<B> {
     #[inline]
     fn drop(&mut self) {
         if self.ticket.probe && !self.recorded {
