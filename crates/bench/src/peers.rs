@@ -80,7 +80,7 @@ pub struct Peer {
     /// The process (stopped on drop).
     pub process: Child,
     /// The temporary directory, removed on drop.
-    dir: TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Peer {
@@ -93,7 +93,10 @@ impl Peer {
         upstreams: &[String],
         settings: Resilience,
     ) -> Result<Peer, String> {
-        let dir = TempDir::new(kind.name())?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("discovery-bench-{}-", kind.name()))
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
         let listen = free_loopback_port()?;
         let hostports: Vec<&str> = upstreams
             .iter()
@@ -101,11 +104,11 @@ impl Peer {
             .collect();
         let (config, file, args) = match kind {
             PeerKind::Nginx => {
-                let config = render_nginx(&dir.path, listen, &hostports, settings);
-                let file = dir.path.join("nginx.conf");
+                let config = render_nginx(dir.path(), listen, &hostports, settings);
+                let file = dir.path().join("nginx.conf");
                 let args = vec![
                     "-p".to_string(),
-                    dir.path.display().to_string(),
+                    dir.path().display().to_string(),
                     "-c".into(),
                     file.display().to_string(),
                     "-e".into(),
@@ -115,8 +118,8 @@ impl Peer {
             }
             PeerKind::Haproxy | PeerKind::HaproxyMarkDown => {
                 let l7_retries = kind == PeerKind::Haproxy;
-                let config = render_haproxy(&dir.path, listen, &hostports, settings, l7_retries);
-                let file = dir.path.join("haproxy.cfg");
+                let config = render_haproxy(dir.path(), listen, &hostports, settings, l7_retries);
+                let file = dir.path().join("haproxy.cfg");
                 let args = vec!["-db".to_string(), "-f".into(), file.display().to_string()];
                 (config, file, args)
             }
@@ -136,7 +139,7 @@ impl Peer {
 
     /// The directory holding the rendered configuration.
     pub fn dir(&self) -> &Path {
-        &self.dir.path
+        self.dir.path()
     }
 }
 
@@ -258,31 +261,6 @@ async fn wait_until_serving(process: &mut Child, url: &str) -> Result<(), String
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A directory under the system temp dir, removed on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new(label: &str) -> Result<TempDir, String> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "discovery-bench-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).map_err(|e| format!("create {}: {e}", path.display()))?;
-        Ok(TempDir { path })
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

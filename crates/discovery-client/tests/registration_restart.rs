@@ -5,7 +5,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use discovery_client::registration::{Registration, RegistrationConfig};
@@ -87,27 +87,6 @@ impl Registry {
     }
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "registration-{name}-{}-{:x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn config(registry: &Registry, ttl: Duration) -> RegistrationConfig {
     let mut config = RegistrationConfig::new(&registry.url, "ratings", "1", ADDRESS);
     config.ttl = ttl;
@@ -134,8 +113,8 @@ async fn registered_within(registration: &Registration, limit: Duration) -> Dura
 #[tokio::test]
 async fn a_restarted_process_takes_its_registration_back_at_once_with_its_lease_file() {
     let registry = Registry::start().await;
-    let dir = TempDir::new("reclaim");
-    let path = dir.0.join("ratings-1.lease");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratings-1.lease");
     let config = config(&registry, Duration::from_secs(60)).lease_file(&path);
 
     let first = Registration::start(config.clone());

@@ -425,29 +425,6 @@ async fn the_ratings_admin_endpoint_is_off_by_default_and_needs_its_token() {
     assert_eq!(rating["instance"], 2);
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "system-tests-{name}-{}-{:x}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Starts ratings instance `n` on `port` (0: any), registered with `registry`.
 async fn ratings_on(n: u32, port: u16, registry: &Proc, extra: &[&str]) -> Proc {
     let (instance, listen) = (n.to_string(), format!("127.0.0.1:{port}"));
@@ -475,8 +452,8 @@ fn port_of(proc: &Proc) -> u16 {
 async fn a_killed_instance_comes_back_at_once_with_its_lease_file_and_after_its_ttl_without() {
     let registry = registry(&[]).await;
     let listing_url = format!("{}/v1/services/ratings", registry.url);
-    let dir = TempDir::new("lease-file");
-    let lease_file = dir.0.join("ratings-1.lease");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lease_file = dir.path().join("ratings-1.lease");
     let lease_file = lease_file.to_str().expect("utf-8 path");
 
     // Instance 1 keeps its lease in a file; instance 2 does not. Both have a 2 s TTL.

@@ -194,31 +194,10 @@ mod tests {
         }
     }
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "lease-file-{name}-{}-{:x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     #[tokio::test]
     async fn stores_and_loads_the_lease_for_the_same_instance_only() {
-        let dir = TempDir::new("round-trip");
-        let file = LeaseFile::new(dir.0.join("sub").join("ratings-1.lease"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = LeaseFile::new(dir.path().join("sub").join("ratings-1.lease"));
         assert_eq!(file.load(&labels("1")).await, None, "no file yet");
 
         file.store(&labels("1"), &Lease::new("first")).await;
@@ -227,7 +206,7 @@ mod tests {
         assert_eq!(file.load(&labels("2")).await, None, "another instance's");
 
         // Only the lease file is left: the temporary file was renamed over it.
-        let names: Vec<_> = std::fs::read_dir(dir.0.join("sub"))
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("sub"))
             .expect("read dir")
             .map(|entry| entry.expect("entry").file_name())
             .collect();
@@ -244,8 +223,8 @@ mod tests {
     async fn the_file_is_readable_by_its_owner_only() {
         use std::os::unix::fs::PermissionsExt;
 
-        let dir = TempDir::new("mode");
-        let path = dir.0.join("ratings-1.lease");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ratings-1.lease");
         // Even replacing a file that others could read.
         std::fs::write(&path, b"{}").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -261,12 +240,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupt_or_unreadable_file_is_ignored() {
-        let dir = TempDir::new("corrupt");
-        let path = dir.0.join("ratings-1.lease");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("ratings-1.lease");
         std::fs::write(&path, b"not json").expect("write");
         assert_eq!(LeaseFile::new(path).load(&labels("1")).await, None);
         // A directory where the file should be: cannot read, cannot write; no panic.
-        let file = LeaseFile::new(dir.0.clone());
+        let file = LeaseFile::new(dir.path().to_path_buf());
         assert_eq!(file.load(&labels("1")).await, None);
         file.store(&labels("1"), &Lease::new("x")).await;
     }
