@@ -33,8 +33,8 @@ pub enum ContenderName {
     Hyper,
     /// Our `ServiceClient`.
     Ours,
-    /// Our `ServiceClient` with hedged requests (sick scenario only, unless asked for).
-    OursHedged,
+    /// Our `ServiceClient` with hedging off.
+    OursUnhedged,
     /// Through nginx.
     Nginx,
     /// Through HAProxy with L7 retries.

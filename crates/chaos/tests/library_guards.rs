@@ -14,7 +14,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use discovery_client::{Error, Event, RegistryDiscovery, ServiceClient, StaticDiscovery};
+use discovery_client::{Error, Event, Hedging, RegistryDiscovery, ServiceClient, StaticDiscovery};
 use support::{Fake, Mode, Refusing};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -222,7 +222,9 @@ async fn an_overall_deadline_bounds_the_retries() {
         let mut builder = ServiceClient::builder("ratings")
             .discovery(StaticDiscovery::new(urls.clone()))
             .timeout(Duration::from_millis(200))
-            .max_retries(2);
+            .max_retries(2)
+            // Attempts one after another: no hedge overlapping them.
+            .hedging(Hedging::Off);
         if let Some(deadline) = deadline {
             builder = builder.deadline(deadline);
         }

@@ -137,7 +137,7 @@
 //! | `discovery_client_cache_total` | counter | `service`, `result` | cached GETs: `hit` (fresh cache, or a concurrent caller's fetch), `miss` (went upstream), `stale` (upstream failed, last good answer served) |
 //! | `discovery_client_all_down_total` | counter | `service` | calls that found no instance whose breaker admits a request |
 //! | `discovery_client_retries_total` | counter | `service` | [`ServiceClient`] attempts sent on another instance after an attempt of the same call failed |
-//! | `discovery_client_hedges_total` | counter | `service`, `result` | [`ServiceClient`] hedges (see [`hedge_after`](ServiceClientBuilder::hedge_after)); `result` is `won` (the hedge gave the call's answer) or `lost` |
+//! | `discovery_client_hedges_total` | counter | `service`, `result` | [`ServiceClient`] hedges (see [`Hedging`]); `result` is `won` (the hedge gave the call's answer) or `lost` |
 
 #![warn(missing_docs)]
 
@@ -160,7 +160,7 @@ pub mod transport;
 
 pub use balance::Balance;
 pub use cache::{Cached, Source};
-pub use client::{InstanceStatus, Response, ServiceClient, ServiceClientBuilder};
+pub use client::{Hedging, InstanceStatus, Response, ServiceClient, ServiceClientBuilder};
 #[cfg(feature = "etcd")]
 pub use discovery::etcd::EtcdDiscovery;
 pub use discovery::{Discovery, RegistryDiscovery, StaticDiscovery};

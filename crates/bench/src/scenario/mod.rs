@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use discovery_client::{ServiceClient, StaticDiscovery};
+use discovery_client::{Hedging, ServiceClient, StaticDiscovery};
 
 use crate::config::{ContenderName, Plan};
 use crate::contender::{Contender, plain_client, plain_hyper};
@@ -97,8 +97,8 @@ pub enum Kind {
     Hyper,
     /// Our `ServiceClient`.
     Ours,
-    /// Our `ServiceClient` with hedged requests after [`HEDGE_AFTER`].
-    OursHedged,
+    /// Our `ServiceClient` with hedging off.
+    OursUnhedged,
     /// Through a proxy.
     Peer(PeerKind),
 }
@@ -111,7 +111,7 @@ impl Kind {
             Kind::RoundRobin => "reqwest, round-robin by hand",
             Kind::Hyper => "hyper, one instance",
             Kind::Ours => "discovery-client ServiceClient",
-            Kind::OursHedged => "discovery-client ServiceClient, hedged",
+            Kind::OursUnhedged => "discovery-client ServiceClient, hedging off",
             Kind::Peer(PeerKind::Nginx) => "via nginx",
             Kind::Peer(PeerKind::Haproxy) => "via HAProxy",
             Kind::Peer(PeerKind::HaproxyMarkDown) => "via HAProxy, mark-down (no L7 retries)",
@@ -126,7 +126,7 @@ impl Kind {
             Kind::RoundRobin => ContenderName::RoundRobin,
             Kind::Hyper => ContenderName::Hyper,
             Kind::Ours => ContenderName::Ours,
-            Kind::OursHedged => ContenderName::OursHedged,
+            Kind::OursUnhedged => ContenderName::OursUnhedged,
             Kind::Peer(PeerKind::Nginx) => ContenderName::Nginx,
             Kind::Peer(PeerKind::Haproxy) => ContenderName::Haproxy,
             Kind::Peer(PeerKind::HaproxyMarkDown) => ContenderName::HaproxyMarkdown,
@@ -134,27 +134,22 @@ impl Kind {
     }
 }
 
-/// How long our hedged contender lets an attempt go unanswered before hedging it: about ten
-/// times the steady-state p99 (2–5 ms on loopback), so that healthy calls are practically
-/// never hedged, yet a call caught by a paused instance waits 1/20 of the 1 s timeout.
-pub const HEDGE_AFTER: Duration = Duration::from_millis(50);
-
 /// The contenders this bed can run and the plan asks for, in table order. HAProxy without
-/// L7 retries performs like HAProxy with them until something fails, and hedging changes
-/// nothing until an instance is slow, so they run in the steady scenario only when asked for
-/// by name.
+/// L7 retries performs like HAProxy with them until something fails, so it runs in the
+/// steady scenario only when asked for by name; our client with hedging off runs in both, to
+/// show what hedging costs when nothing is wrong and what it saves when an instance stalls.
 pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
     let mut kinds = vec![
         Kind::Direct,
         Kind::Hyper,
         Kind::RoundRobin,
         Kind::Ours,
-        Kind::OursHedged,
+        Kind::OursUnhedged,
     ];
     kinds.extend(bed.peers.iter().map(|(kind, _)| Kind::Peer(*kind)));
     kinds.retain(|k| match plan.contenders.is_empty() {
         true if failures => *k != Kind::Hyper,
-        true => !matches!(k, Kind::Peer(PeerKind::HaproxyMarkDown) | Kind::OursHedged),
+        true => *k != Kind::Peer(PeerKind::HaproxyMarkDown),
         false => plan.contenders.contains(&k.flag()),
     });
     kinds
@@ -188,7 +183,7 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             },
             None,
         ),
-        Kind::Ours | Kind::OursHedged => {
+        Kind::Ours | Kind::OursUnhedged => {
             let mut builder = ServiceClient::builder("ratings")
                 .discovery(StaticDiscovery::new(urls))
                 .timeout(plan.timeout)
@@ -196,8 +191,8 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
                 .retest_delay(retest)
                 .max_retries(plan.retries)
                 .cache_ttl(Duration::ZERO);
-            if kind == Kind::OursHedged {
-                builder = builder.hedge_after(HEDGE_AFTER);
+            if kind == Kind::OursUnhedged {
+                builder = builder.hedging(Hedging::Off);
             }
             let client = builder.build().map_err(|e| format!("ServiceClient: {e}"))?;
             (Contender::Ours(client), None)

@@ -258,22 +258,16 @@ fn report(outcomes: &[Outcome], plan: &Plan, baseline: Option<Baseline>) -> Sect
             ),
             reuse,
         ]);
-        if matches!(o.kind, Kind::Ours | Kind::OursHedged) {
+        if matches!(o.kind, Kind::Ours | Kind::OursUnhedged) {
             ours.push((o, f));
         }
     }
     section.table(&table);
     for (o, f) in ours {
-        // The hedged client's lines are marked; ours keep their wording.
+        // The lines of the client with hedging off are marked; the default's keep their wording.
         let (whose, mark) = match o.kind {
-            Kind::OursHedged => (
-                format!(
-                    "Our hedged client's (hedge after {} ms)",
-                    super::HEDGE_AFTER.as_millis()
-                ),
-                "hedged: ",
-            ),
-            _ => ("Our client's".to_string(), ""),
+            Kind::OursUnhedged => ("With hedging off, our client's", "hedging off: "),
+            _ => ("Our client's", ""),
         };
         let timeline: Vec<String> = o
             .events

@@ -9,15 +9,16 @@ use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::discovery::Discovery;
 use crate::transport::HttpClient;
-use crate::{Error, ServiceClient};
+use crate::{Error, Hedging, ServiceClient};
 
 /// Settings for a [`ServiceClient`]; made by [`ServiceClient::builder`].
 ///
 /// Defaults follow the original contract: per-attempt timeout 1 s, failure limit 1, retest
 /// delay 30 s; plus a fresh-cache TTL of 5 s, a stale fallback kept for an hour, up to 2
 /// retries on other instances within a retry budget of 20 % of requests, no overall
-/// deadline beyond what the timeouts and retries imply, and round-robin that prefers
-/// instances with fewer requests in flight.
+/// deadline beyond what the timeouts and retries imply, round-robin that prefers
+/// instances with fewer requests in flight, and hedging after twice the service's recent p99
+/// (at least 50 ms).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -48,7 +49,7 @@ pub struct ServiceClientBuilder {
     pub(crate) retry_percent: f32,
     pub(crate) retry_non_idempotent: bool,
     pub(crate) deadline: Option<Duration>,
-    pub(crate) hedge_after: Option<Duration>,
+    pub(crate) hedging: Hedging,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) http: Option<HttpClient>,
     pub(crate) event_capacity: usize,
@@ -67,7 +68,7 @@ impl ServiceClientBuilder {
             retry_percent: 0.2,
             retry_non_idempotent: false,
             deadline: None,
-            hedge_after: None,
+            hedging: Hedging::default(),
             classifier: Arc::new(DefaultClassifier),
             http: None,
             event_capacity: 1024,
@@ -159,15 +160,17 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Hedged requests (default: off): when an attempt of an idempotent request (or any
-    /// request, with [`retry_non_idempotent`](Self::retry_non_idempotent)) has not answered
-    /// after `delay`, one more attempt goes to another instance and the first answer that
-    /// did not fail is returned.
+    /// Hedged requests (default: [`Hedging::Adaptive`], after twice the service's recent
+    /// p99 attempt latency and never before 50 ms): when an attempt of an idempotent request
+    /// (or any request, with [`retry_non_idempotent`](Self::retry_non_idempotent)) has not
+    /// answered after the hedge delay, one more attempt goes to another instance and the
+    /// first answer that did not fail is returned. [`Hedging::Off`] turns it off.
     ///
     /// It helps when an instance stops answering without failing (paused, stuck, partitioned
     /// without a reset): instead of waiting the whole per-attempt timeout, callers wait about
-    /// `delay` plus a healthy instance's answer time. Choose `delay` well above the usual
-    /// answer time (several times the p99), so that healthy calls are almost never hedged.
+    /// the delay plus a healthy instance's answer time. The delay should be well above the
+    /// usual answer time (several times the p99), so that healthy calls are almost never
+    /// hedged: the adaptive default keeps it there by following the service's latency.
     ///
     /// Cost: at most one hedge per call, and only while the retry budget has room (a hedge
     /// is taken from it like a retry, and counts against [`max_retries`](Self::max_retries)),
@@ -180,9 +183,15 @@ impl ServiceClientBuilder {
     /// instance's breaker still opens. That attempt is judged without the caller's body check
     /// (for [`get_json`](ServiceClient::get_json), whether the body decodes), since the caller
     /// has its answer already. Dropping the call drops both attempts, as without hedging.
-    pub fn hedge_after(mut self, delay: Duration) -> Self {
-        self.hedge_after = Some(delay);
+    pub fn hedging(mut self, hedging: Hedging) -> Self {
+        self.hedging = hedging;
         self
+    }
+
+    /// Hedge after this fixed delay instead of the adaptive default: short for
+    /// [`hedging(Hedging::After(delay))`](Self::hedging).
+    pub fn hedge_after(self, delay: Duration) -> Self {
+        self.hedging(Hedging::After(delay))
     }
 
     /// How attempts are judged (default [`DefaultClassifier`]).
@@ -247,9 +256,7 @@ impl ServiceClientBuilder {
                 self.retry_percent
             ));
         }
-        if self.hedge_after.is_some_and(|d| d.is_zero()) {
-            return Err("hedge delay must be greater than zero".into());
-        }
+        self.hedging.validate()?;
         if self.deadline.is_some_and(|d| d.is_zero()) {
             return Err("deadline must be greater than zero".into());
         }

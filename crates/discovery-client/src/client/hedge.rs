@@ -1,7 +1,7 @@
 //! Attempts, and hedging: racing a slow attempt with one more on another instance.
 //!
-//! With [`hedge_after`](super::ServiceClientBuilder::hedge_after), an idempotent attempt
-//! that has not answered after the hedge delay gets one hedge: a second attempt on another
+//! Unless [`Hedging::Off`](super::Hedging::Off) is chosen, an idempotent attempt that has
+//! not answered after the hedge delay gets one hedge: a second attempt on another
 //! instance, taken from the retry budget and counted against `max_retries`. The first of the
 //! two to end without failing is the call's answer ("The Tail at Scale", Dean and Barroso).
 //!
@@ -40,6 +40,8 @@ pub(super) struct Attempt<K> {
     future: Classified<std::pin::Pin<Box<StackFuture>>, K>,
     /// Counts the attempt in the instance's requests in flight until it ends.
     in_flight: InFlightGuard,
+    /// When it started.
+    started: Instant,
 }
 
 /// An attempt that ended.
@@ -50,18 +52,31 @@ pub(super) struct Finished {
     pub(super) result: Result<Response<Bytes>, Error>,
     /// How the classifier judged it (already recorded on the breaker).
     pub(super) outcome: Outcome,
+    /// How long it took.
+    pub(super) took: Duration,
+}
+
+impl Finished {
+    fn new(
+        index: usize,
+        started: Instant,
+        (result, outcome): (Result<Response<Bytes>, Error>, Outcome),
+    ) -> Self {
+        Finished {
+            index,
+            result,
+            outcome,
+            took: started.elapsed(),
+        }
+    }
 }
 
 impl<K: BodyCheck> Attempt<K> {
     /// Waits for the attempt's end.
     pub(super) async fn finish(self) -> Finished {
-        let (result, outcome) = self.future.await;
+        let output = self.future.await;
         drop(self.in_flight);
-        Finished {
-            index: self.index,
-            result,
-            outcome,
-        }
+        Finished::new(self.index, self.started, output)
     }
 }
 
@@ -131,6 +146,7 @@ impl Inner {
             index,
             future,
             in_flight,
+            started: now,
         }))
     }
 
@@ -173,12 +189,8 @@ impl Inner {
             return Ok(first.finish().await);
         }
         let sleep = std::pin::pin!(tokio::time::sleep_until(fire_at));
-        if let Either::Left(((result, outcome), _)) = select(&mut first.future, sleep).await {
-            return Ok(Finished {
-                index: first.index,
-                result,
-                outcome,
-            });
+        if let Either::Left((output, _)) = select(&mut first.future, sleep).await {
+            return Ok(Finished::new(first.index, first.started, output));
         }
         let now = Instant::now();
         if *attempts > self.max_retries || !self.budget.withdraw_at(now) {
@@ -201,15 +213,11 @@ impl Inner {
             hedge.endpoints[second.index].instance.id);
         let hedge_index = second.index;
         let raced = select(&mut first.future, &mut second.future).await;
-        let (ended, (result, outcome), other) = match raced {
+        let (ended, output, other) = match raced {
             Either::Left((output, _)) => (first, output, second),
             Either::Right((output, _)) => (second, output, first),
         };
-        let done = Finished {
-            index: ended.index,
-            result,
-            outcome,
-        };
+        let done = Finished::new(ended.index, ended.started, output);
         // The ended attempt leaves its instance's in-flight count now, not when the other ends.
         drop(ended);
         if done.outcome != Outcome::Failure {

@@ -180,14 +180,18 @@ async fn no_hedge_once_the_budget_is_spent() {
     assert_eq!(hits(&fakes)[1], before[1], "no hedge without budget");
 }
 
-/// Hedging off (the default): a call that reaches the hanging instance waits for the timeout
-/// before it is retried elsewhere.
+/// Hedging off: a call that reaches the hanging instance waits for the timeout before it is
+/// retried elsewhere.
 #[tokio::test]
 async fn without_hedging_a_hanging_instance_costs_the_timeout() {
     let (addresses, fakes) = fakes(2).await;
     fakes[0].mode.store(HANG, Ordering::SeqCst);
     let timeout = Duration::from_millis(300);
-    let c = client(&addresses).timeout(timeout).build().expect("client");
+    let c = client(&addresses)
+        .timeout(timeout)
+        .hedging(Hedging::Off)
+        .build()
+        .expect("client");
     let (result, took, before) = call_until_first_is_hit(&c, &fakes, Method::GET).await;
     result.expect("the retry answers");
     assert!(took >= timeout, "{took:?}");
@@ -273,4 +277,41 @@ async fn a_zero_hedge_delay_is_a_configuration_error() {
         matches!(error, Error::Config(ref m) if m.contains("hedge")),
         "{error:?}"
     );
+}
+
+/// The adaptive default follows the service: two instances that always take 300 ms are
+/// hedged on the first call only (the estimate starts empty, so the 50 ms minimum rules),
+/// then the delay is twice their latency and no call is hedged; a fixed 50 ms delay hedges
+/// every call.
+#[tokio::test]
+async fn adaptive_hedging_leaves_a_uniformly_slow_service_alone() {
+    use crate::test_metrics::{TestRecorder, key};
+    let (addresses, fakes) = fakes(2).await;
+    for fake in &fakes {
+        fake.mode.store(SLOW, Ordering::SeqCst);
+    }
+    let hedges_after_calls = |hedging: Hedging| {
+        let recorder = TestRecorder::default();
+        let addresses = addresses.clone();
+        async move {
+            let _guard = metrics::set_default_local_recorder(&recorder);
+            let c = client(&addresses)
+                .timeout(TIMEOUT)
+                .hedging(hedging)
+                .build()
+                .expect("client");
+            for _ in 0..4 {
+                let _: Rating = c.get_json("/ratings/widget").await.expect("rating");
+            }
+            let hedges = |result| {
+                recorder.counter(&key(
+                    "discovery_client_hedges_total",
+                    &[("service", "ratings"), ("result", result)],
+                ))
+            };
+            hedges("won") + hedges("lost")
+        }
+    };
+    assert_eq!(hedges_after_calls(Hedging::default()).await, 1);
+    assert_eq!(hedges_after_calls(Hedging::After(HEDGE)).await, 4);
 }

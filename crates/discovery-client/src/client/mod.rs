@@ -16,15 +16,16 @@
 //!    classifier, recorded on the breaker, whose transitions are logged (`OPEN breaker on
 //!    [...]`, `RETEST ...`, `CLOSE ...`), published as events and counted in the metrics;
 //! 4. on a failure, retry on an instance not yet tried (idempotent requests only, unless
-//!    allowed), while the retry budget allows; with
-//!    [`hedge_after`](ServiceClientBuilder::hedge_after), an attempt that has not answered
-//!    in time gets one hedge on another instance, and the first answer that did not fail is
-//!    returned (the other attempt runs to its own end, recorded on its breaker);
+//!    allowed), while the retry budget allows; an idempotent attempt that has not answered
+//!    after the hedge delay ([`Hedging`], by default twice the service's recent p99 and at
+//!    least 50 ms) gets one hedge on another instance, and the first answer that did not
+//!    fail is returned (the other attempt runs to its own end, recorded on its breaker);
 //! 5. for [`ServiceClient::get_json_cached`], the response cache sits around all of this.
 
 mod builder;
 mod endpoints;
 mod hedge;
+mod hedging;
 mod response;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -51,10 +52,12 @@ use crate::transport::HttpClient;
 
 pub use builder::ServiceClientBuilder;
 pub use endpoints::InstanceStatus;
+pub use hedging::Hedging;
 pub use response::Response;
 
 use endpoints::{EndpointSet, Slot, Stacks};
 use hedge::Hedge;
+use hedging::LatencyEstimate;
 use response::Answer;
 
 /// A resilient client for one named service. Cheap to clone; clones share instances,
@@ -103,9 +106,10 @@ struct Inner {
     max_retries: u32,
     /// Whether non-idempotent requests are retried too.
     retry_non_idempotent: bool,
-    /// After how long an idempotent attempt that has not answered gets a hedge on another
-    /// instance; `None`: no hedging.
-    hedge_after: Option<Duration>,
+    /// When an idempotent attempt that has not answered gets a hedge on another instance.
+    hedging: Hedging,
+    /// The service's recent p99 attempt latency, for adaptive hedging.
+    latency: LatencyEstimate,
     /// Keeps retries (and hedges) to a fraction of requests.
     budget: RetryBudget,
     /// Bodies of successful GETs, fresh and stale.
@@ -164,7 +168,8 @@ impl ServiceClient {
                 deadline: builder.deadline,
                 max_retries: builder.max_retries,
                 retry_non_idempotent: builder.retry_non_idempotent,
-                hedge_after: builder.hedge_after,
+                hedging: builder.hedging,
+                latency: LatencyEstimate::default(),
                 budget: RetryBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
                 tasks: vec![follow_task],
             }),
@@ -376,7 +381,9 @@ impl Inner {
             }
         };
         let checker = has_check.then_some(checker);
-        let hedge_after = self.hedge_after.filter(|_| retryable);
+        let hedge_after = retryable
+            .then(|| self.hedging.delay(&self.latency))
+            .flatten();
         // Each attempt's request, built once its instance is picked (borrows only: `Copy`).
         let request = || self.request(&method, path, &body, headers, deadline);
         // Indexes into `endpoints` already tried (or under way) in this call.
@@ -417,6 +424,9 @@ impl Inner {
             };
             match finished.outcome {
                 Outcome::Success | Outcome::CallerError => {
+                    if self.hedging.is_adaptive() {
+                        self.latency.record(finished.took);
+                    }
                     return finished.result.map(|response| Answer {
                         response,
                         endpoints,

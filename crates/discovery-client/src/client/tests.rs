@@ -224,12 +224,13 @@ struct HangRun {
 
 /// `WORKERS` callers loop for 0.2 s, then instance 1 hangs for the rest of the run (1.2 s),
 /// longer than the 1 s timeout, after which its breaker opens and held calls are retried.
-async fn hang_under_load(balance: Balance) -> HangRun {
+async fn hang_under_load(balance: Balance, hedging: Hedging) -> HangRun {
     let (addresses, fakes) = fakes(3).await;
     let c = client(&addresses)
         .timeout(Duration::from_secs(1))
         .retest_delay(Duration::from_secs(30))
         .balance(balance)
+        .hedging(hedging)
         .build()
         .expect("client");
     instance_of(&c).await; // discovery has answered
@@ -285,7 +286,7 @@ async fn hang_under_load(balance: Balance) -> HangRun {
 
 #[tokio::test]
 async fn a_hanging_instance_gets_no_more_than_its_share_of_the_calls_in_flight() {
-    let run = hang_under_load(Balance::LeastPending).await;
+    let run = hang_under_load(Balance::LeastPending, Hedging::Off).await;
     // A pick goes to instance 1 only while it holds no more calls than either other
     // instance, and the callers hold at most `WORKERS - 1` besides the one picking: it
     // never holds more than a third of them, plus the one picked (4 of 12), where plain
@@ -304,13 +305,28 @@ async fn a_hanging_instance_gets_no_more_than_its_share_of_the_calls_in_flight()
 
 #[tokio::test]
 async fn plain_round_robin_sends_every_caller_to_a_hanging_instance() {
-    let run = hang_under_load(Balance::RoundRobin).await;
+    let run = hang_under_load(Balance::RoundRobin, Hedging::Off).await;
     assert_eq!(run.held, WORKERS, "{run:?}");
     assert_eq!(run.waited, WORKERS, "{run:?}");
     assert!(
         run.failed.is_empty(),
         "held calls retried elsewhere: {run:?}"
     );
+}
+
+/// The default client (least-pending, adaptive hedging): the calls held by the hanging
+/// instance are hedged after 50 ms, so none waits for the timeout and none fails.
+#[tokio::test]
+async fn by_default_no_call_waits_for_a_hanging_instance() {
+    let run = hang_under_load(Balance::default(), Hedging::default()).await;
+    assert_eq!(run.waited, 0, "{run:?}");
+    assert!(run.failed.is_empty(), "{run:?}");
+    // Hedged-over attempts stay counted on instance 1 but no longer hold their callers, so
+    // all the callers' attempts are on the other two: instance 1 is picked while it holds no
+    // more than either of them, at most half the callers, plus the one picked.
+    assert!(run.held <= WORKERS / 2 + 1, "{run:?}");
+    assert!(run.held >= 1, "the hang was met: {run:?}");
+    assert!(run.served_while_hanging >= 100, "{run:?}");
 }
 
 #[tokio::test]
