@@ -31,10 +31,14 @@ pub enum ContenderName {
     /// Plain hyper to one instance (the client under our transport; steady scenario only,
     /// unless asked for).
     Hyper,
+    /// Plain hyper, round-robin by hand (steady scenario only, unless asked for).
+    HyperRoundRobin,
     /// Our `ServiceClient`.
     Ours,
     /// Our `ServiceClient` with hedging off.
     OursUnhedged,
+    /// Our `ServiceClient` with `Balance::RoundRobin` (steady scenario only, unless asked for).
+    OursRoundRobin,
     /// Through nginx.
     Nginx,
     /// Through HAProxy with L7 retries.

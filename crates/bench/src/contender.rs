@@ -43,13 +43,16 @@ pub enum Contender {
         /// The next instance.
         next: AtomicUsize,
     },
-    /// Plain hyper (its pooled client, as our client's transport uses it) to one instance:
-    /// the HTTP stack under our client, without the client.
+    /// Plain hyper (its pooled client, as our client's transport uses it) to one instance,
+    /// or round-robin by hand over several: the HTTP stack under our client, without the
+    /// client.
     Hyper {
         /// Pooled client.
         http: HyperClient,
-        /// The instance's base URL.
-        url: String,
+        /// The instances' base URLs (one for "one instance").
+        urls: Vec<String>,
+        /// The next instance.
+        next: AtomicUsize,
         /// The shared timeout, over the whole call.
         timeout: Duration,
     },
@@ -94,8 +97,17 @@ impl Contender {
                 let i = next.fetch_add(1, Ordering::Relaxed) % urls.len();
                 plain_get(http, &urls[i], path).await
             }
-            Contender::Hyper { http, url, timeout } => {
-                tokio::time::timeout(*timeout, hyper_get(http, url, path))
+            Contender::Hyper {
+                http,
+                urls,
+                next,
+                timeout,
+            } => {
+                let i = match urls.len() {
+                    1 => 0,
+                    n => next.fetch_add(1, Ordering::Relaxed) % n,
+                };
+                tokio::time::timeout(*timeout, hyper_get(http, &urls[i], path))
                     .await
                     .ok()
                     .flatten()

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use discovery_client::Instance;
 use discovery_client::balance::{Endpoint, InFlight, Picker};
 use discovery_client::breaker::{Breaker, BreakerConfig, Permit};
 use discovery_client::budget::RetryBudget;
+use discovery_client::{Instance, ServiceClient, Source, StaticDiscovery};
 use tower::retry::budget::{Budget, TpsBudget};
 
 use crate::lean;
@@ -247,5 +247,99 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
         ),
     ];
     drop(padding);
+    let mut results = results;
+    match cache_hit(rounds, interval) {
+        Ok(row) => results.push(row),
+        Err(e) => eprintln!("  (cache hit not measured: {e})"),
+    }
     results
+}
+
+/// The ratings answer the cache holds.
+#[derive(Debug, serde::Deserialize)]
+struct Rating {
+    item_id: String,
+    rating: u8,
+}
+
+/// `ServiceClient::get_json_cached` answered from the fresh cache (moka lookup, JSON decode),
+/// by one thread and by two sharing the client. Measured on a thread of its own: the client
+/// is built and its cache filled (from a one-answer server on loopback) on a runtime there.
+fn cache_hit(rounds: usize, interval: Duration) -> Result<Scaling, String> {
+    const PATH: &str = "/ratings/widget";
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        let address = one_answer_server(r#"{"item_id":"widget","rating":4,"instance":1}"#)?;
+        let client = runtime.block_on(async {
+            let client = ServiceClient::builder("ratings")
+                .discovery(StaticDiscovery::new([format!("http://{address}")]))
+                .cache_ttl(Duration::from_secs(3600))
+                .build()
+                .map_err(|e| format!("client: {e}"))?;
+            let fill = client.get_json_cached::<Rating>(PATH).await;
+            fill.map_err(|e| format!("filling the cache: {e}"))?;
+            Ok::<_, String>(client)
+        })?;
+        let hit = |_: usize| {
+            let hit = ready_now(client.get_json_cached::<Rating>(PATH));
+            match hit {
+                Some(Ok(cached)) if cached.source == Source::Cache => {
+                    black_box((cached.value.item_id, cached.value.rating));
+                }
+                other => panic!("expected a cache hit, got {other:?}"),
+            }
+        };
+        Ok(measure(
+            "cache hit: get_json_cached (lookup + decode)",
+            rounds,
+            interval,
+            &hit,
+        ))
+    })
+    .join()
+    .map_err(|_| "the cache-hit measurement panicked".to_string())?
+}
+
+/// Polls `future` once, with a waker that does nothing: `None` if it was not ready (a cache
+/// hit is ready at once).
+fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A server on a loopback port that answers one request with `body` (JSON) on one
+/// keep-alive connection, then closes it: enough to fill a cache. Its thread ends once the
+/// connection does, or after 30 s.
+fn one_answer_server(body: &'static str) -> Result<std::net::SocketAddr, String> {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    let address = listener.local_addr().map_err(|e| format!("address: {e}"))?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        let (stream, _) = listener.accept()?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut line = String::new();
+        // The request's head, up to the empty line (bounded: 100 lines).
+        for _ in 0..100 {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        stream.flush()
+    });
+    Ok(address)
 }

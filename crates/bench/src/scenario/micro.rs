@@ -216,7 +216,8 @@ pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
             ),
         );
     }
-    let (hit1, _, hit_scale) = get("cache_hit", "ours");
+    // The cache hit's scaling is judged on the interleaved row, like the others.
+    let (hit1, _, _) = get("cache_hit", "ours");
     if let Some(t) = hit1 {
         section.target(t < 1000.0, format!("cache hit < 1 µs: {}", ns(hit1)));
     }
@@ -231,12 +232,6 @@ pub fn report(dir: &Path, interleaved: &[Scaling], rounds: usize) -> Section {
                 "no global lock: {}: 2 threads scale ≥ 1.6× (interleaved): {:.2}×",
                 row.name, row.scaling
             ),
-        );
-    }
-    if let Some(s) = hit_scale {
-        section.target(
-            s >= 1.6,
-            format!("no global lock: cache hit: 2 threads scale ≥ 1.6× (criterion): {s:.2}×"),
         );
     }
     section.end_list();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use discovery_client::{Hedging, ServiceClient, StaticDiscovery};
+use discovery_client::{Balance, Hedging, ServiceClient, StaticDiscovery};
 
 use crate::config::{ContenderName, Plan};
 use crate::contender::{Contender, plain_client, plain_hyper};
@@ -95,10 +95,14 @@ pub enum Kind {
     RoundRobin,
     /// Plain hyper to instance 1.
     Hyper,
+    /// Plain hyper, round-robin by hand.
+    HyperRoundRobin,
     /// Our `ServiceClient`.
     Ours,
     /// Our `ServiceClient` with hedging off.
     OursUnhedged,
+    /// Our `ServiceClient` with plain round-robin instead of least-pending.
+    OursRoundRobin,
     /// Through a proxy.
     Peer(PeerKind),
 }
@@ -110,8 +114,10 @@ impl Kind {
             Kind::Direct => "reqwest, one instance",
             Kind::RoundRobin => "reqwest, round-robin by hand",
             Kind::Hyper => "hyper, one instance",
+            Kind::HyperRoundRobin => "hyper, round-robin by hand",
             Kind::Ours => "discovery-client ServiceClient",
             Kind::OursUnhedged => "discovery-client ServiceClient, hedging off",
+            Kind::OursRoundRobin => "discovery-client ServiceClient, Balance::RoundRobin",
             Kind::Peer(PeerKind::Nginx) => "via nginx",
             Kind::Peer(PeerKind::Haproxy) => "via HAProxy",
             Kind::Peer(PeerKind::HaproxyMarkDown) => "via HAProxy, mark-down (no L7 retries)",
@@ -125,8 +131,10 @@ impl Kind {
             Kind::Direct => ContenderName::Direct,
             Kind::RoundRobin => ContenderName::RoundRobin,
             Kind::Hyper => ContenderName::Hyper,
+            Kind::HyperRoundRobin => ContenderName::HyperRoundRobin,
             Kind::Ours => ContenderName::Ours,
             Kind::OursUnhedged => ContenderName::OursUnhedged,
+            Kind::OursRoundRobin => ContenderName::OursRoundRobin,
             Kind::Peer(PeerKind::Nginx) => ContenderName::Nginx,
             Kind::Peer(PeerKind::Haproxy) => ContenderName::Haproxy,
             Kind::Peer(PeerKind::HaproxyMarkDown) => ContenderName::HaproxyMarkdown,
@@ -138,17 +146,25 @@ impl Kind {
 /// L7 retries performs like HAProxy with them until something fails, so it runs in the
 /// steady scenario only when asked for by name; our client with hedging off runs in both, to
 /// show what hedging costs when nothing is wrong and what it saves when an instance stalls.
+/// The plain-hyper contenders and our client with plain round-robin are there to take the
+/// steady scenario's tail apart (the HTTP stack, the spreading, the picking rule), and run in
+/// the sick one only when asked for by name.
 pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
     let mut kinds = vec![
         Kind::Direct,
         Kind::Hyper,
         Kind::RoundRobin,
+        Kind::HyperRoundRobin,
         Kind::Ours,
         Kind::OursUnhedged,
+        Kind::OursRoundRobin,
     ];
     kinds.extend(bed.peers.iter().map(|(kind, _)| Kind::Peer(*kind)));
     kinds.retain(|k| match plan.contenders.is_empty() {
-        true if failures => *k != Kind::Hyper,
+        true if failures => !matches!(
+            k,
+            Kind::Hyper | Kind::HyperRoundRobin | Kind::OursRoundRobin
+        ),
         true => *k != Kind::Peer(PeerKind::HaproxyMarkDown),
         false => plan.contenders.contains(&k.flag()),
     });
@@ -167,10 +183,14 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             },
             None,
         ),
-        Kind::Hyper => (
+        Kind::Hyper | Kind::HyperRoundRobin => (
             Contender::Hyper {
                 http: plain_hyper(),
-                url: urls[0].clone(),
+                urls: match kind {
+                    Kind::Hyper => vec![urls[0].clone()],
+                    _ => urls,
+                },
+                next: AtomicUsize::new(0),
                 timeout: plan.timeout,
             },
             None,
@@ -183,7 +203,7 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             },
             None,
         ),
-        Kind::Ours | Kind::OursUnhedged => {
+        Kind::Ours | Kind::OursUnhedged | Kind::OursRoundRobin => {
             let mut builder = ServiceClient::builder("ratings")
                 .discovery(StaticDiscovery::new(urls))
                 .timeout(plan.timeout)
@@ -191,8 +211,10 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
                 .retest_delay(retest)
                 .max_retries(plan.retries)
                 .cache_ttl(Duration::ZERO);
-            if kind == Kind::OursUnhedged {
-                builder = builder.hedging(Hedging::Off);
+            match kind {
+                Kind::OursUnhedged => builder = builder.hedging(Hedging::Off),
+                Kind::OursRoundRobin => builder = builder.balance(Balance::RoundRobin),
+                _ => {}
             }
             let client = builder.build().map_err(|e| format!("ServiceClient: {e}"))?;
             (Contender::Ours(client), None)
