@@ -4,7 +4,9 @@
 //! round-robin across them (preferring instances with fewer requests in flight), bounds each
 //! attempt with a timeout, trips a per-instance circuit breaker when an instance keeps
 //! failing (and retests it with a single probe later), retries on another instance within a
-//! budget, and caches answers, with a stale fallback for when every instance is down.
+//! budget, hedges an attempt that is slow to answer (after twice the service's recent p99)
+//! on another instance, and caches answers, with a stale fallback for when every instance
+//! is down.
 //!
 //! # Quickstart
 //!

@@ -54,7 +54,7 @@ impl Hedging {
         match self {
             Hedging::Off => None,
             Hedging::After(delay) => Some(delay),
-            Hedging::Adaptive { min_delay } => Some(min_delay.max(latency.get() * 2)),
+            Hedging::Adaptive { min_delay } => Some(min_delay.max(latency.get().saturating_mul(2))),
         }
     }
 
