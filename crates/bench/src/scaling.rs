@@ -32,6 +32,11 @@ pub fn least_pending_pick(
     )
 }
 
+/// A counter alone on its cache line (128 bytes: two lines, as adjacent-line prefetch pairs them).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCount(std::sync::atomic::AtomicUsize);
+
 /// One operation's result.
 #[derive(Debug, Clone)]
 pub struct Scaling {
@@ -155,6 +160,23 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             drop(in_flight);
         }
     };
+    // What a borrowing in-flight guard and borrowed permits would leave of the client's pick:
+    // the library's picker and breakers, the count as a bare atomic per instance (each on
+    // its own cache line), no `Arc` clone.
+    let bare: Vec<PaddedCount> = (0..3).map(|_| PaddedCount::default()).collect();
+    let least_pending_borrowed = |_: usize| {
+        let now = tokio::time::Instant::now();
+        let picked = rr.pick_least_pending(
+            endpoints.len(),
+            |i| bare[i].0.load(Ordering::Relaxed),
+            |i| endpoints[i].breaker.try_acquire_ref(now).0,
+        );
+        if let Some((index, permit)) = picked {
+            bare[index].0.fetch_add(1, Ordering::Relaxed);
+            black_box(permit.record_success(tokio::time::Instant::now()));
+            bare[index].0.fetch_sub(1, Ordering::Relaxed);
+        }
+    };
     let shared = Arc::new(Breaker::new(BreakerConfig::default()));
     let now = tokio::time::Instant::now();
     let breaker = |_: usize| {
@@ -208,6 +230,12 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             rounds,
             interval,
             &least_pending,
+        ),
+        measure(
+            "for comparison, not the library: least-pending pick + admit + record, borrowed permits, a bare in-flight count (no Arc), 2 clock reads",
+            rounds,
+            interval,
+            &least_pending_borrowed,
         ),
         measure(
             "breaker admit + record (library, one shared breaker)",
