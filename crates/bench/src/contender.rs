@@ -47,8 +47,8 @@ pub enum Contender {
     /// or round-robin by hand over several: the HTTP stack under our client, without the
     /// client.
     Hyper {
-        /// Pooled client.
-        http: HyperClient,
+        /// Pooled client (boxed: it is several times the size of the other variants).
+        http: Box<HyperClient>,
         /// The instances' base URLs (one for "one instance").
         urls: Vec<String>,
         /// The next instance.

@@ -195,7 +195,7 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
         ),
         Kind::Hyper | Kind::HyperRoundRobin => (
             Contender::Hyper {
-                http: plain_hyper(),
+                http: Box::new(plain_hyper()),
                 urls: match kind {
                     Kind::Hyper => vec![urls[0].clone()],
                     _ => urls,
