@@ -120,7 +120,8 @@
 //! The library never prints; it emits `tracing` events with `service`, `instance`, `address`
 //! and `state` fields and these messages: `ratings using instance 1: http://127.0.0.1:8001`,
 //! `OPEN breaker on [ratings at http://127.0.0.1:8001]`, `RETEST breaker on [...]`,
-//! `CLOSE breaker on [...]`, and `ratings: all services are down`.
+//! `CLOSE breaker on [...]`, `ratings instance 1 has not answered in 50ms: hedging on
+//! instance 2`, and `ratings: all services are down`.
 //!
 //! # Metrics
 //!

@@ -123,13 +123,21 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let url1 = r1.url.clone();
     let using1 = format!("ratings using instance 1: {url1}");
 
-    // Ctrl-Z instance 1: the next call to it times out and opens its breaker.
+    // Ctrl-Z instance 1: the attempts sent to it time out and open its breaker.
     r1.pause();
     let items = market_items(&market).await;
     assert!(
         items.iter().all(|i| i.1.is_some()),
         "every rating still shown: {items:?}"
     );
+    // Those calls did not wait for the timeout: they were hedged on instance 2, and the
+    // terminal says so.
+    market
+        .wait_for_log(
+            "ratings instance 1 has not answered in 50ms: hedging on instance 2",
+            Duration::from_secs(2),
+        )
+        .await;
     let open = format!("OPEN breaker on [ratings at {url1}]");
     market.wait_for_log(&open, Duration::from_secs(2)).await;
 

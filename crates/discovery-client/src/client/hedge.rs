@@ -205,7 +205,7 @@ impl Inner {
         *attempts += 1;
         tried.push(second.index);
         let service = self.telemetry.service();
-        tracing::debug!(service = %service,
+        tracing::info!(service = %service,
             instance = %hedge.endpoints[first.index].instance.id,
             hedge = %hedge.endpoints[second.index].instance.id,
             "{service} instance {} has not answered in {:?}: hedging on instance {}",
