@@ -52,8 +52,8 @@ pub(super) struct Finished {
     pub(super) result: Result<Response<Bytes>, Error>,
     /// How the classifier judged it (already recorded on the breaker).
     pub(super) outcome: Outcome,
-    /// How long it took.
-    pub(super) took: Duration,
+    /// When it started (its duration is read only where it is used: adaptive hedging).
+    pub(super) started: Instant,
 }
 
 impl Finished {
@@ -66,7 +66,7 @@ impl Finished {
             index,
             result,
             outcome,
-            took: started.elapsed(),
+            started,
         }
     }
 }

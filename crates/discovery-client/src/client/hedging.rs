@@ -85,7 +85,8 @@ const DOWN_ONE_IN: u32 = 100;
 /// Sandler, 2014) with multiplicative steps. A sample above the estimate raises it by one
 /// step; a sample below lowers it by one step with probability 1/100; it settles where
 /// those balance, with 1 % of samples above. A step never crosses the sample, and the first
-/// sample is taken as it is. Concurrent updates may overwrite each other, which loses a step and nothing else.
+/// sample is taken as it is. Concurrent updates may overwrite each other, which loses a step
+/// and nothing else.
 #[derive(Debug, Default)]
 pub(crate) struct LatencyEstimate {
     micros: AtomicU64,

@@ -425,7 +425,7 @@ impl Inner {
             match finished.outcome {
                 Outcome::Success | Outcome::CallerError => {
                     if self.hedging.is_adaptive() {
-                        self.latency.record(finished.took);
+                        self.latency.record(finished.started.elapsed());
                     }
                     return finished.result.map(|response| Answer {
                         response,
