@@ -28,7 +28,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use bench::lean;
-use bench::scaling::least_pending_pick;
+use bench::scaling::{least_pending_pick, ready_now};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use discovery_client::balance::{Endpoint, InFlight, Picker};
 use discovery_client::breaker::{Breaker, BreakerConfig};
@@ -382,7 +382,7 @@ fn shared_state(c: &mut Criterion) {
     let body = bytes::Bytes::from_static(br#"{"item_id":"widget","rating":4,"instance":1}"#);
     runtime.block_on(cache.insert("/ratings/widget".to_string(), body));
     let op = || {
-        let hit = poll_ready_now(cache.get("/ratings/widget"));
+        let hit = ready_now(cache.get("/ratings/widget")).expect("a moka hit is ready at once");
         black_box(hit.expect("present"));
     };
     let mut group = c.benchmark_group("moka_get");
@@ -392,18 +392,6 @@ fn shared_state(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// Polls a future that never waits (a moka hit) to completion without a runtime.
-fn poll_ready_now<F: Future>(future: F) -> F::Output {
-    let mut future = std::pin::pin!(future);
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    loop {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-    }
 }
 
 fn prototype(c: &mut Criterion) {

@@ -212,7 +212,7 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             black_box(tokio::time::Instant::now());
         }
     };
-    let results = vec![
+    let mut results = vec![
         measure(
             "pick + admit + record (library, 3 endpoints, 2 clock reads)",
             rounds,
@@ -275,7 +275,6 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
         ),
     ];
     drop(padding);
-    let mut results = results;
     match cache_hit(rounds, interval) {
         Ok(row) => results.push(row),
         Err(e) => eprintln!("  (cache hit not measured: {e})"),
@@ -332,8 +331,8 @@ fn cache_hit(rounds: usize, interval: Duration) -> Result<Scaling, String> {
 }
 
 /// Polls `future` once, with a waker that does nothing: `None` if it was not ready (a cache
-/// hit is ready at once).
-fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+/// hit is ready at once). Shared with `benches/hot_path.rs`.
+pub fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {

@@ -170,13 +170,10 @@ pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
             k,
             Kind::Hyper | Kind::HyperRoundRobin | Kind::OursRoundRobin
         );
-        let steady_only_when_named = *k == Kind::Peer(PeerKind::HaproxyMarkDown);
-        match (failures, plan.quick) {
-            (true, false) => !diagnostic,
-            (true, true) => !diagnostic && *k != Kind::OursUnhedged,
-            (false, false) => !steady_only_when_named,
-            (false, true) => !diagnostic && !steady_only_when_named && *k != Kind::OursUnhedged,
-        }
+        let skipped = (failures && diagnostic)
+            || (!failures && *k == Kind::Peer(PeerKind::HaproxyMarkDown))
+            || (plan.quick && (diagnostic || *k == Kind::OursUnhedged));
+        !skipped
     });
     kinds
 }
