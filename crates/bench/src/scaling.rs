@@ -27,15 +27,10 @@ pub fn least_pending_pick(
 ) -> Option<(usize, Permit)> {
     rr.pick_least_pending(
         endpoints.len(),
-        |i| counts[i].get(),
+        |i| counts[i].get_local(),
         |i| endpoints[i].breaker.try_acquire(now).0,
     )
 }
-
-/// A counter alone on its cache line (128 bytes: two lines, as adjacent-line prefetch pairs them).
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct PaddedCount(std::sync::atomic::AtomicUsize);
 
 /// One operation's result.
 #[derive(Debug, Clone)]
@@ -139,8 +134,8 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             black_box(permit.record_success(tokio::time::Instant::now()));
         }
     };
-    // The same through the shared cursor, with permits that borrow the breaker (no `Arc`
-    // clone): what is left is the cursor's one shared write per call.
+    // The same with permits that borrow the breaker (no `Arc` clone): the cursor is the
+    // calling thread's, so nothing written here is written by the other thread.
     let pick_borrowed = |_: usize| {
         let now = tokio::time::Instant::now();
         let picked = rr.pick_with(endpoints.len(), |i| {
@@ -160,21 +155,19 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             drop(in_flight);
         }
     };
-    // What a borrowing in-flight guard and borrowed permits would leave of the client's pick:
-    // the library's picker and breakers, the count as a bare atomic per instance (each on
-    // its own cache line), no `Arc` clone.
-    let bare: Vec<PaddedCount> = (0..3).map(|_| PaddedCount::default()).collect();
+    // The same with the library's borrowing forms: permits that borrow the breaker and
+    // in-flight guards that borrow the count (no `Arc` clone).
     let least_pending_borrowed = |_: usize| {
         let now = tokio::time::Instant::now();
         let picked = rr.pick_least_pending(
             endpoints.len(),
-            |i| bare[i].0.load(Ordering::Relaxed),
+            |i| counts[i].get_local(),
             |i| endpoints[i].breaker.try_acquire_ref(now).0,
         );
         if let Some((index, permit)) = picked {
-            bare[index].0.fetch_add(1, Ordering::Relaxed);
+            let in_flight = counts[index].start_ref();
             black_box(permit.record_success(tokio::time::Instant::now()));
-            bare[index].0.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
         }
     };
     let shared = Arc::new(Breaker::new(BreakerConfig::default()));
@@ -214,31 +207,31 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
     };
     let mut results = vec![
         measure(
-            "pick + admit + record (library, 3 endpoints, 2 clock reads)",
+            "owned, an Arc clone per call as ServiceClient holds them (not judged): pick + admit + record, round-robin (library, 3 endpoints, 2 clock reads)",
             rounds,
             interval,
             &pick_admit_record,
         ),
         measure(
-            "pick + admit + record (library cursor, borrowed permits, 3 endpoints, 2 clock reads)",
+            "pick + admit + record, round-robin (library, borrowed permits, 3 endpoints, 2 clock reads)",
             rounds,
             interval,
             &pick_borrowed,
         ),
         measure(
-            "pick + admit + record, least-pending with in-flight count (library, 3 endpoints, 2 clock reads)",
+            "owned, an Arc clone per call as ServiceClient holds them (not judged): pick + admit + record, least-pending with in-flight count (library, 3 endpoints, 2 clock reads)",
             rounds,
             interval,
             &least_pending,
         ),
         measure(
-            "for comparison, not the library: least-pending pick + admit + record, borrowed permits, a bare in-flight count (no Arc), 2 clock reads",
+            "pick + admit + record, least-pending with in-flight count (library, borrowed permits and guards, 3 endpoints, 2 clock reads)",
             rounds,
             interval,
             &least_pending_borrowed,
         ),
         measure(
-            "breaker admit + record (library, one shared breaker)",
+            "owned, an Arc clone per call as ServiceClient holds them (not judged): breaker admit + record (library, one shared breaker)",
             rounds,
             interval,
             &breaker,

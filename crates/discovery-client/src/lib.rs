@@ -155,6 +155,7 @@ mod error;
 pub mod events;
 mod instance;
 pub mod registration;
+mod stripe;
 mod telemetry;
 #[cfg(test)]
 mod test_metrics;

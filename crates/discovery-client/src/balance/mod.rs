@@ -2,15 +2,18 @@
 //! with fewer requests in flight.
 //!
 //! The algorithm: each instance counts the requests it has been sent and has not answered
-//! ([`InFlight`]). A shared cursor ([`Picker`]) walks the instance list starting after the
-//! last instance chosen; among the instances with the fewest requests in flight it takes
-//! the first, in that order, whose breaker grants leave. With nothing in flight (sequential
-//! callers) that is plain round-robin, 1, 2, 3, 1, 2, 3. Under concurrent load an instance
-//! that stops answering keeps its requests outstanding, and receives more only while it
-//! holds no more than every other instance: it ends up holding its share of the requests
-//! in flight (with N callers and 3 instances, (N - 1) / 3 + 1, plus any callers that read
-//! the counts at the same moment), where plain round-robin sends every caller there in
-//! turn until a timeout opens its breaker. Instances with an open breaker are skipped
+//! ([`InFlight`]), per thread. A cursor ([`Picker`], one per thread) walks the instance list
+//! starting after the last instance chosen; among the instances with the fewest of the
+//! thread's requests in flight it takes the first, in that order, whose breaker grants
+//! leave. With nothing in flight (sequential callers) that is plain round-robin, 1, 2, 3, 1,
+//! 2, 3. Under concurrent load an instance that stops answering keeps its requests
+//! outstanding, and a thread sends it more only while it holds no more of that thread's
+//! requests than every other instance: it ends up holding its share of each thread's
+//! requests in flight (with N callers on one thread and 3 instances, (N - 1) / 3 + 1),
+//! where plain round-robin sends every caller there in turn until a timeout opens its
+//! breaker. Keeping the cursor and the counts per thread means that threads picking at the
+//! same time write no common memory (picking scales with cores); it also means that calls
+//! from different threads interleave only per thread. Instances with an open breaker are skipped
 //! without being charged a turn, so traffic interleaves evenly across the healthy ones.
 //! [`Balance::RoundRobin`] turns the preference off. When no instance admits the request
 //! the answer is "all services are down" at once (logged as `ratings: all services are
@@ -40,7 +43,7 @@ use crate::events::EventBus;
 use crate::telemetry::ServiceTelemetry;
 
 pub use future::ResponseFuture;
-pub use in_flight::{InFlight, InFlightGuard};
+pub use in_flight::{InFlight, InFlightGuard, InFlightGuardOf, InFlightRef};
 pub use picker::{Balance, Endpoint, Picker};
 
 /// A tower [`Service`] that sends each call to the next endpoint, round-robin, whose breaker

@@ -163,6 +163,75 @@ fn a_dropped_guard_counts_the_request_out() {
     assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2, "{picks:?}");
 }
 
+/// Runs `work` on a new thread whose stripe differs from `other`'s (the next thread almost
+/// always does; at most `STRIPES` threads are tried).
+fn on_another_stripe<T: Send>(other: usize, work: impl Fn() -> T + Sync) -> T {
+    for _ in 0..crate::stripe::STRIPES {
+        let answer = std::thread::scope(|scope| {
+            scope
+                .spawn(|| (crate::stripe::current() != other).then(&work))
+                .join()
+                .expect("no panic")
+        });
+        if let Some(answer) = answer {
+            return answer;
+        }
+    }
+    panic!("every new thread got stripe {other}");
+}
+
+#[test]
+fn each_thread_goes_round_in_its_own_order() {
+    let rr = Picker::new();
+    let all = |i: usize| Some(i);
+    let picks = |n: usize| -> Vec<usize> {
+        (0..n)
+            .map(|_| rr.pick_with(3, all).expect("all admit").0)
+            .collect()
+    };
+    assert_eq!(picks(4), [0, 1, 2, 0], "this thread");
+    // Another thread starts its own turn, and does not move this thread's.
+    let theirs = on_another_stripe(crate::stripe::current(), || picks(4));
+    assert_eq!(theirs, [0, 1, 2, 0], "another thread");
+    assert_eq!(picks(2), [1, 2], "this thread again, where it left off");
+}
+
+#[test]
+fn in_flight_counts_per_thread_and_out_where_it_was_counted() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    let here = crate::stripe::current();
+    // This thread's requests wait on instance 0: this thread passes it over.
+    let stuck = [counts[0].start(), counts[0].start()];
+    let local = |i: usize| counts[i].get_local();
+    let mine = || {
+        (0..2)
+            .map(|_| rr.pick_least_pending(3, local, |_| Some(())).unwrap().0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(mine(), [1, 2]);
+    // Another thread has nothing in flight anywhere: instance 0 is as good as any to it.
+    let (theirs, seen) = on_another_stripe(here, || {
+        let first = rr.pick_least_pending(3, local, |_| Some(())).unwrap().0;
+        (first, (counts[0].get_local(), counts[0].get()))
+    });
+    assert_eq!(
+        theirs, 0,
+        "another thread's turn, with no requests of its own waiting"
+    );
+    assert_eq!(seen, (0, 2), "its own count, and the total");
+    // A guard dropped on another thread counts out of this thread's count.
+    let [first, second] = stuck;
+    std::thread::scope(|scope| scope.spawn(move || drop(first)).join().unwrap());
+    assert_eq!((counts[0].get_local(), counts[0].get()), (1, 1));
+    drop(second);
+    assert_eq!((counts[0].get_local(), counts[0].get()), (0, 0));
+    let borrowed = counts[1].start_ref();
+    assert_eq!(counts[1].get(), 1, "a borrowing guard counts the same");
+    drop(borrowed);
+    assert_eq!(counts[1].get(), 0);
+}
+
 #[test]
 fn least_pending_asks_admit_only_about_the_candidate_it_takes() {
     let rr = Picker::new();

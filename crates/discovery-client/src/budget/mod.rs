@@ -45,16 +45,16 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
+use crate::stripe::{self, STRIPES};
+
 /// Seconds one ring holds, and so the longest window.
 const SLOTS: usize = 16;
-/// Rings that requests are spread over, by thread.
-const STRIPES: usize = 16;
 /// `retry_percent` is kept in millionths, so that 0.3 means exactly 30 %.
 const PPM: u128 = 1_000_000;
 
@@ -126,14 +126,6 @@ impl Ring {
     }
 }
 
-/// Hands each thread its ring of request counters, in turn.
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's ring of request counters.
-    static STRIPE: usize = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % STRIPES;
-}
-
 /// Retries allowed as a share of requests over a sliding window, plus a floor; lock-free.
 /// See the [module docs](self).
 pub struct RetryBudget {
@@ -179,7 +171,7 @@ impl RetryBudget {
     /// Counts a request made at `now` (every call makes one, whatever its attempts).
     #[inline]
     pub fn deposit_at(&self, now: Instant) {
-        let stripe = STRIPE.try_with(|s| *s).unwrap_or(0);
+        let stripe = stripe::current();
         self.requests[stripe].add(self.second(now));
     }
 

@@ -288,7 +288,8 @@ async fn hang_under_load(balance: Balance, hedging: Hedging) -> HangRun {
 async fn a_hanging_instance_gets_no_more_than_its_share_of_the_calls_in_flight() {
     let run = hang_under_load(Balance::LeastPending, Hedging::Off).await;
     // A pick goes to instance 1 only while it holds no more calls than either other
-    // instance, and the callers hold at most `WORKERS - 1` besides the one picking: it
+    // instance (counts per thread: this test's runtime has one thread), and the callers
+    // hold at most `WORKERS - 1` besides the one picking: it
     // never holds more than a third of them, plus the one picked (4 of 12), where plain
     // round-robin sends every caller there in turn (the test below).
     let share = (WORKERS - 1) / 3 + 1;
