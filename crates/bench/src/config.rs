@@ -39,6 +39,9 @@ pub enum ContenderName {
     OursUnhedged,
     /// Our `ServiceClient` with `Balance::RoundRobin` (steady scenario only, unless asked for).
     OursRoundRobin,
+    /// Our `ServiceClient` with `Balance::LeastPending` (steady scenario only, unless asked
+    /// for).
+    OursLeastPending,
     /// Through nginx.
     Nginx,
     /// Through HAProxy with L7 retries.

@@ -170,6 +170,20 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             drop(in_flight);
         }
     };
+    // The client's default pick, two choices, with the same borrowing forms.
+    let two_choices_borrowed = |_: usize| {
+        let now = tokio::time::Instant::now();
+        let picked = rr.pick_two_choices(
+            endpoints.len(),
+            |i| counts[i].get_local(),
+            |i| endpoints[i].breaker.try_acquire_ref(now).0,
+        );
+        if let Some((index, permit)) = picked {
+            let in_flight = counts[index].start_ref();
+            black_box(permit.record_success(tokio::time::Instant::now()));
+            drop(in_flight);
+        }
+    };
     let shared = Arc::new(Breaker::new(BreakerConfig::default()));
     let now = tokio::time::Instant::now();
     let breaker = |_: usize| {
@@ -229,6 +243,12 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             rounds,
             interval,
             &least_pending_borrowed,
+        ),
+        measure(
+            "pick + admit + record, two choices with in-flight count (library, borrowed permits and guards, 3 endpoints, 2 clock reads)",
+            rounds,
+            interval,
+            &two_choices_borrowed,
         ),
         measure(
             "owned, an Arc clone per call as ServiceClient holds them (not judged): breaker admit + record (library, one shared breaker)",

@@ -101,8 +101,10 @@ pub enum Kind {
     Ours,
     /// Our `ServiceClient` with hedging off.
     OursUnhedged,
-    /// Our `ServiceClient` with plain round-robin instead of least-pending.
+    /// Our `ServiceClient` with plain round-robin instead of two choices.
     OursRoundRobin,
+    /// Our `ServiceClient` with least-pending (the fewest in flight) instead of two choices.
+    OursLeastPending,
     /// Through a proxy.
     Peer(PeerKind),
 }
@@ -118,6 +120,7 @@ impl Kind {
             Kind::Ours => "discovery-client ServiceClient",
             Kind::OursUnhedged => "discovery-client ServiceClient, hedging off",
             Kind::OursRoundRobin => "discovery-client ServiceClient, Balance::RoundRobin",
+            Kind::OursLeastPending => "discovery-client ServiceClient, Balance::LeastPending",
             Kind::Peer(PeerKind::Nginx) => "via nginx",
             Kind::Peer(PeerKind::Haproxy) => "via HAProxy",
             Kind::Peer(PeerKind::HaproxyMarkDown) => "via HAProxy, mark-down (no L7 retries)",
@@ -135,6 +138,7 @@ impl Kind {
             Kind::Ours => ContenderName::Ours,
             Kind::OursUnhedged => ContenderName::OursUnhedged,
             Kind::OursRoundRobin => ContenderName::OursRoundRobin,
+            Kind::OursLeastPending => ContenderName::OursLeastPending,
             Kind::Peer(PeerKind::Nginx) => ContenderName::Nginx,
             Kind::Peer(PeerKind::Haproxy) => ContenderName::Haproxy,
             Kind::Peer(PeerKind::HaproxyMarkDown) => ContenderName::HaproxyMarkdown,
@@ -160,6 +164,7 @@ pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
         Kind::Ours,
         Kind::OursUnhedged,
         Kind::OursRoundRobin,
+        Kind::OursLeastPending,
     ];
     kinds.extend(bed.peers.iter().map(|(kind, _)| Kind::Peer(*kind)));
     kinds.retain(|k| {
@@ -168,7 +173,7 @@ pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
         }
         let diagnostic = matches!(
             k,
-            Kind::Hyper | Kind::HyperRoundRobin | Kind::OursRoundRobin
+            Kind::Hyper | Kind::HyperRoundRobin | Kind::OursRoundRobin | Kind::OursLeastPending
         );
         let skipped = (failures && diagnostic)
             || (!failures && *k == Kind::Peer(PeerKind::HaproxyMarkDown))
@@ -210,7 +215,7 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             },
             None,
         ),
-        Kind::Ours | Kind::OursUnhedged | Kind::OursRoundRobin => {
+        Kind::Ours | Kind::OursUnhedged | Kind::OursRoundRobin | Kind::OursLeastPending => {
             let mut builder = ServiceClient::builder("ratings")
                 .discovery(StaticDiscovery::new(urls))
                 .timeout(plan.timeout)
@@ -221,6 +226,7 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             match kind {
                 Kind::OursUnhedged => builder = builder.hedging(Hedging::Off),
                 Kind::OursRoundRobin => builder = builder.balance(Balance::RoundRobin),
+                Kind::OursLeastPending => builder = builder.balance(Balance::LeastPending),
                 _ => {}
             }
             let client = builder.build().map_err(|e| format!("ServiceClient: {e}"))?;

@@ -2,18 +2,20 @@
 //! with fewer requests in flight.
 //!
 //! The algorithm: each instance counts the requests it has been sent and has not answered
-//! ([`InFlight`]), per thread. A cursor ([`Picker`], one per thread) walks the instance list
-//! starting after the last instance chosen; among the instances with the fewest of the
-//! thread's requests in flight it takes the first, in that order, whose breaker grants
-//! leave. With nothing in flight (sequential callers) that is plain round-robin, 1, 2, 3, 1,
-//! 2, 3. Under concurrent load an instance that stops answering keeps its requests
-//! outstanding, and a thread sends it more only while it holds no more of that thread's
-//! requests than every other instance: it ends up holding its share of each thread's
-//! requests in flight (with N callers on one thread and 3 instances, (N - 1) / 3 + 1),
-//! where plain round-robin sends every caller there in turn until a timeout opens its
-//! breaker. Keeping the cursor and the counts per thread means that threads picking at the
-//! same time write no common memory (picking scales with cores); it also means that calls
-//! from different threads interleave only per thread. Instances with an open breaker are skipped
+//! ([`InFlight`]), per thread. A cursor ([`Picker`], one per thread) gives each instance its
+//! turn. By default ([`Balance::PowerOfTwoChoices`]) a pick compares the instance whose
+//! turn it is with one other drawn at random and takes the one with fewer of the thread's
+//! requests in flight, the turn's on a tie; [`Balance::LeastPending`] takes the fewest of
+//! all, the first in turn on a tie. With nothing in flight (sequential callers) either is
+//! plain round-robin, 1, 2, 3, 1, 2, 3. Under concurrent load an instance that stops
+//! answering keeps its requests outstanding, and a thread sends it more only while it
+//! holds no more of that thread's requests than the instance it is compared with: it ends
+//! up holding about its share of each thread's requests in flight, where plain round-robin
+//! sends every caller there in turn until a timeout opens its breaker. Keeping the cursor
+//! and the counts per thread means that threads picking at the same time write no common
+//! memory (picking scales with cores); it also means that calls from different threads
+//! interleave only per thread. When the chosen instance's breaker refuses, the others are
+//! asked, fewest in flight first. Instances with an open breaker are skipped
 //! without being charged a turn, so traffic interleaves evenly across the healthy ones.
 //! [`Balance::RoundRobin`] turns the preference off. When no instance admits the request
 //! the answer is "all services are down" at once (logged as `ratings: all services are
@@ -50,10 +52,10 @@ pub use picker::{Balance, Endpoint, Picker};
 /// admits it, preferring endpoints with fewer calls in flight; endpoints come and go with a
 /// [`Discover`] stream.
 ///
-/// - `poll_ready` applies the discovery changes that have arrived, then picks: it asks each
-///   endpoint in turn, fewest calls in flight first ([`Picker::pick_least_pending`]), for
-///   leave ([`Admit::try_admit`]) and readiness, and keeps the first that gives both for the
-///   next `call`. When no endpoint admits a request it is ready all the same, and `call`
+/// - `poll_ready` applies the discovery changes that have arrived, then picks as its
+///   [`Balance`] says (by default [`Picker::pick_two_choices`]): it asks the endpoint it
+///   would choose for leave ([`Admit::try_admit`]) and readiness, then the others, fewest
+///   calls in flight first, and keeps the first that gives both for the next `call`. When no endpoint admits a request it is ready all the same, and `call`
 ///   answers [`Error::AllInstancesDown`] at once. It waits only when an admitting
 ///   endpoint's own service is not ready yet.
 /// - A call counts as in flight on its endpoint from `call` until its response future
@@ -129,7 +131,7 @@ impl<D: Discover> RoundRobin<D> {
         self
     }
 
-    /// How to choose among admitting endpoints (default [`Balance::LeastPending`]).
+    /// How to choose among admitting endpoints (default [`Balance::PowerOfTwoChoices`]).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self
@@ -230,7 +232,7 @@ where
         let pending = |index: usize| balance.load(&in_flight[index]);
         let picked = self
             .picker
-            .pick_least_pending(endpoints.len(), pending, |index| {
+            .pick_by(balance, endpoints.len(), pending, |index| {
                 let svc = &mut endpoints[index].1;
                 if !svc.try_admit(now) {
                     return None;

@@ -183,7 +183,8 @@ async fn a_pick_not_used_is_kept_for_the_next_call() {
 
 #[tokio::test(start_paused = true)]
 async fn an_endpoint_with_a_call_in_flight_is_passed_over_until_it_ends() {
-    let (mut rr, _tx, _) = balancer(3);
+    let (rr, _tx, _) = balancer(3);
+    let mut rr = rr.balance(Balance::LeastPending);
     // A call to 1 that nobody polls yet: in flight on 1.
     let held = rr
         .ready()
@@ -205,6 +206,26 @@ async fn an_endpoint_with_a_call_in_flight_is_passed_over_until_it_ends() {
     assert_eq!(sequence(&mut rr, 2).await, ["2", "3"]);
     drop(dropped);
     assert_eq!(sequence(&mut rr, 3).await, ["1", "2", "3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_an_endpoint_with_a_call_in_flight_gets_none_until_it_ends() {
+    let (mut rr, _tx, _) = balancer(3);
+    // A call to 1 that nobody polls yet: in flight on 1, and 1 loses every comparison.
+    let held = rr
+        .ready()
+        .await
+        .expect("ready")
+        .call(http::Request::new(()));
+    let picks = sequence(&mut rr, 30).await;
+    assert!(picks.iter().all(|id| id != "1"), "{picks:?}");
+    assert!(picks.iter().any(|id| id == "2") && picks.iter().any(|id| id == "3"));
+    // Answered: no longer in flight, and back in turn.
+    assert_eq!(held.await.expect("answer").into_body(), "1");
+    let picks = sequence(&mut rr, 3).await;
+    let mut sorted = picks.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["1", "2", "3"], "{picks:?}");
 }
 
 #[tokio::test(start_paused = true)]

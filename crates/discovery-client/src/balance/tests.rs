@@ -232,6 +232,94 @@ fn in_flight_counts_per_thread_and_out_where_it_was_counted() {
     assert_eq!(counts[1].get(), 0);
 }
 
+/// Picks `times` times with two choices over `counts`, every candidate admitting.
+fn two_choices(rr: &Picker, counts: &[InFlight], times: usize) -> Vec<usize> {
+    (0..times)
+        .map(|_| {
+            let (index, ()) = rr
+                .pick_two_choices(counts.len(), |i| counts[i].get_local(), |_| Some(()))
+                .expect("someone admits");
+            index
+        })
+        .collect()
+}
+
+#[test]
+fn two_choices_interleaves_ties_exactly() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    assert_eq!(two_choices(&rr, &counts, 6), [0, 1, 2, 0, 1, 2], "idle");
+    let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
+    assert_eq!(two_choices(&rr, &counts, 6), [0, 1, 2, 0, 1, 2], "one each");
+}
+
+#[test]
+fn two_choices_never_takes_the_instance_with_the_most_in_flight() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    let _stuck = [counts[1].start(), counts[1].start()];
+    let picks = two_choices(&rr, &counts, 300);
+    assert!(!picks.contains(&1), "{picks:?}");
+    // Its turns go to one of the others at random; the others' own turns stay theirs.
+    let zeros = picks.iter().filter(|&&i| i == 0).count();
+    assert!((100..=200).contains(&zeros), "{zeros} of 300 to instance 0");
+}
+
+#[test]
+fn two_choices_passes_over_a_busier_turn_only_for_a_less_busy_one() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..2).map(|_| InFlight::new()).collect();
+    // Two instances: the other candidate is always the one whose turn it is not.
+    let _one = counts[0].start();
+    assert_eq!(two_choices(&rr, &counts, 4), [1, 1, 1, 1]);
+    let _two = counts[1].start();
+    // 1 each: ties go to the turn.
+    let picks = two_choices(&rr, &counts, 4);
+    assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2, "{picks:?}");
+}
+
+#[test]
+fn two_choices_asks_admit_once_per_candidate_and_falls_back_to_the_rest() {
+    let rr = Picker::new();
+    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+    for _ in 0..30 {
+        // Instance 0 refuses (an open breaker): the pick still lands, asking nobody twice.
+        let mut asked = Vec::new();
+        let picked = rr.pick_two_choices(
+            3,
+            |i| counts[i].get_local(),
+            |i| {
+                asked.push(i);
+                (i != 0).then_some(())
+            },
+        );
+        let (index, ()) = picked.expect("1 and 2 admit");
+        assert_ne!(index, 0);
+        let mut unique = asked.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), asked.len(), "asked twice: {asked:?}");
+        assert_eq!(
+            asked.last(),
+            Some(&index),
+            "the last asked is the one taken"
+        );
+    }
+    // Nobody admits: `None` at once, each asked once.
+    let mut asked = Vec::new();
+    let none = rr.pick_two_choices(
+        3,
+        |_| 0,
+        |i| -> Option<()> {
+            asked.push(i);
+            None
+        },
+    );
+    assert!(none.is_none());
+    asked.sort_unstable();
+    assert_eq!(asked, [0, 1, 2]);
+}
+
 #[test]
 fn least_pending_asks_admit_only_about_the_candidate_it_takes() {
     let rr = Picker::new();

@@ -201,8 +201,9 @@ impl ServiceClientBuilder {
     }
 
     /// How to choose among the instances whose breaker admits a request (default
-    /// [`Balance::LeastPending`]: round-robin, preferring instances with fewer requests in
-    /// flight; [`Balance::RoundRobin`] ignores requests in flight).
+    /// [`Balance::PowerOfTwoChoices`]: the instance whose round-robin turn it is or one
+    /// other at random, whichever has fewer requests in flight; [`Balance::LeastPending`]
+    /// always takes the fewest; [`Balance::RoundRobin`] ignores requests in flight).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self

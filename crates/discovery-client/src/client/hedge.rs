@@ -111,9 +111,9 @@ pub(super) struct Hedge<'a, R, K> {
 }
 
 impl Inner {
-    /// Picks an instance not in `tried` whose breaker admits a request at `now` (fewest
-    /// requests in flight first) and starts the request that `request` makes on it; `None`
-    /// if there is none.
+    /// Picks an instance not in `tried` whose breaker admits a request at `now` (preferring
+    /// fewer requests in flight, as the client's [`Balance`](crate::balance::Balance) says)
+    /// and starts the request that `request` makes on it; `None` if there is none.
     pub(super) async fn start_attempt<K: BodyCheck>(
         &self,
         endpoints: &[Slot],
@@ -125,7 +125,7 @@ impl Inner {
         let pending = |index: usize| self.balance.load(&endpoints[index].in_flight);
         let picked = self
             .picker
-            .pick_least_pending(endpoints.len(), pending, |index| {
+            .pick_by(self.balance, endpoints.len(), pending, |index| {
                 if tried.contains(&index) {
                     return None;
                 }

@@ -315,7 +315,24 @@ async fn plain_round_robin_sends_every_caller_to_a_hanging_instance() {
     );
 }
 
-/// The default client (least-pending, adaptive hedging): the calls held by the hanging
+#[tokio::test]
+async fn two_choices_keep_half_the_callers_off_a_hanging_instance() {
+    let run = hang_under_load(Balance::PowerOfTwoChoices, Hedging::Off).await;
+    // A pick goes to instance 1 only when it holds no more calls than the instance it is
+    // compared with, which holds at most the callers not stuck on 1 (one thread counts
+    // them all here), minus the one picking: it never holds more than half of
+    // `WORKERS - 1`, plus the one picked (6 of 12), where plain round-robin sends all 12.
+    let bound = (WORKERS - 1) / 2 + 1;
+    assert!(run.held <= bound, "{run:?}");
+    assert!(run.waited <= bound, "{run:?}");
+    assert!(
+        run.failed.is_empty(),
+        "held calls retried elsewhere: {run:?}"
+    );
+    assert!(run.served_while_hanging >= 100, "{run:?}");
+}
+
+/// The default client (two choices, adaptive hedging): the calls held by the hanging
 /// instance are hedged after 50 ms, so none waits for the timeout and none fails.
 #[tokio::test]
 async fn by_default_no_call_waits_for_a_hanging_instance() {
@@ -323,9 +340,9 @@ async fn by_default_no_call_waits_for_a_hanging_instance() {
     assert_eq!(run.waited, 0, "{run:?}");
     assert!(run.failed.is_empty(), "{run:?}");
     // Hedged-over attempts stay counted on instance 1 but no longer hold their callers, so
-    // all the callers' attempts are on the other two: instance 1 is picked while it holds no
-    // more than either of them, at most half the callers, plus the one picked.
-    assert!(run.held <= WORKERS / 2 + 1, "{run:?}");
+    // the half bound above does not hold (9 or 10 of 12 here): what hedging buys is that
+    // none of them waits.
+    assert!(run.held < WORKERS, "{run:?}");
     assert!(run.held >= 1, "the hang was met: {run:?}");
     assert!(run.served_while_hanging >= 100, "{run:?}");
 }
