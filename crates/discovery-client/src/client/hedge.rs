@@ -9,7 +9,7 @@
 //! still holding its breaker permit and its place in the instance's in-flight count, and runs
 //! to its own end, which its per-attempt timeout (and the call's deadline) bounds. Its
 //! outcome is recorded on its breaker, so a paused instance's breaker still opens when the
-//! attempt times out, and least-pending picking keeps counting it until then. The detached
+//! attempt times out, and the picker keeps counting it in flight until then. The detached
 //! attempt is judged by the classifier without the call's body check (the check borrows the
 //! caller, who has its answer already): a 2xx body that would not decode counts as a success.
 //! If the caller's own future is dropped while both attempts are under way, both are dropped
