@@ -156,34 +156,28 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
         }
     };
     // The same with the library's borrowing forms: permits that borrow the breaker and
-    // in-flight guards that borrow the count (no `Arc` clone).
-    let least_pending_borrowed = |_: usize| {
-        let now = tokio::time::Instant::now();
-        let picked = rr.pick_least_pending(
-            endpoints.len(),
-            |i| counts[i].get_local(),
-            |i| endpoints[i].breaker.try_acquire_ref(now).0,
-        );
-        if let Some((index, permit)) = picked {
-            let in_flight = counts[index].start_ref();
-            black_box(permit.record_success(tokio::time::Instant::now()));
-            drop(in_flight);
+    // in-flight guards that borrow the count (no `Arc` clone); least-pending, or two choices
+    // (the client's default).
+    let borrowed = |two_choices: bool| {
+        let (rr, endpoints, counts) = (&rr, &endpoints, &counts);
+        move |_: usize| {
+            let now = tokio::time::Instant::now();
+            let pending = |i: usize| counts[i].get_local();
+            let admit = |i: usize| endpoints[i].breaker.try_acquire_ref(now).0;
+            let picked = if two_choices {
+                rr.pick_two_choices(endpoints.len(), pending, admit)
+            } else {
+                rr.pick_least_pending(endpoints.len(), pending, admit)
+            };
+            if let Some((index, permit)) = picked {
+                let in_flight = counts[index].start_ref();
+                black_box(permit.record_success(tokio::time::Instant::now()));
+                drop(in_flight);
+            }
         }
     };
-    // The client's default pick, two choices, with the same borrowing forms.
-    let two_choices_borrowed = |_: usize| {
-        let now = tokio::time::Instant::now();
-        let picked = rr.pick_two_choices(
-            endpoints.len(),
-            |i| counts[i].get_local(),
-            |i| endpoints[i].breaker.try_acquire_ref(now).0,
-        );
-        if let Some((index, permit)) = picked {
-            let in_flight = counts[index].start_ref();
-            black_box(permit.record_success(tokio::time::Instant::now()));
-            drop(in_flight);
-        }
-    };
+    let least_pending_borrowed = borrowed(false);
+    let two_choices_borrowed = borrowed(true);
     let shared = Arc::new(Breaker::new(BreakerConfig::default()));
     let now = tokio::time::Instant::now();
     let breaker = |_: usize| {

@@ -110,30 +110,49 @@ async fn skip_excludes_already_tried_instances() {
     }
 }
 
-/// Picks `times` times with least-pending over `counts`, every candidate admitting.
-fn least_pending(rr: &Picker, counts: &[InFlight], times: usize) -> Vec<usize> {
+/// Picks `times` times over `counts` (each thread's own), every candidate admitting: with
+/// least-pending, or with two choices.
+fn picks_by(rr: &Picker, counts: &[InFlight], times: usize, two_choices: bool) -> Vec<usize> {
+    let pending = |i: usize| counts[i].get_local();
     (0..times)
         .map(|_| {
-            let (index, ()) = rr
-                .pick_least_pending(counts.len(), |i| counts[i].get(), |_| Some(()))
-                .expect("someone admits");
-            index
+            let picked = if two_choices {
+                rr.pick_two_choices(counts.len(), pending, |_| Some(()))
+            } else {
+                rr.pick_least_pending(counts.len(), pending, |_| Some(()))
+            };
+            picked.expect("someone admits").0
         })
         .collect()
 }
 
+fn least_pending(rr: &Picker, counts: &[InFlight], times: usize) -> Vec<usize> {
+    picks_by(rr, counts, times, false)
+}
+
+fn two_choices(rr: &Picker, counts: &[InFlight], times: usize) -> Vec<usize> {
+    picks_by(rr, counts, times, true)
+}
+
 #[test]
-fn least_pending_interleaves_ties_exactly() {
-    let rr = Picker::new();
-    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
-    assert_eq!(least_pending(&rr, &counts, 6), [0, 1, 2, 0, 1, 2], "idle");
-    // Equal, non-zero counts are ties too.
-    let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
-    assert_eq!(
-        least_pending(&rr, &counts, 6),
-        [0, 1, 2, 0, 1, 2],
-        "one each"
-    );
+fn both_rules_interleave_ties_exactly() {
+    for two_choices in [false, true] {
+        let rr = Picker::new();
+        let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
+        let picks = |n| picks_by(&rr, &counts, n, two_choices);
+        assert_eq!(
+            picks(6),
+            [0, 1, 2, 0, 1, 2],
+            "idle, two choices: {two_choices}"
+        );
+        // Equal, non-zero counts are ties too.
+        let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
+        assert_eq!(
+            picks(6),
+            [0, 1, 2, 0, 1, 2],
+            "one each, two choices: {two_choices}"
+        );
+    }
 }
 
 #[test]
@@ -230,27 +249,6 @@ fn in_flight_counts_per_thread_and_out_where_it_was_counted() {
     assert_eq!(counts[1].get(), 1, "a borrowing guard counts the same");
     drop(borrowed);
     assert_eq!(counts[1].get(), 0);
-}
-
-/// Picks `times` times with two choices over `counts`, every candidate admitting.
-fn two_choices(rr: &Picker, counts: &[InFlight], times: usize) -> Vec<usize> {
-    (0..times)
-        .map(|_| {
-            let (index, ()) = rr
-                .pick_two_choices(counts.len(), |i| counts[i].get_local(), |_| Some(()))
-                .expect("someone admits");
-            index
-        })
-        .collect()
-}
-
-#[test]
-fn two_choices_interleaves_ties_exactly() {
-    let rr = Picker::new();
-    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
-    assert_eq!(two_choices(&rr, &counts, 6), [0, 1, 2, 0, 1, 2], "idle");
-    let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
-    assert_eq!(two_choices(&rr, &counts, 6), [0, 1, 2, 0, 1, 2], "one each");
 }
 
 #[test]
