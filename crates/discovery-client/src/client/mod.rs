@@ -38,7 +38,6 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::Error;
 use crate::balance::{Balance, Picker};
 use crate::breaker::{BodyCheck, Breakers, NoCheck};
 use crate::budget::RetryBudget;
@@ -49,6 +48,7 @@ use crate::events::{Event, EventBus};
 use crate::telemetry::ServiceTelemetry;
 use crate::timeout::Deadline;
 use crate::transport::HttpClient;
+use crate::{Error, Source};
 
 pub use builder::ServiceClientBuilder;
 pub use endpoints::InstanceStatus;
@@ -239,17 +239,7 @@ impl ServiceClient {
         // The breaker's body check decodes each 2xx answer; the value is kept, so the body
         // is decoded once.
         let mut decoded = None;
-        let check = |body: &[u8]| match serde_json::from_slice::<T>(body) {
-            Ok(value) => {
-                decoded = Some(value);
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        };
-        let answer = self
-            .inner
-            .call(Method::GET, path, None, headers, Some(check))
-            .await?;
+        let answer = self.inner.get_decoding(path, headers, &mut decoded).await?;
         // The check ran on every 2xx answer, the one returned last.
         match decoded {
             Some(value) if answer.response.status().is_success() => Ok(value),
@@ -275,24 +265,35 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Cached<T>, Error> {
+        // On a miss fetched by this call, the body check's value is the answer's (the check
+        // ran on every 2xx answer, the one returned last): the body is decoded once. A hit,
+        // a concurrent caller's fetch or a stale answer is decoded from the cached body.
+        let mut decoded = None;
         let fetch = async {
-            let answer = self
-                .inner
-                .call(Method::GET, path, None, headers, Some(check_json::<T>))
-                .await?;
+            let answer = self.inner.get_decoding(path, headers, &mut decoded).await?;
             answer.success_body()
         };
         let (body, source) = self.inner.cache.get_or_fetch(path, fetch).await?;
-        let value = decode_json(&body, "cache")?;
+        let value = match decoded {
+            Some(value) if source == Source::Live => value,
+            _ => decode_json(&body, "cache")?,
+        };
         Ok(Cached { value, source })
     }
 }
 
-/// Checks that a 2xx body decodes as `T` (the breaker applies it to 2xx answers only).
-fn check_json<T: DeserializeOwned>(body: &[u8]) -> Result<(), String> {
-    serde_json::from_slice::<T>(body)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// A body check (the breaker applies it to 2xx answers only) that decodes the body as `T`
+/// and keeps the value in `slot`, so that the caller need not decode it again.
+fn decode_into<T: DeserializeOwned>(
+    slot: &mut Option<T>,
+) -> impl FnMut(&[u8]) -> Result<(), String> + '_ {
+    move |body| match serde_json::from_slice::<T>(body) {
+        Ok(value) => {
+            *slot = Some(value);
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8], address: &str) -> Result<T, Error> {
@@ -303,6 +304,19 @@ pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8], address: &str) -> Re
 }
 
 impl Inner {
+    /// GETs `path`, decoding each 2xx answer as `T` in the breaker's body check and keeping
+    /// the last value in `decoded`.
+    async fn get_decoding<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        decoded: &mut Option<T>,
+    ) -> Result<Answer, Error> {
+        let check = decode_into(decoded);
+        self.call(Method::GET, path, None, headers, Some(check))
+            .await
+    }
+
     /// The endpoints, if discovery has answered.
     fn known_endpoints(&self) -> Option<Arc<[Slot]>> {
         self.endpoints.borrow().as_ref().map(Arc::clone)

@@ -473,6 +473,39 @@ async fn cached_answers_coalesce_and_expire() {
     assert_eq!(fakes[0].hits.load(Ordering::SeqCst), 2);
 }
 
+/// A rating that counts how often it is decoded.
+#[derive(Debug)]
+struct Counted;
+
+static DECODED: AtomicUsize = AtomicUsize::new(0);
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Rating::deserialize(d)?;
+        DECODED.fetch_add(1, Ordering::SeqCst);
+        Ok(Counted)
+    }
+}
+
+#[tokio::test]
+async fn each_answer_is_decoded_once() {
+    let (addresses, _fakes) = fakes(1).await;
+    let c = client(&addresses).build().expect("client");
+    let before = DECODED.load(Ordering::SeqCst);
+    let cached = || c.get_json_cached::<Counted>("/ratings/widget");
+    let miss = cached().await.expect("live").source;
+    let after_miss = DECODED.load(Ordering::SeqCst) - before;
+    let hit = cached().await.expect("hit").source;
+    let after_hit = DECODED.load(Ordering::SeqCst) - before;
+    c.get_json::<Counted>("/ratings/widget")
+        .await
+        .expect("uncached");
+    let after_uncached = DECODED.load(Ordering::SeqCst) - before;
+    assert_eq!((miss, hit), (Source::Live, Source::Cache));
+    // A miss is checked and kept; a hit is decoded from the cache; an uncached call once.
+    assert_eq!((after_miss, after_hit, after_uncached), (1, 2, 3));
+}
+
 #[tokio::test]
 async fn retries_stay_within_the_budget() {
     let (addresses, fakes) = fakes(3).await;
