@@ -55,8 +55,9 @@ pub use picker::{Balance, Endpoint, Picker};
 /// - `poll_ready` applies the discovery changes that have arrived, then picks as its
 ///   [`Balance`] says (by default [`Picker::pick_two_choices`]): it asks the endpoint it
 ///   would choose for leave ([`Admit::try_admit`]) and readiness, then the others, fewest
-///   calls in flight first, and keeps the first that gives both for the next `call`. When no endpoint admits a request it is ready all the same, and `call`
-///   answers [`Error::AllInstancesDown`] at once. It waits only when an admitting
+///   calls in flight first, and keeps the first that gives both for the next `call`. When
+///   no endpoint admits a request it is ready all the same, and `call` answers
+///   [`Error::AllInstancesDown`] at once. It waits only when an admitting
 ///   endpoint's own service is not ready yet.
 /// - A call counts as in flight on its endpoint from `call` until its response future
 ///   finishes or is dropped. [`balance`](RoundRobin::balance) with [`Balance::RoundRobin`]

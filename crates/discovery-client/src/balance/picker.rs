@@ -259,12 +259,19 @@ impl Picker {
         let cursor = self.cursor();
         let start = cursor.fetch_add(1, Ordering::Relaxed);
         // Turn offsets from `start`: 0 is the turn's candidate, the other one at random.
-        let other = if n > 1 { rand::random_range(1..n) } else { 0 };
         let index = |offset: usize| start.wrapping_add(offset) % n;
-        let offset = if pending(index(other)) < pending(index(0)) {
-            other
-        } else {
+        let turn = pending(index(0));
+        // Nothing in flight on the turn's candidate: no other can have fewer, so neither the
+        // draw nor the second load is needed (the idle case, and sequential callers).
+        let offset = if turn == 0 || n == 1 {
             0
+        } else {
+            let other = rand::random_range(1..n);
+            if pending(index(other)) < turn {
+                other
+            } else {
+                0
+            }
         };
         if let Some(answer) = admit(index(offset)) {
             return Some((index(offset), answer));

@@ -222,6 +222,20 @@ struct HangRun {
     failed: Vec<Error>,
 }
 
+impl HangRun {
+    /// The hanging instance held at most `bound` calls and as many waited for the timeout;
+    /// every held call was retried elsewhere, and the others kept serving.
+    fn assert_held_at_most(&self, bound: usize) {
+        assert!(self.held <= bound, "{self:?}");
+        assert!(self.waited <= bound, "{self:?}");
+        assert!(
+            self.failed.is_empty(),
+            "held calls retried elsewhere: {self:?}"
+        );
+        assert!(self.served_while_hanging >= 100, "{self:?}");
+    }
+}
+
 /// `WORKERS` callers loop for 0.2 s, then instance 1 hangs for the rest of the run (1.2 s),
 /// longer than the 1 s timeout, after which its breaker opens and held calls are retried.
 async fn hang_under_load(balance: Balance, hedging: Hedging) -> HangRun {
@@ -289,19 +303,12 @@ async fn a_hanging_instance_gets_no_more_than_its_share_of_the_calls_in_flight()
     let run = hang_under_load(Balance::LeastPending, Hedging::Off).await;
     // A pick goes to instance 1 only while it holds no more calls than either other
     // instance (counts per thread: this test's runtime has one thread), and the callers
-    // hold at most `WORKERS - 1` besides the one picking: it
-    // never holds more than a third of them, plus the one picked (4 of 12), where plain
-    // round-robin sends every caller there in turn (the test below).
-    let share = (WORKERS - 1) / 3 + 1;
-    assert!(run.held <= share, "{run:?}");
+    // hold at most `WORKERS - 1` besides the one picking: it never holds more than a third
+    // of them, plus the one picked (4 of 12), where plain round-robin sends every caller
+    // there in turn (the test below).
+    run.assert_held_at_most((WORKERS - 1) / 3 + 1);
     // In these terms: what it held when it started hanging (its share), and hardly more.
     assert!(run.held <= run.in_flight_at_hang + 2, "{run:?}");
-    assert!(run.waited <= share, "{run:?}");
-    assert!(
-        run.failed.is_empty(),
-        "held calls retried elsewhere: {run:?}"
-    );
-    assert!(run.served_while_hanging >= 100, "{run:?}");
 }
 
 #[tokio::test]
@@ -322,14 +329,7 @@ async fn two_choices_keep_half_the_callers_off_a_hanging_instance() {
     // compared with, which holds at most the callers not stuck on 1 (one thread counts
     // them all here), minus the one picking: it never holds more than half of
     // `WORKERS - 1`, plus the one picked (6 of 12), where plain round-robin sends all 12.
-    let bound = (WORKERS - 1) / 2 + 1;
-    assert!(run.held <= bound, "{run:?}");
-    assert!(run.waited <= bound, "{run:?}");
-    assert!(
-        run.failed.is_empty(),
-        "held calls retried elsewhere: {run:?}"
-    );
-    assert!(run.served_while_hanging >= 100, "{run:?}");
+    run.assert_held_at_most((WORKERS - 1) / 2 + 1);
 }
 
 /// The default client (two choices, adaptive hedging): the calls held by the hanging
