@@ -1,19 +1,20 @@
-//! Handler tests: the router driven with `oneshot`, no sockets.
+//! Handler tests: the router driven with `oneshot`, no sockets, for what the HTTP layer
+//! decides: validation and error bodies, auth, body and blocking-query limits, the wait
+//! cap, health and shutdown. What the registry does with registrations, heartbeats and
+//! watches is tested once per store in `tests/store_suite.rs`.
 
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio::time::{Instant, advance};
-use tower::ServiceExt;
+use tokio::time::Instant;
 
 use super::*;
 
 #[path = "../../tests/support/router.rs"]
 mod router;
-use router::{Reply, assert_error, get, instance_uri, put_json, put_json_with_lease, with_lease};
+use router::{Reply, assert_error, get, instance_uri, put_json, with_lease};
 
 const ADDR: &str = "http://127.0.0.1:8001";
 
@@ -38,24 +39,6 @@ async fn register(state: &AppState, service: &str, id: &str, address: &str) -> S
         put_json(&instance_uri(service, id), &json!({ "address": address })),
     )
     .await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    reply.body["lease"].as_str().unwrap().to_owned()
-}
-
-/// Re-registers a live id as its holder (presenting `lease`) and returns the new lease.
-async fn reregister(
-    state: &AppState,
-    service: &str,
-    id: &str,
-    address: &str,
-    lease: &str,
-) -> String {
-    let request = put_json_with_lease(
-        &instance_uri(service, id),
-        &json!({ "address": address }),
-        lease,
-    );
-    let reply = send(state, request).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["lease"].as_str().unwrap().to_owned()
 }
@@ -94,262 +77,6 @@ async fn health_is_ok() {
     let reply = send(&state(), get("/health")).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, json!({ "status": "ok" }));
-}
-
-#[tokio::test]
-async fn register_then_read_back() {
-    let state = state();
-    let reply = send(
-        &state,
-        put_json(
-            &instance_uri("ratings", "1"),
-            &json!({ "address": ADDR, "metadata": { "zone": "a" }, "ttl_secs": 60 }),
-        ),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let lease = reply.body["lease"].as_str().unwrap();
-    assert_eq!(lease.len(), 32);
-    assert!(lease.chars().all(|c| c.is_ascii_hexdigit()));
-    assert_eq!(reply.body["ttl_secs"], 60);
-
-    let reply = send(&state, get("/v1/services/ratings")).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.headers["x-registry-index"], "1");
-    assert_eq!(
-        reply.body,
-        json!({
-            "index": 1,
-            "instances": [{ "id": "1", "address": ADDR, "metadata": { "zone": "a" } }]
-        })
-    );
-    assert_eq!(services(&state).await, json!(["ratings"]));
-}
-
-#[tokio::test]
-async fn default_ttl_and_empty_metadata() {
-    let state = state();
-    let reply = send(
-        &state,
-        put_json(
-            &instance_uri("ratings", "1"),
-            &json!({ "address": ADDR, "metadata": null }),
-        ),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body["ttl_secs"], 120);
-    assert_eq!(
-        service(&state, "ratings").await["instances"][0]["metadata"],
-        json!({})
-    );
-}
-
-#[tokio::test]
-async fn listings_are_sorted() {
-    let state = state();
-    register(&state, "ratings", "b", "http://127.0.0.1:8002").await;
-    register(&state, "ratings", "a", ADDR).await;
-    register(&state, "market", "x", "http://127.0.0.1:5000").await;
-    assert_eq!(services(&state).await, json!(["market", "ratings"]));
-    let body = service(&state, "ratings").await;
-    let ids: Vec<_> = body["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].clone())
-        .collect();
-    assert_eq!(ids, [json!("a"), json!("b")]);
-}
-
-#[tokio::test]
-async fn unknown_service_is_empty_not_404() {
-    let reply = send(&state(), get("/v1/services/nothing-here")).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, json!({ "index": 0, "instances": [] }));
-    assert_eq!(reply.headers["x-registry-index"], "0");
-}
-
-#[tokio::test]
-async fn heartbeat_renews_without_moving_the_index() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-
-    let reply = heartbeat(&state, "ratings", "1", Some(&lease)).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, json!({ "ttl_secs": 120 }));
-    assert_eq!(service(&state, "ratings").await["index"], 1);
-
-    assert_error(
-        &heartbeat(&state, "ratings", "2", Some(&lease)).await,
-        StatusCode::NOT_FOUND,
-        "not registered",
-    );
-    assert_error(
-        &heartbeat(&state, "other", "1", Some(&lease)).await,
-        StatusCode::NOT_FOUND,
-        "not registered",
-    );
-    assert_error(
-        &heartbeat(&state, "ratings", "1", Some("0000")).await,
-        StatusCode::FORBIDDEN,
-        "lease",
-    );
-    assert_error(
-        &heartbeat(&state, "ratings", "1", None).await,
-        StatusCode::FORBIDDEN,
-        "lease",
-    );
-}
-
-#[tokio::test]
-async fn deregister_needs_the_lease_and_keeps_the_index() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-    let uri = instance_uri("ratings", "1");
-
-    let reply = send(&state, with_lease(Method::DELETE, &uri, Some("wrong"))).await;
-    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
-    let reply = send(&state, with_lease(Method::DELETE, &uri, None)).await;
-    assert_error(&reply, StatusCode::FORBIDDEN, "lease");
-    let reply = send(
-        &state,
-        with_lease(Method::DELETE, &instance_uri("ratings", "2"), Some(&lease)),
-    )
-    .await;
-    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
-    assert_eq!(
-        service(&state, "ratings").await["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-
-    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        service(&state, "ratings").await,
-        json!({ "index": 2, "instances": [] })
-    );
-    assert_eq!(services(&state).await, json!([]));
-    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
-    assert_error(&reply, StatusCode::NOT_FOUND, "not registered");
-}
-
-#[tokio::test]
-async fn identical_reregistration_issues_a_new_lease_only() {
-    let state = state();
-    let old = register(&state, "ratings", "1", ADDR).await;
-    let new = reregister(&state, "ratings", "1", ADDR, &old).await;
-    assert_ne!(old, new);
-    assert_eq!(service(&state, "ratings").await["index"], 1);
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&old)).await.status,
-        StatusCode::FORBIDDEN
-    );
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&new)).await.status,
-        StatusCode::OK
-    );
-}
-
-#[tokio::test]
-async fn metadata_change_moves_the_index() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-    let request = put_json_with_lease(
-        &instance_uri("ratings", "1"),
-        &json!({ "address": ADDR, "metadata": { "v": "2" } }),
-        &lease,
-    );
-    let reply = send(&state, request).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let body = service(&state, "ratings").await;
-    assert_eq!(body["index"], 2);
-    assert_eq!(body["instances"][0]["metadata"], json!({ "v": "2" }));
-}
-
-#[tokio::test(start_paused = true)]
-async fn reregistering_a_live_id_without_its_lease_is_409_with_when_to_retry() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-    let before = service(&state, "ratings").await;
-    advance(Duration::from_millis(20_500)).await;
-    let uri = instance_uri("ratings", "1");
-
-    // Same address, no lease: the two-request hijack (take a lease, then DELETE with it).
-    let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
-    // Default TTL 120 s, 20.5 s gone: 99.5 s left, rounded up.
-    assert_eq!(router::assert_held(&reply), 100);
-    let wrong = put_json_with_lease(&uri, &json!({ "address": ADDR }), "deadbeef");
-    assert_eq!(router::assert_held(&send(&state, wrong).await), 100);
-    assert_eq!(service(&state, "ratings").await, before);
-
-    // The holder is untouched, and still the only one who can remove the entry.
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
-        StatusCode::OK
-    );
-    let reply = send(&state, put_json(&uri, &json!({ "address": ADDR }))).await;
-    assert_eq!(router::assert_held(&reply), 120);
-    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
-
-    // Once the id is free, anyone may register it.
-    let fresh = register(&state, "ratings", "1", ADDR).await;
-    assert_ne!(fresh, lease);
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_expired_lease_frees_the_id_for_anyone() {
-    let state = state();
-    let uri = instance_uri("ratings", "1");
-    let reply = send(
-        &state,
-        put_json(&uri, &json!({ "address": ADDR, "ttl_secs": 5 })),
-    )
-    .await;
-    let old = reply.body["lease"].as_str().unwrap().to_owned();
-    advance(Duration::from_millis(4_999)).await;
-    assert_eq!(
-        router::assert_held(&send(&state, put_json(&uri, &json!({ "address": ADDR }))).await),
-        1
-    );
-    advance(Duration::from_millis(1)).await;
-    let new = register(&state, "ratings", "1", ADDR).await;
-    assert_ne!(new, old);
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&old)).await.status,
-        StatusCode::FORBIDDEN
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn moving_an_id_to_another_address_needs_its_lease() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-    let before = service(&state, "ratings").await;
-    let hijack = json!({ "address": "http://10.0.0.66:80" });
-    let uri = instance_uri("ratings", "1");
-
-    let reply = send(&state, put_json(&uri, &hijack)).await;
-    assert_eq!(router::assert_held(&reply), 120);
-    let wrong = put_json_with_lease(&uri, &hijack, "deadbeef");
-    assert_eq!(router::assert_held(&send(&state, wrong).await), 120);
-    assert_eq!(service(&state, "ratings").await, before);
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
-        StatusCode::OK,
-        "the owner's lease survives a refused hijack"
-    );
-
-    let owner = put_json_with_lease(&uri, &hijack, &lease);
-    let reply = send(&state, owner).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let after = service(&state, "ratings").await;
-    assert_eq!(after["index"], 2);
-    assert_eq!(after["instances"][0]["address"], "http://10.0.0.66:80");
 }
 
 #[tokio::test]
@@ -624,134 +351,28 @@ async fn protect_reads_guards_reads_but_not_health() {
     assert_eq!(send(&state, get("/health")).await.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn instance_and_service_limits_are_429() {
-    let state = state_with(|c| {
-        c.max_instances_per_service = 1;
-        c.max_services = 1;
-    });
-    register(&state, "ratings", "1", ADDR).await;
-    let reply = send(
-        &state,
-        put_json(&instance_uri("ratings", "2"), &json!({ "address": ADDR })),
-    )
-    .await;
-    assert_error(
-        &reply,
-        StatusCode::TOO_MANY_REQUESTS,
-        "limit of 1 instances",
-    );
-    let reply = send(
-        &state,
-        put_json(&instance_uri("other", "1"), &json!({ "address": ADDR })),
-    )
-    .await;
-    assert_error(&reply, StatusCode::TOO_MANY_REQUESTS, "limit of 1 services");
-    assert_eq!(services(&state).await, json!(["ratings"]));
-    assert_eq!(service(&state, "ratings").await["index"], 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn blocking_query_returns_as_soon_as_the_set_changes() {
-    let state = state();
-    register(&state, "ratings", "1", ADDR).await;
-    let start = Instant::now();
-    let watch =
-        tokio::spawn(app(state.clone()).oneshot(get("/v1/services/ratings?index=1&wait=30s")));
-    until_blocking(&state, 1).await;
-
-    register(&state, "ratings", "2", "http://127.0.0.1:8002").await;
-    let response = watch.await.unwrap().unwrap();
-    assert_eq!(Instant::now(), start, "woke on the change, not on a timer");
-    assert_eq!(response.headers()["x-registry-index"], "2");
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body: Value = serde_json::from_slice(&bytes).unwrap();
-    assert_eq!(body["index"], 2);
-    assert_eq!(body["instances"].as_array().unwrap().len(), 2);
-    assert_eq!(state.blocking_queries(), 0, "the permit is released");
-}
-
-#[tokio::test(start_paused = true)]
-async fn blocking_query_ignores_heartbeats_and_waits_out_its_wait() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-    let before = service(&state, "ratings").await;
-    let start = Instant::now();
-    let watch = tokio::spawn(send_owned(
-        state.clone(),
-        get("/v1/services/ratings?index=1&wait=2s"),
-    ));
-    until_blocking(&state, 1).await;
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
-        StatusCode::OK
-    );
-    let identical = reregister(&state, "ratings", "1", ADDR, &lease).await;
-    assert_ne!(identical, lease);
-    tokio::task::yield_now().await;
-    assert!(
-        !watch.is_finished(),
-        "heartbeats and no-op re-registrations do not wake"
-    );
-
-    let reply = watch.await.unwrap();
-    assert_eq!(Instant::now() - start, Duration::from_secs(2));
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body, before);
-    assert_eq!(reply.headers["x-registry-index"], "1");
-}
-
 async fn send_owned(state: AppState, request: Request<Body>) -> Reply {
     send(&state, request).await
 }
 
 #[tokio::test(start_paused = true)]
-async fn blocking_query_wait_is_capped_and_defaults_to_the_cap() {
+async fn blocking_query_waits_its_wait_capped_and_defaulting_to_the_cap() {
     let state = state_with(|c| c.max_wait = Duration::from_secs(5));
     register(&state, "ratings", "1", ADDR).await;
-    for uri in [
-        "/v1/services/ratings?index=1&wait=1h",
-        "/v1/services/ratings?index=1",
+    let before = service(&state, "ratings").await;
+    for (uri, waited) in [
+        ("/v1/services/ratings?index=1&wait=2s", 2),
+        ("/v1/services/ratings?index=1&wait=1h", 5),
+        ("/v1/services/ratings?index=1", 5),
     ] {
         let start = Instant::now();
         let reply = send(&state, get(uri)).await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(waited), "{uri}");
+        // A wait that runs out answers the unchanged set, index header included.
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(Instant::now() - start, Duration::from_secs(5), "{uri}");
+        assert_eq!(reply.body, before);
+        assert_eq!(reply.header_index(), Some(1));
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn reads_without_a_current_index_answer_at_once() {
-    let state = state();
-    register(&state, "ratings", "1", ADDR).await;
-    let start = Instant::now();
-    for uri in [
-        "/v1/services/ratings",
-        "/v1/services/ratings?wait=30s",
-        "/v1/services/ratings?index=0&wait=30s",
-        "/v1/services/ratings?index=7&wait=30s",
-        "/v1/services/ratings?index=1&wait=0s",
-    ] {
-        let reply = send(&state, get(uri)).await;
-        assert_eq!(reply.body["index"], 1, "{uri}");
-    }
-    assert_eq!(Instant::now(), start);
-}
-
-#[tokio::test(start_paused = true)]
-async fn watching_an_unknown_service_wakes_on_its_first_registration() {
-    let state = state();
-    let watch = tokio::spawn(send_owned(
-        state.clone(),
-        get("/v1/services/ratings?index=0&wait=60s"),
-    ));
-    until_blocking(&state, 1).await;
-    let start = Instant::now();
-    register(&state, "ratings", "1", ADDR).await;
-    let reply = watch.await.unwrap();
-    assert_eq!(Instant::now(), start);
-    assert_eq!(reply.body["index"], 1);
-    assert_eq!(reply.body["instances"][0]["id"], "1");
 }
 
 #[tokio::test(start_paused = true)]
@@ -787,94 +408,6 @@ async fn shutdown_releases_blocking_queries() {
     assert_eq!(Instant::now(), start);
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["index"], 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn leases_expire_on_time_and_heartbeats_postpone_it() {
-    let state = state();
-    let reply = send(
-        &state,
-        put_json(
-            &instance_uri("ratings", "1"),
-            &json!({ "address": ADDR, "ttl_secs": 2 }),
-        ),
-    )
-    .await;
-    let lease = reply.body["lease"].as_str().unwrap().to_owned();
-
-    advance(Duration::from_millis(1500)).await;
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
-        StatusCode::OK
-    );
-    advance(Duration::from_millis(1500)).await;
-    assert_eq!(
-        services(&state).await,
-        json!(["ratings"]),
-        "renewed at 1.5 s"
-    );
-
-    advance(Duration::from_millis(600)).await;
-    assert_eq!(services(&state).await, json!([]));
-    assert_eq!(
-        service(&state, "ratings").await,
-        json!({ "index": 2, "instances": [] })
-    );
-    assert_error(
-        &heartbeat(&state, "ratings", "1", Some(&lease)).await,
-        StatusCode::NOT_FOUND,
-        "not registered",
-    );
-    // The instance re-registers after the 404, as a client should.
-    register(&state, "ratings", "1", ADDR).await;
-    assert_eq!(service(&state, "ratings").await["index"], 3);
-}
-
-#[tokio::test(start_paused = true)]
-async fn default_ttl_survives_a_30_second_pause() {
-    let state = state();
-    let lease = register(&state, "ratings", "1", ADDR).await;
-    advance(Duration::from_secs(31)).await;
-    assert_eq!(
-        service(&state, "ratings").await["instances"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        heartbeat(&state, "ratings", "1", Some(&lease)).await.status,
-        StatusCode::OK
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn sweeper_wakes_watchers_on_expiry() {
-    let state = state_with(|c| c.sweep_interval = Duration::from_millis(250));
-    let sweeper = crate::sweeper::spawn(
-        Arc::clone(state.store()),
-        Duration::from_millis(250),
-        state.shutdown().clone(),
-    );
-    let reply = send(
-        &state,
-        put_json(
-            &instance_uri("ratings", "1"),
-            &json!({ "address": ADDR, "ttl_secs": 1 }),
-        ),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let start = Instant::now();
-    let reply = send(&state, get("/v1/services/ratings?index=1&wait=60s")).await;
-    let elapsed = Instant::now() - start;
-    assert!(
-        elapsed >= Duration::from_secs(1) && elapsed <= Duration::from_millis(1250),
-        "woke after {elapsed:?}"
-    );
-    assert_eq!(reply.body, json!({ "index": 2, "instances": [] }));
-    state.shutdown().trigger();
-    sweeper.await.unwrap();
 }
 
 /// A GET as if it came over a socket from `peer` (what `into_make_service_with_connect_info`
