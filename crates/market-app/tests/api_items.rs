@@ -7,11 +7,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use fake_ratings::{Behaviour, FakeRatings, rating_of};
 use market_app::AppState;
 use market_app::cart::CartStore;
 use market_app::catalog::Catalog;
 use serde_json::{Value, json};
-use support::{FakeRatings, app_for, client, get, rating_of, send};
+use support::{app_for, client, get, send};
 
 async fn items(app: &axum::Router) -> Vec<Value> {
     let answer = send(app, get("/api/items", None)).await;
@@ -31,7 +32,7 @@ fn sources(items: &[Value]) -> Vec<&str> {
 
 #[tokio::test]
 async fn items_carry_ids_names_prices_and_live_ratings() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
 
     let items = items(&app).await;
@@ -51,11 +52,11 @@ async fn items_carry_ids_names_prices_and_live_ratings() {
 
 #[tokio::test]
 async fn when_ratings_fails_the_last_good_ratings_are_served_stale() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
     assert_eq!(sources(&items(&app).await), ["live"; 4]);
 
-    fake.fail(true);
+    fake.set(Behaviour::Status(503));
     let stale = items(&app).await;
 
     assert_eq!(sources(&stale), ["stale"; 4]);
@@ -73,7 +74,7 @@ async fn when_ratings_fails_the_last_good_ratings_are_served_stale() {
 
 #[tokio::test]
 async fn when_every_instance_is_stopped_ratings_are_served_stale() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
     assert_eq!(sources(&items(&app).await), ["live"; 4]);
 
@@ -84,8 +85,7 @@ async fn when_every_instance_is_stopped_ratings_are_served_stale() {
 
 #[tokio::test]
 async fn ratings_never_fetched_are_none() {
-    let fake = FakeRatings::start(1).await;
-    fake.fail(true);
+    let fake = FakeRatings::start(1, Behaviour::Status(503)).await;
     let app = app_for(&[&fake.url]);
 
     let items = items(&app).await;
@@ -99,7 +99,8 @@ async fn ratings_never_fetched_are_none() {
 
 #[tokio::test]
 async fn an_item_ratings_does_not_know_is_none_and_trips_nothing() {
-    let fake = FakeRatings::start_with(1, Duration::ZERO, &["widget", "gadget", "gizmo"]).await;
+    let known = ["widget", "gadget", "gizmo"].map(String::from).to_vec();
+    let fake = FakeRatings::start(1, Behaviour::RatingsOf(known)).await;
     let app = app_for(&[&fake.url]);
 
     for _ in 0..2 {
@@ -110,12 +111,12 @@ async fn an_item_ratings_does_not_know_is_none_and_trips_nothing() {
             ["live", "live", "live", "none"]
         );
     }
-    assert_eq!(fake.requests(), 8);
+    assert_eq!(fake.hits(), 8);
 }
 
 #[tokio::test]
 async fn with_a_cache_ttl_repeated_loads_are_served_from_the_cache() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let state = AppState::new(
         Catalog::standard(),
         client(&[&fake.url], Duration::from_secs(60)),
@@ -125,13 +126,13 @@ async fn with_a_cache_ttl_repeated_loads_are_served_from_the_cache() {
 
     assert_eq!(sources(&items(&app).await), ["live"; 4]);
     assert_eq!(sources(&items(&app).await), ["cache"; 4]);
-    assert_eq!(fake.requests(), 4, "cached answers must not call ratings");
+    assert_eq!(fake.hits(), 4, "cached answers must not call ratings");
 }
 
 #[tokio::test]
 async fn calls_are_spread_round_robin_over_the_instances() {
-    let one = FakeRatings::start(1).await;
-    let two = FakeRatings::start(2).await;
+    let one = FakeRatings::start(1, Behaviour::Ratings).await;
+    let two = FakeRatings::start(2, Behaviour::Ratings).await;
     let app = app_for(&[&one.url, &two.url]);
 
     let mut instances = BTreeSet::new();
@@ -143,11 +144,11 @@ async fn calls_are_spread_round_robin_over_the_instances() {
     }
 
     assert_eq!(instances, BTreeSet::from([1, 2]));
-    assert_eq!(one.requests() + two.requests(), 12);
+    assert_eq!(one.hits() + two.hits(), 12);
     assert!(
-        one.requests() >= 4 && two.requests() >= 4,
+        one.hits() >= 4 && two.hits() >= 4,
         "{} / {}",
-        one.requests(),
-        two.requests()
+        one.hits(),
+        two.hits()
     );
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use fake_ratings::{Behaviour, ClosedPort, FakeRatings};
 use service_telemetry::TraceContext;
-use support::{FakeRatings, app_for, closed_port, get, send};
+use support::{app_for, get, send};
 use tokio::time::Instant;
 
 /// Asks `/api/status` every 10 ms until `check` accepts it (at most 5 s).
@@ -45,8 +46,8 @@ fn instance<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Valu
 
 #[tokio::test]
 async fn status_shows_each_instance_and_follows_its_breaker() {
-    let fake = FakeRatings::start(1).await;
-    let closed = closed_port();
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
+    let closed = ClosedPort::bind();
     let dead = closed.url.clone();
     let app = app_for(&[&fake.url, &dead]);
 
@@ -126,9 +127,8 @@ async fn status_shows_each_instance_and_follows_its_breaker() {
 
 #[tokio::test]
 async fn an_injected_failure_opens_a_breaker_on_the_status_page() {
-    let healthy = FakeRatings::start(1).await;
-    let failing = FakeRatings::start(2).await;
-    failing.fail(true);
+    let healthy = FakeRatings::start(1, Behaviour::Ratings).await;
+    let failing = FakeRatings::start(2, Behaviour::Status(503)).await;
     let app = app_for(&[&healthy.url, &failing.url]);
 
     let items = send(&app, get("/api/items", None)).await.json();
@@ -158,7 +158,7 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
     let items = r#"http_requests_total{method="GET",route="/api/items",status="200"}"#;
     let missing = r#"http_requests_total{method="GET",route="unmatched",status="404"}"#;
@@ -207,7 +207,7 @@ const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 #[tokio::test]
 async fn a_page_load_continues_the_callers_trace_on_every_ratings_call() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
     for path in ["/", "/api/items"] {
         let request = Request::get(path)
@@ -235,7 +235,7 @@ async fn a_page_load_continues_the_callers_trace_on_every_ratings_call() {
 
 #[tokio::test]
 async fn untraced_or_malformed_page_loads_start_one_trace_each() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
     send(&app, get("/api/items", None)).await;
     let malformed = Request::get("/api/items")

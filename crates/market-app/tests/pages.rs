@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use discovery_client::{ServiceClient, StaticDiscovery};
+use fake_ratings::{Behaviour, ClosedPort, FakeRatings};
 use market_app::AppState;
 use market_app::cart::CartStore;
 use market_app::catalog::{Catalog, Item};
-use support::{FakeRatings, app_for, closed_port, get, send};
+use support::{app_for, get, send};
 use tokio::time::Instant;
 
 const NAMES_AND_PRICES: [(&str, &str); 4] = [
@@ -22,7 +23,7 @@ const NAMES_AND_PRICES: [(&str, &str); 4] = [
 
 #[tokio::test]
 async fn the_page_shows_four_items_with_prices_and_ratings() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
 
     let page = send(&app, get("/", None)).await;
@@ -41,7 +42,7 @@ async fn the_page_shows_four_items_with_prices_and_ratings() {
         );
         assert!(page.body.contains(price), "{price} missing");
     }
-    // widget 4, gadget 3, gizmo 5, doohickey 2 (see support::rating_of).
+    // widget 4, gadget 3, gizmo 5, doohickey 2 (see fake_ratings::rating_of).
     for (stars, number) in [("★★★★☆", 4), ("★★★☆☆", 3), ("★★★★★", 5), ("★★☆☆☆", 2)]
     {
         assert!(page.body.contains(stars), "{stars} missing");
@@ -62,12 +63,12 @@ async fn the_page_shows_four_items_with_prices_and_ratings() {
     }
     assert!(page.body.contains("href=\"/cart\""));
     assert!(page.body.contains("<span id=\"cart-count\">0</span>"));
-    assert_eq!(fake.requests(), 4, "one ratings call per item");
+    assert_eq!(fake.hits(), 4, "one ratings call per item");
 }
 
 #[tokio::test]
 async fn with_no_reachable_instance_the_page_still_works_and_says_no_rating_yet() {
-    let port = closed_port();
+    let port = ClosedPort::bind();
     let closed = port.url.clone();
     for urls in [vec![closed.as_str()], vec![]] {
         let app = app_for(&urls);
@@ -91,7 +92,7 @@ async fn with_no_reachable_instance_the_page_still_works_and_says_no_rating_yet(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_four_ratings_of_a_page_are_fetched_concurrently() {
     let delay = Duration::from_millis(300);
-    let fake = FakeRatings::start_with(1, delay, &["widget", "gadget", "gizmo", "doohickey"]).await;
+    let fake = FakeRatings::start(1, Behaviour::delay(delay, Behaviour::Ratings)).await;
     let app = app_for(&[&fake.url]);
 
     let started = Instant::now();
@@ -100,7 +101,7 @@ async fn the_four_ratings_of_a_page_are_fetched_concurrently() {
 
     assert_eq!(page.status, StatusCode::OK);
     assert_eq!(page.body.matches("rating-number").count(), 4);
-    assert_eq!(fake.requests(), 4);
+    assert_eq!(fake.hits(), 4);
     assert_eq!(fake.max_in_flight(), 4, "all four calls should overlap");
     // In sequence they would take at least 4 × 300 ms.
     assert!(elapsed >= delay, "{elapsed:?}");
@@ -109,7 +110,7 @@ async fn the_four_ratings_of_a_page_are_fetched_concurrently() {
 
 #[tokio::test]
 async fn catalog_text_is_html_escaped() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let catalog = Catalog::new(vec![Item::new(
         "widget",
         "<script>alert(\"pwned\")</script> & Sons",
@@ -164,7 +165,7 @@ async fn unknown_paths_are_404_as_html_or_json() {
 
 #[tokio::test]
 async fn health_lists_the_ratings_instances() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
     // Discovery publishes the static list right after the client starts.
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -7,8 +7,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fake_ratings::{Behaviour, FakeRatings};
 use market_app::Config;
-use support::{FakeRatings, http_get};
+use support::http_get;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
@@ -17,7 +18,7 @@ use tokio::time::Instant;
 
 #[tokio::test]
 async fn run_serves_until_shutdown() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Config {
@@ -36,7 +37,7 @@ async fn run_serves_until_shutdown() {
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["items"][0]["rating_source"], "live");
-    assert_eq!(fake.requests(), 4);
+    assert_eq!(fake.hits(), 4);
 
     stop.send(()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), server)
@@ -132,7 +133,7 @@ impl Market {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_logs_each_ratings_call_and_exits_cleanly_on_sigterm() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     // Configured through the environment fallbacks, as `make market` might.
     let mut market = Market::start(
         &[],

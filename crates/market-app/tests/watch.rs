@@ -2,12 +2,10 @@
 //! (stdout is a pipe here, so no screen clearing and no colour).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::Duration;
 
+use fake_ratings::{Behaviour, ClosedPort, FakeRatings};
 use market_app::Config;
-use support::FakeRatings;
 use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio::sync::oneshot;
@@ -32,7 +30,7 @@ async fn run_watch(args: &[&str]) -> (bool, String) {
 
 #[tokio::test]
 async fn watch_prints_the_markets_status_as_a_table() {
-    let fake = FakeRatings::start(1).await;
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let market = format!("http://{}", listener.local_addr().unwrap());
     let config = Config {
@@ -65,7 +63,7 @@ async fn watch_prints_the_markets_status_as_a_table() {
 
 #[tokio::test]
 async fn watch_says_when_the_market_cannot_be_reached() {
-    let port = support::closed_port();
+    let port = ClosedPort::bind();
     let closed = port.url.clone();
     let (ok, out) = run_watch(&["--market", &closed, "--count", "1", "--interval", "50ms"]).await;
     assert!(ok);
