@@ -4,13 +4,14 @@
 //! cargo run -p examples --example tower-stack
 //! ```
 //!
-//! It starts three small ratings instances on 127.0.0.1 (port 0), then builds this stack
-//! with a `tower::ServiceBuilder`:
+//! It starts three real ratings instances in this process (the `ratings-service` library,
+//! on 127.0.0.1 port 0, its faults switched from here), then builds this stack with a
+//! `tower::ServiceBuilder`:
 //!
 //! ```text
-//! CacheLayer ─ Buffer ─ RoundRobin ─┬─ BreakerService ─ Timeout ─ HttpEndpoint (instance 1)
-//!                      (InstanceStream ├─ BreakerService ─ Timeout ─ HttpEndpoint (instance 2)
-//!                       as Discover)   └─ BreakerService ─ Timeout ─ HttpEndpoint (instance 3)
+//! CacheLayer ─ Buffer ─ Balancer ─┬─ BreakerService ─ Timeout ─ HttpEndpoint (instance 1)
+//!                   (InstanceStream ├─ BreakerService ─ Timeout ─ HttpEndpoint (instance 2)
+//!                    as Discover)   └─ BreakerService ─ Timeout ─ HttpEndpoint (instance 3)
 //! ```
 //!
 //! and walks through the story: calls interleave round-robin; instance 2 hangs, times out and
@@ -23,16 +24,10 @@
 //! Unlike `ServiceClient`, this stack does not retry on another instance: add
 //! `tower::retry` around the balancer if you want that.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use bytes::Bytes;
-use discovery_client::balance::RoundRobin;
+use discovery_client::balance::Balancer;
 use discovery_client::breaker::{BreakerConfig, Breakers};
 use discovery_client::cache::{CacheConfig, CacheLayer};
 use discovery_client::discovery::InstanceStream;
@@ -40,37 +35,35 @@ use discovery_client::events::EventBus;
 use discovery_client::timeout::TimeoutLayer;
 use discovery_client::transport::HttpEndpoint;
 use discovery_client::{Error, Source, StaticDiscovery};
+use ratings_service::AppState;
+use ratings_service::catalog::Catalog;
+use ratings_service::faults::{Faults, FaultsUpdate};
+use ratings_service::state::AdminAccess;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-/// How a demo instance behaves.
-const HEALTHY: u8 = 0;
-const HANGING: u8 = 1;
-const FAILING: u8 = 2;
-
-async fn rating(State((n, mode)): State<(u32, Arc<AtomicU8>)>) -> (StatusCode, String) {
-    match mode.load(Ordering::SeqCst) {
-        HANGING => {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            (StatusCode::OK, String::new())
-        }
-        FAILING => (StatusCode::INTERNAL_SERVER_ERROR, "boom".into()),
-        _ => (
-            StatusCode::OK,
-            format!("{{\"item_id\":\"widget\",\"rating\":4,\"instance\":{n}}}"),
-        ),
-    }
-}
-
-/// Starts instance `n` on a free loopback port; returns its address and its mode switch.
-async fn start_instance(n: u32) -> std::io::Result<(String, Arc<AtomicU8>)> {
-    let mode = Arc::new(AtomicU8::new(HEALTHY));
-    let app = Router::new()
-        .route("/ratings/widget", get(rating))
-        .with_state((n, Arc::clone(&mode)));
+/// Starts ratings instance `n` on a free loopback port; returns its address and its state,
+/// whose faults this program switches.
+async fn start_instance(n: u16) -> Result<(String, AppState), Box<dyn std::error::Error>> {
+    let state = AppState::new(n, Catalog::embedded()?, Faults::NONE, AdminAccess::Disabled);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = format!("http://{}", listener.local_addr()?);
+    let app = ratings_service::app(state.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((address, mode))
+    Ok((address, state))
+}
+
+/// Sets every fault of `instance` at once.
+fn set_faults(instance: &AppState, latency_ms: u64, error_rate: f64) -> Result<(), String> {
+    let update = FaultsUpdate {
+        latency_ms: Some(latency_ms),
+        error_rate: Some(error_rate),
+        garbage_rate: Some(0.0),
+    };
+    instance
+        .faults()
+        .update(update)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -83,12 +76,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
 
     let mut addresses = Vec::new();
-    let mut modes = Vec::new();
+    let mut instances = Vec::new();
     for n in 1..=3 {
-        let (address, mode) = start_instance(n).await?;
+        let (address, state) = start_instance(n).await?;
         println!("instance {n} listens on {address}");
         addresses.push(address);
-        modes.push(mode);
+        instances.push(state);
     }
 
     // One event bus for every piece; print what it says.
@@ -121,7 +114,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ))
                 .service(HttpEndpoint::new(&instance.address))
         });
-    let balancer = RoundRobin::new("ratings", endpoints).events(bus.clone());
+    let balancer = Balancer::new("ratings", endpoints).events(bus.clone());
     let mut ratings = ServiceBuilder::new()
         .layer(CacheLayer::new(
             "ratings",
@@ -130,7 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..CacheConfig::default()
             },
         ))
-        .buffer(32) // RoundRobin is not Clone; the cache calls a clone per miss
+        .buffer(32) // Balancer is not Clone; the cache calls a clone per miss
         .service(balancer);
 
     let mut call = async |label: &str| {
@@ -147,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Err(error) => println!("{label}: error: {error}"),
         }
-        Ok::<_, http::Error>(())
+        Ok::<_, Box<dyn std::error::Error>>(())
     };
 
     println!("\n1. Three healthy instances: calls interleave round-robin.");
@@ -156,13 +149,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     println!("\n2. Instance 2 hangs: its call times out and its breaker opens.");
-    modes[1].store(HANGING, Ordering::SeqCst);
+    set_faults(&instances[1], 5_000, 0.0)?;
     for i in 4..=8 {
         call(&format!("  call {i}")).await?;
     }
 
     println!("\n3. Instance 2 recovers; after the retest delay one probe closes its breaker.");
-    modes[1].store(HEALTHY, Ordering::SeqCst);
+    set_faults(&instances[1], 0, 0.0)?;
     tokio::time::sleep(Duration::from_millis(700)).await;
     for i in 9..=12 {
         call(&format!("  call {i}")).await?;
@@ -172,8 +165,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n4. Every instance fails and its breaker opens; then all are down. The cache serves \
          the last good answer, marked stale."
     );
-    for mode in &modes {
-        mode.store(FAILING, Ordering::SeqCst);
+    for instance in &instances {
+        set_faults(instance, 0, 1.0)?;
     }
     for i in 13..=16 {
         call(&format!("  call {i}")).await?;

@@ -11,7 +11,8 @@
 //! - [`latency`]: HDR histograms and percentiles.
 //! - [`raw_http`]: a minimal keep-alive client for loading the registry.
 //! - [`scaling`]: 2-thread scaling with 1- and 2-thread intervals interleaved.
-//! - [`lean`]: a prototype write-free Closed path, to size the library's hot-path design.
+//! - [`instant`]: a `ServiceClient` over a transport that answers at once, for the client's
+//!   own per-call cost.
 //! - [`scenario`]: the five scenarios (steady, sick, propagation, registry, micro).
 //! - [`machine`]: what machine the numbers came from.
 //! - [`report`]: Markdown tables and target verdicts.
@@ -20,8 +21,8 @@
 
 pub mod config;
 pub mod contender;
+pub mod instant;
 pub mod latency;
-pub mod lean;
 pub mod load;
 pub mod machine;
 pub mod peers;
@@ -104,7 +105,11 @@ pub async fn run(args: &Args) -> Result<String, String> {
             .ok_or("cannot find criterion's directory; pass --criterion-dir")?;
         eprintln!("scenario 5: hot path (criterion results, and interleaved 2-thread scaling)");
         let rounds = if plan.quick { 6 } else { 15 };
-        let scaling = scaling::run_all(rounds, std::time::Duration::from_millis(50));
+        // On a plain thread of its own: the measurements build runtimes of their own.
+        let interval = std::time::Duration::from_millis(50);
+        let scaling = std::thread::spawn(move || scaling::run_all(rounds, interval))
+            .join()
+            .map_err(|_| "the scaling measurements panicked".to_string())?;
         out.push_str(scenario::micro::report(&dir, &scaling, rounds).render());
     }
     out.push_str(&format!(

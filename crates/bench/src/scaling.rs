@@ -9,28 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use discovery_client::balance::{Endpoint, InFlight, Picker};
-use discovery_client::breaker::{Breaker, BreakerConfig, Permit};
+use discovery_client::breaker::{Breaker, BreakerConfig};
 use discovery_client::budget::RetryBudget;
-use discovery_client::{Instance, ServiceClient, Source, StaticDiscovery};
 use tower::retry::budget::{Budget, TpsBudget};
 
-use crate::lean;
-
-/// The client's pick (least-pending, owned permit) over `endpoints` with in-flight `counts`:
-/// the index picked and its permit. Shared by the scaling measurement and `benches/hot_path.rs`.
-pub fn least_pending_pick(
-    rr: &Picker,
-    endpoints: &[Endpoint],
-    counts: &[InFlight],
-    now: tokio::time::Instant,
-) -> Option<(usize, Permit)> {
-    rr.pick_least_pending(
-        endpoints.len(),
-        |i| counts[i].get_local(),
-        |i| endpoints[i].breaker.try_acquire(now).0,
-    )
-}
+use crate::instant::InstantClient;
 
 /// One operation's result.
 #[derive(Debug, Clone)]
@@ -112,72 +95,36 @@ pub fn measure(
 
 /// The operations, measured in turn.
 pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
-    let endpoints: Vec<Endpoint> = (0..3)
-        .map(|i| Endpoint {
-            instance: Instance::new(
-                (i + 1).to_string(),
-                format!("http://127.0.0.1:{}", 8001 + i),
-            ),
-            breaker: Arc::new(Breaker::new(BreakerConfig::default())),
-        })
-        .collect();
-    let rr = Picker::new();
-    let pick_admit_record = |_: usize| {
-        let picked = rr.pick(
-            &endpoints,
-            tokio::time::Instant::now(),
-            |_| false,
-            |_, _| {},
-        );
-        if let Some((endpoint, permit)) = picked {
-            black_box(endpoint);
-            black_box(permit.record_success(tokio::time::Instant::now()));
-        }
-    };
-    // The same with permits that borrow the breaker (no `Arc` clone): the cursor is the
-    // calling thread's, so nothing written here is written by the other thread.
-    let pick_borrowed = |_: usize| {
-        let now = tokio::time::Instant::now();
-        let picked = rr.pick_with(endpoints.len(), |i| {
-            endpoints[i].breaker.try_acquire_ref(now).0
-        });
-        if let Some((index, permit)) = picked {
-            black_box(index);
-            black_box(permit.record_success(tokio::time::Instant::now()));
-        }
-    };
-    let counts: Vec<InFlight> = (0..3).map(|_| InFlight::new()).collect();
-    let least_pending = |_: usize| {
-        let picked = least_pending_pick(&rr, &endpoints, &counts, tokio::time::Instant::now());
-        if let Some((index, permit)) = picked {
-            let in_flight = counts[index].start();
-            black_box(permit.record_success(tokio::time::Instant::now()));
-            drop(in_flight);
-        }
-    };
-    // The same with the library's borrowing forms: permits that borrow the breaker and
-    // in-flight guards that borrow the count (no `Arc` clone); least-pending, or two choices
-    // (the client's default).
-    let borrowed = |two_choices: bool| {
-        let (rr, endpoints, counts) = (&rr, &endpoints, &counts);
-        move |_: usize| {
-            let now = tokio::time::Instant::now();
-            let pending = |i: usize| counts[i].get_local();
-            let admit = |i: usize| endpoints[i].breaker.try_acquire_ref(now).0;
-            let picked = if two_choices {
-                rr.pick_two_choices(endpoints.len(), pending, admit)
-            } else {
-                rr.pick_least_pending(endpoints.len(), pending, admit)
+    let mut results = Vec::new();
+    // The client's whole per-call work over a transport that answers at once.
+    match InstantClient::new(Duration::ZERO) {
+        Ok(instant) => {
+            let call = |_: usize| {
+                black_box(instant.get_json());
             };
-            if let Some((index, permit)) = picked {
-                let in_flight = counts[index].start_ref();
-                black_box(permit.record_success(tokio::time::Instant::now()));
-                drop(in_flight);
-            }
+            results.push(measure(
+                "ServiceClient::get_json over an instant transport",
+                rounds,
+                interval,
+                &call,
+            ));
         }
-    };
-    let least_pending_borrowed = borrowed(false);
-    let two_choices_borrowed = borrowed(true);
+        Err(e) => eprintln!("  (the client's call not measured: {e})"),
+    }
+    match InstantClient::new(Duration::from_secs(3600)).and_then(|i| i.fill_cache().map(|()| i)) {
+        Ok(instant) => {
+            let hit = |_: usize| {
+                black_box(instant.cache_hit());
+            };
+            results.push(measure(
+                "cache hit: get_json_cached (lookup + decode)",
+                rounds,
+                interval,
+                &hit,
+            ));
+        }
+        Err(e) => eprintln!("  (cache hit not measured: {e})"),
+    }
     let shared = Arc::new(Breaker::new(BreakerConfig::default()));
     let now = tokio::time::Instant::now();
     let breaker = |_: usize| {
@@ -195,66 +142,17 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             black_box(permit.record_success(now));
         }
     };
-    let borrowed = |_: usize| {
-        if let (Some(permit), _) = shared.try_acquire_ref(now) {
-            black_box(permit.record_success(now));
-        }
-    };
     let budget = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
     let deposit = |_: usize| budget.deposit();
     // As the client deposits: at the call's start, read once for the whole call.
     let ours_budget = RetryBudget::new(Duration::from_secs(10), 10, 0.2);
     let ours_deposit = |_: usize| ours_budget.deposit_at(tokio::time::Instant::now());
-    let lean_breakers: Vec<lean::Breaker> = (0..3).map(|_| lean::Breaker::new()).collect();
-    let prototype = |_: usize| {
-        if let Some(i) = lean::pick(&lean_breakers) {
-            black_box(tokio::time::Instant::now());
-            lean_breakers[i].record_success();
-            black_box(tokio::time::Instant::now());
-        }
-    };
-    let mut results = vec![
+    results.extend([
         measure(
-            "owned, an Arc clone per call as ServiceClient holds them (not judged): pick + admit + record, round-robin (library, 3 endpoints, 2 clock reads)",
-            rounds,
-            interval,
-            &pick_admit_record,
-        ),
-        measure(
-            "pick + admit + record, round-robin (library, borrowed permits, 3 endpoints, 2 clock reads)",
-            rounds,
-            interval,
-            &pick_borrowed,
-        ),
-        measure(
-            "owned, an Arc clone per call as ServiceClient holds them (not judged): pick + admit + record, least-pending with in-flight count (library, 3 endpoints, 2 clock reads)",
-            rounds,
-            interval,
-            &least_pending,
-        ),
-        measure(
-            "pick + admit + record, least-pending with in-flight count (library, borrowed permits and guards, 3 endpoints, 2 clock reads)",
-            rounds,
-            interval,
-            &least_pending_borrowed,
-        ),
-        measure(
-            "pick + admit + record, two choices with in-flight count (library, borrowed permits and guards, 3 endpoints, 2 clock reads)",
-            rounds,
-            interval,
-            &two_choices_borrowed,
-        ),
-        measure(
-            "owned, an Arc clone per call as ServiceClient holds them (not judged): breaker admit + record (library, one shared breaker)",
+            "breaker acquire + record (library, one shared breaker)",
             rounds,
             interval,
             &breaker,
-        ),
-        measure(
-            "breaker admit + record (library, one shared breaker, borrowed permit)",
-            rounds,
-            interval,
-            &borrowed,
         ),
         measure(
             "retry budget deposit (library RetryBudget, every call, 1 clock read)",
@@ -263,16 +161,10 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             &ours_deposit,
         ),
         measure(
-            "for comparison, not the library: tower TpsBudget deposit (the client's before)",
+            "for comparison, not the library: tower TpsBudget deposit",
             rounds,
             interval,
             &deposit,
-        ),
-        measure(
-            "PROTOTYPE, not the library: write-free pick + admit + record, 2 clock reads",
-            rounds,
-            interval,
-            &prototype,
         ),
         measure(
             "control: each thread its own breaker",
@@ -280,61 +172,9 @@ pub fn run_all(rounds: usize, interval: Duration) -> Vec<Scaling> {
             interval,
             &separate,
         ),
-    ];
+    ]);
     drop(padding);
-    match cache_hit(rounds, interval) {
-        Ok(row) => results.push(row),
-        Err(e) => eprintln!("  (cache hit not measured: {e})"),
-    }
     results
-}
-
-/// The ratings answer the cache holds.
-#[derive(Debug, serde::Deserialize)]
-struct Rating {
-    item_id: String,
-    rating: u8,
-}
-
-/// `ServiceClient::get_json_cached` answered from the fresh cache (moka lookup, JSON decode),
-/// by one thread and by two sharing the client. Measured on a thread of its own: the client
-/// is built and its cache filled (from a one-answer server on loopback) on a runtime there.
-fn cache_hit(rounds: usize, interval: Duration) -> Result<Scaling, String> {
-    const PATH: &str = "/ratings/widget";
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("runtime: {e}"))?;
-        let address = one_answer_server(r#"{"item_id":"widget","rating":4,"instance":1}"#)?;
-        let client = runtime.block_on(async {
-            let client = ServiceClient::builder("ratings")
-                .discovery(StaticDiscovery::new([format!("http://{address}")]))
-                .cache_ttl(Duration::from_secs(3600))
-                .build()
-                .map_err(|e| format!("client: {e}"))?;
-            let fill = client.get_json_cached::<Rating>(PATH).await;
-            fill.map_err(|e| format!("filling the cache: {e}"))?;
-            Ok::<_, String>(client)
-        })?;
-        let hit = |_: usize| {
-            let hit = ready_now(client.get_json_cached::<Rating>(PATH));
-            match hit {
-                Some(Ok(cached)) if cached.source == Source::Cache => {
-                    black_box((cached.value.item_id, cached.value.rating));
-                }
-                other => panic!("expected a cache hit, got {other:?}"),
-            }
-        };
-        Ok(measure(
-            "cache hit: get_json_cached (lookup + decode)",
-            rounds,
-            interval,
-            &hit,
-        ))
-    })
-    .join()
-    .map_err(|_| "the cache-hit measurement panicked".to_string())?
 }
 
 /// Polls `future` once, with a waker that does nothing: `None` if it was not ready (a cache
@@ -346,34 +186,4 @@ pub fn ready_now<F: std::future::Future>(future: F) -> Option<F::Output> {
         std::task::Poll::Ready(out) => Some(out),
         std::task::Poll::Pending => None,
     }
-}
-
-/// A server on a loopback port that answers one request with `body` (JSON) on one
-/// keep-alive connection, then closes it: enough to fill a cache. Its thread ends once the
-/// connection does, or after 30 s.
-fn one_answer_server(body: &'static str) -> Result<std::net::SocketAddr, String> {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let address = listener.local_addr().map_err(|e| format!("address: {e}"))?;
-    std::thread::spawn(move || -> std::io::Result<()> {
-        let (stream, _) = listener.accept()?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let mut line = String::new();
-        // The request's head, up to the empty line (bounded: 100 lines).
-        for _ in 0..100 {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 || line == "\r\n" {
-                break;
-            }
-        }
-        let mut stream = stream;
-        write!(
-            stream,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        stream.flush()
-    });
-    Ok(address)
 }

@@ -101,6 +101,20 @@ impl Classify for DefaultClassifier {
     }
 }
 
+/// Judges a finished attempt: an answer by its status and whole body, an error by what it is.
+pub(crate) fn judge<B: AsRef<[u8]>>(
+    classifier: &dyn Classify,
+    result: &Result<http::Response<B>, Error>,
+) -> Outcome {
+    match result {
+        Ok(answer) => classifier.classify(Attempt::Answered {
+            status: answer.status(),
+            body: answer.body().as_ref(),
+        }),
+        Err(error) => classifier.classify(Attempt::Errored(error)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

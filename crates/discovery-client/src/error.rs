@@ -20,7 +20,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No instance of the service admits a request: none is known, or every breaker is open.
+    /// No instance of the service can take a request: none is known, or no breaker grants a
+    /// permit (every one is open, or in Retest with its probe out).
     #[error("{service}: all services are down")]
     AllInstancesDown {
         /// The service that was called.
@@ -51,7 +52,8 @@ pub enum Error {
     /// The discovery source failed and no instance set is known yet.
     #[error("discovery: {0}")]
     Discovery(String),
-    /// The request could not be sent or its answer not read (connection refused, reset, ...).
+    /// The request could not be sent or its answer not read (connection refused, reset, ...):
+    /// a transport failure, the instance's fault. [`Error::http`] makes one.
     #[error("HTTP request to {address} failed: {message}")]
     Http {
         /// The instance that was called.
@@ -83,9 +85,40 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A tower layer from outside this library failed (for example a `Buffer` whose worker
-    /// stopped); this is its message.
+    /// stopped); this is its message. Never an instance's failure.
     #[error("middleware: {0}")]
     Middleware(String),
+}
+
+/// The error and its causes, `: `-separated: where a client says what really happened (such
+/// as `client error (Connect): tcp connect error: Connection refused (os error 111)`).
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+/// Whether `error` or one of its causes is a transport's own error: an I/O error, hyper's,
+/// or a timeout's.
+fn is_transport_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<std::io::Error>()
+            || e.is::<hyper::Error>()
+            || e.is::<hyper_util::client::legacy::Error>()
+            || e.is::<tower::timeout::error::Elapsed>()
+            || e.is::<tokio::time::error::Elapsed>()
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 impl From<tower::BoxError> for Error {
@@ -94,16 +127,7 @@ impl From<tower::BoxError> for Error {
     fn from(error: tower::BoxError) -> Self {
         match error.downcast::<Error>() {
             Ok(ours) => *ours,
-            Err(other) => {
-                let mut message = other.to_string();
-                let mut source = other.source();
-                while let Some(cause) = source {
-                    message.push_str(": ");
-                    message.push_str(&cause.to_string());
-                    source = cause.source();
-                }
-                Error::Middleware(message)
-            }
+            Err(other) => Error::Middleware(with_causes(&*other)),
         }
     }
 }
@@ -115,6 +139,55 @@ impl From<std::convert::Infallible> for Error {
 }
 
 impl Error {
+    /// A transport failure at the instance at `address`: the request could not be sent or
+    /// its answer not read. The message is `error` with its causes.
+    ///
+    /// This is how a transport (see [`ServiceClientBuilder::transport`]) or a leaf service of
+    /// your own under a [`BreakerService`] reports that it failed: the breaker counts it as
+    /// the instance's failure and the client may retry elsewhere.
+    ///
+    /// [`ServiceClientBuilder::transport`]: crate::ServiceClientBuilder::transport
+    /// [`BreakerService`]: crate::breaker::BreakerService
+    ///
+    /// ```
+    /// use discovery_client::Error;
+    ///
+    /// let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let error = Error::http("http://127.0.0.1:8001", &refused);
+    /// assert!(error.is_instance_failure());
+    /// assert_eq!(error.to_string(), "HTTP request to http://127.0.0.1:8001 failed: connection refused");
+    /// ```
+    pub fn http(address: impl Into<String>, error: &(dyn std::error::Error + 'static)) -> Self {
+        Error::Http {
+            address: address.into(),
+            message: with_causes(error),
+        }
+    }
+
+    /// The error of a leaf service (the service of one instance, under a breaker) at
+    /// `address`: this crate's own errors are kept as they are; an error with an
+    /// [`std::io::Error`], a hyper error or a timeout's `Elapsed` in its chain is a transport
+    /// failure ([`Error::Http`]); anything else is [`Error::Middleware`], which no breaker
+    /// counts.
+    pub fn from_leaf(error: tower::BoxError, address: &str) -> Self {
+        match error.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) if is_transport_failure(&*other) => Error::http(address, &*other),
+            Err(other) => Error::Middleware(with_causes(&*other)),
+        }
+    }
+
+    /// The error of a [`ServiceClient`](crate::ServiceClient)'s transport sending to the
+    /// instance at `address`: this crate's own errors are kept as they are (return
+    /// [`Error::InvalidRequest`] for a request no instance could take), anything else is a
+    /// transport failure ([`Error::Http`]).
+    pub(crate) fn from_transport(error: tower::BoxError, address: &str) -> Self {
+        match error.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => Error::http(address, &*other),
+        }
+    }
+
     /// Whether the error is the instance's fault (so a retry elsewhere may help and the
     /// breaker counts it), as opposed to the caller's or the whole service's.
     pub fn is_instance_failure(&self) -> bool {

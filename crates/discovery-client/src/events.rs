@@ -4,7 +4,7 @@
 //! channel. [`ServiceClient::subscribe`](crate::ServiceClient::subscribe) reads the client's
 //! own bus; the tower pieces ([`Breakers`](crate::breaker::Breakers),
 //! [`BreakerLayer`](crate::breaker::BreakerLayer),
-//! [`RoundRobin`](crate::balance::RoundRobin),
+//! [`Balancer`](crate::balance::Balancer),
 //! [`InstanceStream`](crate::discovery::InstanceStream)) publish to a bus you hand them, so a
 //! hand-built tower stack gives the same events. A subscriber that falls behind loses the
 //! oldest events (and is told so by `RecvError::Lagged`), never blocks calls.
@@ -102,7 +102,7 @@ pub enum Event {
         /// Service name.
         service: String,
     },
-    /// A call found no instance that admits a request.
+    /// A call found no instance whose breaker grants a permit.
     AllInstancesDown {
         /// Service name.
         service: String,

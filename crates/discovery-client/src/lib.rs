@@ -6,7 +6,8 @@
 //! failing (and retests it with a single probe later), retries on another instance within a
 //! budget, hedges an attempt that is slow to answer (after twice the service's recent p99)
 //! on another instance, and caches answers, with a stale fallback for when every instance
-//! is down.
+//! is down. Requests go through a transport you can replace (hyper's pooled client by
+//! default), which is also how every rule above the wire is tested on paused time.
 //!
 //! # Quickstart
 //!
@@ -35,7 +36,7 @@
 //!
 //!     let cached = ratings.get_json_cached::<Rating>("/ratings/widget").await?;
 //!     if cached.source == Source::Stale {
-//!         println!("ratings is down; showing the last known rating");
+//!         println!("ratings is down; showing instance {}'s last rating", cached.instance.id);
 //!     }
 //!     Ok(())
 //! }
@@ -43,14 +44,18 @@
 //!
 //! # Modules
 //!
-//! - [`discovery`]: where instances come from (the registry's blocking query, a static list),
-//!   and [`InstanceStream`](discovery::InstanceStream), any source as a tower `Discover`.
-//! - [`balance`]: round-robin over the instances whose breaker admits a request, preferring
-//!   instances with fewer requests in flight.
+//! - [`ServiceClient`] and its builder: one call reads top to bottom in `client/call.rs`
+//!   (pick → attempt → maybe hedge → maybe retry → answer).
+//! - [`discovery`]: where instances come from (the registry's blocking query, a static list,
+//!   etcd), and [`InstanceStream`](discovery::InstanceStream), any source as a tower
+//!   `Discover`.
+//! - [`balance`]: the picking rules ([`Balance`]) and [`Balancer`](balance::Balancer), the
+//!   tower balancer that applies them.
 //! - [`breaker`]: the per-instance circuit breaker (Closed, Open, Retest) and its middleware.
 //! - [`budget`]: the lock-free retry budget (retries as a share of recent requests).
-//! - [`timeout`]: the per-attempt timeout that names the instance.
-//! - [`transport`]: the leaf service that sends one request to one instance over HTTP.
+//! - [`timeout`]: the per-attempt timeout that names the instance, as tower middleware.
+//! - [`transport`]: how a request reaches an instance: the transport seam, hyper's pooled
+//!   client as the default, and the tower leaf for one instance.
 //! - [`classify`]: deciding whether an attempt failed (5xx, timeouts, transport errors and
 //!   undecodable bodies do; 4xx does not).
 //! - [`cache`]: the moka response cache with coalescing and stale fallback.
@@ -60,23 +65,28 @@
 //! # Tower middleware
 //!
 //! Each concern is also a tower `Layer`/`Service`, for composing with your own middleware
-//! in an axum or tonic application. [`ServiceClient`] is built from these same pieces (it
-//! adds retries on another instance within a budget and an overall deadline):
+//! in an axum or tonic application. [`ServiceClient`] shares their parts (breakers, picking
+//! rules, classifier, cache) and adds what needs a whole call: retries on another instance
+//! within a budget, hedging and an overall deadline.
 //!
 //! | piece | what it does |
 //! |---|---|
 //! | [`InstanceStream`](discovery::InstanceStream) | any [`Discovery`] as a `Discover` stream of `Change::Insert(address, instance)` / `Change::Remove(address)`; [`endpoints`](discovery::InstanceStream::endpoints) makes a service per instance |
-//! | [`RoundRobin`](balance::RoundRobin) | sends each call to the next endpoint whose breaker admits it, preferring endpoints with fewer calls in flight; none: [`Error::AllInstancesDown`] at once |
+//! | [`Balancer`](balance::Balancer) | sends each call to an endpoint whose breaker grants a permit, by the [`Balance`] rule; waits for discovery's first answer (at most 1 s); none: [`Error::AllInstancesDown`] at once |
 //! | [`Breakers`](breaker::Breakers) / [`BreakerLayer`](breaker::BreakerLayer) | per-instance breaker kept by address; rejects in `call` with [`Error::CircuitOpen`], never fails `poll_ready` |
 //! | [`TimeoutLayer`](timeout::TimeoutLayer) | per-attempt timeout: [`Error::Timeout`] with the address |
 //! | [`HttpEndpoint`](transport::HttpEndpoint) | one instance over HTTP (hyper's pooled client, [`HttpClient`](transport::HttpClient)), whole bodies |
 //! | [`CacheLayer`](cache::CacheLayer) | GETs from the moka cache: TTL, coalesced misses, stale fallback |
 //! | [`EventBus`](events::EventBus) | the typed [`Event`]s every piece publishes to |
 //!
+//! A leaf service of your own (in place of `HttpEndpoint`) reports a transport failure with
+//! [`Error::http`] (or any error with an `std::io::Error` in its chain), so that the breaker
+//! counts it; see [`Error::from_leaf`].
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use bytes::Bytes;
-//! use discovery_client::balance::RoundRobin;
+//! use discovery_client::balance::Balancer;
 //! use discovery_client::breaker::{BreakerConfig, Breakers};
 //! use discovery_client::cache::{CacheConfig, CacheLayer};
 //! use discovery_client::discovery::InstanceStream;
@@ -97,7 +107,7 @@
 //!             .layer(TimeoutLayer::new(&instance.address, Duration::from_secs(1)))
 //!             .service(HttpEndpoint::new(&instance.address))
 //!     });
-//! let balancer = RoundRobin::new("ratings", endpoints).events(events.clone());
+//! let balancer = Balancer::new("ratings", endpoints).events(events.clone());
 //! // The cache calls a clone of its inner service per miss; tower's `Buffer` (feature
 //! // "buffer") makes the balancer cloneable:
 //! // let mut ratings = ServiceBuilder::new()
@@ -113,7 +123,7 @@
 //! ```
 //!
 //! `examples/tower_stack.rs` (`cargo run -p examples --example tower-stack`) runs a full
-//! stack, cache and `Buffer` included, against instances it starts itself.
+//! stack, cache and `Buffer` included, against ratings instances it starts itself.
 //!
 //! # Logs
 //!
@@ -138,7 +148,7 @@
 //! | `discovery_client_breaker_state` | gauge | `service`, `instance` | 0 closed, 1 retest, 2 open |
 //! | `discovery_client_breaker_transitions_total` | counter | `service`, `instance`, `to` | breaker transitions; `to` is `open`, `retest` or `closed` |
 //! | `discovery_client_cache_total` | counter | `service`, `result` | cached GETs: `hit` (fresh cache, or a concurrent caller's fetch), `miss` (went upstream), `stale` (upstream failed, last good answer served) |
-//! | `discovery_client_all_down_total` | counter | `service` | calls that found no instance whose breaker admits a request |
+//! | `discovery_client_all_down_total` | counter | `service` | calls that found no instance whose breaker grants a permit |
 //! | `discovery_client_retries_total` | counter | `service` | [`ServiceClient`] attempts sent on another instance after an attempt of the same call failed |
 //! | `discovery_client_hedges_total` | counter | `service`, `result` | [`ServiceClient`] hedges (see [`Hedging`]); `result` is `won` (the hedge gave the call's answer) or `lost` |
 
@@ -155,7 +165,6 @@ mod error;
 pub mod events;
 mod instance;
 pub mod registration;
-mod stripe;
 mod telemetry;
 #[cfg(test)]
 mod test_metrics;

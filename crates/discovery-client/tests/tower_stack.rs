@@ -1,18 +1,12 @@
-//! The tower pieces composed by hand in a plain `ServiceBuilder`, against real instances on
-//! loopback port 0: discovery → round-robin over breaker(timeout(http)), under the cache.
+//! The tower pieces composed by hand in a plain `ServiceBuilder`, against fake instances on
+//! loopback port 0: discovery → balancer over breaker(timeout(http)), under the cache.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use bytes::Bytes;
-use discovery_client::balance::RoundRobin;
+use discovery_client::balance::Balancer;
 use discovery_client::breaker::{BreakerConfig, Breakers};
 use discovery_client::cache::{CacheConfig, CacheLayer};
 use discovery_client::discovery::InstanceStream;
@@ -20,28 +14,9 @@ use discovery_client::events::{Event, EventBus};
 use discovery_client::timeout::TimeoutLayer;
 use discovery_client::transport::{HttpClient, HttpEndpoint};
 use discovery_client::{Error, Source, StaticDiscovery};
+use fake_ratings::{Behaviour, FakeRatings};
 use tokio::sync::broadcast;
-use tower::{Service, ServiceBuilder, ServiceExt};
-
-/// Starts an instance answering its number, or 500 while `failing` is set.
-async fn instance(n: u32, failing: Arc<AtomicBool>) -> String {
-    async fn answer(State((n, failing)): State<(u32, Arc<AtomicBool>)>) -> (StatusCode, String) {
-        if failing.load(Ordering::SeqCst) {
-            (StatusCode::INTERNAL_SERVER_ERROR, "boom".into())
-        } else {
-            (StatusCode::OK, n.to_string())
-        }
-    }
-    let app = Router::new()
-        .route("/who", get(answer))
-        .with_state((n, failing));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    address
-}
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 async fn next_breaker_event(events: &mut broadcast::Receiver<Event>) -> Event {
     let wait = async {
@@ -61,11 +36,11 @@ async fn next_breaker_event(events: &mut broadcast::Receiver<Event>) -> Event {
 
 #[tokio::test]
 async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
-    let failing: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
-    let mut addresses = Vec::new();
-    for (n, flag) in (1..).zip(&failing) {
-        addresses.push(instance(n, Arc::clone(flag)).await);
+    let mut fakes = Vec::new();
+    for n in 1..=3 {
+        fakes.push(FakeRatings::start(n, Behaviour::Ratings).await);
     }
+    let addresses: Vec<String> = fakes.iter().map(|f| f.url.clone()).collect();
     let bus = EventBus::new(256);
     let mut events = bus.subscribe();
     let breakers = Breakers::new(
@@ -90,7 +65,7 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
                 ))
                 .service(HttpEndpoint::with_client(http.clone(), &instance.address))
         });
-    let balancer = RoundRobin::new("ratings", endpoints).events(bus.clone());
+    let balancer = Balancer::new("ratings", endpoints).events(bus.clone());
     let mut stack = ServiceBuilder::new()
         .layer(CacheLayer::new(
             "ratings",
@@ -102,17 +77,17 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
         .buffer(16)
         .service(balancer);
     let mut who = async || -> Result<(String, Option<Source>), Error> {
-        let request = http::Request::get("/who")
+        let request = http::Request::get("/ratings/widget")
             .body(Bytes::new())
             .expect("request");
         let answer = stack.ready().await?.call(request).await?;
         let source = answer.extensions().get::<Source>().copied();
-        Ok((
-            String::from_utf8(answer.body().to_vec()).expect("utf-8"),
-            source,
-        ))
+        let rating: serde_json::Value = serde_json::from_slice(answer.body()).expect("json");
+        Ok((rating["instance"].to_string(), source))
     };
 
+    // The first call, made as soon as the stack is built, is answered: the balancer waits
+    // for discovery's first set.
     let mut seen = Vec::new();
     for _ in 0..6 {
         seen.push(who().await.expect("answer").0);
@@ -120,7 +95,7 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
     assert_eq!(seen, ["1", "2", "3", "1", "2", "3"]);
 
     // Instance 2 fails once, its breaker opens, and it is skipped.
-    failing[1].store(true, Ordering::SeqCst);
+    fakes[1].set(Behaviour::Status(500));
     let mut seen = Vec::new();
     for _ in 0..6 {
         if let Ok((n, _)) = who().await {
@@ -140,7 +115,7 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
         next_breaker_event(&mut events).await,
         Event::BreakerRetesting { .. }
     ));
-    failing[1].store(false, Ordering::SeqCst);
+    fakes[1].set(Behaviour::Ratings);
     for _ in 0..3 {
         who().await.expect("answer");
     }
@@ -150,9 +125,39 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
     ));
 
     // Everything fails: the last good answer is served, marked stale.
-    for flag in &failing {
-        flag.store(true, Ordering::SeqCst);
+    for fake in &fakes {
+        fake.set(Behaviour::Status(500));
     }
     let (_, source) = who().await.expect("stale answer");
     assert_eq!(source, Some(Source::Stale));
+}
+
+/// A stack over a registry that cannot be reached: its calls say so ([`Error::Discovery`]),
+/// at once once discovery has reported it, rather than "all services are down".
+#[tokio::test]
+async fn a_stack_over_an_unreachable_registry_answers_a_discovery_error() {
+    let closed = fake_ratings::ClosedPort::bind();
+    let endpoints = InstanceStream::new(
+        "ratings",
+        discovery_client::RegistryDiscovery::new(&closed.url),
+    )
+    .expect("runtime")
+    .endpoints(move |instance| {
+        let breakers = Breakers::new("ratings", BreakerConfig::default());
+        breakers
+            .layer(instance)
+            .layer(HttpEndpoint::new(&instance.address))
+    });
+    let mut balancer =
+        Balancer::new("ratings", endpoints).wait_for_discovery(Duration::from_secs(5));
+    let request = || {
+        http::Request::get("/ratings/widget")
+            .body(Bytes::new())
+            .expect("request")
+    };
+    let answer = balancer.ready().await.expect("ready").call(request()).await;
+    assert!(
+        matches!(&answer, Err(Error::Discovery(reason)) if reason.contains(&closed.url)),
+        "{answer:?}"
+    );
 }

@@ -1,4 +1,4 @@
-//! The future of [`RoundRobin`](super::RoundRobin).
+//! The future of [`Balancer`](super::Balancer).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,14 +10,14 @@ use super::InFlightGuard;
 use crate::Error;
 
 pin_project! {
-    /// The chosen endpoint's answer, or [`Error::AllInstancesDown`] at once when no endpoint
-    /// admitted the call. The call counts as in flight on its endpoint until this future
-    /// finishes or is dropped.
+    /// The chosen endpoint's answer, or at once [`Error::AllInstancesDown`] when no endpoint
+    /// granted a permit (or the discovery error, while no endpoint is known). The call counts
+    /// as in flight on its endpoint until this future finishes or is dropped.
     ///
     /// ```
     /// use bytes::Bytes;
-    /// use discovery_client::balance::{ResponseFuture, RoundRobin};
-    /// use discovery_client::breaker::{BreakerLayer, BreakerService};
+    /// use discovery_client::balance::{Balancer, ResponseFuture};
+    /// use discovery_client::breaker::BreakerService;
     /// use discovery_client::Error;
     /// use futures::stream;
     /// use tower::discover::Change;
@@ -26,13 +26,12 @@ pin_project! {
     /// # type Endpoint = BreakerService<tower::util::ServiceFn<fn(http::Request<()>) -> std::future::Ready<Result<http::Response<Bytes>, Error>>>>;
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// // No endpoint at all: the future is AllInstancesDown, at once.
+    /// // Discovery ended without any endpoint: the future is AllInstancesDown, at once.
     /// let nothing = stream::empty::<Result<Change<String, Endpoint>, Error>>();
-    /// let mut rr = RoundRobin::new("ratings", nothing);
-    /// let future = rr.ready().await.unwrap().call(http::Request::new(()));
+    /// let mut balancer = Balancer::new("ratings", nothing);
+    /// let future = balancer.ready().await.unwrap().call(http::Request::new(()));
     /// let _: &ResponseFuture<_> = &future;
     /// assert!(matches!(future.await, Err(Error::AllInstancesDown { .. })));
-    /// # let _ = BreakerLayer::new;
     /// # }
     /// ```
     pub struct ResponseFuture<F> {

@@ -1,5 +1,5 @@
-//! [`RoundRobin`] by itself over a hand-driven `Discover` stream of breaker-guarded
-//! in-test services, on paused time.
+//! [`Balancer`] by itself over a hand-driven `Discover` stream of breaker-guarded in-test
+//! services, on paused time.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,10 +14,11 @@ use tower::discover::Change;
 use tower::{Layer, Service, ServiceExt};
 
 use super::*;
-use crate::Instance;
 use crate::breaker::{BreakerConfig, BreakerLayer, BreakerService};
 use crate::events::Event;
+use crate::events::EventBus;
 use crate::test_metrics::{TestRecorder, key};
+use crate::{Error, Instance};
 
 type Answer = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Bytes>, Infallible>> + Send>,
@@ -25,8 +26,8 @@ type Answer = std::pin::Pin<
 type Endpoint = BreakerService<
     tower::util::BoxCloneService<http::Request<()>, http::Response<Bytes>, Infallible>,
 >;
-type Changes = mpsc::UnboundedSender<Result<Change<String, Endpoint>, Infallible>>;
-type Balancer = RoundRobin<mpsc::UnboundedReceiver<Result<Change<String, Endpoint>, Infallible>>>;
+type Changes = mpsc::UnboundedSender<Result<Change<String, Endpoint>, Error>>;
+type Tested = Balancer<mpsc::UnboundedReceiver<Result<Change<String, Endpoint>, Error>>>;
 
 /// Instance `n` at `http://instance-n`, answering its number with the status in `status`.
 fn endpoint(n: u16, status: &Arc<AtomicU16>) -> (String, Endpoint) {
@@ -53,7 +54,7 @@ fn endpoint(n: u16, status: &Arc<AtomicU16>) -> (String, Endpoint) {
 }
 
 /// A balancer with instances 1..=n; returns it, the change sender, and each one's status.
-fn balancer(n: u16) -> (Balancer, Changes, Vec<Arc<AtomicU16>>) {
+fn balancer(n: u16) -> (Tested, Changes, Vec<Arc<AtomicU16>>) {
     let (tx, rx) = mpsc::unbounded();
     let mut statuses = Vec::new();
     for i in 1..=n {
@@ -63,19 +64,19 @@ fn balancer(n: u16) -> (Balancer, Changes, Vec<Arc<AtomicU16>>) {
             .expect("send");
         statuses.push(status);
     }
-    (RoundRobin::new("ratings", rx), tx, statuses)
+    (Balancer::new("ratings", rx), tx, statuses)
 }
 
-async fn call(rr: &mut Balancer) -> Result<http::Response<Bytes>, Error> {
+async fn call(rr: &mut Tested) -> Result<http::Response<Bytes>, Error> {
     rr.ready().await?.call(http::Request::new(())).await
 }
 
-async fn who(rr: &mut Balancer) -> String {
+async fn who(rr: &mut Tested) -> String {
     let answer = call(rr).await.expect("answer");
     String::from_utf8(answer.into_body().to_vec()).expect("utf-8")
 }
 
-async fn sequence(rr: &mut Balancer, times: usize) -> Vec<String> {
+async fn sequence(rr: &mut Tested, times: usize) -> Vec<String> {
     let mut seen = Vec::new();
     for _ in 0..times {
         seen.push(who(rr).await);
@@ -238,4 +239,103 @@ async fn plain_round_robin_ignores_calls_in_flight() {
         .expect("ready")
         .call(http::Request::new(()));
     assert_eq!(sequence(&mut rr, 5).await, ["2", "3", "1", "2", "3"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_call_waits_for_discoverys_first_endpoint() {
+    let (tx, rx) = mpsc::unbounded();
+    let mut rr: Tested = Balancer::new("ratings", rx);
+    let started = Instant::now();
+    let send_later = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (address, svc) = endpoint(1, &Arc::new(AtomicU16::new(200)));
+        tx.unbounded_send(Ok(Change::Insert(address, svc)))
+            .expect("send");
+    };
+    let (answer, ()) = tokio::join!(call(&mut rr), send_later);
+    assert_eq!(
+        answer.expect("answered by the first endpoint").into_body(),
+        "1"
+    );
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discovery_that_never_answers_is_waited_for_one_second_then_all_down() {
+    let (_tx, rx) = mpsc::unbounded::<Result<Change<String, Endpoint>, Error>>();
+    let mut rr = Balancer::new("ratings", rx);
+    let started = Instant::now();
+    assert!(matches!(
+        call(&mut rr).await,
+        Err(Error::AllInstancesDown { .. })
+    ));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    // Waited once: later calls are answered at once.
+    assert!(matches!(
+        call(&mut rr).await,
+        Err(Error::AllInstancesDown { .. })
+    ));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+    let (_tx, rx) = mpsc::unbounded::<Result<Change<String, Endpoint>, Error>>();
+    let mut rr = Balancer::new("ratings", rx).wait_for_discovery(Duration::from_millis(50));
+    let started = Instant::now();
+    assert!(matches!(
+        call(&mut rr).await,
+        Err(Error::AllInstancesDown { .. })
+    ));
+    assert_eq!(started.elapsed(), Duration::from_millis(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discovery_error_before_any_endpoint_is_the_answer_until_endpoints_arrive() {
+    let (tx, rx) = mpsc::unbounded();
+    let mut rr: Tested = Balancer::new("ratings", rx);
+    let unreachable = Error::Discovery("registry at http://127.0.0.1:1 unreachable".into());
+    tx.unbounded_send(Err(unreachable.clone())).expect("send");
+    let started = Instant::now();
+    assert_eq!(call(&mut rr).await.unwrap_err(), unreachable);
+    assert_eq!(started.elapsed(), Duration::ZERO, "an answer at once");
+    let (address, svc) = endpoint(1, &Arc::new(AtomicU16::new(200)));
+    tx.unbounded_send(Ok(Change::Insert(address, svc)))
+        .expect("send");
+    assert_eq!(who(&mut rr).await, "1");
+    // Known endpoints stay in use through later discovery errors.
+    tx.unbounded_send(Err(unreachable)).expect("send");
+    assert_eq!(who(&mut rr).await, "1");
+}
+
+/// A stack as a user builds it: a discovery source through an `InstanceStream`, one breaker
+/// service per instance, and the balancer. Its very first call is answered, however soon it
+/// is made after building.
+#[tokio::test(start_paused = true)]
+async fn a_fresh_stack_over_static_discovery_answers_its_first_call() {
+    for _ in 0..10 {
+        let endpoints = crate::discovery::InstanceStream::new(
+            "ratings",
+            crate::StaticDiscovery::new(["http://instance-1", "http://instance-2"]),
+        )
+        .expect("in a runtime")
+        .endpoints(|instance| {
+            let n: u16 = instance.id.parse().expect("numbered");
+            endpoint(n, &Arc::new(AtomicU16::new(200))).1
+        });
+        let mut rr = Balancer::new("ratings", endpoints);
+        let started = Instant::now();
+        assert_eq!(
+            rr.ready()
+                .await
+                .expect("ready")
+                .call(http::Request::new(()))
+                .await
+                .expect("answered")
+                .into_body(),
+            "1"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

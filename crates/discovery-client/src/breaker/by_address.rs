@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{Breaker, BreakerConfig, BreakerLayer, BreakerState};
+use super::{Breaker, BreakerConfig, BreakerLayer, BreakerState, Gate};
 use crate::Instance;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::events::EventBus;
-use crate::telemetry::ServiceTelemetry;
+use crate::telemetry::{InstanceStats, ServiceTelemetry};
 
 /// The breakers of one service's instances, kept by address so that an instance keeps its
 /// breaker (and an open breaker stays open) when discovery reports the set again.
@@ -37,8 +37,17 @@ pub struct Breakers {
     config: BreakerConfig,
     /// Decides whether an attempt failed.
     classifier: Arc<dyn Classify>,
-    /// Breakers by instance address.
-    by_address: Arc<DashMap<String, Arc<Breaker>>>,
+    /// Breakers by instance address, each with the instance's figures.
+    by_address: Arc<DashMap<String, Tracked>>,
+}
+
+/// What is kept of one address across discovery refreshes.
+#[derive(Debug, Clone)]
+struct Tracked {
+    /// Its breaker.
+    breaker: Arc<Breaker>,
+    /// Its attempts, failures and recent latency.
+    stats: Arc<InstanceStats>,
 }
 
 impl Breakers {
@@ -76,29 +85,42 @@ impl Breakers {
 
     /// The breaker for this address, made on first use.
     pub fn breaker(&self, address: &str) -> Arc<Breaker> {
+        self.tracked(address).breaker
+    }
+
+    /// What is kept for this address, made on first use.
+    fn tracked(&self, address: &str) -> Tracked {
         if let Some(existing) = self.by_address.get(address) {
-            return Arc::clone(&existing);
+            return existing.clone();
         }
         let entry = self
             .by_address
             .entry(address.to_string())
-            .or_insert_with(|| Arc::new(Breaker::new(self.config.clone())));
-        Arc::clone(&entry)
+            .or_insert_with(|| Tracked {
+                breaker: Arc::new(Breaker::new(self.config.clone())),
+                stats: Arc::new(InstanceStats::default()),
+            });
+        entry.clone()
     }
 
     /// The layer that guards `instance` with the breaker of its address.
     pub fn layer(&self, instance: &Instance) -> BreakerLayer {
-        let breaker = self.breaker(&instance.address);
-        let telemetry = self.telemetry.instance(instance, breaker.state());
-        BreakerLayer::from_parts(breaker, Arc::new(telemetry), Arc::clone(&self.classifier))
+        BreakerLayer::from_parts(self.gate(instance), Arc::clone(&self.classifier))
+    }
+
+    /// The gate of `instance`: the breaker of its address, with reporting for it.
+    pub(crate) fn gate(&self, instance: &Instance) -> Gate {
+        let Tracked { breaker, stats } = self.tracked(&instance.address);
+        let telemetry = self.telemetry.instance(instance, stats, breaker.state());
+        Gate::new(breaker, Arc::new(telemetry))
     }
 
     /// Forgets the closed breakers of addresses for which `is_current` is false. Breakers that
     /// are not closed are kept, so an instance that flaps out and back in does not get a
     /// clean slate.
     pub fn forget_departed(&self, is_current: impl Fn(&str) -> bool) {
-        self.by_address.retain(|address, breaker| {
-            breaker.state() != BreakerState::Closed || is_current(address)
+        self.by_address.retain(|address, tracked| {
+            tracked.breaker.state() != BreakerState::Closed || is_current(address)
         });
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker (at least 1).
     pub failure_limit: u32,
-    /// How long an open breaker waits before admitting a probe.
+    /// How long an open breaker waits before granting a probe its permit.
     pub retest_delay: Duration,
     /// Spread of the retest delay, as a fraction in `0.0..=1.0`: the delay is drawn uniformly
     /// from `delay * (1 - jitter) ..= delay * (1 + jitter)`, so instances that failed together

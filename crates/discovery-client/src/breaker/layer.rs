@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::{Breaker, BreakerConfig, BreakerService, Breakers};
+use super::{Breaker, BreakerConfig, BreakerService, Breakers, Gate};
 use crate::Instance;
 use crate::classify::Classify;
 use crate::events::EventBus;
-use crate::telemetry::InstanceTelemetry;
 
 /// Wraps one instance's service in a [`BreakerService`] that shares this layer's breaker.
 ///
@@ -37,10 +36,8 @@ use crate::telemetry::InstanceTelemetry;
 /// ```
 #[derive(Clone)]
 pub struct BreakerLayer {
-    /// The instance's breaker, shared by every service this layer makes.
-    breaker: Arc<Breaker>,
-    /// Log lines, events and metrics for the instance.
-    telemetry: Arc<InstanceTelemetry>,
+    /// The instance's breaker and its reporting, shared by every service this layer makes.
+    gate: Gate,
     /// Decides whether an attempt failed.
     classifier: Arc<dyn Classify>,
 }
@@ -52,16 +49,8 @@ impl BreakerLayer {
         Breakers::new(service, config).layer(instance)
     }
 
-    pub(crate) fn from_parts(
-        breaker: Arc<Breaker>,
-        telemetry: Arc<InstanceTelemetry>,
-        classifier: Arc<dyn Classify>,
-    ) -> Self {
-        Self {
-            breaker,
-            telemetry,
-            classifier,
-        }
+    pub(crate) fn from_parts(gate: Gate, classifier: Arc<dyn Classify>) -> Self {
+        Self { gate, classifier }
     }
 
     /// Judges attempts with this rule instead.
@@ -72,13 +61,15 @@ impl BreakerLayer {
 
     /// Publishes breaker transitions to `events`.
     pub fn events(mut self, events: EventBus) -> Self {
-        self.telemetry = Arc::new(self.telemetry.with_events(events, self.breaker.state()));
+        let breaker = Arc::clone(self.gate.breaker());
+        let telemetry = self.gate.telemetry().with_events(events, breaker.state());
+        self.gate = Gate::new(breaker, Arc::new(telemetry));
         self
     }
 
     /// The breaker every service made by this layer shares.
     pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
+        self.gate.breaker()
     }
 }
 
@@ -86,20 +77,15 @@ impl<S> Layer<S> for BreakerLayer {
     type Service = BreakerService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BreakerService::new(
-            inner,
-            Arc::clone(&self.breaker),
-            Arc::clone(&self.telemetry),
-            Arc::clone(&self.classifier),
-        )
+        BreakerService::new(inner, self.gate.clone(), Arc::clone(&self.classifier))
     }
 }
 
 impl fmt::Debug for BreakerLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerLayer")
-            .field("address", &self.telemetry.address())
-            .field("state", &self.breaker.state())
+            .field("address", &self.gate.address())
+            .field("state", &self.gate.breaker().state())
             .field("classifier", &self.classifier)
             .finish()
     }

@@ -11,25 +11,28 @@
 //!     └──────────────────────────────────────── Retest ──▶ Open (probe fails)
 //! ```
 //!
-//! In `Retest` exactly one request (the probe) is admitted at a time; everyone else is turned
-//! away until the probe's outcome is known. A probe whose caller gives up (its [`Permit`] is
-//! dropped unrecorded) frees the slot for the next caller.
+//! A request needs a [`Permit`] from the breaker ([`Breaker::try_acquire`]), whose outcome
+//! is recorded on it ([`Permit::record_success`], [`Permit::record_failure`]). In `Retest`
+//! exactly one permit (the probe) is out at a time; everyone else is turned away until the
+//! probe's outcome is known. A probe whose caller gives up (its permit is dropped
+//! unrecorded) frees the slot for the next caller.
 //!
 //! Every transition is reported back to the caller as a [`Transition`], so the layer that owns
 //! the breaker can log it and publish an event with the instance's name and address.
 //!
-//! Results of requests admitted in an earlier state (say, a slow request let in while Closed
-//! that ends after the breaker opened) are ignored: only the state they were admitted in may
-//! act on them. Each transition bumps a generation counter to tell them apart.
+//! Outcomes of requests permitted in an earlier state (say, a slow request let in while
+//! Closed that ends after the breaker opened) are ignored: only the state they were permitted
+//! in may act on them. Each transition bumps a generation counter to tell them apart.
 //!
 //! # As tower middleware
 //!
 //! [`BreakerLayer`] wraps one instance's service in a [`BreakerService`]: it asks the breaker
-//! in `call` (never failing or holding back `poll_ready`), turns a refused call away at once
-//! with [`Error::CircuitOpen`](crate::Error::CircuitOpen), and judges, times and records every
-//! admitted call. [`Breakers`] keeps one service's breakers by address and hands out the
-//! layer for each instance discovery reports. Balancers ask a [`BreakerService`] for leave
-//! ahead of the call through [`Admit`].
+//! for a permit in `call` (never failing or holding back `poll_ready`), turns a refused call
+//! away at once with [`Error::CircuitOpen`](crate::Error::CircuitOpen), and judges, times and
+//! records every permitted call. [`Breakers`] keeps one service's breakers by address and
+//! hands out the layer for each instance discovery reports. Balancers take a
+//! [`BreakerService`]'s permit ahead of the call through [`AcquirePermit`].
+//! [`ServiceClient`](crate::ServiceClient) asks the same breakers, through the same code.
 //!
 //! ```
 //! use std::time::Duration;
@@ -53,6 +56,7 @@
 mod by_address;
 mod config;
 mod future;
+mod gate;
 mod layer;
 mod service;
 mod state;
@@ -60,10 +64,10 @@ mod state;
 pub use by_address::Breakers;
 pub use config::BreakerConfig;
 pub use future::ResponseFuture;
-pub(crate) use future::{BodyCheck, Classified, NoCheck};
+pub(crate) use gate::Gate;
 pub use layer::BreakerLayer;
-pub use service::{Admit, BreakerService};
-pub use state::{Breaker, BreakerState, Permit, PermitOf, PermitRef, Transition};
+pub use service::{AcquirePermit, BreakerService};
+pub use state::{Breaker, BreakerState, Permit, Transition};
 
 #[cfg(test)]
 mod service_tests;

@@ -1,34 +1,38 @@
-//! [`BreakerService`]: one instance's service, guarded by its [`Breaker`].
+//! [`BreakerService`]: one instance's service, guarded by its [`Breaker`](super::Breaker).
 
 use std::fmt;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
-use tower::Service;
+use tower::{BoxError, Service};
 
-use super::future::{BodyCheck, Classified, NoCheck, ResponseFuture};
-use super::{Breaker, Permit};
+use super::future::ResponseFuture;
+use super::{Gate, Permit};
 use crate::Error;
 use crate::classify::Classify;
-use crate::telemetry::InstanceTelemetry;
 
-/// A per-instance service guarded by a circuit [`Breaker`]; made by a
+/// A per-instance service guarded by a circuit [`Breaker`](super::Breaker); made by a
 /// [`BreakerLayer`](super::BreakerLayer).
 ///
 /// - [`poll_ready`](Service::poll_ready) only asks the inner service: an open breaker never
 ///   makes it fail or wait.
-/// - [`call`](Service::call) asks the breaker for a [`Permit`]. Without one (the breaker is
+/// - [`call`](Service::call) uses the permit a balancer took ahead with
+///   [`AcquirePermit::try_acquire`], or asks the breaker for one. Without one (the breaker is
 ///   open, or in Retest with its single probe already out) the call is turned away at once
 ///   with a ready [`Error::CircuitOpen`] and the inner service is not called.
-/// - Admitted calls are timed, judged by the [`Classify`] rule (5xx, transport errors and
-///   timeouts are failures; 4xx is the caller's problem), and the outcome goes to the
-///   breaker. Transitions are logged (`OPEN breaker on [ratings at http://..]`, `RETEST ..`,
-///   `CLOSE ..`), published as [`Event`](crate::Event)s and counted in the metrics; an opened
-///   breaker moves to Retest on time by itself.
-/// - A balancer can take the permit ahead of the call with [`Admit::try_admit`], so that it
-///   only picks instances that will accept the request.
+/// - Permitted calls are logged (`ratings using instance 1: ...`), timed, judged by the
+///   [`Classify`] rule (5xx, transport errors and timeouts are failures; 4xx is the
+///   caller's problem), and the outcome goes to the breaker. Transitions are logged (`OPEN
+///   breaker on [ratings at http://..]`, `RETEST ..`, `CLOSE ..`), published as
+///   [`Event`](crate::Event)s and counted in the metrics; an opened breaker moves to Retest
+///   on time by itself.
+///
+/// The inner service's errors are judged as [`Error::from_leaf`] says: this crate's own
+/// [`Error`]s are kept, an error with an [`std::io::Error`] (or a hyper or timeout error) in
+/// its chain is a transport failure ([`Error::Http`], the instance's failure), anything
+/// else is [`Error::Middleware`], which is not. A leaf of your own reports a transport
+/// failure with [`Error::http`].
 ///
 /// The breaker judges whole answers: the response body must be at hand (`AsRef<[u8]>`, such
 /// as [`Bytes`](bytes::Bytes)), as [`HttpEndpoint`](crate::transport::HttpEndpoint) gives.
@@ -60,122 +64,48 @@ use crate::telemetry::InstanceTelemetry;
 pub struct BreakerService<S> {
     /// The instance's own service (a timeout around an HTTP endpoint, typically).
     inner: S,
-    /// The instance's breaker, shared by every clone and kept across discovery refreshes.
-    breaker: Arc<Breaker>,
-    /// Log lines, events and metrics for this instance.
-    telemetry: Arc<InstanceTelemetry>,
+    /// The instance's breaker and reporting, shared by every clone.
+    gate: Gate,
     /// Decides whether an attempt failed.
     classifier: Arc<dyn Classify>,
-    /// Leave taken ahead of the next call by [`Admit::try_admit`].
-    admitted: Option<Permit>,
+    /// A permit taken ahead of the next call by [`AcquirePermit::try_acquire`].
+    permit: Option<Permit>,
 }
 
 impl<S> BreakerService<S> {
-    pub(crate) fn new(
-        inner: S,
-        breaker: Arc<Breaker>,
-        telemetry: Arc<InstanceTelemetry>,
-        classifier: Arc<dyn Classify>,
-    ) -> Self {
+    pub(crate) fn new(inner: S, gate: Gate, classifier: Arc<dyn Classify>) -> Self {
         Self {
             inner,
-            breaker,
-            telemetry,
+            gate,
             classifier,
-            admitted: None,
+            permit: None,
         }
     }
 
     /// The instance's breaker.
-    pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
+    pub fn breaker(&self) -> &Arc<super::Breaker> {
+        self.gate.breaker()
     }
 
     /// The address of the instance this service guards.
     pub fn address(&self) -> &str {
-        self.telemetry.address()
+        self.gate.address()
     }
 
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
-
-    /// Asks the breaker for leave to send one request at `now`, reporting the transition this
-    /// causes (an Open breaker whose delay has passed moves to Retest).
-    pub(crate) fn acquire(&self, now: Instant) -> Option<Permit> {
-        let (permit, transition) = self.breaker.try_acquire(now);
-        if let Some(t) = transition {
-            self.telemetry.transition(&self.breaker, t);
-        }
-        permit
-    }
-
-    /// Sends `request` under `permit` (from this service's breaker) at `now`: logs
-    /// `{service} using instance {id}: {address}`, then times, judges and records the
-    /// attempt. With `check`, a 2xx body that it refuses becomes [`Error::Decode`] (an
-    /// instance failure).
-    pub(crate) fn call_classified<B, C: BodyCheck>(
-        &mut self,
-        permit: Permit,
-        request: http::Request<B>,
-        check: Option<C>,
-        now: Instant,
-    ) -> Classified<S::Future, C>
-    where
-        S: Service<http::Request<B>>,
-    {
-        debug_assert!(Arc::ptr_eq(permit.breaker(), &self.breaker));
-        self.telemetry.using();
-        let started = now;
-        Classified::new(
-            self.inner.call(request),
-            permit,
-            started,
-            Arc::clone(&self.telemetry),
-            Arc::clone(&self.classifier),
-            check,
-        )
-    }
-}
-
-impl<S> BreakerService<S> {
-    /// [`call_classified`](Self::call_classified) with the inner future boxed, so that the
-    /// attempt can be moved after it was first polled: a hedged call races two of these and
-    /// hands the slower one to a task of its own with [`Classified::detach`].
-    pub(crate) fn call_detachable<B, C: BodyCheck>(
-        &mut self,
-        permit: Permit,
-        request: http::Request<B>,
-        check: Option<C>,
-        now: Instant,
-    ) -> Classified<Pin<Box<S::Future>>, C>
-    where
-        S: Service<http::Request<B>>,
-    {
-        debug_assert!(Arc::ptr_eq(permit.breaker(), &self.breaker));
-        self.telemetry.using();
-        Classified::new(
-            Box::pin(self.inner.call(request)),
-            permit,
-            now,
-            Arc::clone(&self.telemetry),
-            Arc::clone(&self.classifier),
-            check,
-        )
-    }
 }
 
 impl<S: Clone> Clone for BreakerService<S> {
-    /// A clone shares the breaker; leave taken by [`Admit::try_admit`] stays with the original.
+    /// A clone shares the breaker; a permit taken ahead stays with the original.
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            breaker: Arc::clone(&self.breaker),
-            telemetry: Arc::clone(&self.telemetry),
-            classifier: Arc::clone(&self.classifier),
-            admitted: None,
-        }
+        Self::new(
+            self.inner.clone(),
+            self.gate.clone(),
+            Arc::clone(&self.classifier),
+        )
     }
 }
 
@@ -183,8 +113,8 @@ impl<S: fmt::Debug> fmt::Debug for BreakerService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerService")
             .field("address", &self.address())
-            .field("state", &self.breaker.state())
-            .field("admitted", &self.admitted.is_some())
+            .field("state", &self.breaker().state())
+            .field("permit", &self.permit.is_some())
             .field("inner", &self.inner)
             .finish()
     }
@@ -193,7 +123,7 @@ impl<S: fmt::Debug> fmt::Debug for BreakerService<S> {
 impl<S, B, ResB> Service<http::Request<B>> for BreakerService<S>
 where
     S: Service<http::Request<B>, Response = http::Response<ResB>>,
-    S::Error: Into<Error>,
+    S::Error: Into<BoxError>,
     ResB: AsRef<[u8]>,
 {
     type Response = http::Response<ResB>;
@@ -202,43 +132,49 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // The breaker never holds readiness back: an open breaker turns calls away in `call`.
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_leaf(e.into(), self.gate.address()))
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let now = Instant::now();
-        let permit = match self.admitted.take() {
+        let started = Instant::now();
+        let permit = match self.permit.take() {
             Some(permit) => Some(permit),
-            None => self.acquire(now),
+            None => self.gate.acquire(started),
         };
-        match permit {
-            Some(permit) => {
-                ResponseFuture::called(self.call_classified(permit, request, None::<NoCheck>, now))
-            }
-            None => {
-                self.telemetry.rejected();
-                ResponseFuture::rejected(Error::CircuitOpen {
-                    address: self.address().to_string(),
-                })
-            }
-        }
+        let Some(permit) = permit else {
+            self.gate.rejected();
+            return ResponseFuture::rejected(Error::CircuitOpen {
+                address: self.address().to_string(),
+            });
+        };
+        self.gate.sending();
+        ResponseFuture::called(
+            self.inner.call(request),
+            permit,
+            self.gate.clone(),
+            Arc::clone(&self.classifier),
+            started,
+        )
     }
 }
 
-/// A per-instance service whose breaker a balancer can ask before calling it.
+/// A per-instance service whose breaker a balancer can ask for a permit before calling it.
 ///
-/// [`RoundRobin`](crate::balance::RoundRobin) walks its endpoints and calls
-/// [`try_admit`](Admit::try_admit) on each in turn; the first that grants leave receives the
-/// next call, which then uses that leave instead of asking the breaker again. Leave that will
-/// not be used is handed back with [`release`](Admit::release) (it matters in Retest, where
-/// only one probe may be out at a time).
+/// [`Balancer`](crate::balance::Balancer) walks its endpoints and calls
+/// [`try_acquire`](AcquirePermit::try_acquire) on each candidate; the first that is granted
+/// a permit receives the next call, which then uses that permit instead of asking the breaker
+/// again. A permit that will not be used is handed back with
+/// [`release`](AcquirePermit::release) (it matters in Retest, where only one probe may be
+/// out at a time).
 ///
 /// [`BreakerService`] implements it; put the breaker outermost in each endpoint's stack (your
-/// own per-instance middleware goes inside it), or implement `Admit` for your wrapper by
-/// delegating to the breaker inside.
+/// own per-instance middleware goes inside it), or implement `AcquirePermit` for your
+/// wrapper by delegating to the breaker inside.
 ///
 /// ```
-/// use discovery_client::breaker::{Admit, BreakerConfig, BreakerLayer};
+/// use discovery_client::breaker::{AcquirePermit, BreakerConfig, BreakerLayer};
 /// use discovery_client::Instance;
 /// use tokio::time::Instant;
 /// use tower::Layer;
@@ -250,28 +186,29 @@ where
 /// let mut svc = layer.layer(tower::service_fn(|_: http::Request<()>| async {
 ///     Ok::<_, std::convert::Infallible>(http::Response::new(bytes::Bytes::new()))
 /// }));
-/// assert!(svc.try_admit(Instant::now()), "a closed breaker admits");
+/// assert!(svc.try_acquire(Instant::now()), "a closed breaker grants a permit");
 /// svc.release();
 /// # }
 /// ```
-pub trait Admit {
-    /// Asks the breaker for leave to send the next call at `now`; `true` when granted. The
-    /// leave is kept for the next call.
-    fn try_admit(&mut self, now: Instant) -> bool;
+pub trait AcquirePermit {
+    /// Asks the breaker for a permit to send the next call at `now`; `true` when granted.
+    /// The permit is kept for the next call.
+    fn try_acquire(&mut self, now: Instant) -> bool;
 
-    /// Hands back leave taken by [`try_admit`](Admit::try_admit) that will not be used.
+    /// Hands back a permit taken by [`try_acquire`](AcquirePermit::try_acquire) that will
+    /// not be used.
     fn release(&mut self);
 }
 
-impl<S> Admit for BreakerService<S> {
-    fn try_admit(&mut self, now: Instant) -> bool {
-        if self.admitted.is_none() {
-            self.admitted = self.acquire(now);
+impl<S> AcquirePermit for BreakerService<S> {
+    fn try_acquire(&mut self, now: Instant) -> bool {
+        if self.permit.is_none() {
+            self.permit = self.gate.acquire(now);
         }
-        self.admitted.is_some()
+        self.permit.is_some()
     }
 
     fn release(&mut self) {
-        self.admitted = None;
+        self.permit = None;
     }
 }

@@ -130,7 +130,7 @@ async fn poll_ready_never_errors_or_waits_in_any_state() {
     );
     // With the probe out, still ready: the refusal comes from `call`.
     let mut prober = svc.clone();
-    assert!(prober.try_admit(Instant::now()));
+    assert!(prober.try_acquire(Instant::now()));
     assert!(
         matches!(poll_ready_now(&mut svc), Poll::Ready(Ok(()))),
         "probe out"
@@ -267,7 +267,7 @@ async fn a_single_probe_goes_through_in_retest_while_concurrent_callers_are_turn
 }
 
 #[tokio::test(start_paused = true)]
-async fn admit_holds_the_probe_for_the_next_call_and_release_gives_it_back() {
+async fn acquire_holds_the_probe_for_the_next_call_and_release_gives_it_back() {
     let upstream = Upstream::new(500);
     let (mut svc, _events) = guarded(&upstream);
     let _ = call(&mut svc).await;
@@ -275,13 +275,16 @@ async fn admit_holds_the_probe_for_the_next_call_and_release_gives_it_back() {
     let now = Instant::now();
     let mut first = svc.clone();
     let mut second = svc.clone();
-    assert!(first.try_admit(now), "the probe");
-    assert!(first.try_admit(now), "asking again keeps the same leave");
-    assert!(!second.try_admit(now), "one probe at a time");
+    assert!(first.try_acquire(now), "the probe");
+    assert!(first.try_acquire(now), "asking again keeps the same permit");
+    assert!(!second.try_acquire(now), "one probe at a time");
     first.release();
-    assert!(second.try_admit(now), "released: the next caller may probe");
+    assert!(
+        second.try_acquire(now),
+        "released: the next caller may probe"
+    );
     upstream.set(200);
-    // The call uses the leave taken ahead.
+    // The call uses the permit taken ahead.
     let answer = second
         .call(http::Request::new(()))
         .await
@@ -342,4 +345,61 @@ async fn breakers_are_kept_by_address_and_closed_ones_of_departed_instances_forg
         Arc::ptr_eq(b.breaker(), &breakers.breaker("http://b")),
         "open breakers are kept so a flapping instance stays open"
     );
+}
+
+/// A leaf service of the user's own: its errors reach the breaker through `BoxError`. An
+/// `io::Error` (or `Error::http`) is the instance's failure and opens the breaker; an error
+/// of some other kind is `Error::Middleware`, which is not.
+#[tokio::test(start_paused = true)]
+async fn a_leaf_reports_transport_failures_by_io_error_or_error_http() {
+    #[derive(Debug, thiserror::Error)]
+    #[error("quota of the day used up")]
+    struct Quota;
+
+    type Failing =
+        tower::util::BoxCloneSyncService<http::Request<()>, http::Response<Bytes>, tower::BoxError>;
+    let leaf = |make: fn() -> tower::BoxError| -> Failing {
+        tower::util::BoxCloneSyncService::new(tower::service_fn(move |_: http::Request<()>| {
+            std::future::ready(Err::<http::Response<Bytes>, _>(make()))
+        }))
+    };
+    /// What a case calls its leaf's error, and whether it should open the breaker.
+    type Case = (&'static str, fn() -> tower::BoxError, bool);
+    let cases: [Case; 4] = [
+        (
+            "io",
+            || std::io::Error::from(std::io::ErrorKind::ConnectionReset).into(),
+            true,
+        ),
+        (
+            "io, wrapped",
+            || Box::new(std::io::Error::other(Quota)),
+            true,
+        ),
+        ("Error::http", || Error::http(ADDRESS, &Quota).into(), true),
+        ("other", || Quota.into(), false),
+    ];
+    for (name, make, opens) in cases {
+        let layer = BreakerLayer::new("ratings", &Instance::new("1", ADDRESS), config());
+        let mut svc = layer.layer(leaf(make));
+        let error = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(http::Request::new(()))
+            .await
+            .expect_err("fails");
+        assert_eq!(error.is_instance_failure(), opens, "{name}: {error:?}");
+        let state = if opens {
+            BreakerState::Open
+        } else {
+            BreakerState::Closed
+        };
+        assert_eq!(svc.breaker().state(), state, "{name}: {error:?}");
+        match (opens, &error) {
+            (true, Error::Http { address, .. }) => assert_eq!(address, ADDRESS),
+            (false, Error::Middleware(message)) => assert_eq!(message, "quota of the day used up"),
+            _ => panic!("{name}: {error:?}"),
+        }
+    }
 }

@@ -3,12 +3,12 @@
 //! The state lives behind a `Mutex`, and a copy of what the common case needs (the phase,
 //! whether failures are being counted, the generation) is published in one atomic word that
 //! is written only under the lock, and only when it changes. While the breaker is Closed
-//! and no failure has been counted, admitting a request is one load of that word and
-//! recording its success is another load: no lock, no write, so threads sharing a breaker
-//! do not contend. Failures, successes after a failure, and everything outside Closed take
-//! the lock and run the state machine as before.
+//! and no failure has been counted, granting a permit is one load of that word (and a
+//! reference to the breaker for the permit to hold) and recording its success is another
+//! load: no lock, and nothing written to the state, so threads sharing a breaker do not
+//! wait for each other. Failures, successes after a failure, and everything outside Closed
+//! take the lock and run the state machine.
 
-use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -29,9 +29,9 @@ use super::BreakerConfig;
 pub enum BreakerState {
     /// Requests flow; consecutive failures are counted.
     Closed,
-    /// No request is admitted until the retest delay has passed.
+    /// No permit is granted until the retest delay has passed.
     Open,
-    /// One probe at a time is admitted; its outcome closes or reopens the breaker.
+    /// One permit at a time (the probe) is granted; its outcome closes or reopens the breaker.
     Retest,
 }
 
@@ -115,8 +115,9 @@ struct Published(AtomicU64);
 
 /// A per-instance circuit breaker. Cheap to share behind an [`Arc`]; all methods take the
 /// current time so tests can drive it on paused tokio time. While it is Closed with no
-/// failure counted, admitting a request and recording its success take no lock and write
-/// no shared memory (one atomic load each); failures and the other states take a lock.
+/// failure counted, granting a permit and recording its success read one atomic word each
+/// and take no lock (the permit holds a reference to the breaker); failures and the other
+/// states take a lock.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -132,18 +133,20 @@ struct Published(AtomicU64);
 /// let now = Instant::now();
 /// for _ in 0..2 {
 ///     let (permit, _) = breaker.try_acquire(now);
-///     permit.expect("closed: admitted").record_failure(now);
+///     permit.expect("closed: granted").record_failure(now);
 /// }
 /// assert_eq!(breaker.state(), BreakerState::Open);
-/// assert!(!breaker.would_admit(now));
-/// assert!(breaker.would_admit(now + Duration::from_secs(30)), "time for the probe");
+/// assert!(!breaker.would_permit(now));
+/// assert!(breaker.would_permit(now + Duration::from_secs(30)), "time for the probe");
 /// ```
 #[derive(Debug)]
 pub struct Breaker {
     /// Phase and generation as of the last change, for the lock-free common case; written
     /// only with `inner` locked.
     published: Published,
+    /// When it opens and how long it stays open.
     config: BreakerConfig,
+    /// The state machine.
     inner: Mutex<Inner>,
 }
 
@@ -232,53 +235,35 @@ impl Breaker {
         }
     }
 
-    /// Asks to send one request at `now`. Returns a permit when admitted (a normal request
-    /// while Closed, the single probe while Retest), and the transition this caused, if any.
-    /// The permit holds a clone of the `Arc`, so it can outlive any borrow (a request
-    /// future); [`try_acquire_ref`](Breaker::try_acquire_ref) does the same without one.
+    /// Asks to send one request at `now`. Returns a permit when one is granted (a normal
+    /// request while Closed, the single probe while Retest), and the transition this caused,
+    /// if any. The permit holds a clone of the `Arc`, so it can outlive any borrow (a
+    /// request future).
     #[inline]
     pub fn try_acquire(self: &Arc<Self>, now: Instant) -> (Option<Permit>, Option<Transition>) {
-        let (ticket, transition) = self.admit(now);
-        let permit = ticket.map(|ticket| Permit::new(Arc::clone(self), ticket));
+        let (granted, transition) = self.grant(now);
+        let permit = granted.map(|(generation, probe)| Permit {
+            breaker: Arc::clone(self),
+            generation,
+            probe,
+            recorded: false,
+        });
         (permit, transition)
     }
 
-    /// [`try_acquire`](Breaker::try_acquire) for a caller that keeps the breaker borrowed
-    /// until the outcome is known: the permit borrows it, so a Closed breaker admits and
-    /// records without writing any shared memory at all.
-    ///
-    /// ```
-    /// use discovery_client::breaker::{Breaker, BreakerConfig};
-    /// use tokio::time::Instant;
-    ///
-    /// let breaker = Breaker::new(BreakerConfig::default());
-    /// let now = Instant::now();
-    /// let (permit, _) = breaker.try_acquire_ref(now);
-    /// assert_eq!(permit.expect("closed breakers admit").record_success(now), None);
-    /// ```
+    /// Whether a permit is granted at `now`, as `(generation, probe)`: while Closed, one load
+    /// of the published word; otherwise under the lock.
     #[inline]
-    pub fn try_acquire_ref(&self, now: Instant) -> (Option<PermitRef<'_>>, Option<Transition>) {
-        let (ticket, transition) = self.admit(now);
-        let permit = ticket.map(|ticket| PermitRef::new(self, ticket));
-        (permit, transition)
-    }
-
-    /// Admission: while Closed, one load of the published word; otherwise under the lock.
-    #[inline]
-    fn admit(&self, now: Instant) -> (Option<Ticket>, Option<Transition>) {
+    fn grant(&self, now: Instant) -> (Option<(u64, bool)>, Option<Transition>) {
         let word = self.word();
         if word & PHASE_BITS <= CLOSED_FAILING {
-            let ticket = Ticket {
-                generation: word >> 2,
-                probe: false,
-            };
-            return (Some(ticket), None);
+            return (Some((word >> 2, false)), None);
         }
-        self.admit_locked(now)
+        self.grant_locked(now)
     }
 
     #[inline(never)]
-    fn admit_locked(&self, now: Instant) -> (Option<Ticket>, Option<Transition>) {
+    fn grant_locked(&self, now: Instant) -> (Option<(u64, bool)>, Option<Transition>) {
         let mut inner = self.lock();
         let transition = Self::poll_retest_locked(&mut inner, now);
         let probe = match &mut inner.phase {
@@ -293,15 +278,11 @@ impl Breaker {
             }
         };
         self.publish(&inner);
-        let ticket = Ticket {
-            generation: inner.generation,
-            probe,
-        };
-        (Some(ticket), transition)
+        (Some((inner.generation, probe)), transition)
     }
 
-    /// Whether a request would be admitted at `now`, without taking a permit.
-    pub fn would_admit(&self, now: Instant) -> bool {
+    /// Whether a permit would be granted at `now`, without taking one.
+    pub fn would_permit(&self, now: Instant) -> bool {
         if self.word() & PHASE_BITS <= CLOSED_FAILING {
             return true;
         }
@@ -323,7 +304,7 @@ impl Breaker {
 
     #[inline]
     fn record(&self, generation: u64, success: bool, now: Instant) -> Option<Transition> {
-        // A success while Closed with no failures counted, in the generation it was admitted
+        // A success while Closed with no failures counted, in the generation it was granted
         // in, changes nothing: no lock, no write.
         if success && self.word() == (generation << 2) | CLOSED {
             return None;
@@ -390,28 +371,10 @@ impl Breaker {
     }
 }
 
-/// What a permit knows: the generation it was admitted in, and whether it is the probe.
-#[derive(Debug, Clone, Copy)]
-struct Ticket {
-    generation: u64,
-    probe: bool,
-}
-
-/// Leave to send one request through a [`Breaker`], holding the breaker as `B`: an
-/// `Arc<Breaker>` ([`Permit`], from [`Breaker::try_acquire`]) or a `&Breaker`
-/// ([`PermitRef`], from [`Breaker::try_acquire_ref`]). Record its outcome with
-/// [`record_success`](PermitOf::record_success) or
-/// [`record_failure`](PermitOf::record_failure); dropping it unrecorded (the caller gave
-/// up) counts as neither, and frees the probe slot.
-#[derive(Debug)]
-pub struct PermitOf<B: Deref<Target = Breaker>> {
-    breaker: B,
-    ticket: Ticket,
-    recorded: bool,
-}
-
-/// A permit that holds a clone of its breaker's `Arc`, so it can outlive any borrow (a
-/// request future).
+/// Leave to send one request through a [`Breaker`], from [`Breaker::try_acquire`]. Record
+/// its outcome with [`record_success`](Permit::record_success) or
+/// [`record_failure`](Permit::record_failure); dropping it unrecorded (the caller gave up)
+/// counts as neither, and frees the probe slot.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -421,38 +384,27 @@ pub struct PermitOf<B: Deref<Target = Breaker>> {
 /// let breaker = Arc::new(Breaker::new(BreakerConfig::default()));
 /// let now = Instant::now();
 /// let (permit, _) = breaker.try_acquire(now);
-/// let permit = permit.expect("closed breakers admit");
+/// let permit = permit.expect("closed breakers grant permits");
 /// assert!(!permit.is_probe());
 /// assert_eq!(permit.record_success(now), None);
 /// ```
-pub type Permit = PermitOf<Arc<Breaker>>;
+#[derive(Debug)]
+#[must_use = "a permit does nothing unless its outcome is recorded"]
+pub struct Permit {
+    /// The breaker that granted it.
+    breaker: Arc<Breaker>,
+    /// The generation it was granted in: outcomes from an earlier state are ignored.
+    generation: u64,
+    /// Whether this is the single Retest probe.
+    probe: bool,
+    /// Whether its outcome was recorded (an unrecorded probe frees the slot on drop).
+    recorded: bool,
+}
 
-/// A permit that borrows its breaker instead of holding an `Arc`.
-///
-/// ```
-/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
-/// use tokio::time::Instant;
-///
-/// let breaker = Breaker::new(BreakerConfig::default()); // opens at the first failure
-/// let now = Instant::now();
-/// let permit = breaker.try_acquire_ref(now).0.expect("closed: admitted");
-/// assert!(permit.record_failure(now).is_some());
-/// assert_eq!(breaker.state(), BreakerState::Open);
-/// ```
-pub type PermitRef<'a> = PermitOf<&'a Breaker>;
-
-impl<B: Deref<Target = Breaker>> PermitOf<B> {
-    fn new(breaker: B, ticket: Ticket) -> Self {
-        Self {
-            breaker,
-            ticket,
-            recorded: false,
-        }
-    }
-
+impl Permit {
     /// Whether this request is the single Retest probe.
     pub fn is_probe(&self) -> bool {
-        self.ticket.probe
+        self.probe
     }
 
     /// The request succeeded (or failed through the caller's fault, such as a 4xx).
@@ -466,38 +418,19 @@ impl<B: Deref<Target = Breaker>> PermitOf<B> {
         self.record(false, now)
     }
 
+    /// Records the outcome; the transition it caused, if any.
     #[inline]
-    fn record(mut self, success: bool, now: Instant) -> Option<Transition> {
+    pub(crate) fn record(mut self, success: bool, now: Instant) -> Option<Transition> {
         self.recorded = true;
-        self.breaker.record(self.ticket.generation, success, now)
+        self.breaker.record(self.generation, success, now)
     }
 }
 
-impl Permit {
-    /// The breaker this permit belongs to.
-    pub fn breaker(&self) -> &Arc<Breaker> {
-        &self.breaker
-    }
-
-    /// Records the outcome; on a transition, also hands back the breaker (for the retest
-    /// timer), so the common no-transition case costs no reference count.
-    #[inline]
-    pub(crate) fn settle(
-        mut self,
-        success: bool,
-        now: Instant,
-    ) -> Option<(Transition, Arc<Breaker>)> {
-        self.recorded = true;
-        let transition = self.breaker.record(self.ticket.generation, success, now)?;
-        Some((transition, Arc::clone(&self.breaker)))
-    }
-}
-
-impl<B: Deref<Target = Breaker>> Drop for PermitOf<B> {
+impl Drop for Permit {
     #[inline]
     fn drop(&mut self) {
-        if self.ticket.probe && !self.recorded {
-            self.breaker.release_probe(self.ticket.generation);
+        if self.probe && !self.recorded {
+            self.breaker.release_probe(self.generation);
         }
     }
 }

@@ -6,21 +6,20 @@
 //! attempts per request. [`ServiceClient`](crate::ServiceClient) uses a 10 s window and a
 //! floor of 10 retries per second: at most 100 + 20 % of the requests of the last 10 s
 //! with the default `retry_budget(0.2)`. These are the documented semantics of tower's
-//! [`TpsBudget`](tower::retry::budget::TpsBudget), which this replaces, with the fraction
-//! kept exactly (tower rounds 1 / `retry_percent` down to a whole number of requests per
-//! retry, so 0.3 there allows a third).
+//! [`TpsBudget`](tower::retry::budget::TpsBudget), with the fraction kept exactly (tower
+//! rounds 1 / `retry_percent` down to a whole number of requests per retry, so 0.3 there
+//! allows a third), and it implements tower's [`Budget`] for tower's retry middleware.
 //!
 //! The algorithm, with no lock:
 //!
-//! - Counts are kept per second, in rings of 16 one-word counters; each word holds the
-//!   second it counts (since the budget was made) and the count, so a counter whose second
-//!   has left the window is simply ignored and reused when its slot comes round again.
-//!   Nothing is reset by a timer. The window moves in whole seconds: a request counts in the
-//!   second it was made and the `window - 1` seconds after it.
-//! - Requests ([`deposit_at`](RetryBudget::deposit_at), on every call) are counted in one of
-//!   16 rings chosen by the calling thread, each on its own cache lines, so that threads
-//!   calling at the same time write different memory: a deposit is one compare-and-swap on a
-//!   line no other thread writes (while there are no more threads than rings).
+//! - Counts are kept per second, in rings of 16 one-word counters (one ring for requests, one
+//!   for retries); each word holds the second it counts (since the budget was made) and the
+//!   count, so a counter whose second has left the window is simply ignored and reused when
+//!   its slot comes round again. Nothing is reset by a timer. The window moves in whole
+//!   seconds: a request counts in the second it was made and the `window - 1` seconds after
+//!   it.
+//! - Requests ([`deposit_at`](RetryBudget::deposit_at), on every call) are counted with one
+//!   compare-and-swap on the current second's request counter.
 //! - Retries ([`withdraw_at`](RetryBudget::withdraw_at), only after a failed attempt) sum
 //!   the window's requests and retries, and take a retry with a compare-and-swap on the
 //!   current second's retry counter, so concurrent withdrawals in the same second never
@@ -51,14 +50,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 
-use crate::stripe::{self, STRIPES};
-
 /// Seconds one ring holds, and so the longest window.
 const SLOTS: usize = 16;
 /// `retry_percent` is kept in millionths, so that 0.3 means exactly 30 %.
 const PPM: u128 = 1_000_000;
 
-/// Per-second counters of one kind (requests of some threads, or retries), on cache lines of
+/// Per-second counters of one kind (requests, or retries), on cache lines of
 /// their own.
 #[repr(align(128))]
 struct Ring([AtomicU64; SLOTS]);
@@ -137,8 +134,8 @@ pub struct RetryBudget {
     floor: u64,
     /// Retries allowed per request, in millionths.
     percent_ppm: u128,
-    /// Requests per second, one ring per group of threads.
-    requests: Box<[Ring]>,
+    /// Requests per second.
+    requests: Ring,
     /// Retries per second.
     retries: Ring,
 }
@@ -156,7 +153,7 @@ impl RetryBudget {
             floor: u64::from(min_per_sec) * u64::from(window),
             // In range by the clamp above: at most 1e9.
             percent_ppm: (percent * PPM as f64).round() as u128,
-            requests: (0..STRIPES).map(|_| Ring::new()).collect(),
+            requests: Ring::new(),
             retries: Ring::new(),
         }
     }
@@ -171,18 +168,13 @@ impl RetryBudget {
     /// Counts a request made at `now` (every call makes one, whatever its attempts).
     #[inline]
     pub fn deposit_at(&self, now: Instant) {
-        let stripe = stripe::current();
-        self.requests[stripe].add(self.second(now));
+        self.requests.add(self.second(now));
     }
 
     /// Takes one retry at `now` if the budget allows it: `true` if taken.
     pub fn withdraw_at(&self, now: Instant) -> bool {
         let second = self.second(now);
-        let requests: u64 = self
-            .requests
-            .iter()
-            .map(|ring| ring.sum(second, self.window, 0))
-            .sum();
+        let requests = self.requests.sum(second, self.window, 0);
         // What the window allows, in millionths of a retry.
         let allowed = u128::from(self.floor) * PPM + self.percent_ppm * u128::from(requests);
         // Retries of the window's earlier seconds; only the current second's can still grow.
@@ -210,11 +202,7 @@ impl RetryBudget {
     /// Requests and retries counted in the window ending at `now`.
     fn counts(&self, now: Instant) -> (u64, u64) {
         let second = self.second(now);
-        let requests = self
-            .requests
-            .iter()
-            .map(|ring| ring.sum(second, self.window, 0))
-            .sum();
+        let requests = self.requests.sum(second, self.window, 0);
         (requests, self.retries.sum(second, self.window, 0))
     }
 }

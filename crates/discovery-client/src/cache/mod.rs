@@ -15,6 +15,7 @@
 //! [`CacheLayer`] offers the same cache as tower middleware for `GET` requests. Every lookup
 //! is counted in `discovery_client_cache_total{service,result=hit|miss|stale}`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -22,8 +23,8 @@ use bytes::Bytes;
 use metrics::Counter;
 use moka::future::Cache;
 
-use crate::Error;
 use crate::telemetry::CacheCounters;
+use crate::{Error, Instance};
 
 mod layer;
 mod service;
@@ -60,7 +61,7 @@ impl Source {
     }
 }
 
-/// A decoded answer and where it came from.
+/// A decoded answer, where it came from, and which instance gave it.
 ///
 /// ```no_run
 /// use discovery_client::{Cached, ServiceClient, Source, StaticDiscovery};
@@ -72,9 +73,9 @@ impl Source {
 /// let ratings = ServiceClient::builder("ratings")
 ///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
 ///     .build()?;
-/// let Cached { value, source } = ratings.get_json_cached::<Rating>("/ratings/widget").await?;
+/// let Cached { value, source, instance } = ratings.get_json_cached::<Rating>("/ratings/widget").await?;
 /// if source == Source::Stale {
-///     println!("ratings is down; last known rating: {}", value.rating);
+///     println!("ratings is down; instance {} last said {} stars", instance.id, value.rating);
 /// }
 /// # Ok(()) }
 /// ```
@@ -84,6 +85,9 @@ pub struct Cached<T> {
     pub value: T,
     /// Whether it is live, cached, or a stale fallback.
     pub source: Source,
+    /// The instance that gave the answer (for a cached or stale answer, when it was
+    /// fetched), shared with the client.
+    pub instance: Arc<Instance>,
 }
 
 /// Sizes and lifetimes of the response cache.

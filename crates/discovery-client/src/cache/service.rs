@@ -22,7 +22,7 @@ use crate::Error;
 ///
 /// The inner service must be `Clone` (each miss calls a clone); put a
 /// [`Buffer`](https://docs.rs/tower/latest/tower/buffer/index.html) in between for one that
-/// is not, such as [`RoundRobin`](crate::balance::RoundRobin).
+/// is not, such as [`Balancer`](crate::balance::Balancer).
 ///
 /// ```
 /// use std::convert::Infallible;

@@ -8,7 +8,7 @@ use crate::breaker::BreakerConfig;
 use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::discovery::Discovery;
-use crate::transport::HttpClient;
+use crate::transport::{BoxTransport, Transport};
 use crate::{Error, Hedging, ServiceClient};
 
 /// Settings for a [`ServiceClient`]; made by [`ServiceClient::builder`].
@@ -17,8 +17,8 @@ use crate::{Error, Hedging, ServiceClient};
 /// delay 30 s; plus a fresh-cache TTL of 5 s, a stale fallback kept for an hour, up to 2
 /// retries on other instances within a retry budget of 20 % of requests, no overall
 /// deadline beyond what the timeouts and retries imply, round-robin that prefers
-/// instances with fewer requests in flight, and hedging after twice the service's recent p99
-/// (at least 50 ms).
+/// instances with fewer requests in flight, hedging after twice the service's recent p99
+/// (at least 50 ms), and hyper's pooled HTTP/1.1 client as the transport.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -51,7 +51,7 @@ pub struct ServiceClientBuilder {
     pub(crate) deadline: Option<Duration>,
     pub(crate) hedging: Hedging,
     pub(crate) classifier: Arc<dyn Classify>,
-    pub(crate) http: Option<HttpClient>,
+    pub(crate) transport: Option<BoxTransport>,
     pub(crate) event_capacity: usize,
     pub(crate) balance: Balance,
 }
@@ -70,7 +70,7 @@ impl ServiceClientBuilder {
             deadline: None,
             hedging: Hedging::default(),
             classifier: Arc::new(DefaultClassifier),
-            http: None,
+            transport: None,
             event_capacity: 1024,
             balance: Balance::default(),
         }
@@ -95,7 +95,7 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// How long an open breaker waits before admitting one probe (default 30 s).
+    /// How long an open breaker waits before granting one probe (default 30 s).
     pub fn retest_delay(mut self, delay: Duration) -> Self {
         self.breaker.retest_delay = delay;
         self
@@ -200,7 +200,7 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// How to choose among the instances whose breaker admits a request (default
+    /// How to choose among the instances whose breaker grants a permit (default
     /// [`Balance::PowerOfTwoChoices`]: the instance whose round-robin turn it is or one
     /// other at random, whichever has fewer requests in flight; [`Balance::LeastPending`]
     /// always takes the fewest; [`Balance::RoundRobin`] ignores requests in flight).
@@ -209,11 +209,36 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Send through this HTTP client (its pool and connection settings) instead of one built
-    /// for this client (connect timeout = the per-attempt timeout, idle connections closed
-    /// after 30 s).
-    pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.http = Some(client);
+    /// Sends every attempt through `transport`: any cloneable tower service that takes an
+    /// `http::Request<Bytes>` with an absolute URI (the instance's address joined with the
+    /// call's path) and answers an `http::Response<B>` for any `http_body::Body` (a
+    /// [`Transport`]; see [`transport`](crate::transport)). Its errors are the instance's
+    /// failures. The default
+    /// is an [`HttpClient`](crate::transport::HttpClient) built for this client (connect
+    /// timeout = the per-attempt timeout, idle connections closed after 30 s); pass one of
+    /// your own to share its connection pool among clients, or a scripted one to test.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use discovery_client::{ServiceClient, StaticDiscovery};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), discovery_client::Error> {
+    /// // Every instance answers the same, without a network.
+    /// let canned = tower::service_fn(|request: http::Request<Bytes>| async move {
+    ///     let body = format!(r#"{{"asked": "{}"}}"#, request.uri());
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    /// });
+    /// let client = ServiceClient::builder("ratings")
+    ///     .discovery(StaticDiscovery::new(["http://10.0.0.1:80"]))
+    ///     .transport(canned)
+    ///     .build()?;
+    /// let answer: serde_json::Value = client.get_json("/ratings/widget").await?;
+    /// assert_eq!(answer["asked"], "http://10.0.0.1:80/ratings/widget");
+    /// # Ok(()) }
+    /// ```
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(BoxTransport::new(transport));
         self
     }
 

@@ -1,102 +1,96 @@
-//! Following discovery: one endpoint stack per instance, rebuilt as instances come and go.
+//! Following discovery: the endpoints a call picks from, rebuilt as instances come and go.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::poll_fn;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
 use tower::discover::Change;
 
 use crate::Instance;
 use crate::balance::InFlight;
-use crate::breaker::{BreakerService, BreakerState, Breakers};
+use crate::breaker::{BreakerState, Breakers, Gate};
 use crate::discovery::{InstanceStream, Update};
-use crate::timeout::{Timeout, TimeoutLayer};
-use crate::transport::{HttpClient, HttpEndpoint};
+use crate::transport::BaseUrl;
 
-/// What one instance is called through: breaker(timeout(http)), the same tower pieces a
-/// hand-built stack uses.
-pub(crate) type EndpointService = BreakerService<Timeout<HttpEndpoint>>;
-
-/// One instance and the stack that calls it.
+/// One instance as the client calls it. Cheap to clone (the parts are shared).
 #[derive(Debug, Clone)]
-pub(crate) struct Slot {
+pub(crate) struct Endpoint {
     /// The instance as discovery reported it.
-    pub(crate) instance: Instance,
-    /// Its stack; clones share the breaker.
-    pub(crate) service: EndpointService,
+    pub(crate) instance: Arc<Instance>,
+    /// Its address, parsed once.
+    pub(crate) base: BaseUrl,
+    /// Its breaker (kept by address across discovery refreshes) and reporting.
+    pub(crate) gate: Gate,
     /// Attempts sent to it and not finished yet, which the picker reads to pass over an
-    /// instance that has stopped answering. Clones share it; a slot rebuilt for the same
-    /// address starts a new count.
+    /// instance that has stopped answering. An endpoint rebuilt for the same address starts
+    /// a new count.
     pub(crate) in_flight: InFlight,
 }
 
-/// The endpoints in use right now; `None` until discovery has answered once.
-pub(crate) type EndpointSet = Option<Arc<[Slot]>>;
-
-/// How an instance's stack is made.
-#[derive(Debug)]
-pub(crate) struct Stacks {
-    /// Breakers by address, with the client's classifier and event bus.
-    pub(crate) breakers: Breakers,
-    /// The HTTP client all endpoints share.
-    pub(crate) http: HttpClient,
-    /// Per-attempt timeout.
-    pub(crate) timeout: Duration,
+/// What discovery has said so far.
+#[derive(Debug, Clone)]
+pub(crate) enum Known {
+    /// Nothing yet.
+    Nothing,
+    /// The instances it reported, sorted by id.
+    Endpoints(Arc<[Endpoint]>),
+    /// It failed before it reported anything: why.
+    Unavailable(String),
 }
 
-impl Stacks {
-    fn stack(&self, instance: &Instance) -> EndpointService {
-        ServiceBuilder::new()
-            .layer(self.breakers.layer(instance))
-            .layer(TimeoutLayer::new(&instance.address, self.timeout))
-            .service(HttpEndpoint::with_client(
-                self.http.clone(),
-                &instance.address,
-            ))
-    }
-}
-
-/// Follows discovery's [`InstanceStream`]: applies each change, and after each new set (or a
-/// discovery outage before any set) publishes the endpoints, sorted by instance id. Ends when
+/// Follows discovery's [`InstanceStream`]: applies each change, and after each new set
+/// publishes the endpoints (or, when discovery fails before any set, why). Ends when
 /// discovery ends or nobody reads the endpoints any more.
 pub(crate) async fn follow_discovery(
     mut instances: InstanceStream,
-    stacks: Stacks,
-    out: watch::Sender<EndpointSet>,
+    breakers: Breakers,
+    out: watch::Sender<Known>,
 ) {
-    let mut slots: Vec<Slot> = Vec::new();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
+    let mut reported = false;
     while let Some(update) = poll_fn(|cx| instances.poll_update(cx)).await {
         match update {
             Update::Changed(Change::Insert(address, instance)) => {
-                let slot = Slot {
-                    service: stacks.stack(&instance),
-                    instance,
+                let endpoint = Endpoint {
+                    base: BaseUrl::new(&instance.address),
+                    gate: breakers.gate(&instance),
+                    instance: Arc::new(instance),
                     in_flight: InFlight::new(),
                 };
-                match slots.iter_mut().find(|s| s.instance.address == address) {
-                    Some(existing) => *existing = slot,
-                    None => slots.push(slot),
+                match endpoints.iter_mut().find(|e| e.instance.address == address) {
+                    Some(existing) => *existing = endpoint,
+                    None => endpoints.push(endpoint),
                 }
             }
             Update::Changed(Change::Remove(address)) => {
-                slots.retain(|s| s.instance.address != address);
+                endpoints.retain(|e| e.instance.address != address);
             }
             Update::Settled => {
-                slots.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
-                stacks
-                    .breakers
-                    .forget_departed(|address| slots.iter().any(|s| s.instance.address == address));
-                if out.send(Some(slots.clone().into())).is_err() {
+                reported = true;
+                endpoints.sort_by(|a, b| a.instance.id.cmp(&b.instance.id));
+                breakers.forget_departed(|address| {
+                    endpoints.iter().any(|e| e.instance.address == address)
+                });
+                if out
+                    .send(Known::Endpoints(endpoints.clone().into()))
+                    .is_err()
+                {
                     return;
                 }
             }
+            Update::Unavailable(reason) if !reported => {
+                if out.send(Known::Unavailable(reason)).is_err() {
+                    return;
+                }
+            }
+            Update::Unavailable(_) => {}
         }
     }
 }
 
-/// A snapshot of one instance for status pages.
+/// A snapshot of one instance for status pages: its breaker, and what the client has seen
+/// of its attempts (kept by address, like the breaker, since the client first saw it).
 ///
 /// ```no_run
 /// use discovery_client::{RegistryDiscovery, ServiceClient};
@@ -106,7 +100,11 @@ pub(crate) async fn follow_discovery(
 ///     .discovery(RegistryDiscovery::new("http://127.0.0.1:8500"))
 ///     .build()?;
 /// for status in ratings.instances() {
-///     println!("{} {} {}", status.id, status.address, status.state.as_str());
+///     println!(
+///         "{} {} {}: {} requests, {} failed, p99 {:?}",
+///         status.id, status.address, status.state.as_str(),
+///         status.requests, status.failures, status.latency_p99
+///     );
 /// }
 /// # Ok(()) }
 /// ```
@@ -118,15 +116,38 @@ pub struct InstanceStatus {
     pub address: String,
     /// Its breaker's state.
     pub state: BreakerState,
+    /// Attempts sent to it that have not ended yet.
+    pub in_flight: usize,
+    /// Attempts sent to it whose outcome is known.
+    pub requests: u64,
+    /// Of those, the ones that were its failures (transport errors, timeouts, 5xx, bodies
+    /// that did not decode).
+    pub failures: u64,
+    /// The median duration of its latest attempts (up to 128), if it has had any.
+    pub latency_p50: Option<Duration>,
+    /// The 99th percentile of the same.
+    pub latency_p99: Option<Duration>,
 }
 
-pub(crate) fn status_of(slots: &[Slot]) -> Vec<InstanceStatus> {
-    slots
-        .iter()
-        .map(|s| InstanceStatus {
-            id: s.instance.id.clone(),
-            address: s.instance.address.clone(),
-            state: s.service.breaker().state(),
-        })
-        .collect()
+impl InstanceStatus {
+    fn of(endpoint: &Endpoint) -> Self {
+        let telemetry = endpoint.gate.telemetry();
+        let stats = telemetry.stats();
+        let latency = stats.recent_latency();
+        Self {
+            id: endpoint.instance.id.clone(),
+            address: endpoint.instance.address.clone(),
+            state: endpoint.gate.breaker().state(),
+            in_flight: endpoint.in_flight.get(),
+            requests: stats.attempts(),
+            failures: stats.failures(),
+            latency_p50: latency.map(|(p50, _)| p50),
+            latency_p99: latency.map(|(_, p99)| p99),
+        }
+    }
+}
+
+/// Snapshots of `endpoints`, in their order.
+pub(crate) fn status_of(endpoints: &[Endpoint]) -> Vec<InstanceStatus> {
+    endpoints.iter().map(InstanceStatus::of).collect()
 }

@@ -1,34 +1,31 @@
 //! [`ServiceClient`]: one cloneable handle per upstream service.
 //!
-//! A call goes through these steps, in order:
+//! What a call does, step by step, is in [`call`]: pick → attempt (timeout, classify,
+//! record) → maybe hedge → maybe retry → answer. The rest of this folder is what it uses:
 //!
-//! 1. the latest endpoint set from discovery (waiting at most one timeout for discovery's
-//!    first answer); discovery is followed through an
-//!    [`InstanceStream`](crate::discovery::InstanceStream), and each instance gets a stack of
-//!    the crate's tower pieces: [`BreakerService`](crate::breaker::BreakerService) around a
-//!    [`Timeout`](crate::timeout::Timeout) around an
-//!    [`HttpEndpoint`](crate::transport::HttpEndpoint);
-//! 2. round-robin ([`Picker`]) among the instances whose breaker admits it, preferring
-//!    instances with fewer requests in flight ([`Balance`]); none: `all services are down`
-//!    and [`Error::AllInstancesDown`] at once;
-//! 3. one attempt through the instance's stack: logged (`ratings using instance 1: ...`),
-//!    bounded by the per-attempt timeout (and the overall deadline, if set), judged by the
-//!    classifier, recorded on the breaker, whose transitions are logged (`OPEN breaker on
-//!    [...]`, `RETEST ...`, `CLOSE ...`), published as events and counted in the metrics;
-//! 4. on a failure, retry on an instance not yet tried (idempotent requests only, unless
-//!    allowed), while the retry budget allows; an idempotent attempt that has not answered
-//!    after the hedge delay ([`Hedging`], by default twice the service's recent p99 and at
-//!    least 50 ms) gets one hedge on another instance, and the first answer that did not
-//!    fail is returned (the other attempt runs to its own end, recorded on its breaker);
-//! 5. for [`ServiceClient::get_json_cached`], the response cache sits around all of this.
+//! - [`attempt`]: one attempt on one instance, and how it is judged;
+//! - [`decode`]: how a 2xx body becomes the caller's value while the attempt is judged;
+//! - [`endpoints`]: following discovery (the endpoints a call picks from), and
+//!   [`InstanceStatus`];
+//! - [`hedging`]: the [`Hedging`] policy and the latency estimate behind its default;
+//! - [`response`]: what a call answers;
+//! - [`builder`]: the settings.
+//!
+//! [`ServiceClient`] shares its parts with the tower pieces of this crate (the
+//! [`Breaker`](crate::breaker::Breaker) and its reporting, the [`Balance`] rules, the
+//! classifier, the response cache) but is not a stack of them: it calls its transport
+//! directly, which is what lets one call hold two attempts (a hedge) and retry on another
+//! instance.
 
+mod attempt;
 mod builder;
+mod call;
+mod decode;
 mod endpoints;
-mod hedge;
 mod hedging;
 mod response;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,29 +33,27 @@ use http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::balance::{Balance, Picker};
-use crate::breaker::{BodyCheck, Breakers, NoCheck};
+use crate::breaker::Breakers;
 use crate::budget::RetryBudget;
 use crate::cache::{Cached, ResponseCache};
-use crate::classify::Outcome;
+use crate::classify::Classify;
 use crate::discovery::InstanceStream;
 use crate::events::{Event, EventBus};
 use crate::telemetry::ServiceTelemetry;
-use crate::timeout::Deadline;
-use crate::transport::HttpClient;
-use crate::{Error, Source};
+use crate::transport::{BoxTransport, HttpClient};
+use crate::{Error, Instance, Source};
 
 pub use builder::ServiceClientBuilder;
 pub use endpoints::InstanceStatus;
 pub use hedging::Hedging;
 pub use response::Response;
 
-use endpoints::{EndpointSet, Slot, Stacks};
-use hedge::Hedge;
+use call::Request;
+use decode::{AsIs, Decode, Json};
+use endpoints::{Endpoint, Known};
 use hedging::LatencyEstimate;
-use response::Answer;
 
 /// A resilient client for one named service. Cheap to clone; clones share instances,
 /// breakers, the balancer cursor and the cache.
@@ -92,30 +87,41 @@ struct Inner {
     telemetry: ServiceTelemetry,
     /// Where typed events go; [`ServiceClient::subscribe`] reads it.
     events: EventBus,
-    /// The endpoints discovery knows, with their stacks.
-    endpoints: watch::Receiver<EndpointSet>,
+    /// What discovery has said: the endpoints calls pick from.
+    endpoints: watch::Receiver<Known>,
     /// The round-robin cursor.
     picker: Picker,
     /// Whether requests in flight steer the pick.
     balance: Balance,
+    /// What attempts are sent through.
+    transport: BoxTransport,
+    /// How attempts are judged.
+    classifier: Arc<dyn Classify>,
     /// Per-attempt timeout (also how long a call waits for discovery's first answer).
     timeout: Duration,
     /// Overall deadline for one call, across attempts.
     deadline: Option<Duration>,
     /// Retries on other instances after a failed attempt.
     max_retries: u32,
-    /// Whether non-idempotent requests are retried too.
+    /// Whether non-idempotent requests are retried (and hedged) too.
     retry_non_idempotent: bool,
-    /// When an idempotent attempt that has not answered gets a hedge on another instance.
+    /// When an attempt that has not answered gets a hedge on another instance.
     hedging: Hedging,
     /// The service's recent p99 attempt latency, for adaptive hedging.
     latency: LatencyEstimate,
     /// Keeps retries (and hedges) to a fraction of requests.
     budget: RetryBudget,
-    /// Bodies of successful GETs, fresh and stale.
-    cache: ResponseCache,
+    /// Bodies of successful GETs, fresh and stale, with the instance that gave each.
+    cache: ResponseCache<CachedBody>,
     /// The discovery follower (which owns discovery); aborted when the last clone is dropped.
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// A cached answer: its body and the instance that gave it.
+#[derive(Debug, Clone)]
+struct CachedBody {
+    body: Bytes,
+    instance: Arc<Instance>,
 }
 
 impl Drop for Inner {
@@ -139,23 +145,20 @@ impl ServiceClient {
             .ok_or_else(|| Error::Config("no discovery source".into()))?;
         let events = EventBus::new(builder.event_capacity);
         let telemetry = ServiceTelemetry::new(&builder.service, Some(events.clone()));
-        let http = match builder.http {
-            Some(http) => http,
-            None => HttpClient::builder()
-                .connect_timeout(builder.timeout)
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build(),
+        let transport = match builder.transport {
+            Some(transport) => transport,
+            None => BoxTransport::new(
+                HttpClient::builder()
+                    .connect_timeout(builder.timeout)
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build(),
+            ),
         };
-        let stacks = Stacks {
-            breakers: Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
-                .shared_classifier(builder.classifier),
-            http,
-            timeout: builder.timeout,
-        };
+        let breakers = Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
+            .shared_classifier(Arc::clone(&builder.classifier));
         let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
-        let (endpoints_tx, endpoints_rx) = watch::channel::<EndpointSet>(None);
-        let follow_task =
-            tokio::spawn(endpoints::follow_discovery(instances, stacks, endpoints_tx));
+        let (endpoints_tx, endpoints_rx) = watch::channel(Known::Nothing);
+        let follow = endpoints::follow_discovery(instances, breakers, endpoints_tx);
         Ok(Self {
             inner: Arc::new(Inner {
                 cache: ResponseCache::new(&builder.cache).with_counters(telemetry.cache_counters()),
@@ -164,6 +167,8 @@ impl ServiceClient {
                 endpoints: endpoints_rx,
                 picker: Picker::new(),
                 balance: builder.balance,
+                transport,
+                classifier: builder.classifier,
                 timeout: builder.timeout,
                 deadline: builder.deadline,
                 max_retries: builder.max_retries,
@@ -171,7 +176,7 @@ impl ServiceClient {
                 hedging: builder.hedging,
                 latency: LatencyEstimate::default(),
                 budget: RetryBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
-                tasks: vec![follow_task],
+                tasks: vec![tokio::spawn(follow)],
             }),
         })
     }
@@ -186,11 +191,12 @@ impl ServiceClient {
         self.inner.events.subscribe()
     }
 
-    /// The instances known right now with their breaker states.
+    /// The instances known right now, with their breaker states and what the client has
+    /// seen of their attempts (requests, failures, recent latency).
     pub fn instances(&self) -> Vec<InstanceStatus> {
         match &*self.inner.endpoints.borrow() {
-            Some(endpoints) => endpoints::status_of(endpoints),
-            None => Vec::new(),
+            Known::Endpoints(endpoints) => endpoints::status_of(endpoints),
+            Known::Nothing | Known::Unavailable(_) => Vec::new(),
         }
     }
 
@@ -208,17 +214,15 @@ impl ServiceClient {
     }
 
     /// Sends a request with this method and optional body. Non-idempotent methods are not
-    /// retried unless the builder allowed it.
+    /// retried (or hedged) unless the builder allowed it.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Response, Error> {
-        let answer = self
-            .inner
-            .call(method, path, body, &HeaderMap::new(), None::<NoCheck>)
-            .await?;
+        let request = Request::new(method, path, HeaderMap::new(), body.unwrap_or_default())?;
+        let answer = call::call(&self.inner, &request, AsIs).await?;
         Ok(answer.into_response())
     }
 
@@ -236,21 +240,16 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<T, Error> {
-        // The breaker's body check decodes each 2xx answer; the value is kept, so the body
-        // is decoded once.
-        let mut decoded = None;
-        let answer = self.inner.get_decoding(path, headers, &mut decoded).await?;
-        // The check ran on every 2xx answer, the one returned last.
-        match decoded {
-            Some(value) if answer.response.status().is_success() => Ok(value),
-            _ => answer.into_json(),
-        }
+        let request = Request::new(Method::GET, path, headers.clone(), Bytes::new())?;
+        call::call(&self.inner, &request, Json::<T>::new())
+            .await?
+            .into_value()
     }
 
     /// Like [`get_json`](Self::get_json), through the response cache: served from the fresh
     /// cache while it holds the answer, one upstream call for all concurrent misses of the
     /// same path, and the last good answer (marked [`Source::Stale`](crate::Source::Stale))
-    /// when the upstream call fails.
+    /// when the upstream call fails. The answer names the instance that gave it.
     pub async fn get_json_cached<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -265,209 +264,60 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Cached<T>, Error> {
-        // On a miss fetched by this call, the body check's value is the answer's (the check
-        // ran on every 2xx answer, the one returned last): the body is decoded once. A hit,
-        // a concurrent caller's fetch or a stale answer is decoded from the cached body.
-        let mut decoded = None;
+        let json = Json::<T>::new();
+        // The value of an answer fetched by this call, decoded while its attempt was judged.
+        let mut fetched = None;
+        // Only a miss builds the request.
         let fetch = async {
-            let answer = self.inner.get_decoding(path, headers, &mut decoded).await?;
-            answer.success_body()
+            let request = Request::new(Method::GET, path, headers.clone(), Bytes::new())?;
+            let answer = call::call(&self.inner, &request, json).await?;
+            let instance = Arc::clone(&answer.instance);
+            let body = answer.response.body().clone();
+            fetched = Some(answer.into_value()?);
+            Ok(CachedBody { body, instance })
         };
-        let (body, source) = self.inner.cache.get_or_fetch(path, fetch).await?;
-        let value = match decoded {
+        let (cached, source) = self.inner.cache.get_or_fetch(path, fetch).await?;
+        // A hit, a concurrent caller's fetch or a stale answer is decoded from the cache.
+        let value = match fetched {
             Some(value) if source == Source::Live => value,
-            _ => decode_json(&body, "cache")?,
+            _ => json.decode(&cached.body).map_err(|message| Error::Decode {
+                address: cached.instance.address.clone(),
+                message,
+            })?,
         };
-        Ok(Cached { value, source })
+        Ok(Cached {
+            value,
+            source,
+            instance: cached.instance,
+        })
     }
-}
-
-/// A body check (the breaker applies it to 2xx answers only) that decodes the body as `T`
-/// and keeps the value in `slot`, so that the caller need not decode it again.
-fn decode_into<T: DeserializeOwned>(
-    slot: &mut Option<T>,
-) -> impl FnMut(&[u8]) -> Result<(), String> + '_ {
-    move |body| match serde_json::from_slice::<T>(body) {
-        Ok(value) => {
-            *slot = Some(value);
-            Ok(())
-        }
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-pub(crate) fn decode_json<T: DeserializeOwned>(body: &[u8], address: &str) -> Result<T, Error> {
-    serde_json::from_slice(body).map_err(|e| Error::Decode {
-        address: address.to_string(),
-        message: e.to_string(),
-    })
 }
 
 impl Inner {
-    /// GETs `path`, decoding each 2xx answer as `T` in the breaker's body check and keeping
-    /// the last value in `decoded`.
-    async fn get_decoding<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-        decoded: &mut Option<T>,
-    ) -> Result<Answer, Error> {
-        let check = decode_into(decoded);
-        self.call(Method::GET, path, None, headers, Some(check))
-            .await
+    /// The endpoints, if discovery has answered; its error if it failed before it did.
+    fn known_endpoints(&self) -> Result<Option<Arc<[Endpoint]>>, Error> {
+        match &*self.endpoints.borrow() {
+            Known::Endpoints(endpoints) => Ok(Some(Arc::clone(endpoints))),
+            Known::Nothing => Ok(None),
+            Known::Unavailable(reason) => Err(Error::Discovery(reason.clone())),
+        }
     }
 
-    /// The endpoints, if discovery has answered.
-    fn known_endpoints(&self) -> Option<Arc<[Slot]>> {
-        self.endpoints.borrow().as_ref().map(Arc::clone)
-    }
-
-    /// Waits (at most one timeout) for discovery's first answer, then returns the endpoints.
-    async fn first_endpoints(&self) -> Result<Arc<[Slot]>, Error> {
+    /// Waits (at most one timeout) for discovery's first answer, then returns the endpoints
+    /// (none, if it has not answered by then).
+    async fn first_endpoints(&self) -> Result<Arc<[Endpoint]>, Error> {
         let mut rx = self.endpoints.clone();
-        let first = tokio::time::timeout(self.timeout, rx.wait_for(Option::is_some)).await;
-        match first {
-            Ok(Ok(set)) => Ok(set.clone().unwrap_or_else(|| Arc::from(Vec::new()))),
+        let answered = |known: &Known| !matches!(known, Known::Nothing);
+        match tokio::time::timeout(self.timeout, rx.wait_for(answered)).await {
+            Ok(Ok(_)) => Ok(self.known_endpoints()?.unwrap_or_else(|| Arc::from([]))),
             Ok(Err(_)) => Err(Error::Discovery(format!(
                 "discovery for {} stopped before finding any instance",
                 self.telemetry.service()
             ))),
-            Err(_) => Ok(Arc::from(Vec::new())),
-        }
-    }
-
-    /// The request for one attempt, bounded by the overall deadline when there is one.
-    fn request(
-        &self,
-        method: &Method,
-        path: &str,
-        body: &Option<Bytes>,
-        headers: &HeaderMap,
-        deadline: Option<Instant>,
-    ) -> Result<http::Request<Bytes>, Error> {
-        let mut request = http::Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .body(body.clone().unwrap_or_default())
-            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
-        if !headers.is_empty() {
-            *request.headers_mut() = headers.clone();
-        }
-        if let Some(deadline) = deadline {
-            request.extensions_mut().insert(Deadline(deadline));
-        }
-        Ok(request)
-    }
-
-    /// Sends the request (attempts and retries, see the [module docs](self)); the answer
-    /// that did not fail, with the instance that gave it.
-    async fn call<C: BodyCheck>(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-        headers: &HeaderMap,
-        check: Option<C>,
-    ) -> Result<Answer, Error> {
-        if !path.starts_with('/') {
-            return Err(Error::InvalidRequest(format!(
-                "path {path:?} must start with '/'"
-            )));
-        }
-        let started = Instant::now();
-        let deadline = self.deadline.map(|d| started + d);
-        let retryable = method.is_idempotent() || self.retry_non_idempotent;
-        self.budget.deposit_at(started);
-        // The first attempt starts when the call did, unless discovery had to be waited for.
-        let (endpoints, mut now) = match self.known_endpoints() {
-            Some(endpoints) => (endpoints, started),
-            None => (self.first_endpoints().await?, Instant::now()),
-        };
-        // The body check, shared by the attempts of a hedged call (one is polled at a time).
-        let has_check = check.is_some();
-        let check = Mutex::new(check);
-        let checker = |body: &[u8]| {
-            // A check that panicked poisons nothing worth keeping: use the value anyway.
-            let mut check = check.lock().unwrap_or_else(PoisonError::into_inner);
-            match check.as_mut() {
-                Some(check) => check(body),
-                None => Ok(()),
-            }
-        };
-        let checker = has_check.then_some(checker);
-        let hedge_after = retryable
-            .then(|| self.hedging.delay(&self.latency))
-            .flatten();
-        // Each attempt's request, built once its instance is picked (borrows only: `Copy`).
-        let request = || self.request(&method, path, &body, headers, deadline);
-        // Indexes into `endpoints` already tried (or under way) in this call.
-        let mut tried: Vec<usize> = Vec::new();
-        let mut last_error = None;
-        // Attempts started, the first included; a hedge counts as one.
-        let mut attempts = 0u32;
-        while attempts <= self.max_retries {
-            if attempts > 0 {
-                now = Instant::now();
-                if !retryable || !self.budget.withdraw_at(now) {
-                    break;
-                }
-            }
-            let Some(first) = self
-                .start_attempt(&endpoints, &tried, request, checker, now)
-                .await?
-            else {
-                break;
-            };
-            if attempts > 0 {
-                self.telemetry.retried();
-            }
-            attempts += 1;
-            tried.push(first.index);
-            let finished = match hedge_after {
-                None => first.finish().await,
-                Some(delay) => {
-                    let hedge = Hedge {
-                        endpoints: &endpoints,
-                        request,
-                        checker,
-                        delay,
-                        deadline,
-                    };
-                    self.hedged(first, hedge, &mut tried, &mut attempts).await?
-                }
-            };
-            match finished.outcome {
-                Outcome::Success | Outcome::CallerError => {
-                    if self.hedging.is_adaptive() {
-                        self.latency.record(finished.started.elapsed());
-                    }
-                    return finished.result.map(|response| Answer {
-                        response,
-                        endpoints,
-                        index: finished.index,
-                    });
-                }
-                Outcome::Failure => {
-                    last_error = Some(self.failed(&endpoints[finished.index], finished.result));
-                }
-            }
-            if let (Some(d), Some(total)) = (deadline, self.deadline) {
-                if Instant::now() >= d {
-                    return Err(Error::DeadlineExceeded {
-                        service: self.telemetry.service().to_string(),
-                        deadline: total,
-                    });
-                }
-            }
-        }
-        match last_error {
-            Some(error) => Err(error),
-            None => Err(self.telemetry.all_down()),
+            Err(_) => Ok(Arc::from([])),
         }
     }
 }
 
-#[cfg(test)]
-mod hedge_tests;
 #[cfg(test)]
 mod tests;

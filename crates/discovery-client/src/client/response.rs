@@ -1,4 +1,4 @@
-//! An answer from one instance.
+//! What a call answers: [`Response`] for the caller, [`Answer`] inside the client.
 
 use std::sync::Arc;
 
@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
-use super::Slot;
+use super::decode::{Decode, Json};
 use crate::{Error, Instance};
 
 /// An instance's whole answer to one request.
@@ -32,29 +32,18 @@ pub struct Response {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
-    /// The instance that answered.
-    pub instance: Instance,
+    /// The instance that answered, shared with the client.
+    pub instance: Arc<Instance>,
 }
 
 impl Response {
-    /// The answer `instance` gave.
-    pub(crate) fn new(answer: http::Response<Bytes>, instance: Instance) -> Self {
-        let (parts, body) = answer.into_parts();
-        Self {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            instance,
-        }
-    }
-
     /// The body, if the status is 2xx; otherwise [`Error::Status`].
     pub fn success_body(self) -> Result<Bytes, Error> {
         if self.status.is_success() {
             Ok(self.body)
         } else {
             Err(Error::Status {
-                address: self.instance.address,
+                address: self.instance.address.clone(),
                 status: self.status.as_u16(),
             })
         }
@@ -64,55 +53,44 @@ impl Response {
     pub fn into_json<T: DeserializeOwned>(self) -> Result<T, Error> {
         let address = self.instance.address.clone();
         let body = self.success_body()?;
-        super::decode_json(&body, &address)
+        Json::<T>::new()
+            .decode(&body)
+            .map_err(|message| Error::Decode { address, message })
     }
 }
 
-/// The answer a call ended with, and the instance that gave it, before anything is copied
-/// out: [`get_json`](super::ServiceClient::get_json) needs neither the headers nor a copy
-/// of the [`Instance`], which a [`Response`] carries.
-pub(crate) struct Answer {
-    /// The instance's answer.
+/// The answer a call ended with: the instance's response, the value its decoder made of a
+/// 2xx body, and the instance that gave it.
+#[derive(Debug)]
+pub(crate) struct Answer<T> {
+    /// The instance's response.
     pub(crate) response: http::Response<Bytes>,
-    /// The endpoints the call picked from.
-    pub(crate) endpoints: Arc<[Slot]>,
-    /// Which of them answered.
-    pub(crate) index: usize,
+    /// The decoded body: `Some` for a 2xx answer, `None` for any other (a 4xx).
+    pub(crate) value: Option<T>,
+    /// The instance that answered.
+    pub(crate) instance: Arc<Instance>,
 }
 
-impl Answer {
-    fn instance(&self) -> &Instance {
-        &self.endpoints[self.index].instance
+impl<T> Answer<T> {
+    /// The decoded 2xx body; for another status, [`Error::Status`].
+    pub(crate) fn into_value(self) -> Result<T, Error> {
+        match self.value {
+            Some(value) => Ok(value),
+            None => Err(Error::Status {
+                address: self.instance.address.clone(),
+                status: self.response.status().as_u16(),
+            }),
+        }
     }
 
     /// The answer as the public [`Response`].
     pub(crate) fn into_response(self) -> Response {
-        let instance = self.instance().clone();
-        Response::new(self.response, instance)
-    }
-
-    /// The body, if the status is 2xx; otherwise [`Error::Status`].
-    pub(crate) fn success_body(self) -> Result<Bytes, Error> {
-        if self.response.status().is_success() {
-            Ok(self.response.into_body())
-        } else {
-            Err(self.status_error())
-        }
-    }
-
-    /// Decodes a 2xx body as JSON; other statuses are [`Error::Status`].
-    pub(crate) fn into_json<T: DeserializeOwned>(self) -> Result<T, Error> {
-        if self.response.status().is_success() {
-            super::decode_json(self.response.body(), &self.instance().address)
-        } else {
-            Err(self.status_error())
-        }
-    }
-
-    fn status_error(&self) -> Error {
-        Error::Status {
-            address: self.instance().address.clone(),
-            status: self.response.status().as_u16(),
+        let (parts, body) = self.response.into_parts();
+        Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            instance: self.instance,
         }
     }
 }

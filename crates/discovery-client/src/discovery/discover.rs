@@ -1,7 +1,6 @@
 //! Any [`Discovery`] as a tower [`Discover`](tower::discover::Discover) stream.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -32,9 +31,11 @@ fn next_set(mut sets: watch::Receiver<Option<InstanceSet>>) -> NextSet {
 pub(crate) enum Update {
     /// An instance came, changed or went.
     Changed(Change<String, Instance>),
-    /// Every change of a new set has been handed out; also sent once when discovery fails
-    /// before it has found anything, so nobody waits for a first answer that is not coming.
+    /// Every change of a new set has been handed out.
     Settled,
+    /// Discovery failed before it found anything (the reason): nobody should wait for a
+    /// first answer that is not coming. Sent once, until a set arrives.
+    Unavailable(String),
 }
 
 /// The instances of one service, from any [`Discovery`] source, as a stream of
@@ -47,10 +48,13 @@ pub(crate) enum Update {
 /// published as [`Event::InstanceAdded`](crate::Event::InstanceAdded) /
 /// [`Event::InstanceRemoved`](crate::Event::InstanceRemoved); discovery outages are logged
 /// once and published as [`Event::DiscoveryOutage`](crate::Event::DiscoveryOutage) while the
-/// last known instances stay in place. Dropping the stream stops the discovery task.
+/// last known instances stay in place. An outage before discovery has found anything is
+/// also handed out as an `Err(`[`Error::Discovery`]`)` item, after which the stream goes
+/// on: a [`Balancer`](crate::balance::Balancer) answers calls with that error until a set
+/// arrives. Dropping the stream stops the discovery task.
 ///
 /// Use [`endpoints`](Self::endpoints) to turn each instance into a service for
-/// [`RoundRobin`](crate::balance::RoundRobin).
+/// [`Balancer`](crate::balance::Balancer).
 ///
 /// ```
 /// use discovery_client::discovery::InstanceStream;
@@ -135,7 +139,7 @@ impl InstanceStream {
     /// Turns each instance into a service with `make` (typically a breaker around a timeout
     /// around an [`HttpEndpoint`](crate::transport::HttpEndpoint)), giving a
     /// [`Discover`](tower::discover::Discover) of services for
-    /// [`RoundRobin`](crate::balance::RoundRobin).
+    /// [`Balancer`](crate::balance::Balancer).
     pub fn endpoints<F, S>(self, make: F) -> EndpointStream<F>
     where
         F: FnMut(&Instance) -> S,
@@ -146,7 +150,8 @@ impl InstanceStream {
         }
     }
 
-    /// The next change, or `Settled` after each set.
+    /// The next change, `Settled` after each set, or `Unavailable` when discovery failed
+    /// before it found anything.
     pub(crate) fn poll_update(&mut self, cx: &mut Context<'_>) -> Poll<Option<Update>> {
         loop {
             if let Some(update) = self.pending.pop_front() {
@@ -158,7 +163,7 @@ impl InstanceStream {
                         self.telemetry.discovery_outage(&reason);
                         if !self.answered {
                             self.answered = true;
-                            self.pending.push_back(Update::Settled);
+                            self.pending.push_back(Update::Unavailable(reason));
                         }
                         continue;
                     }
@@ -228,13 +233,16 @@ impl InstanceStream {
 }
 
 impl Stream for InstanceStream {
-    type Item = Result<Change<String, Instance>, Infallible>;
+    type Item = Result<Change<String, Instance>, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
             match ready!(self.poll_update(cx)) {
                 Some(Update::Changed(change)) => return Poll::Ready(Some(Ok(change))),
                 Some(Update::Settled) => continue,
+                Some(Update::Unavailable(reason)) => {
+                    return Poll::Ready(Some(Err(Error::Discovery(reason))));
+                }
                 None => return Poll::Ready(None),
             }
         }
@@ -289,7 +297,7 @@ impl<F, S> Stream for EndpointStream<F>
 where
     F: FnMut(&Instance) -> S,
 {
-    type Item = Result<Change<String, S>, Infallible>;
+    type Item = Result<Change<String, S>, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
@@ -298,6 +306,7 @@ where
                 Change::Insert(address, (this.make)(&instance))
             }
             Some(Ok(Change::Remove(address))) => Change::Remove(address),
+            Some(Err(error)) => return Poll::Ready(Some(Err(error))),
             None => return Poll::Ready(None),
         };
         Poll::Ready(Some(Ok(change)))

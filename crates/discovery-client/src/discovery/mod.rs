@@ -10,8 +10,8 @@
 //!   (and once more when it ends), not per request.
 //! - [`StaticDiscovery`]: a fixed list of addresses.
 //!
-//! Sources report outages and recoveries through [`DiscoveryReport`]s so the client can log
-//! them and publish [`Event`](crate::Event)s.
+//! Sources report outages and recoveries through their [`DiscoverySink`] so the client can
+//! log them and publish [`Event`](crate::Event)s.
 //!
 //! [`InstanceStream`] turns any source into a tower
 //! [`Discover`](tower::discover::Discover) stream of `Change::Insert(address, instance)` and
@@ -36,15 +36,7 @@ pub use registry::RegistryDiscovery;
 pub use static_list::StaticDiscovery;
 
 /// The instances of a service at one moment, sorted by id.
-///
-/// ```
-/// use discovery_client::discovery::InstanceSet;
-/// use discovery_client::Instance;
-///
-/// let set: InstanceSet = vec![Instance::new("1", "http://127.0.0.1:8001")].into();
-/// assert_eq!(set.len(), 1);
-/// ```
-pub type InstanceSet = Arc<[Instance]>;
+pub(crate) type InstanceSet = Arc<[Instance]>;
 
 /// Where a discovery source publishes what it finds.
 ///
@@ -117,16 +109,10 @@ impl DiscoverySink {
     }
 }
 
-/// A change in a discovery source's health.
-///
-/// ```
-/// use discovery_client::discovery::DiscoveryReport;
-///
-/// let report = DiscoveryReport::Outage("registry unreachable".into());
-/// assert_ne!(report, DiscoveryReport::Recovered);
-/// ```
+/// A change in a discovery source's health, as [`DiscoverySink::outage`] and
+/// [`DiscoverySink::recovered`] report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiscoveryReport {
+pub(crate) enum DiscoveryReport {
     /// The source cannot be reached.
     Outage(String),
     /// The source answers again.

@@ -125,12 +125,13 @@ async fn outages_keep_the_instances_and_are_published_once_each() {
 }
 
 #[tokio::test]
-async fn every_set_and_a_first_outage_are_marked_settled() {
+async fn every_set_is_marked_settled_and_a_first_outage_unavailable() {
     let (mut stream, sink, _events) = scripted().await;
     let next = |stream: &mut InstanceStream| {
         let update = poll_fn(|cx| stream.poll_update(cx)).now_or_never();
         match update {
             Some(Some(Update::Settled)) => "settled".to_string(),
+            Some(Some(Update::Unavailable(why))) => format!("unavailable: {why}"),
             Some(Some(Update::Changed(Change::Insert(a, _)))) => format!("+{a}"),
             Some(Some(Update::Changed(Change::Remove(a)))) => format!("-{a}"),
             Some(None) => "end".to_string(),
@@ -139,10 +140,19 @@ async fn every_set_and_a_first_outage_are_marked_settled() {
     };
     assert_eq!(next(&mut stream), "pending");
     sink.outage("down from the start");
-    assert_eq!(next(&mut stream), "settled", "nothing is coming: say so");
+    assert_eq!(
+        next(&mut stream),
+        "unavailable: down from the start",
+        "nothing is coming: say so, and why"
+    );
     sink.publish(Vec::new());
     assert_eq!(next(&mut stream), "settled", "an empty set is an answer");
-    assert_eq!(next(&mut stream), "pending");
+    sink.outage("down again");
+    assert_eq!(
+        next(&mut stream),
+        "pending",
+        "an outage after an answer keeps the set"
+    );
 }
 
 #[tokio::test]

@@ -51,17 +51,17 @@ struct RegisterBody {
     ttl_secs: u64,
 }
 
-/// The registry's answer to a registration.
+/// The registry's body in answer to a registration.
 #[derive(Debug, Deserialize)]
-struct RegisterAnswer {
+struct LeaseBody {
     lease: String,
     #[serde(default)]
     ttl_secs: Option<u64>,
 }
 
-/// The registry's answer to a heartbeat.
+/// The registry's body in answer to a heartbeat: the lease renewed.
 #[derive(Debug, Deserialize)]
-struct HeartbeatAnswer {
+struct RenewedBody {
     #[serde(default)]
     ttl_secs: Option<u64>,
 }
@@ -79,8 +79,9 @@ struct HeldBody {
     retry_after_secs: Option<u64>,
 }
 
-/// A whole answer: status, the `Retry-After` header in seconds if any, and the body.
-struct Answer {
+/// The registry's whole reply: status, the `Retry-After` header in seconds if any, and the
+/// body.
+struct Reply {
     status: StatusCode,
     retry_after: Option<Duration>,
     body: bytes::Bytes,
@@ -195,7 +196,7 @@ impl HttpRegistry {
         let request = self
             .with_auth(self.client.delete(self.instance_url.clone()))
             .header(LEASE_HEADER, &lease.0);
-        let Answer { status, body, .. } = self.send(request).await?;
+        let Reply { status, body, .. } = self.send(request).await?;
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
         } else {
@@ -212,7 +213,7 @@ impl HttpRegistry {
     }
 
     /// Sends `request` and reads the whole body, within the request timeout.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Answer, RegistrationError> {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, RegistrationError> {
         let call = async {
             let response = request.send().await?;
             let status = response.status();
@@ -223,7 +224,7 @@ impl HttpRegistry {
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>(Answer {
+            Ok::<_, reqwest::Error>(Reply {
                 status,
                 retry_after,
                 body,
@@ -255,7 +256,7 @@ impl RegistryCalls for HttpRegistry {
         if let Some(lease) = presented {
             request = request.header(LEASE_HEADER, &lease.0);
         }
-        let Answer {
+        let Reply {
             status,
             retry_after,
             body,
@@ -266,7 +267,7 @@ impl RegistryCalls for HttpRegistry {
         if !status.is_success() {
             return Err(rejected(status, &body));
         }
-        let answer: RegisterAnswer = serde_json::from_slice(&body)
+        let answer: LeaseBody = serde_json::from_slice(&body)
             .map_err(|e| RegistrationError::InvalidResponse(format!("registration answer: {e}")))?;
         Ok(Grant {
             lease: Lease(answer.lease),
@@ -278,12 +279,12 @@ impl RegistryCalls for HttpRegistry {
         let request = self
             .with_auth(self.client.put(self.heartbeat_url.clone()))
             .header(LEASE_HEADER, &lease.0);
-        let Answer { status, body, .. } = self.send(request).await?;
+        let Reply { status, body, .. } = self.send(request).await?;
         match status {
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(HeartbeatOutcome::Lost { status }),
             status if status.is_success() => {
                 // The TTL is advisory: an empty or odd body still renewed the lease.
-                let ttl = serde_json::from_slice::<HeartbeatAnswer>(&body)
+                let ttl = serde_json::from_slice::<RenewedBody>(&body)
                     .ok()
                     .and_then(|answer| answer.ttl_secs)
                     .map(Duration::from_secs);

@@ -1,5 +1,6 @@
 //! What the request path tells the outside world, in one place: the exact log lines, the
-//! typed [`Event`]s and the metrics.
+//! typed [`Event`]s, the metrics, and the per-instance figures of
+//! [`InstanceStatus`](crate::InstanceStatus) ([`InstanceStats`]).
 //!
 //! The tower pieces and [`ServiceClient`](crate::ServiceClient) both report through these two
 //! types, so the words users grep for (`ratings using instance 1: ...`, `OPEN breaker on
@@ -8,6 +9,8 @@
 //! first seen, so recording on the hot path is an atomic add with no lookup or allocation.
 //! (A consequence, as with any `metrics` handle: install the recorder before building clients
 //! or stacks.)
+
+mod stats;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,8 @@ use crate::breaker::{Breaker, BreakerState, Transition};
 use crate::classify::Outcome;
 use crate::events::{Event, EventBus};
 use crate::{Error, Instance};
+
+pub(crate) use stats::InstanceStats;
 
 pub(crate) const REQUESTS_TOTAL: &str = "discovery_client_requests_total";
 pub(crate) const REQUEST_DURATION: &str = "discovery_client_request_duration_seconds";
@@ -59,7 +64,7 @@ fn describe() {
     metrics::describe_counter!(
         ALL_DOWN_TOTAL,
         Unit::Count,
-        "Calls that found no instance whose breaker admits a request."
+        "Calls that found no instance whose breaker grants a permit."
     );
     metrics::describe_counter!(
         RETRIES_TOTAL,
@@ -151,15 +156,28 @@ impl ServiceTelemetry {
         self.retries.increment(1);
     }
 
+    /// Logs `{service} instance {slow} has not answered in {delay}: hedging on instance
+    /// {hedge}` as a hedge is sent.
+    pub(crate) fn hedging(&self, slow: &str, delay: Duration, hedge: &str) {
+        let service = &*self.service;
+        tracing::info!(service = %service, instance = %slow, hedge = %hedge,
+            "{service} instance {slow} has not answered in {delay:?}: hedging on instance {hedge}");
+    }
+
     /// Counts a hedge once its race is decided: `won` if the hedge gave the call's answer.
     pub(crate) fn hedged(&self, won: bool) {
         self.hedges[usize::from(!won)].increment(1);
     }
 
-    /// Per-instance reporting, with metric handles registered now; the breaker-state gauge
-    /// starts at `state`.
-    pub(crate) fn instance(&self, instance: &Instance, state: BreakerState) -> InstanceTelemetry {
-        InstanceTelemetry::new(self.clone(), instance, state)
+    /// Per-instance reporting, with metric handles registered now, counting attempts into
+    /// `stats`; the breaker-state gauge starts at `state`.
+    pub(crate) fn instance(
+        &self,
+        instance: &Instance,
+        stats: Arc<InstanceStats>,
+        state: BreakerState,
+    ) -> InstanceTelemetry {
+        InstanceTelemetry::new(self.clone(), instance, stats, state)
     }
 
     /// The counters of the response cache: hit, miss, stale.
@@ -221,11 +239,13 @@ pub(crate) struct CacheCounters {
     pub(crate) stale: Counter,
 }
 
-/// Reporting for one instance of a service: its log lines, events and metrics.
+/// Reporting for one instance of a service: its log lines, events, metrics and figures.
 #[derive(Debug)]
 pub(crate) struct InstanceTelemetry {
     /// The service's reporting (name, events).
     service: ServiceTelemetry,
+    /// Attempts, failures and recent latency, kept by address with the breaker.
+    stats: Arc<InstanceStats>,
     /// The instance's id, for log lines.
     id: String,
     /// The instance's address, for log lines, events and the `instance` metric label.
@@ -244,7 +264,12 @@ const OUTCOMES: [&str; 4] = ["success", "caller_error", "failure", "rejected"];
 const TARGETS: [&str; 3] = ["open", "retest", "closed"];
 
 impl InstanceTelemetry {
-    fn new(service: ServiceTelemetry, instance: &Instance, state: BreakerState) -> Self {
+    fn new(
+        service: ServiceTelemetry,
+        instance: &Instance,
+        stats: Arc<InstanceStats>,
+        state: BreakerState,
+    ) -> Self {
         let name = Arc::clone(&service.service);
         let address: Arc<str> = Arc::from(instance.address.as_str());
         let requests = OUTCOMES.map(|outcome| {
@@ -261,6 +286,7 @@ impl InstanceTelemetry {
         gauge.set(state_value(state));
         Self {
             service,
+            stats,
             id: instance.id.clone(),
             address: instance.address.clone(),
             requests,
@@ -274,10 +300,24 @@ impl InstanceTelemetry {
         &self.address
     }
 
+    pub(crate) fn service(&self) -> &str {
+        self.service.service()
+    }
+
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The instance's figures.
+    pub(crate) fn stats(&self) -> &InstanceStats {
+        &self.stats
+    }
+
     /// The same instance's reporting, publishing to `events`; the gauge is set to `state`.
     pub(crate) fn with_events(&self, events: EventBus, state: BreakerState) -> Self {
         let instance = Instance::new(self.id.clone(), self.address.clone());
-        Self::new(self.service.clone().with_events(events), &instance, state)
+        let service = self.service.clone().with_events(events);
+        Self::new(service, &instance, Arc::clone(&self.stats), state)
     }
 
     /// Logs `{service} using instance {id}: {address}` for an attempt about to be sent.
@@ -287,7 +327,7 @@ impl InstanceTelemetry {
             "{service} using instance {id}: {address}");
     }
 
-    /// Counts one classified attempt and how long it took.
+    /// Counts one classified attempt and how long it took, in the metrics and the figures.
     pub(crate) fn request(&self, outcome: Outcome, elapsed: Duration) {
         let index = match outcome {
             Outcome::Success => 0,
@@ -296,6 +336,7 @@ impl InstanceTelemetry {
         };
         self.requests[index].increment(1);
         self.duration.record(elapsed.as_secs_f64());
+        self.stats.record(outcome == Outcome::Failure, elapsed);
     }
 
     /// Counts a request the breaker turned away.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
+use tower::BoxError;
 
 use crate::Error;
 
@@ -54,14 +55,14 @@ impl<F> ResponseFuture<F> {
 impl<F, T, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<T, E>>,
-    E: Into<Error>,
+    E: Into<BoxError>,
 {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
-            return Poll::Ready(result.map_err(Into::into));
+            return Poll::Ready(result.map_err(|e| Error::from_leaf(e.into(), this.address)));
         }
         match this.sleep.poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(Error::Timeout {

@@ -3,7 +3,8 @@
 //! [`Timeout`] bounds each call to one instance's service: when the inner future has not
 //! finished after the timeout, it is dropped and the call fails with
 //! [`Error::Timeout`] carrying the instance's address and the time
-//! allowed, which the breaker counts as the instance's failure. A request may carry a
+//! allowed, which the breaker counts as the instance's failure. The inner service's errors
+//! are judged as [`Error::from_leaf`] says. A request may carry a
 //! [`Deadline`] in its extensions (an overall deadline across retries); the attempt then gets
 //! whichever is sooner.
 //!
@@ -39,7 +40,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::Service;
+use tower::{BoxError, Service};
 
 use crate::Error;
 
@@ -108,14 +109,16 @@ impl<S> Timeout<S> {
 impl<S, B> Service<http::Request<B>> for Timeout<S>
 where
     S: Service<http::Request<B>>,
-    S::Error: Into<Error>,
+    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
     type Error = Error;
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_leaf(e.into(), &self.address))
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {

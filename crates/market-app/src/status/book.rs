@@ -215,6 +215,11 @@ mod tests {
             id: id.into(),
             address: address.into(),
             state,
+            in_flight: 0,
+            requests: 0,
+            failures: 0,
+            latency_p50: None,
+            latency_p99: None,
         }
     }
 

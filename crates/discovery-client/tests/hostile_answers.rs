@@ -1,19 +1,17 @@
-//! Property tests of the client's response decoding: a fake instance (and a fake registry)
-//! answers arbitrary bytes, and the client always comes back with a typed answer: the
-//! decoded value when the body really is one, a typed error otherwise, never a panic and
-//! never a hang.
+//! Property tests of the client's response decoding over real sockets: a fake instance (and a
+//! fake registry) answers arbitrary bytes, and the client always comes back with a typed
+//! answer: the decoded value when the body really is one, a typed error otherwise, never a
+//! panic and never a hang (each call ends within a small multiple of its timeout).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
-
-mod support;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use discovery_client::{Error, RegistryDiscovery, ServiceClient, StaticDiscovery};
+use fake_ratings::{Behaviour, FakeRatings, response};
 use proptest::prelude::*;
 use serde::Deserialize;
-use support::{Fake, Mode, response};
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
@@ -49,12 +47,12 @@ enum Owner {
 
 /// A fake instance per property and a client that only ever calls it, never opening its
 /// breaker and never retrying, so each case is exactly one request and one answer.
-fn instance(owner: Owner) -> &'static (Fake, ServiceClient) {
-    static INSTANCES: [OnceLock<(Fake, ServiceClient)>; 3] =
+fn instance(owner: Owner) -> &'static (FakeRatings, ServiceClient) {
+    static INSTANCES: [OnceLock<(FakeRatings, ServiceClient)>; 3] =
         [OnceLock::new(), OnceLock::new(), OnceLock::new()];
     INSTANCES[owner as usize].get_or_init(|| {
         runtime().block_on(async {
-            let fake = Fake::start(Mode::Rating).await;
+            let fake = FakeRatings::start(1, Behaviour::Ratings).await;
             let client = ServiceClient::builder("ratings")
                 .discovery(StaticDiscovery::new([fake.url.clone()]))
                 .timeout(TIMEOUT)
@@ -70,7 +68,7 @@ fn instance(owner: Owner) -> &'static (Fake, ServiceClient) {
 /// Serves `raw` as the instance's whole answer and calls `get_json::<Rating>`.
 fn call_with(owner: Owner, raw: Vec<u8>) -> (Result<Rating, Error>, Duration) {
     let (fake, client) = instance(owner);
-    fake.set(Mode::Raw(raw));
+    fake.set(Behaviour::Raw(raw));
     runtime().block_on(async {
         let started = Instant::now();
         let result = client.get_json::<Rating>("/ratings/widget").await;
@@ -189,7 +187,7 @@ proptest! {
     #[test]
     fn a_registry_answering_garbage_gives_a_typed_error(status in statuses(), body in registry_answers()) {
         let result = runtime().block_on(async {
-            let registry = Fake::start(Mode::Raw(response(status, &body))).await;
+            let registry = FakeRatings::start(0, Behaviour::Raw(response(status, &body))).await;
             let client = ServiceClient::builder("ratings")
                 .discovery(RegistryDiscovery::new(&registry.url))
                 .timeout(TIMEOUT)

@@ -1,0 +1,278 @@
+//! The picking rules on their own: [`Picker::pick`] over plain counts and answers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
+
+fn counts(n: usize) -> Vec<InFlight> {
+    (0..n).map(|_| InFlight::new()).collect()
+}
+
+/// Picks `times` times by `balance` over `counts` (the calling thread's), every candidate
+/// granting.
+fn picks(picker: &Picker, balance: Balance, counts: &[InFlight], times: usize) -> Vec<usize> {
+    (0..times)
+        .map(|_| {
+            let pending = |i: usize| balance.load(&counts[i]);
+            picker
+                .pick(balance, counts.len(), pending, |_| Some(()))
+                .expect("every candidate grants")
+                .0
+        })
+        .collect()
+}
+
+const RULES: [Balance; 3] = [
+    Balance::PowerOfTwoChoices,
+    Balance::LeastPending,
+    Balance::RoundRobin,
+];
+
+#[test]
+fn every_rule_interleaves_ties_exactly() {
+    for balance in RULES {
+        let picker = Picker::new();
+        let counts = counts(3);
+        assert_eq!(
+            picks(&picker, balance, &counts, 6),
+            [0, 1, 2, 0, 1, 2],
+            "idle, {balance:?}"
+        );
+        // Equal, non-zero counts are ties too.
+        let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
+        assert_eq!(
+            picks(&picker, balance, &counts, 6),
+            [0, 1, 2, 0, 1, 2],
+            "one each, {balance:?}"
+        );
+    }
+}
+
+#[test]
+fn refusals_are_passed_over_without_being_charged_a_turn() {
+    for balance in RULES {
+        let picker = Picker::new();
+        let counts = counts(3);
+        let picks: Vec<usize> = (0..6)
+            .map(|_| {
+                let pending = |i: usize| balance.load(&counts[i]);
+                picker
+                    .pick(balance, 3, pending, |i| (i != 0).then_some(()))
+                    .expect("1 and 2 grant")
+                    .0
+            })
+            .collect();
+        assert_eq!(
+            picks,
+            [1, 2, 1, 2, 1, 2],
+            "an even split between the others, {balance:?}"
+        );
+        let none = picker.pick(balance, 3, |_| 0, |_| None::<()>);
+        assert!(none.is_none(), "{balance:?}");
+        assert!(picker.pick(balance, 0, |_| 0, |_| Some(())).is_none());
+    }
+}
+
+#[test]
+fn least_pending_passes_over_the_instance_with_more_in_flight() {
+    let picker = Picker::new();
+    let counts = counts(3);
+    let _stuck = [counts[1].start(), counts[1].start()];
+    let _one = counts[2].start();
+    assert_eq!(
+        picks(&picker, Balance::LeastPending, &counts, 4),
+        [0, 0, 0, 0]
+    );
+    let _two = [counts[0].start(), counts[0].start()];
+    // 0 and 1 hold 2 each, 2 holds 1: 2 gets it.
+    assert_eq!(picks(&picker, Balance::LeastPending, &counts, 2), [2, 2]);
+    // Plain round-robin ignores the counts.
+    assert_eq!(picks(&picker, Balance::RoundRobin, &counts, 3).len(), 3);
+    let rr: Vec<usize> = picks(&picker, Balance::RoundRobin, &counts, 6);
+    assert!(
+        (0..3).all(|i| rr.iter().filter(|&&p| p == i).count() == 2),
+        "{rr:?}"
+    );
+}
+
+#[test]
+fn a_dropped_guard_counts_the_request_out() {
+    let picker = Picker::new();
+    let counts = counts(2);
+    let guard = counts[0].start();
+    let clone = counts[0].clone();
+    assert_eq!(clone.get(), 1, "clones share the count");
+    assert_eq!(picks(&picker, Balance::LeastPending, &counts, 3), [1, 1, 1]);
+    drop(guard);
+    assert_eq!(counts[0].get(), 0);
+    let picks = picks(&picker, Balance::LeastPending, &counts, 4);
+    assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2, "{picks:?}");
+}
+
+#[test]
+fn two_choices_never_takes_the_instance_with_the_most_in_flight() {
+    let picker = Picker::new();
+    let counts = counts(3);
+    let _stuck = [counts[1].start(), counts[1].start()];
+    let picks = picks(&picker, Balance::PowerOfTwoChoices, &counts, 300);
+    assert!(!picks.contains(&1), "{picks:?}");
+    // Its turns go to one of the others at random; the others' own turns stay theirs.
+    let zeros = picks.iter().filter(|&&i| i == 0).count();
+    assert!((100..=200).contains(&zeros), "{zeros} of 300 to instance 0");
+}
+
+#[test]
+fn two_choices_passes_over_a_busier_turn_only_for_a_less_busy_one() {
+    let picker = Picker::new();
+    let counts = counts(2);
+    // Two instances: the other candidate is always the one whose turn it is not.
+    let _one = counts[0].start();
+    assert_eq!(
+        picks(&picker, Balance::PowerOfTwoChoices, &counts, 4),
+        [1, 1, 1, 1]
+    );
+    let _two = counts[1].start();
+    // 1 each: ties go to the turn.
+    let picks = picks(&picker, Balance::PowerOfTwoChoices, &counts, 4);
+    assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2, "{picks:?}");
+}
+
+#[test]
+fn each_candidate_is_asked_at_most_once_and_the_last_asked_is_taken() {
+    for balance in RULES {
+        let picker = Picker::new();
+        let counts = counts(3);
+        let _busy = counts[2].start();
+        for _ in 0..30 {
+            // Instance 0 refuses (an open breaker): the pick still lands, asking nobody twice.
+            let mut asked = Vec::new();
+            let pending = |i: usize| balance.load(&counts[i]);
+            let picked = picker.pick(balance, 3, pending, |i| {
+                asked.push(i);
+                (i != 0).then_some(())
+            });
+            let (index, ()) = picked.expect("1 and 2 grant");
+            assert_ne!(index, 0);
+            let mut unique = asked.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                asked.len(),
+                "asked twice: {asked:?}, {balance:?}"
+            );
+            assert_eq!(asked.last(), Some(&index), "{balance:?}");
+        }
+        // Nobody grants: `None` at once, each asked once.
+        let mut asked = Vec::new();
+        let none = picker.pick(
+            balance,
+            3,
+            |_| 0,
+            |i| -> Option<()> {
+                asked.push(i);
+                None
+            },
+        );
+        assert!(none.is_none());
+        asked.sort_unstable();
+        assert_eq!(asked, [0, 1, 2], "{balance:?}");
+    }
+}
+
+#[test]
+fn least_pending_asks_only_about_the_candidate_it_takes_then_fewest_first() {
+    let picker = Picker::new();
+    let pending = [3, 0, 1, 2];
+    let mut asked = Vec::new();
+    let picked = picker.pick(
+        Balance::LeastPending,
+        4,
+        |i| pending[i],
+        |i| {
+            asked.push(i);
+            Some(i)
+        },
+    );
+    assert_eq!(picked, Some((1, 1)));
+    assert_eq!(asked, [1], "nobody else was asked for a permit");
+    asked.clear();
+    let picked = picker.pick(
+        Balance::LeastPending,
+        4,
+        |i| pending[i],
+        |i| {
+            asked.push(i);
+            (i == 0).then_some(())
+        },
+    );
+    assert_eq!(picked, Some((0, ())));
+    assert_eq!(asked, [1, 2, 3, 0], "fewest first");
+}
+
+#[test]
+fn every_thread_shares_one_turn_and_one_count() {
+    let picker = Picker::new();
+    let counts = counts(3);
+    let pick = || picks(&picker, Balance::LeastPending, &counts, 1)[0];
+    assert_eq!(pick(), 0);
+    let theirs = std::thread::scope(|scope| scope.spawn(|| (pick(), pick())).join());
+    assert_eq!(
+        theirs.expect("no panic"),
+        (1, 2),
+        "one turn for all threads"
+    );
+    assert_eq!(pick(), 0);
+    // A request counted on another thread, and counted out on this one.
+    let held = std::thread::scope(|scope| scope.spawn(|| counts[1].start()).join());
+    let held = held.expect("no panic");
+    assert_eq!(counts[1].get(), 1);
+    assert_eq!(picks(&picker, Balance::LeastPending, &counts, 2), [2, 0]);
+    drop(held);
+    assert_eq!(counts[1].get(), 0);
+}
+
+/// An instance whose breaker is Open and whose retest time has come, still holding requests
+/// from before it opened, is passed over for an idle one without being asked: its probe
+/// stays for later.
+#[tokio::test(start_paused = true)]
+async fn a_busier_instance_in_retest_keeps_its_probe() {
+    let picker = Picker::new();
+    let breakers: Vec<Arc<Breaker>> = (0..2)
+        .map(|_| Arc::new(Breaker::new(BreakerConfig::default())))
+        .collect();
+    let counts = counts(2);
+    let now = Instant::now();
+    breakers[0]
+        .try_acquire(now)
+        .0
+        .expect("closed")
+        .record_failure(now);
+    let _old = [counts[0].start(), counts[0].start()];
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let now = Instant::now();
+    for _ in 0..3 {
+        let (index, permit) = picker
+            .pick(
+                Balance::LeastPending,
+                2,
+                |i| counts[i].get(),
+                |i| breakers[i].try_acquire(now).0,
+            )
+            .expect("2 grants");
+        assert_eq!(index, 1);
+        let _ = permit.record_success(now);
+    }
+    assert_eq!(
+        breakers[0].state(),
+        BreakerState::Open,
+        "never asked: not even moved to Retest"
+    );
+    let (probe, transition) = breakers[0].try_acquire(now);
+    assert!(probe.expect("the probe is still there").is_probe());
+    assert_eq!(transition, Some(Transition::Retesting));
+}

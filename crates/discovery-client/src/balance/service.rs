@@ -1,0 +1,317 @@
+//! [`Balancer`]: the picking rules as a tower [`Service`] over a [`Discover`] stream.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+use tower::discover::{Change, Discover};
+
+use super::{Balance, InFlight, Picker, ResponseFuture};
+use crate::Error;
+use crate::breaker::AcquirePermit;
+use crate::events::EventBus;
+use crate::telemetry::ServiceTelemetry;
+
+/// A tower [`Service`] that sends each call to an endpoint chosen by its [`Balance`] rule
+/// (by default power of two choices over round-robin turns) among those whose breaker grants
+/// a permit; endpoints come and go with a [`Discover`] stream.
+///
+/// - `poll_ready` applies the discovery changes that have arrived, then picks: it asks the
+///   endpoint it would choose for a permit ([`AcquirePermit::try_acquire`]) and readiness,
+///   then the others, fewest calls in flight first, and keeps the first that gives both for
+///   the next `call`. When no endpoint grants a permit it is ready all the same, and `call`
+///   answers [`Error::AllInstancesDown`] at once: a caller never waits for a breaker. It
+///   waits only when an endpoint that granted a permit is not ready yet.
+/// - Until discovery has said anything (a first endpoint, or an error), `poll_ready` waits
+///   for it, at most [`wait_for_discovery`](Balancer::wait_for_discovery) (1 s by default),
+///   so that the first calls of a freshly built stack are not told "all services are down"
+///   only because discovery has not answered yet.
+/// - An error from discovery while no endpoint is known (the registry cannot be reached,
+///   say) is what `call` answers until endpoints arrive ([`Error::Discovery`] from an
+///   [`InstanceStream`](crate::discovery::InstanceStream)); once endpoints are known, the
+///   last ones stay in use through discovery errors. The end of the stream keeps the last
+///   endpoints too.
+/// - A call counts as in flight on its endpoint from `call` until its response future
+///   finishes or is dropped.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use discovery_client::balance::Balancer;
+/// use discovery_client::breaker::{BreakerConfig, Breakers};
+/// use discovery_client::discovery::InstanceStream;
+/// use discovery_client::timeout::TimeoutLayer;
+/// use discovery_client::transport::HttpEndpoint;
+/// use discovery_client::RegistryDiscovery;
+/// use tower::{Service, ServiceBuilder, ServiceExt};
+///
+/// # async fn demo() -> Result<(), discovery_client::Error> {
+/// let breakers = Breakers::new("ratings", BreakerConfig::default());
+/// let endpoints = InstanceStream::new("ratings", RegistryDiscovery::new("http://127.0.0.1:8500"))?
+///     .endpoints(move |instance| {
+///         ServiceBuilder::new()
+///             .layer(breakers.layer(instance))
+///             .layer(TimeoutLayer::new(&instance.address, Duration::from_secs(1)))
+///             .service(HttpEndpoint::new(&instance.address))
+///     });
+/// let mut ratings = Balancer::new("ratings", endpoints);
+/// let request = http::Request::get("/ratings/widget").body(Bytes::new()).unwrap();
+/// let answer = ratings.ready().await?.call(request).await?;
+/// println!("{}", answer.status());
+/// # Ok(()) }
+/// ```
+pub struct Balancer<D: Discover> {
+    /// Where endpoints come from.
+    discover: D,
+    /// The endpoints, in the order discovery inserted them.
+    endpoints: Vec<(D::Key, D::Service)>,
+    /// Calls in flight to each endpoint, by the same index as `endpoints` (a separate list
+    /// so the picker can read counts while it asks endpoints for permits).
+    in_flight: Vec<InFlight>,
+    /// The round-robin cursor.
+    picker: Picker,
+    /// Whether calls in flight steer the pick.
+    balance: Balance,
+    /// The endpoint chosen by `poll_ready` for the next call (holding its breaker's permit).
+    selected: Option<usize>,
+    /// Whether the discovery stream has ended.
+    discover_done: bool,
+    /// How long `poll_ready` waits for discovery's first word.
+    wait: Duration,
+    /// Until discovery's first word: the end of the wait, once it has started.
+    first_word: FirstWord,
+    /// The last discovery error while no endpoint was known: what calls are answered.
+    unavailable: Option<Error>,
+    /// Service name and event bus for `all services are down`.
+    telemetry: ServiceTelemetry,
+}
+
+/// Whether discovery has said anything yet.
+enum FirstWord {
+    /// Not yet; the wait ends at this sleep (made at the first `poll_ready`).
+    Awaited(Option<Pin<Box<Sleep>>>),
+    /// It has (or the wait is over).
+    Heard,
+}
+
+impl<D: Discover> Balancer<D> {
+    /// Balances calls for `service` over the endpoints `discover` reports.
+    pub fn new(service: &str, discover: D) -> Self {
+        Self {
+            discover,
+            endpoints: Vec::new(),
+            in_flight: Vec::new(),
+            picker: Picker::new(),
+            balance: Balance::default(),
+            selected: None,
+            discover_done: false,
+            wait: Duration::from_secs(1),
+            first_word: FirstWord::Awaited(None),
+            unavailable: None,
+            telemetry: ServiceTelemetry::new(service, None),
+        }
+    }
+
+    /// Publishes [`Event::AllInstancesDown`](crate::Event::AllInstancesDown) to `events`.
+    pub fn events(mut self, events: EventBus) -> Self {
+        self.telemetry = self.telemetry.with_events(events);
+        self
+    }
+
+    /// How to choose among endpoints that grant a permit (default
+    /// [`Balance::PowerOfTwoChoices`]).
+    pub fn balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// How long `poll_ready` waits for discovery's first endpoint or error before calls are
+    /// answered [`Error::AllInstancesDown`] (default 1 s, the default per-attempt timeout).
+    pub fn wait_for_discovery(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// How many endpoints are known.
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Whether no endpoint is known.
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Hands back the permit held for a call that was picked but not made.
+    fn unselect(&mut self)
+    where
+        D::Service: AcquirePermit,
+    {
+        if let Some(index) = self.selected.take() {
+            if let Some((_, svc)) = self.endpoints.get_mut(index) {
+                svc.release();
+            }
+        }
+    }
+
+    /// Applies every discovery change that has arrived.
+    fn update(&mut self, cx: &mut Context<'_>)
+    where
+        D: Unpin,
+        D::Error: Into<Error>,
+        D::Service: AcquirePermit,
+    {
+        while !self.discover_done {
+            let change = match Pin::new(&mut self.discover).poll_discover(cx) {
+                Poll::Pending => return,
+                Poll::Ready(None) => {
+                    self.discover_done = true;
+                    self.first_word = FirstWord::Heard;
+                    return;
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    self.first_word = FirstWord::Heard;
+                    if self.endpoints.is_empty() {
+                        self.unavailable = Some(error.into());
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Ok(change))) => change,
+            };
+            self.first_word = FirstWord::Heard;
+            self.unavailable = None;
+            // Indexes move: give back any permit held for the next call first.
+            self.unselect();
+            // A replaced endpoint starts a new count; calls still out on the old one lower
+            // the old count.
+            let position = |key: &D::Key| self.endpoints.iter().position(|(k, _)| k == key);
+            match change {
+                Change::Insert(key, svc) => match position(&key) {
+                    Some(index) => {
+                        self.endpoints[index].1 = svc;
+                        self.in_flight[index] = InFlight::new();
+                    }
+                    None => {
+                        self.endpoints.push((key, svc));
+                        self.in_flight.push(InFlight::new());
+                    }
+                },
+                Change::Remove(key) => {
+                    if let Some(index) = position(&key) {
+                        self.endpoints.remove(index);
+                        self.in_flight.remove(index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `poll_ready` must still wait for discovery's first word.
+    fn awaiting_discovery(&mut self, cx: &mut Context<'_>) -> bool {
+        let FirstWord::Awaited(sleep) = &mut self.first_word else {
+            return false;
+        };
+        let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(self.wait)));
+        if sleep.as_mut().poll(cx).is_pending() {
+            return true;
+        }
+        self.first_word = FirstWord::Heard;
+        false
+    }
+}
+
+impl<D, Req> Service<Req> for Balancer<D>
+where
+    D: Discover + Unpin,
+    D::Error: Into<Error>,
+    D::Service: Service<Req> + AcquirePermit,
+    <D::Service as Service<Req>>::Error: Into<Error>,
+{
+    type Response = <D::Service as Service<Req>>::Response;
+    type Error = Error;
+    type Future = ResponseFuture<<D::Service as Service<Req>>::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.update(cx);
+        if self.awaiting_discovery(cx) {
+            return Poll::Pending;
+        }
+        // An earlier pick that was not used yet still holds its permit: keep it if ready.
+        if let Some(index) = self.selected {
+            if let Some((_, svc)) = self.endpoints.get_mut(index) {
+                if let Poll::Ready(Ok(())) = svc.poll_ready(cx) {
+                    return Poll::Ready(Ok(()));
+                }
+            }
+            self.unselect();
+        }
+        let now = Instant::now();
+        let mut waiting = false;
+        let (endpoints, in_flight, balance) = (&mut self.endpoints, &self.in_flight, self.balance);
+        let pending = |index: usize| balance.load(&in_flight[index]);
+        let picked = self
+            .picker
+            .pick(balance, endpoints.len(), pending, |index| {
+                let svc = &mut endpoints[index].1;
+                if !svc.try_acquire(now) {
+                    return None;
+                }
+                match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => Some(()),
+                    Poll::Ready(Err(_)) => {
+                        svc.release();
+                        None
+                    }
+                    Poll::Pending => {
+                        svc.release();
+                        waiting = true;
+                        None
+                    }
+                }
+            });
+        match picked {
+            Some((index, ())) => {
+                self.selected = Some(index);
+                Poll::Ready(Ok(()))
+            }
+            // An endpoint that granted a permit will wake us when its service is ready.
+            None if waiting => Poll::Pending,
+            // Nobody grants one: `call` says so at once.
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let chosen = self.selected.take().and_then(|index| {
+            let in_flight = self.in_flight.get(index)?;
+            Some((self.endpoints.get_mut(index)?, in_flight))
+        });
+        match chosen {
+            Some(((_, svc), in_flight)) => {
+                ResponseFuture::called(svc.call(request), in_flight.start())
+            }
+            None => match &self.unavailable {
+                Some(error) => ResponseFuture::failed(error.clone()),
+                None => ResponseFuture::failed(self.telemetry.all_down()),
+            },
+        }
+    }
+}
+
+impl<D> fmt::Debug for Balancer<D>
+where
+    D: Discover + fmt::Debug,
+    D::Key: fmt::Debug,
+    D::Service: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Balancer")
+            .field("service", &self.telemetry.service())
+            .field("endpoints", &self.endpoints)
+            .field("discover", &self.discover)
+            .finish_non_exhaustive()
+    }
+}

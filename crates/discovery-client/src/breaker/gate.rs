@@ -1,0 +1,79 @@
+//! [`Gate`]: the one way a request to an instance is let through its breaker and its outcome
+//! recorded, for the tower middleware and [`ServiceClient`](crate::ServiceClient) alike.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{Breaker, Permit};
+use crate::classify::Outcome;
+use crate::telemetry::InstanceTelemetry;
+
+/// One instance's breaker and its reporting. Asking for a permit and recording an outcome
+/// both go through here, so every transition is logged (`OPEN breaker on [...]`, `RETEST
+/// ...`, `CLOSE ...`), published and counted, and every judged attempt lands in the metrics
+/// and the instance's figures, whoever made the attempt. Cheap to clone (two `Arc`s).
+#[derive(Debug, Clone)]
+pub(crate) struct Gate {
+    /// The instance's breaker, kept by address across discovery refreshes.
+    breaker: Arc<Breaker>,
+    /// Log lines, events, metrics and figures for the instance.
+    telemetry: Arc<InstanceTelemetry>,
+}
+
+impl Gate {
+    pub(crate) fn new(breaker: Arc<Breaker>, telemetry: Arc<InstanceTelemetry>) -> Self {
+        Self { breaker, telemetry }
+    }
+
+    /// The instance's breaker.
+    pub(crate) fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+
+    /// The instance's reporting (its address, id and figures).
+    pub(crate) fn telemetry(&self) -> &Arc<InstanceTelemetry> {
+        &self.telemetry
+    }
+
+    /// The instance's address.
+    pub(crate) fn address(&self) -> &str {
+        self.telemetry.address()
+    }
+
+    /// Asks the breaker for a permit at `now`, reporting the transition this causes (an Open
+    /// breaker whose delay has passed moves to Retest).
+    #[inline]
+    pub(crate) fn acquire(&self, now: Instant) -> Option<Permit> {
+        let (permit, transition) = self.breaker.try_acquire(now);
+        if let Some(t) = transition {
+            self.telemetry.transition(&self.breaker, t);
+        }
+        permit
+    }
+
+    /// Logs `{service} using instance {id}: {address}` for an attempt about to be sent.
+    #[inline]
+    pub(crate) fn sending(&self) {
+        self.telemetry.using();
+    }
+
+    /// Counts a request the breaker turned away.
+    pub(crate) fn rejected(&self) {
+        self.telemetry.rejected();
+    }
+
+    /// Records the outcome of the attempt sent at `started` under `permit`: the metrics and
+    /// figures, then the breaker, reporting the transition this causes. Returns the moment
+    /// it was recorded at.
+    #[inline]
+    pub(crate) fn record(&self, permit: Permit, outcome: Outcome, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.telemetry
+            .request(outcome, now.saturating_duration_since(started));
+        if let Some(t) = permit.record(outcome != Outcome::Failure, now) {
+            self.telemetry.transition(&self.breaker, t);
+        }
+        now
+    }
+}

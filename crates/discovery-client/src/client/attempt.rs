@@ -1,0 +1,127 @@
+//! One attempt: a request sent to one instance under its breaker's permit, then judged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::decode::{Check, Decode};
+use super::endpoints::Endpoint;
+use crate::Error;
+use crate::balance::InFlightGuard;
+use crate::breaker::{Gate, Permit};
+use crate::classify::{self, Classify, Outcome};
+use crate::transport::{BoxTransport, SendError, Sending};
+
+/// An attempt under way on one instance.
+pub(super) struct Sent {
+    /// The instance, as an index into the call's endpoints.
+    pub(super) index: usize,
+    /// The instance's answer (or why there is none), bounded by `limit`.
+    pub(super) response: Sending,
+    /// The breaker's permit, whose outcome is recorded when the attempt is judged; dropped
+    /// unrecorded if the attempt is (the call was dropped), which frees a probe slot.
+    permit: Permit,
+    /// Counts the attempt in the instance's requests in flight until it ends.
+    in_flight: InFlightGuard,
+    /// When it was sent.
+    pub(super) started: Instant,
+    /// The time it was given (the per-attempt timeout, or less before a deadline).
+    limit: Duration,
+}
+
+/// An attempt that ended, judged (and recorded on its breaker).
+pub(super) struct Judged<T> {
+    /// The instance, as an index into the call's endpoints.
+    pub(super) index: usize,
+    /// How the classifier judged it.
+    pub(super) outcome: Outcome,
+    /// The answer, with the decoder's value for a 2xx; or why there is none.
+    pub(super) result: Result<(http::Response<Bytes>, Option<T>), Error>,
+    /// From sending to judging.
+    pub(super) elapsed: Duration,
+}
+
+impl Sent {
+    /// Sends `request` to `endpoints[index]` through `transport` under `permit` at `now`,
+    /// allowing it `limit`: logs `{service} using instance {id}: {address}` and counts the
+    /// attempt in flight.
+    pub(super) fn start(
+        index: usize,
+        endpoint: &Endpoint,
+        permit: Permit,
+        transport: &BoxTransport,
+        request: http::Request<Bytes>,
+        limit: Duration,
+        now: Instant,
+    ) -> Self {
+        endpoint.gate.sending();
+        Self {
+            index,
+            in_flight: endpoint.in_flight.start(),
+            response: transport.send(request, now + limit),
+            permit,
+            started: now,
+            limit,
+        }
+    }
+
+    /// Judges what the attempt got (`sent`): an error names the instance; a 2xx body goes to
+    /// `decode` (a body it refuses is [`Error::Decode`]); then the classifier decides, and
+    /// the outcome goes to the breaker, the metrics and the instance's figures.
+    pub(super) fn judge<D: Decode>(
+        self,
+        sent: Result<http::Response<Bytes>, SendError>,
+        gate: &Gate,
+        classifier: &dyn Classify,
+        decode: D,
+    ) -> Judged<D::Output> {
+        // The attempt has ended: it leaves the in-flight count now.
+        drop(self.in_flight);
+        let address = gate.address();
+        let (result, value) = match sent {
+            Ok(answer) if answer.status().is_success() => match decode.decode(answer.body()) {
+                Ok(value) => (Ok(answer), Some(value)),
+                Err(message) => {
+                    let address = address.to_string();
+                    (Err(Error::Decode { address, message }), None)
+                }
+            },
+            Ok(answer) => (Ok(answer), None),
+            Err(SendError::TimedOut) => {
+                let (address, timeout) = (address.to_string(), self.limit);
+                (Err(Error::Timeout { address, timeout }), None)
+            }
+            Err(SendError::Failed(error)) => (Err(Error::from_transport(error, address)), None),
+        };
+        let outcome = classify::judge(classifier, &result);
+        let judged_at = gate.record(self.permit, outcome, self.started);
+        Judged {
+            index: self.index,
+            outcome,
+            result: result.map(|answer| (answer, value)),
+            elapsed: judged_at.saturating_duration_since(self.started),
+        }
+    }
+
+    /// Lets the attempt run to its own end in a task of its own, still counted in flight,
+    /// and judges it then with `check` (the call's decoder, without the value): its outcome
+    /// is recorded on the breaker like any other's.
+    pub(super) fn detach(
+        mut self,
+        endpoint: &Endpoint,
+        classifier: Arc<dyn Classify>,
+        check: fn(&[u8]) -> Result<(), String>,
+    ) {
+        let gate = endpoint.gate.clone();
+        tokio::spawn(async move {
+            let sent = (&mut self.response).await;
+            let judged = self.judge(sent, &gate, &*classifier, Check(check));
+            let telemetry = gate.telemetry();
+            let (service, id, outcome) = (telemetry.service(), telemetry.id(), judged.outcome);
+            tracing::debug!(service = %service, instance = %id, outcome = ?outcome,
+                "{service} hedged-over attempt on instance {id} ended: {outcome:?}");
+        });
+    }
+}

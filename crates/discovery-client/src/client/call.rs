@@ -1,0 +1,324 @@
+//! One call, start to end.
+//!
+//! ```text
+//!        ┌────────────────── retry: another instance ◀──────────────┐
+//!        ▼                                                          │ failed
+//!      pick ──▶ attempt (timeout, classify, record) ──▶ ended? ─────┤
+//!                  │ not answered after the hedge delay             │ did not fail
+//!                  └──▶ hedge: one more attempt elsewhere, race ────┴──▶ answer
+//! ```
+//!
+//! 1. **Pick.** The endpoints discovery knows (the first call waits at most one timeout for
+//!    discovery's first answer; if discovery failed before finding anything, the call is
+//!    [`Error::Discovery`]). The client's [`Balance`](crate::Balance) rule chooses among the
+//!    instances not tried yet in this call whose breaker grants a permit. None: `all
+//!    services are down` and [`Error::AllInstancesDown`] at once (or, after a failed
+//!    attempt, that attempt's error).
+//! 2. **Attempt.** The request goes to that instance through the transport, logged
+//!    (`ratings using instance 1: ...`) and bounded by the per-attempt timeout (or what is
+//!    left of the deadline). The whole answer is judged: a 2xx body the caller's decoder
+//!    refuses is [`Error::Decode`]; then the classifier decides, and the outcome is recorded
+//!    on the instance's breaker (whose transitions are logged as `OPEN breaker on [...]`,
+//!    `RETEST ...`, `CLOSE ...`), in the metrics and in the instance's figures.
+//! 3. **Hedge.** An idempotent attempt (or any, with `retry_non_idempotent`) that has not
+//!    ended after the hedge delay ([`Hedging`](crate::Hedging)) gets one more attempt on
+//!    another instance, taken from the retry budget and counted against `max_retries`. The
+//!    first of the two to end without failing is the answer; the other is not cancelled but
+//!    handed to a task of its own, still counted in flight, and judged when it ends, so a
+//!    paused instance's breaker still opens when its attempt times out. If the first to end
+//!    failed, the call waits for the other.
+//! 4. **Retry.** After a failed attempt, an idempotent call tries an instance not tried yet,
+//!    while `max_retries`, the retry budget and the deadline allow.
+//! 5. **Answer.** The first attempt that did not fail (a 4xx is the caller's answer: it is
+//!    returned, never retried); or, when every try failed, the last failure.
+//!
+//! The state of one call is one [`Call`]; dropping the call's future drops its attempts,
+//! whose permits are then recorded as neither success nor failure.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{Either, select};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method};
+use tokio::time::Instant;
+
+use super::Inner;
+use super::attempt::{Judged, Sent};
+use super::decode::Decode;
+use super::endpoints::Endpoint;
+use super::response::Answer;
+use crate::Error;
+use crate::classify::Outcome;
+use crate::transport::SendError;
+
+/// What every attempt of a call sends.
+#[derive(Debug)]
+pub(super) struct Request {
+    method: Method,
+    /// Path and query, sent to each instance after its address's own path.
+    path: PathAndQuery,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Request {
+    /// A request for `path` (which must start with `/`).
+    pub(super) fn new(
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Self, Error> {
+        if !path.starts_with('/') {
+            return Err(Error::InvalidRequest(format!(
+                "path {path:?} must start with '/'"
+            )));
+        }
+        let path = PathAndQuery::try_from(path)
+            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
+        Ok(Self {
+            method,
+            path,
+            headers,
+            body,
+        })
+    }
+
+    /// The request one attempt sends to `endpoint`.
+    fn to(&self, endpoint: &Endpoint) -> Result<http::Request<Bytes>, Error> {
+        let uri = endpoint.base.join(Some(&self.path))?;
+        let mut request = http::Request::new(self.body.clone());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = uri;
+        if !self.headers.is_empty() {
+            *request.headers_mut() = self.headers.clone();
+        }
+        Ok(request)
+    }
+}
+
+/// The state of one call.
+struct Call<'c, D> {
+    /// The client's settings and shared state.
+    client: &'c Inner,
+    /// What each attempt sends.
+    request: &'c Request,
+    /// What a 2xx body becomes.
+    decode: D,
+    /// The endpoints this call picks from (discovery's set when it started).
+    endpoints: Arc<[Endpoint]>,
+    /// Endpoints tried, or under way, in this call (indexes into `endpoints`).
+    tried: Vec<usize>,
+    /// Attempts sent, the first and a hedge included.
+    attempts: u32,
+    /// When the whole call must end, if there is a deadline.
+    deadline: Option<Instant>,
+    /// Whether a failed attempt may be retried, and a slow one hedged.
+    retryable: bool,
+    /// How long an attempt may go unanswered before it is hedged; `None`: never.
+    hedge_after: Option<Duration>,
+    /// The error of the last failed attempt.
+    last_error: Option<Error>,
+}
+
+/// Sends `request` as the [module docs](self) say, decoding a 2xx answer with `decode`.
+pub(super) async fn call<D: Decode>(
+    client: &Inner,
+    request: &Request,
+    decode: D,
+) -> Result<Answer<D::Output>, Error> {
+    let started = Instant::now();
+    client.budget.deposit_at(started);
+    // The first attempt starts when the call did, unless discovery had to be waited for.
+    let (endpoints, now) = match client.known_endpoints()? {
+        Some(endpoints) => (endpoints, started),
+        None => (client.first_endpoints().await?, Instant::now()),
+    };
+    let retryable = request.method.is_idempotent() || client.retry_non_idempotent;
+    let call = Call {
+        client,
+        request,
+        decode,
+        endpoints,
+        tried: Vec::new(),
+        attempts: 0,
+        deadline: client.deadline.map(|d| started + d),
+        retryable,
+        hedge_after: retryable
+            .then(|| client.hedging.delay(&client.latency))
+            .flatten(),
+        last_error: None,
+    };
+    call.run(now).await
+}
+
+impl<D: Decode> Call<'_, D> {
+    async fn run(mut self, mut now: Instant) -> Result<Answer<D::Output>, Error> {
+        loop {
+            // Pick, and send (a retry only if the budget allows).
+            let retry = self.attempts > 0;
+            let Some(first) = self.send_next(now, retry)? else {
+                break;
+            };
+            if retry {
+                self.client.telemetry.retried();
+            }
+            // Wait for it, hedging if it is slow.
+            let judged = match self.hedge_after {
+                Some(delay) => self.wait_or_hedge(first, delay).await?,
+                None => self.finish(first).await,
+            };
+            if judged.outcome != Outcome::Failure {
+                return self.answer(judged);
+            }
+            self.failed(judged);
+            // Retry?
+            now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Err(self.deadline_exceeded());
+            }
+            if !self.retryable || self.attempts > self.client.max_retries {
+                break;
+            }
+        }
+        Err(match self.last_error {
+            Some(error) => error,
+            None => self.client.telemetry.all_down(),
+        })
+    }
+
+    /// Picks an endpoint not tried yet whose breaker grants a permit at `now` and sends the
+    /// request there; `None` if there is none, or if `from_budget` (a retry or a hedge) and
+    /// the retry budget has no room.
+    fn send_next(&mut self, now: Instant, from_budget: bool) -> Result<Option<Sent>, Error> {
+        let (client, endpoints, tried) = (self.client, &self.endpoints, &self.tried);
+        let picked = client.picker.pick(
+            client.balance,
+            endpoints.len(),
+            |i| client.balance.load(&endpoints[i].in_flight),
+            |i| match tried.contains(&i) {
+                true => None,
+                false => endpoints[i].gate.acquire(now),
+            },
+        );
+        let Some((index, permit)) = picked else {
+            return Ok(None);
+        };
+        // Not sent: the permit is dropped unrecorded (a probe's slot is freed).
+        if from_budget && !client.budget.withdraw_at(now) {
+            return Ok(None);
+        }
+        let endpoint = &self.endpoints[index];
+        let request = self.request.to(endpoint)?;
+        let limit = match self.deadline {
+            Some(d) => client.timeout.min(d.saturating_duration_since(now)),
+            None => client.timeout,
+        };
+        self.tried.push(index);
+        self.attempts += 1;
+        let transport = &client.transport;
+        Ok(Some(Sent::start(
+            index, endpoint, permit, transport, request, limit, now,
+        )))
+    }
+
+    /// Waits for `sent` to end and judges it.
+    async fn finish(&self, mut sent: Sent) -> Judged<D::Output> {
+        let answer = (&mut sent.response).await;
+        self.judge(sent, answer)
+    }
+
+    fn judge(
+        &self,
+        sent: Sent,
+        answer: Result<http::Response<Bytes>, SendError>,
+    ) -> Judged<D::Output> {
+        let gate = &self.endpoints[sent.index].gate;
+        sent.judge(answer, gate, &*self.client.classifier, self.decode)
+    }
+
+    /// Waits for `first`; if it has not ended after `delay`, and `max_retries`, the retry
+    /// budget and the deadline allow, races it with a hedge on an endpoint not tried yet. The
+    /// first attempt to end without failing wins and the other is detached; if the first to
+    /// end failed, the other is waited for.
+    async fn wait_or_hedge(
+        &mut self,
+        mut first: Sent,
+        delay: Duration,
+    ) -> Result<Judged<D::Output>, Error> {
+        let fire_at = first.started + delay;
+        if self.deadline.is_some_and(|d| fire_at >= d) {
+            return Ok(self.finish(first).await);
+        }
+        let timer = pin!(tokio::time::sleep_until(fire_at));
+        if let Either::Left((answer, _)) = select(&mut first.response, timer).await {
+            return Ok(self.judge(first, answer));
+        }
+        if self.attempts > self.client.max_retries {
+            return Ok(self.finish(first).await);
+        }
+        let Some(mut hedge) = self.send_next(Instant::now(), true)? else {
+            return Ok(self.finish(first).await);
+        };
+        let (slow, quick) = (first.index, hedge.index);
+        let id = |index: usize| &self.endpoints[index].instance.id;
+        self.client.telemetry.hedging(id(slow), delay, id(quick));
+        let (ended, answer, other) = match select(&mut first.response, &mut hedge.response).await {
+            Either::Left((answer, _)) => (first, answer, hedge),
+            Either::Right((answer, _)) => (hedge, answer, first),
+        };
+        let judged = self.judge(ended, answer);
+        if judged.outcome != Outcome::Failure {
+            self.client.telemetry.hedged(judged.index == quick);
+            let classifier = Arc::clone(&self.client.classifier);
+            let endpoint = &self.endpoints[other.index];
+            other.detach(endpoint, classifier, self.decode.check());
+            return Ok(judged);
+        }
+        self.failed(judged);
+        let last = self.finish(other).await;
+        let won = last.index == quick && last.outcome != Outcome::Failure;
+        self.client.telemetry.hedged(won);
+        Ok(last)
+    }
+
+    /// What an attempt that did not fail gives the caller: its answer, or an error that is
+    /// the caller's own (such as a request no instance could take).
+    fn answer(&self, judged: Judged<D::Output>) -> Result<Answer<D::Output>, Error> {
+        let (response, value) = judged.result?;
+        if self.client.hedging.is_adaptive() {
+            self.client.latency.record(judged.elapsed);
+        }
+        Ok(Answer {
+            response,
+            value,
+            instance: Arc::clone(&self.endpoints[judged.index].instance),
+        })
+    }
+
+    /// Keeps the error of a failed attempt (a failing answer becomes [`Error::Status`]).
+    fn failed(&mut self, judged: Judged<D::Output>) {
+        let instance = &self.endpoints[judged.index].instance;
+        let error = match judged.result {
+            Ok((answer, _)) => Error::Status {
+                address: instance.address.clone(),
+                status: answer.status().as_u16(),
+            },
+            Err(error) => error,
+        };
+        let (service, id) = (self.client.telemetry.service(), &instance.id);
+        tracing::debug!(service = %service, instance = %id, address = %instance.address,
+            error = %error, "{service} attempt on instance {id} failed: {error}");
+        self.last_error = Some(error);
+    }
+
+    fn deadline_exceeded(&self) -> Error {
+        Error::DeadlineExceeded {
+            service: self.client.telemetry.service().to_string(),
+            deadline: self.client.deadline.unwrap_or_default(),
+        }
+    }
+}
