@@ -81,7 +81,7 @@ fn rating_html(view: &RatingView) -> String {
         Some(rating) => {
             let full = usize::from(rating.min(5));
             let stars = format!("{}{}", "★".repeat(full), "☆".repeat(5 - full));
-            let from = match view.instance {
+            let from = match &view.instance {
                 Some(instance) => format!("instance {instance}, {}", view.source.as_str()),
                 None => view.source.as_str().to_string(),
             };
@@ -181,30 +181,32 @@ pub fn thank_you(bought: &[LineView<'_>]) -> String {
 /// How often the status page reloads itself, in seconds.
 pub const STATUS_REFRESH_SECS: u32 = 2;
 
-/// `GET /status`: one row per ratings instance (breaker state, requests, errors, recent
-/// latency) and the totals by rating source. Reloads itself every
-/// [`STATUS_REFRESH_SECS`] seconds.
+/// `GET /status`: one row per ratings instance (breaker state, attempts in flight, requests,
+/// failures, recent latency, as the ratings client reports them) and the totals by rating
+/// source. Reloads itself every [`STATUS_REFRESH_SECS`] seconds.
 pub fn status(report: &StatusReport) -> String {
     let mut rows = String::new();
     for instance in &report.instances {
-        let latency = |ms: Option<f64>| ms.map_or_else(|| "–".to_string(), |ms| format!("{ms:.1}"));
+        let latency = |ms: Option<f64>| ms.map_or_else(|| "—".to_string(), |ms| format!("{ms:.2}"));
         rows.push_str(&format!(
             "<tr class=\"instance\" id=\"instance-{id}\" data-state=\"{state}\">\
              <td>{id}</td><td>{address}</td><td class=\"breaker {state}\">{state}</td>\
-             <td class=\"num requests\">{requests}</td><td class=\"num errors\">{errors}</td>\
-             <td class=\"num\">{p50}</td><td class=\"num\">{mean}</td></tr>\n",
+             <td class=\"num in-flight\">{in_flight}</td>\
+             <td class=\"num requests\">{requests}</td><td class=\"num failures\">{failures}</td>\
+             <td class=\"num p50\">{p50}</td><td class=\"num p99\">{p99}</td></tr>\n",
             id = escape(&instance.id),
             address = escape(&instance.address),
             state = escape(&instance.state),
+            in_flight = instance.in_flight,
             requests = instance.requests,
-            errors = instance.errors,
+            failures = instance.failures,
             p50 = latency(instance.latency_p50_ms),
-            mean = latency(instance.latency_mean_ms),
+            p99 = latency(instance.latency_p99_ms),
         ));
     }
     if report.instances.is_empty() {
         rows.push_str(
-            "<tr><td colspan=\"7\" id=\"no-instances\">No instance known: \
+            "<tr><td colspan=\"8\" id=\"no-instances\">No instance known: \
              is any ratings instance running?</td></tr>\n",
         );
     }
@@ -217,13 +219,17 @@ pub fn status(report: &StatusReport) -> String {
          <header><h1><a href=\"/\">Market</a></h1><span>status</span></header>\n<main>\n\
          <h2>{service} instances</h2>\n\
          <table id=\"instances\">\n<thead><tr><th>Instance</th><th>Address</th><th>Breaker</th>\
-         <th class=\"num\">Requests</th><th class=\"num\">Errors</th>\
-         <th class=\"num\">p50 ms</th><th class=\"num\">mean ms</th></tr></thead>\n\
+         <th class=\"num\">In flight</th><th class=\"num\">Requests</th><th class=\"num\">Failures</th>\
+         <th class=\"num\">p50 ms</th><th class=\"num\">p99 ms</th></tr></thead>\n\
          <tbody>\n{rows}</tbody>\n</table>\n\
          <p id=\"rating-sources\">Ratings shown: {live} live, {cache} from cache, {stale} stale, \
          {none} none.</p>\n\
-         <p class=\"note\">Latencies are over each instance's last {recent} answered calls; \
-         errors are failures that opened its breaker. Refreshes every {STATUS_REFRESH_SECS} s; \
+         <p class=\"note\">As the ratings client counts them since it first saw each address: \
+         requests are the attempts sent to the instance whose outcome is known (a call retried \
+         or hedged elsewhere counts on each instance it tried); failures are those that were the \
+         instance's own (timeouts, transport errors, 5xx answers, bodies that did not decode); \
+         latencies are the median and 99th percentile of its latest 128 attempts. \
+         Refreshes every {STATUS_REFRESH_SECS} s; \
          <a href=\"/api/status\">JSON</a>, <a href=\"/metrics\">metrics</a>.</p>\n\
          </main>\n</body>\n</html>\n",
         service = escape(&report.service),
@@ -231,7 +237,6 @@ pub fn status(report: &StatusReport) -> String {
         cache = totals.cache,
         stale = totals.stale,
         none = totals.none,
-        recent = crate::status::book::RECENT_CALLS,
     )
 }
 
@@ -255,20 +260,21 @@ mod tests {
 
     #[test]
     fn the_status_page_refreshes_and_shows_each_instance() {
-        use crate::status::{InstanceReport, SourceTotals};
+        use crate::ratings::SourceCounts;
+        use crate::status::InstanceReport;
         let report = StatusReport {
             service: "ratings".into(),
             instances: vec![InstanceReport {
                 id: "1".into(),
                 address: "http://127.0.0.1:8001/<x>".into(),
                 state: "open".into(),
+                in_flight: 1,
                 requests: 5,
-                errors: 2,
-                latency_p50_ms: Some(1.24),
-                latency_mean_ms: None,
-                latency_samples: 3,
+                failures: 2,
+                latency_p50_ms: Some(1.5),
+                latency_p99_ms: None,
             }],
-            ratings: SourceTotals {
+            ratings: SourceCounts {
                 live: 3,
                 cache: 0,
                 stale: 1,
@@ -282,12 +288,19 @@ mod tests {
         );
         assert!(page.contains("<tr class=\"instance\" id=\"instance-1\" data-state=\"open\">"));
         assert!(page.contains("http://127.0.0.1:8001/&lt;x&gt;"), "escaped");
-        assert!(page.contains("<td class=\"num requests\">5</td><td class=\"num errors\">2</td>"));
         assert!(
-            page.contains("<td class=\"num\">1.2</td><td class=\"num\">–</td>"),
+            page.contains(
+                "<td class=\"num in-flight\">1</td>\
+                 <td class=\"num requests\">5</td><td class=\"num failures\">2</td>\
+                 <td class=\"num p50\">1.50</td><td class=\"num p99\">—</td>"
+            ),
             "{page}"
         );
         assert!(page.contains("3 live, 0 from cache, 1 stale, 0 none"));
+        assert!(
+            page.contains("<th class=\"num\">Failures</th><th class=\"num\">p50 ms</th>"),
+            "{page}"
+        );
         let empty = status(&StatusReport {
             instances: Vec::new(),
             ..report
@@ -308,8 +321,8 @@ mod tests {
     fn ratings_render_as_stars_and_number_or_no_rating_yet() {
         let four = RatingView {
             rating: Some(4),
-            source: RatingSource::Live,
-            instance: Some(2),
+            source: RatingSource::Stale,
+            instance: Some("2".into()),
         };
         let html = rating_html(&four);
         assert!(html.contains("★★★★☆"), "{html}");
@@ -317,12 +330,13 @@ mod tests {
             html.contains("<span class=\"rating-number\">4</span>/5"),
             "{html}"
         );
-        assert!(html.contains("instance 2, live"), "{html}");
+        assert!(html.contains("title=\"instance 2, stale\""), "{html}");
+        assert!(html.contains("data-source=\"stale\""), "{html}");
         // Out-of-range ratings never underflow the empty stars.
         assert!(
             rating_html(&RatingView {
                 rating: Some(9),
-                ..four
+                ..four.clone()
             })
             .contains("★★★★★")
         );

@@ -17,7 +17,8 @@
 //! - [`html`]: the pages as escaped HTML strings.
 //! - [`error`]: the handlers' error type, as JSON or as a page.
 //! - [`status`]: the live view of the ratings instances (`/status`, `/api/status`, and the
-//!   table the `watch` program draws), from the market's own record of its calls.
+//!   table the `watch` program draws): the ratings client's figures for each instance, and
+//!   how many ratings shown were live, cached, stale or missing.
 //!
 //! Observability: `/metrics` serves the process's Prometheus recorder (installed by
 //! [`AppState::new`]); each request continues or starts a W3C trace whose id is in its log

@@ -9,31 +9,30 @@
 //! nothing errors.
 //!
 //! Each call carries the page load's trace as a W3C `traceparent` (same trace id, a new span
-//! id per call), so the ratings instance that answers logs the same trace id; and each call
-//! is timed and recorded in the [`StatusBook`] for `/status`.
+//! id per call), so the ratings instance that answers logs the same trace id. Each rating's
+//! view names the instance that gave it, as the client reports it, and its source is counted
+//! in the [`SourceCounter`] for `/status`.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use discovery_client::{ServiceClient, Source};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use service_telemetry::TraceContext;
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::catalog::Item;
-use crate::status::StatusBook;
 
-/// The ratings service's answer to `GET /ratings/{item_id}`.
+/// The ratings service's answer to `GET /ratings/{item_id}`. Other fields (ratings also
+/// sends its instance number) are ignored: the client says which instance answered.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Rating {
     /// The item rated.
     pub item_id: String,
     /// Stars, 1 to 5.
     pub rating: u8,
-    /// Which instance answered (a number; absent or malformed is tolerated).
-    #[serde(default, deserialize_with = "lenient_instance")]
-    pub instance: Option<u32>,
 }
 
 /// Where a shown rating came from: the library's [`Source`], plus `none` for no rating.
@@ -73,14 +72,15 @@ impl From<Source> for RatingSource {
 }
 
 /// What the page shows for one item's rating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RatingView {
     /// Stars, or `None` for "no rating yet".
     pub rating: Option<u8>,
     /// Where the rating came from.
     pub source: RatingSource,
-    /// The instance that produced it, when known.
-    pub instance: Option<u32>,
+    /// The id of the instance that gave it (for a cached or stale rating, the one that gave
+    /// it when it was fetched); `None` with no rating.
+    pub instance: Option<String>,
 }
 
 impl RatingView {
@@ -94,16 +94,16 @@ impl RatingView {
     }
 }
 
-/// What a page load's ratings calls share: the client, the page load's trace, and the book
-/// the calls are recorded in.
+/// What a page load's ratings calls share: the client, the page load's trace, and the
+/// counter of the sources shown.
 #[derive(Debug, Clone, Copy)]
 pub struct Fetch<'a> {
     /// The ratings client.
     pub client: &'a ServiceClient,
     /// The page load's trace; each call is sent as a child of it.
     pub trace: &'a TraceContext,
-    /// Where each call's instance, latency and source are recorded.
-    pub book: &'a StatusBook,
+    /// Where each rating's source is counted.
+    pub shown: &'a SourceCounter,
 }
 
 /// Fetches the ratings of `items` concurrently, in the same order.
@@ -112,9 +112,8 @@ pub async fn fetch_all(fetch: Fetch<'_>, items: &[Item]) -> Vec<RatingView> {
 }
 
 async fn fetch_one(fetch: Fetch<'_>, item: &Item) -> RatingView {
-    let started = Instant::now();
     let view = call(fetch, item).await;
-    fetch.book.record(&view, started.elapsed());
+    fetch.shown.add(view.source);
     view
 }
 
@@ -131,7 +130,7 @@ async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
         Ok(cached) => RatingView {
             rating: Some(cached.value.rating),
             source: cached.source.into(),
-            instance: cached.value.instance,
+            instance: Some(cached.instance.id.clone()),
         },
         Err(error) => {
             // The client already logs "all services are down" and breaker changes; this
@@ -142,17 +141,18 @@ async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
     }
 }
 
-/// How many ratings of a page load came from each source, for the page-load log line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How many ratings came from each source: a page load's, for its log line, or every one
+/// shown since the market started, in `/api/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceCounts {
-    /// Fetched live.
-    pub live: usize,
-    /// From the fresh cache.
-    pub cache: usize,
-    /// Stale fallbacks.
-    pub stale: usize,
-    /// No rating.
-    pub none: usize,
+    /// Fetched from an instance.
+    pub live: u64,
+    /// From the market's fresh cache.
+    pub cache: u64,
+    /// Every instance failed; the last good rating was shown.
+    pub stale: u64,
+    /// No rating could be had ("no rating yet").
+    pub none: u64,
 }
 
 impl SourceCounts {
@@ -181,18 +181,53 @@ impl fmt::Display for SourceCounts {
     }
 }
 
-/// Accepts `1` or `"1"`; anything else is `None` rather than a decode failure, since the
-/// instance number is only shown, never relied on.
-fn lenient_instance<'de, D>(deserializer: D) -> Result<Option<u32>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
-    Ok(match value {
-        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        _ => None,
-    })
+/// How many ratings shown since the market started came from each source: the one figure
+/// of `/status` the ratings client does not know (it keeps the per-instance ones). Four
+/// counters shared by every clone, with no lock on the page loads' path.
+#[derive(Debug, Clone, Default)]
+pub struct SourceCounter {
+    /// Shared by every clone.
+    counts: Arc<Counters>,
+}
+
+/// One count per [`RatingSource`].
+#[derive(Debug, Default)]
+struct Counters {
+    live: AtomicU64,
+    cache: AtomicU64,
+    stale: AtomicU64,
+    none: AtomicU64,
+}
+
+impl SourceCounter {
+    /// All zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one rating shown from `source`.
+    pub fn add(&self, source: RatingSource) {
+        let counts = &self.counts;
+        let count = match source {
+            RatingSource::Live => &counts.live,
+            RatingSource::Cache => &counts.cache,
+            RatingSource::Stale => &counts.stale,
+            RatingSource::None => &counts.none,
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn totals(&self) -> SourceCounts {
+        let counts = &self.counts;
+        let get = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        SourceCounts {
+            live: get(&counts.live),
+            cache: get(&counts.cache),
+            stale: get(&counts.stale),
+            none: get(&counts.none),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -200,43 +235,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ratings_decode_with_or_without_a_usable_instance() {
+    fn ratings_decode_whatever_else_the_answer_carries() {
         let decode = |json: &str| serde_json::from_str::<Rating>(json).unwrap();
         let full = decode(r#"{"item_id": "widget", "rating": 4, "instance": 1}"#);
-        assert_eq!((full.rating, full.instance), (4, Some(1)));
+        assert_eq!((full.item_id.as_str(), full.rating), ("widget", 4));
         assert_eq!(
-            decode(r#"{"item_id": "w", "rating": 2, "instance": "3"}"#).instance,
-            Some(3)
+            decode(r#"{"item_id": "w", "rating": 2, "instance": [1]}"#).rating,
+            2
         );
-        assert_eq!(decode(r#"{"item_id": "w", "rating": 2}"#).instance, None);
-        assert_eq!(
-            decode(r#"{"item_id": "w", "rating": 2, "instance": [1]}"#).instance,
-            None
-        );
+        assert_eq!(decode(r#"{"item_id": "w", "rating": 2}"#).rating, 2);
         assert!(serde_json::from_str::<Rating>(r#"{"item_id": "w"}"#).is_err());
+    }
+
+    fn view(source: RatingSource) -> RatingView {
+        RatingView {
+            rating: Some(3),
+            source,
+            instance: Some("1".into()),
+        }
     }
 
     #[test]
     fn sources_are_counted_and_named() {
-        let view = |source| RatingView {
-            rating: Some(3),
-            source,
-            instance: None,
-        };
         let views = [
             view(RatingSource::Live),
             view(RatingSource::Live),
             view(RatingSource::Stale),
             RatingView::none(),
         ];
+        let counts = SourceCounts::of(&views);
+        assert_eq!(counts.to_string(), "2 live, 0 cache, 1 stale, 1 none");
         assert_eq!(
-            SourceCounts::of(&views).to_string(),
-            "2 live, 0 cache, 1 stale, 1 none"
+            serde_json::to_value(counts).unwrap(),
+            serde_json::json!({"live": 2, "cache": 0, "stale": 1, "none": 1})
         );
         assert_eq!(RatingSource::from(Source::Cache).as_str(), "cache");
         assert_eq!(
             serde_json::to_value(RatingSource::None).unwrap(),
             serde_json::json!("none")
+        );
+    }
+
+    #[test]
+    fn the_counter_adds_up_every_source_across_clones() {
+        let counter = SourceCounter::new();
+        let clone = counter.clone();
+        for source in [
+            RatingSource::Live,
+            RatingSource::Live,
+            RatingSource::Cache,
+            RatingSource::Stale,
+            RatingSource::None,
+            RatingSource::None,
+        ] {
+            clone.add(source);
+        }
+        counter.add(RatingSource::None);
+        assert_eq!(
+            counter.totals(),
+            SourceCounts {
+                live: 2,
+                cache: 1,
+                stale: 1,
+                none: 3,
+            }
         );
     }
 }

@@ -7,7 +7,8 @@ use service_telemetry::PrometheusHandle;
 
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
-use crate::status::{StatusBook, StatusReport};
+use crate::ratings::SourceCounter;
+use crate::status::StatusReport;
 
 /// Shared state of the market's handlers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -18,32 +19,33 @@ pub struct AppState {
     pub ratings: ServiceClient,
     /// Every visitor's cart.
     pub carts: CartStore,
-    /// The market's record of its ratings calls, for `/status`.
-    pub status: StatusBook,
+    /// How many ratings shown came from each source, for `/status` (the per-instance
+    /// figures are the ratings client's).
+    pub shown: SourceCounter,
     /// The process's Prometheus recorder, rendered by `/metrics`.
     pub metrics: PrometheusHandle,
 }
 
 impl AppState {
     /// State from its parts. Installs the process-wide metrics recorder if it is not yet
-    /// installed, and starts counting the ratings client's breaker openings (so call it
-    /// inside a tokio runtime, as building the client already requires).
+    /// installed.
     pub fn new(catalog: Catalog, ratings: ServiceClient, carts: CartStore) -> Self {
-        let status = StatusBook::new();
-        status.follow(ratings.subscribe());
         Self {
             catalog: Arc::new(catalog),
             ratings,
             carts,
-            status,
+            shown: SourceCounter::new(),
             metrics: service_telemetry::prometheus::install(),
         }
     }
 
-    /// What `/status` and `/api/status` show: each ratings instance with its breaker state
-    /// and the market's counts and latencies for it.
+    /// What `/status` and `/api/status` show: each ratings instance as the client sees it,
+    /// and the ratings shown by source.
     pub fn status_report(&self) -> StatusReport {
-        self.status
-            .report(self.ratings.service(), &self.ratings.instances())
+        StatusReport::new(
+            self.ratings.service(),
+            &self.ratings.instances(),
+            self.shown.totals(),
+        )
     }
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -30,9 +30,24 @@ fn sources(items: &[Value]) -> Vec<&str> {
         .collect()
 }
 
+/// Each item's `rating_instance`.
+fn instances(items: &[Value]) -> BTreeMap<String, Value> {
+    items
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap().to_owned(),
+                i["rating_instance"].clone(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn items_carry_ids_names_prices_and_live_ratings() {
-    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
+    // Its answers say "instance": 7; the market names the instance as the client does, and
+    // a static list numbers its first address 1.
+    let fake = FakeRatings::start(7, Behaviour::Ratings).await;
     let app = app_for(&[&fake.url]);
 
     let items = items(&app).await;
@@ -127,6 +142,42 @@ async fn with_a_cache_ttl_repeated_loads_are_served_from_the_cache() {
     assert_eq!(sources(&items(&app).await), ["live"; 4]);
     assert_eq!(sources(&items(&app).await), ["cache"; 4]);
     assert_eq!(fake.hits(), 4, "cached answers must not call ratings");
+}
+
+#[tokio::test]
+async fn cached_and_stale_ratings_name_the_instance_that_gave_them() {
+    // Numbered unlike their places in the list (1 and 2), so that an instance named from
+    // the answers' own "instance" field would show.
+    let one = FakeRatings::start(21, Behaviour::Ratings).await;
+    let two = FakeRatings::start(22, Behaviour::Ratings).await;
+    let cached = market_app::app(AppState::new(
+        Catalog::standard(),
+        client(&[&one.url, &two.url], Duration::from_secs(60)),
+        CartStore::new(10),
+    ));
+    let uncached = app_for(&[&one.url, &two.url]);
+    let live_cached = items(&cached).await;
+    let live_uncached = items(&uncached).await;
+    assert_eq!(sources(&live_cached), ["live"; 4]);
+    assert_eq!(sources(&live_uncached), ["live"; 4]);
+    for item in live_cached.iter().chain(&live_uncached) {
+        assert!(
+            item["rating_instance"] == 1 || item["rating_instance"] == 2,
+            "{item}"
+        );
+    }
+
+    // From the fresh cache: each rating names the instance that gave it live.
+    let from_cache = items(&cached).await;
+    assert_eq!(sources(&from_cache), ["cache"; 4]);
+    assert_eq!(instances(&from_cache), instances(&live_cached));
+
+    // Every instance failing: each stale rating names the instance that gave it live.
+    one.set(Behaviour::Status(503));
+    two.set(Behaviour::Status(503));
+    let stale = items(&uncached).await;
+    assert_eq!(sources(&stale), ["stale"; 4]);
+    assert_eq!(instances(&stale), instances(&live_uncached));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! What an operator sees, through `oneshot`: `/api/status` and `/status` follow the ratings
-//! instances' breakers, `/metrics` counts requests, and page loads carry a W3C trace to
-//! ratings.
+//! What an operator sees, through `oneshot`: `/api/status` and `/status` show the ratings
+//! client's figures for each instance (breaker, in flight, requests, failures, latency),
+//! `/metrics` counts requests, and page loads carry a W3C trace to ratings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -12,6 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use fake_ratings::{Behaviour, ClosedPort, FakeRatings};
+use serde_json::{Value, json};
 use service_telemetry::TraceContext;
 use support::{app_for, get, send};
 use tokio::time::Instant;
@@ -33,6 +34,16 @@ async fn status_until(
         assert!(Instant::now() < deadline, "no {what} in time: {status}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// An instance's p50 and p99 latency, which must be there.
+fn latencies(instance: &Value) -> (f64, f64) {
+    let ms = |field: &str| {
+        instance[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {field}: {instance}"))
+    };
+    (ms("latency_p50_ms"), ms("latency_p99_ms"))
 }
 
 fn instance<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -59,11 +70,18 @@ async fn status_shows_each_instance_and_follows_its_breaker() {
     assert_eq!(status["service"], "ratings");
     assert_eq!(instance(&status, "1")["state"], "closed");
     assert_eq!(instance(&status, "2")["state"], "closed");
-    assert_eq!(instance(&status, "1")["requests"], 0);
-    assert_eq!(
-        instance(&status, "1")["latency_p50_ms"],
-        serde_json::Value::Null
-    );
+    for id in ["1", "2"] {
+        let fresh = instance(&status, id);
+        for (field, zero) in [
+            ("in_flight", json!(0)),
+            ("requests", json!(0)),
+            ("failures", json!(0)),
+            ("latency_p50_ms", Value::Null),
+            ("latency_p99_ms", Value::Null),
+        ] {
+            assert_eq!(fresh[field], zero, "{field} before any call: {fresh}");
+        }
+    }
 
     // A page load: the closed port fails (its breaker opens), instance 1 answers all four.
     let items = send(&app, get("/api/items", None)).await.json();
@@ -75,24 +93,30 @@ async fn status_shows_each_instance_and_follows_its_breaker() {
         .collect();
     assert_eq!(served, [1, 1, 1, 1], "{items}");
 
-    let status = status_until(&app, "an open breaker with its error", |s| {
-        instance(s, "2")["state"] == "open" && instance(s, "2")["errors"].as_u64() >= Some(1)
+    let status = status_until(&app, "an open breaker with its failure", |s| {
+        instance(s, "2")["state"] == "open" && instance(s, "2")["failures"].as_u64() >= Some(1)
     })
     .await;
     let one = instance(&status, "1");
     assert_eq!(one["state"], "closed");
-    assert_eq!(one["requests"], 4);
-    assert_eq!(one["errors"], 0);
-    assert_eq!(one["latency_samples"], 4);
-    assert!(one["latency_p50_ms"].as_f64().unwrap() > 0.0, "{one}");
-    assert!(one["latency_mean_ms"].as_f64().unwrap() > 0.0, "{one}");
+    assert_eq!(one["in_flight"], 0, "{one}");
+    assert_eq!(one["requests"], 4, "one attempt per item: {one}");
+    assert_eq!(one["failures"], 0);
+    let (p50, p99) = latencies(one);
+    assert!(p50 > 0.0 && p99 >= p50, "{one}");
     let two = instance(&status, "2");
     assert_eq!(
-        two["requests"], two["errors"],
-        "it failed every call: {two}"
+        two["requests"], two["failures"],
+        "it failed every attempt: {two}"
     );
-    assert_eq!(two["latency_samples"], 0);
-    assert_eq!(status["ratings"]["live"], 4);
+    assert!(
+        two["latency_p50_ms"].is_number(),
+        "failures are timed: {two}"
+    );
+    assert_eq!(
+        status["ratings"],
+        json!({"live": 4, "cache": 0, "stale": 0, "none": 0})
+    );
     assert_eq!(status["instances"][1]["address"], dead.as_str());
 
     // The HTML page shows the same, and reloads itself.
@@ -120,7 +144,17 @@ async fn status_shows_each_instance_and_follows_its_breaker() {
     );
     assert!(
         page.body
-            .contains("<td class=\"num requests\">4</td><td class=\"num errors\">0</td>")
+            .contains("<td class=\"num requests\">4</td><td class=\"num failures\">0</td>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!(
+            "<td class=\"num p50\">{:.2}</td><td class=\"num p99\">{:.2}</td>",
+            p50, p99
+        )),
+        "{}",
+        page.body
     );
     fake.stop().await;
 }
@@ -143,10 +177,66 @@ async fn an_injected_failure_opens_a_breaker_on_the_status_page() {
         instance(s, "2")["state"] == "open"
     })
     .await;
-    assert!(instance(&status, "2")["errors"].as_u64().unwrap() >= 1);
-    assert_eq!(instance(&status, "1")["state"], "closed");
+    let two = instance(&status, "2");
+    let failures = two["failures"].as_u64().unwrap();
+    assert!(failures >= 1, "{two}");
+    assert_eq!(two["requests"], failures, "every 503 is a failure: {two}");
+    // A hedge it got that was overtaken by instance 1's answer has no outcome: at most one
+    // count per request it received.
+    assert!(failures <= failing.hits() as u64, "{two}");
+    latencies(two);
+    let one = instance(&status, "1");
+    assert_eq!(one["state"], "closed");
+    assert_eq!(one["failures"], 0, "{one}");
+    assert_eq!(one["requests"], healthy.hits() as u64, "{one}");
+    assert!(healthy.hits() >= 4);
+    latencies(one);
+
+    // A second page load: instance 2's breaker is open, so instance 1 answers everything.
+    send(&app, get("/api/items", None)).await;
+    let status = send(&app, get("/api/status", None)).await.json();
+    assert_eq!(instance(&status, "2")["requests"], failures);
+    assert_eq!(
+        instance(&status, "1")["requests"],
+        healthy.hits() as u64,
+        "{status}"
+    );
+    assert_eq!(status["ratings"]["live"], 8);
     healthy.stop().await;
     failing.stop().await;
+}
+
+#[tokio::test]
+async fn status_counts_the_attempts_in_flight_and_times_them() {
+    let slow = FakeRatings::start(
+        1,
+        Behaviour::delay(Duration::from_millis(300), Behaviour::Ratings),
+    )
+    .await;
+    let app = app_for(&[&slow.url]);
+
+    let load = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, get("/api/items", None)).await }
+    });
+    let status = status_until(&app, "attempts in flight", |s| {
+        // Indexing, not `instance`: discovery may not have reported the instance yet.
+        s["instances"][0]["in_flight"].as_u64() >= Some(1)
+    })
+    .await;
+    assert!(
+        instance(&status, "1")["in_flight"].as_u64() <= Some(4),
+        "{status}"
+    );
+    assert_eq!(load.await.unwrap().status, StatusCode::OK);
+
+    let status = send(&app, get("/api/status", None)).await.json();
+    let one = instance(&status, "1");
+    assert_eq!(one["in_flight"], 0, "{one}");
+    assert_eq!((&one["requests"], &one["failures"]), (&json!(4), &json!(0)));
+    let (p50, p99) = latencies(one);
+    assert!(p50 >= 300.0 && p99 >= p50, "the fake waits 300 ms: {one}");
+    slow.stop().await;
 }
 
 /// The value of `name{labels}` in Prometheus text, 0 when absent.

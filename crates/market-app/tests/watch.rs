@@ -2,6 +2,9 @@
 //! (stdout is a pipe here, so no screen clearing and no colour).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use fake_ratings::{Behaviour, ClosedPort, FakeRatings};
@@ -32,7 +35,8 @@ async fn run_watch(args: &[&str]) -> (bool, String) {
 async fn watch_prints_the_markets_status_as_a_table() {
     let fake = FakeRatings::start(1, Behaviour::Ratings).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let market = format!("http://{}", listener.local_addr().unwrap());
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let market = format!("http://{addr}");
     let config = Config {
         static_ratings: Some(vec![fake.url.clone()]),
         ..Config::default()
@@ -41,6 +45,9 @@ async fn watch_prints_the_markets_status_as_a_table() {
     let server = tokio::spawn(market_app::run(listener, config, async {
         let _ = stopped.await;
     }));
+
+    let (status, _) = support::http_get(addr, "/api/items").await;
+    assert_eq!(status, 200);
 
     let (ok, out) = run_watch(&["--market", &market, "--count", "2", "--interval", "100ms"]).await;
     assert!(ok, "{out}");
@@ -51,10 +58,26 @@ async fn watch_prints_the_markets_status_as_a_table() {
     );
     assert!(!out.contains('\x1b'), "plain text into a pipe: {out:?}");
     assert!(
-        out.contains(&format!("1   {}  closed", fake.url)),
-        "instance 1 listed: {out}"
+        out.contains("ID  ADDRESS")
+            && out.contains("IN FLIGHT  REQUESTS  FAILURES  P50 MS  P99 MS"),
+        "{out}"
     );
-    assert!(out.contains("ratings shown:"), "{out}");
+    let row: Vec<&str> = out
+        .lines()
+        .find(|line| line.starts_with("1 "))
+        .unwrap_or_else(|| panic!("instance 1 listed: {out}"))
+        .split_whitespace()
+        .collect();
+    // Id, address, breaker, in flight, requests, failures: the page load's four calls.
+    assert_eq!(row[..6], ["1", &fake.url, "closed", "0", "4", "0"], "{out}");
+    for latency in &row[6..] {
+        assert!(latency.parse::<f64>().is_ok_and(|ms| ms > 0.0), "{out}");
+    }
+    assert_eq!(row.len(), 8, "{out}");
+    assert!(
+        out.contains("ratings shown: 4 live, 0 cache, 0 stale, 0 none"),
+        "{out}"
+    );
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

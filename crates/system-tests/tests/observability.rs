@@ -208,19 +208,33 @@ async fn the_status_shows_a_paused_instances_breaker_open() {
     r1.pause();
     let items = market_items(&market).await;
     assert!(items.iter().all(|i| i.1.is_some()), "{items:?}");
-    let status = eventually(Duration::from_secs(5), "instance 1 open", || async move {
-        let status = get_json(status_url).await;
-        (status["instances"][0]["state"] == "open").then_some(status)
-    })
+    let status = eventually(
+        Duration::from_secs(5),
+        "instance 1 open, with its failure",
+        || async move {
+            let status = get_json(status_url).await;
+            let paused = &status["instances"][0];
+            (paused["state"] == "open" && paused["failures"].as_u64() >= Some(1)).then_some(status)
+        },
+    )
     .await;
-    assert_eq!(status["instances"][0]["id"], "1");
+    let (paused, running) = (&status["instances"][0], &status["instances"][1]);
+    assert_eq!(paused["id"], "1");
     assert!(
-        status["instances"][0]["errors"].as_u64().unwrap() >= 1,
+        paused["requests"].as_u64() >= paused["failures"].as_u64(),
         "{status}"
     );
-    assert_eq!(status["instances"][1]["state"], "closed", "{status}");
+    // Its timed-out attempts took the whole timeout (300 ms).
     assert!(
-        status["instances"][1]["requests"].as_u64().unwrap() >= 4,
+        paused["latency_p99_ms"].as_f64().unwrap() >= 290.0,
+        "{status}"
+    );
+    assert_eq!(running["state"], "closed", "{status}");
+    assert!(running["requests"].as_u64().unwrap() >= 4, "{status}");
+    assert_eq!(running["failures"], 0, "{status}");
+    assert_eq!(running["in_flight"], 0, "{status}");
+    assert!(
+        running["latency_p50_ms"].as_f64().unwrap() > 0.0,
         "{status}"
     );
 

@@ -1,7 +1,7 @@
 //! `watch`: the ratings instances as the market sees them, redrawn every second.
 //!
-//! Polls the market's `/api/status` and prints it as a table (breaker state, requests,
-//! errors, recent latency per instance). On a terminal it clears the screen and redraws in
+//! Polls the market's `/api/status` and prints it as a table (breaker state, attempts in
+//! flight, requests, failures, recent latency per instance). On a terminal it clears the screen and redraws in
 //! place, with breaker states in colour; into a pipe or file it prints one plain table per
 //! poll. Ctrl-C stops it; `--count N` stops it after N polls. `make watch` runs it.
 

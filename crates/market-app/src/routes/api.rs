@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use service_telemetry::TraceContext;
 use tokio::time::Instant;
 
@@ -37,8 +37,11 @@ pub struct ItemJson<'a> {
     pub rating: Option<u8>,
     /// `live`, `cache`, `stale` or `none`.
     pub rating_source: RatingSource,
-    /// The ratings instance that answered, when known.
-    pub rating_instance: Option<u32>,
+    /// The id of the ratings instance that gave the rating (for `cache` and `stale`, the one
+    /// that gave it when it was fetched), `null` for none: a number when the id is one (the
+    /// ratings demo's are `1`, `2`, ...), otherwise a string.
+    #[serde(serialize_with = "instance_id")]
+    pub rating_instance: Option<&'a str>,
 }
 
 /// `GET /api/cart` answer.
@@ -86,7 +89,7 @@ pub async fn items(
             price_cents: item.price_cents,
             rating: rating.rating,
             rating_source: rating.source,
-            rating_instance: rating.instance,
+            rating_instance: rating.instance.as_deref(),
         })
         .collect();
     let elapsed_ms = started.elapsed().as_millis();
@@ -97,6 +100,18 @@ pub async fn items(
         "page load /api/items in {elapsed_ms} ms (ratings: {counts})"
     );
     Json(ItemsBody { items }).into_response()
+}
+
+/// `id` as a JSON number when it is a number written plainly (`"7"`, not `"07"`), otherwise
+/// as a string.
+fn instance_id<S: Serializer>(id: &Option<&str>, serializer: S) -> Result<S::Ok, S::Error> {
+    match *id {
+        None => serializer.serialize_none(),
+        Some(id) => match id.parse::<u64>() {
+            Ok(number) if number.to_string() == id => serializer.serialize_u64(number),
+            _ => serializer.serialize_str(id),
+        },
+    }
 }
 
 fn cart_body(state: &AppState, visitor: &Visitor) -> CartBody {
@@ -147,4 +162,37 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "ratings": { "service": state.ratings.service(), "instances": instances },
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn rating_instance(id: Option<&str>) -> Value {
+        let item = ItemJson {
+            id: "widget",
+            name: "Widget",
+            description: "",
+            price_cents: 1,
+            rating: Some(4),
+            rating_source: RatingSource::Live,
+            rating_instance: id,
+        };
+        serde_json::to_value(item).unwrap()["rating_instance"].clone()
+    }
+
+    #[test]
+    fn instance_ids_are_numbers_when_they_are_written_as_numbers() {
+        assert_eq!(rating_instance(Some("1")), json!(1));
+        assert_eq!(
+            rating_instance(Some("18446744073709551615")),
+            json!(u64::MAX)
+        );
+        assert_eq!(rating_instance(Some("07")), json!("07"));
+        assert_eq!(rating_instance(Some("ratings-a")), json!("ratings-a"));
+        assert_eq!(rating_instance(Some("-1")), json!("-1"));
+        assert_eq!(rating_instance(None), Value::Null);
+    }
 }

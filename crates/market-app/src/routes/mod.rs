@@ -10,7 +10,7 @@
 //! | `GET /api/cart` | `{"items": [{"id", "quantity"}], "total_cents": N}` |
 //! | `POST /api/cart/items` (JSON `{"item_id": "..."}`) | adds one unit, answers the cart |
 //! | `GET /health` | liveness, with the ratings instances and their breaker states |
-//! | `GET /status` | the ratings instances: breaker state, requests, errors, latency (HTML, refreshes every 2 s) |
+//! | `GET /status` | the ratings instances: breaker state, in flight, requests, failures, latency (HTML, refreshes every 2 s) |
 //! | `GET /api/status` | the same as JSON ([`crate::status::StatusReport`]) |
 //! | `GET /metrics` | Prometheus text: per-route requests and durations, and the ratings client's metrics |
 //!
@@ -77,7 +77,7 @@ fn ratings_fetch<'a>(state: &'a AppState, trace: &'a TraceContext) -> Fetch<'a> 
     Fetch {
         client: &state.ratings,
         trace,
-        book: &state.status,
+        shown: &state.shown,
     }
 }
 

@@ -33,10 +33,10 @@ pub async fn home(
     let items = state.catalog.items();
     let trace = page_trace(trace);
     let ratings = ratings::fetch_all(ratings_fetch(&state, &trace), items).await;
-    let rows: Vec<(&Item, RatingView)> = items.iter().zip(ratings.iter().copied()).collect();
+    let counts = SourceCounts::of(&ratings);
+    let rows: Vec<(&Item, RatingView)> = items.iter().zip(ratings).collect();
     let page = html::home(&rows, cart_count(&state, &visitor));
     let elapsed_ms = started.elapsed().as_millis();
-    let counts = SourceCounts::of(&ratings);
     tracing::info!(
         path = "/",
         elapsed_ms,

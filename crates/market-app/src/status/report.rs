@@ -1,20 +1,52 @@
 //! The `/api/status` answer, shared by the market (which writes it) and `watch` (which
 //! reads it).
+//!
+//! ```json
+//! {
+//!   "service": "ratings",
+//!   "instances": [
+//!     {"id": "1", "address": "http://127.0.0.1:8001", "state": "closed", "in_flight": 0,
+//!      "requests": 12, "failures": 0, "latency_p50_ms": 1.23, "latency_p99_ms": 4.56}
+//!   ],
+//!   "ratings": {"live": 12, "cache": 0, "stale": 0, "none": 0}
+//! }
+//! ```
 
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use discovery_client::InstanceStatus;
 use serde::{Deserialize, Serialize};
+
+use crate::ratings::SourceCounts;
 
 /// The market's view of the ratings service: `GET /api/status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     /// The upstream service's name (`ratings`).
     pub service: String,
-    /// Every instance discovery knows right now, by id.
+    /// Every instance the client knows right now, by id (numeric ids in numeric order).
     pub instances: Vec<InstanceReport>,
     /// How the ratings shown since the market started were had.
-    pub ratings: SourceTotals,
+    pub ratings: SourceCounts,
 }
 
-/// One ratings instance as the market sees it.
+impl StatusReport {
+    /// The report for `service` from the client's `instances` and the `ratings` shown.
+    pub fn new(service: &str, instances: &[InstanceStatus], ratings: SourceCounts) -> Self {
+        let mut instances: Vec<InstanceReport> =
+            instances.iter().map(InstanceReport::from).collect();
+        instances.sort_by(|a, b| id_order(&a.id, &b.id));
+        Self {
+            service: service.to_owned(),
+            instances,
+            ratings,
+        }
+    }
+}
+
+/// One ratings instance as the client sees it ([`InstanceStatus`], with latencies in
+/// milliseconds). The counts are kept by address since the client first saw it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceReport {
     /// Instance id (its number, for the ratings demo).
@@ -23,30 +55,131 @@ pub struct InstanceReport {
     pub address: String,
     /// Breaker state: `closed`, `open` or `retest`.
     pub state: String,
-    /// Calls this instance answered or failed, as far as the market knows (`answered +
-    /// errors`).
+    /// Attempts sent to it that have not ended yet.
+    pub in_flight: usize,
+    /// Attempts sent to it whose outcome is known. A call retried or hedged elsewhere counts
+    /// once on each instance it tried.
     pub requests: u64,
-    /// Failures that opened (or re-opened) this instance's breaker. With the default
-    /// `--failure-limit 1` that is every failure.
-    pub errors: u64,
-    /// Median of the recent answered calls' latencies, in milliseconds (`null` before the
-    /// first one).
+    /// Of those, the ones that were its failures: timeouts, transport errors, 5xx answers,
+    /// bodies that did not decode.
+    pub failures: u64,
+    /// Median duration of its latest attempts (up to 128), in milliseconds to a hundredth;
+    /// `null` before the first.
     pub latency_p50_ms: Option<f64>,
-    /// Mean of the same latencies.
-    pub latency_mean_ms: Option<f64>,
-    /// How many recent calls those two figures are over.
-    pub latency_samples: usize,
+    /// 99th percentile of the same.
+    pub latency_p99_ms: Option<f64>,
 }
 
-/// Ratings shown, by where they came from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceTotals {
-    /// Fetched from an instance.
-    pub live: u64,
-    /// From the market's fresh cache.
-    pub cache: u64,
-    /// Every instance failed; the last good rating was shown.
-    pub stale: u64,
-    /// No rating could be had ("no rating yet").
-    pub none: u64,
+impl From<&InstanceStatus> for InstanceReport {
+    fn from(status: &InstanceStatus) -> Self {
+        Self {
+            id: status.id.clone(),
+            address: status.address.clone(),
+            state: status.state.as_str().to_owned(),
+            in_flight: status.in_flight,
+            requests: status.requests,
+            failures: status.failures,
+            latency_p50_ms: status.latency_p50.map(millis),
+            latency_p99_ms: status.latency_p99.map(millis),
+        }
+    }
+}
+
+/// Numeric ids in numeric order (2 before 10), then anything else by text.
+fn id_order(a: &str, b: &str) -> Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => Ordering::Less,
+        (Err(_), Ok(_)) => Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
+    }
+}
+
+/// Milliseconds, to a hundredth.
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 100_000.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use discovery_client::breaker::BreakerState;
+
+    use super::*;
+
+    fn status(id: &str, state: BreakerState, latency: Option<(u64, u64)>) -> InstanceStatus {
+        InstanceStatus {
+            id: id.into(),
+            address: format!("http://h{id}"),
+            state,
+            in_flight: 2,
+            requests: 7,
+            failures: 3,
+            latency_p50: latency.map(|(p50, _)| Duration::from_micros(p50)),
+            latency_p99: latency.map(|(_, p99)| Duration::from_micros(p99)),
+        }
+    }
+
+    #[test]
+    fn each_instance_is_reported_as_the_client_sees_it() {
+        let totals = SourceCounts {
+            live: 4,
+            cache: 0,
+            stale: 1,
+            none: 1,
+        };
+        let report = StatusReport::new(
+            "ratings",
+            &[
+                status("10", BreakerState::Closed, None),
+                status("b", BreakerState::Closed, None),
+                status("2", BreakerState::Open, Some((1_234, 56_789))),
+                status("1", BreakerState::Retest, None),
+            ],
+            totals,
+        );
+        assert_eq!(report.service, "ratings");
+        assert_eq!(report.ratings, totals);
+        let ids: Vec<&str> = report.instances.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "10", "b"], "numeric ids in numeric order");
+        assert_eq!(
+            report.instances[1],
+            InstanceReport {
+                id: "2".into(),
+                address: "http://h2".into(),
+                state: "open".into(),
+                in_flight: 2,
+                requests: 7,
+                failures: 3,
+                latency_p50_ms: Some(1.23),
+                latency_p99_ms: Some(56.79),
+            }
+        );
+        assert_eq!(report.instances[0].state, "retest");
+        assert_eq!(report.instances[0].latency_p50_ms, None);
+    }
+
+    #[test]
+    fn the_json_has_the_documented_fields_and_reads_back() {
+        let report = StatusReport::new(
+            "ratings",
+            &[status("1", BreakerState::Closed, None)],
+            SourceCounts::default(),
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "service": "ratings",
+                "instances": [{
+                    "id": "1", "address": "http://h1", "state": "closed", "in_flight": 2,
+                    "requests": 7, "failures": 3, "latency_p50_ms": null, "latency_p99_ms": null,
+                }],
+                "ratings": {"live": 0, "cache": 0, "stale": 0, "none": 0},
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<StatusReport>(json).unwrap(),
+            report
+        );
+    }
 }

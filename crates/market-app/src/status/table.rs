@@ -2,9 +2,9 @@
 //!
 //! ```text
 //! ratings instances (as the market at http://127.0.0.1:5000 sees them)
-//! ID  ADDRESS                BREAKER  REQUESTS  ERRORS  P50 MS  MEAN MS
-//! 1   http://127.0.0.1:8001  closed         12       0     1.2      1.4
-//! 2   http://127.0.0.1:8002  open            7       1     0.9      1.1
+//! ID  ADDRESS                BREAKER  IN FLIGHT  REQUESTS  FAILURES  P50 MS  P99 MS
+//! 1   http://127.0.0.1:8001  closed           0        12         0    1.23    4.56
+//! 2   http://127.0.0.1:8002  open             1         7         1       —       —
 //! ratings shown: 17 live, 0 cache, 1 stale, 0 none
 //! ```
 //!
@@ -20,7 +20,23 @@ const YELLOW: &str = "\x1b[33m";
 const RED: &str = "\x1b[31m";
 const RESET: &str = "\x1b[0m";
 
-/// Renders `report`, fetched from the market at `market`, as lines of text.
+/// Column titles; the first three are aligned left, the numbers right.
+const TITLES: [&str; 8] = [
+    "ID",
+    "ADDRESS",
+    "BREAKER",
+    "IN FLIGHT",
+    "REQUESTS",
+    "FAILURES",
+    "P50 MS",
+    "P99 MS",
+];
+
+/// Which column holds the breaker state (coloured after padding).
+const STATE: usize = 2;
+
+/// Renders `report`, fetched from the market at `market`, as lines of text. Each column is
+/// as wide as its widest cell.
 pub fn render(report: &StatusReport, market: &str, colour: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -28,53 +44,60 @@ pub fn render(report: &StatusReport, market: &str, colour: bool) -> String {
         "{} instances (as the market at {market} sees them)",
         report.service
     );
-    let id_width = column_width("ID", report.instances.iter().map(|i| i.id.len()));
-    let address_width = column_width("ADDRESS", report.instances.iter().map(|i| i.address.len()));
-    let _ = writeln!(
-        out,
-        "{:<id_width$}  {:<address_width$}  {:<7}  {:>8}  {:>6}  {:>6}  {:>7}",
-        "ID", "ADDRESS", "BREAKER", "REQUESTS", "ERRORS", "P50 MS", "MEAN MS"
-    );
+    let rows: Vec<[String; 8]> = report.instances.iter().map(cells).collect();
+    let mut widths = TITLES.map(|title| title.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let _ = writeln!(out, "{}", line(&TITLES.map(str::to_owned), &widths, None));
     if report.instances.is_empty() {
         let _ = writeln!(
             out,
             "(no instances known: is any ratings instance running?)"
         );
     }
-    for instance in &report.instances {
-        let state = format!("{:<7}", instance.state);
-        let state = if colour {
-            format!("{}{state}{RESET}", state_colour(instance))
-        } else {
-            state
-        };
-        let _ = writeln!(
-            out,
-            "{:<id_width$}  {:<address_width$}  {state}  {:>8}  {:>6}  {:>6}  {:>7}",
-            instance.id,
-            instance.address,
-            instance.requests,
-            instance.errors,
-            figure(instance.latency_p50_ms),
-            figure(instance.latency_mean_ms),
-        );
+    for (row, instance) in rows.iter().zip(&report.instances) {
+        let colour = colour.then(|| state_colour(instance));
+        let _ = writeln!(out, "{}", line(row, &widths, colour));
     }
-    let totals = report.ratings;
-    let _ = writeln!(
-        out,
-        "ratings shown: {} live, {} cache, {} stale, {} none",
-        totals.live, totals.cache, totals.stale, totals.none
-    );
+    let _ = writeln!(out, "ratings shown: {}", report.ratings);
     out
+}
+
+/// One instance's cells, in [`TITLES`] order.
+fn cells(instance: &InstanceReport) -> [String; 8] {
+    [
+        instance.id.clone(),
+        instance.address.clone(),
+        instance.state.clone(),
+        instance.in_flight.to_string(),
+        instance.requests.to_string(),
+        instance.failures.to_string(),
+        figure(instance.latency_p50_ms),
+        figure(instance.latency_p99_ms),
+    ]
+}
+
+/// `cells` padded to `widths` and joined by two spaces, the state in `colour` if given.
+fn line(cells: &[String; 8], widths: &[usize; 8], colour: Option<&str>) -> String {
+    let padded: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .enumerate()
+        .map(|(column, (cell, &width))| match (column, colour) {
+            (STATE, Some(colour)) => format!("{colour}{cell:<width$}{RESET}"),
+            (0..=STATE, _) => format!("{cell:<width$}"),
+            _ => format!("{cell:>width$}"),
+        })
+        .collect();
+    padded.join("  ")
 }
 
 /// What to show when the market could not be asked.
 pub fn render_unreachable(market: &str, error: &str) -> String {
     format!("cannot get the status from the market at {market}: {error}\n")
-}
-
-fn column_width(title: &str, values: impl Iterator<Item = usize>) -> usize {
-    values.fold(title.len(), usize::max)
 }
 
 fn state_colour(instance: &InstanceReport) -> &'static str {
@@ -85,15 +108,15 @@ fn state_colour(instance: &InstanceReport) -> &'static str {
     }
 }
 
-/// A latency in milliseconds to one decimal, or `-` when there is none yet.
+/// A latency in milliseconds to two decimals, or `—` before the first attempt.
 fn figure(ms: Option<f64>) -> String {
-    ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1}"))
+    ms.map_or_else(|| "—".to_owned(), |ms| format!("{ms:.2}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::report::SourceTotals;
+    use crate::ratings::SourceCounts;
 
     fn sample() -> StatusReport {
         serde_json::from_str(
@@ -101,11 +124,14 @@ mod tests {
                 "service": "ratings",
                 "instances": [
                     {"id": "1", "address": "http://127.0.0.1:8001", "state": "closed",
-                     "requests": 12, "errors": 0, "latency_p50_ms": 1.23,
-                     "latency_mean_ms": 1.4, "latency_samples": 12},
+                     "in_flight": 0, "requests": 12, "failures": 0,
+                     "latency_p50_ms": 1.23, "latency_p99_ms": 4.5},
                     {"id": "2", "address": "http://127.0.0.1:8002", "state": "open",
-                     "requests": 7, "errors": 1, "latency_p50_ms": null,
-                     "latency_mean_ms": null, "latency_samples": 0}
+                     "in_flight": 1, "requests": 7, "failures": 1,
+                     "latency_p50_ms": null, "latency_p99_ms": null},
+                    {"id": "3", "address": "http://127.0.0.1:8003", "state": "retest",
+                     "in_flight": 0, "requests": 0, "failures": 0,
+                     "latency_p50_ms": 1024.5, "latency_p99_ms": 1024.5}
                 ],
                 "ratings": {"live": 17, "cache": 0, "stale": 1, "none": 0}
             }"#,
@@ -121,9 +147,10 @@ mod tests {
             lines,
             [
                 "ratings instances (as the market at http://127.0.0.1:5000 sees them)",
-                "ID  ADDRESS                BREAKER  REQUESTS  ERRORS  P50 MS  MEAN MS",
-                "1   http://127.0.0.1:8001  closed         12       0     1.2      1.4",
-                "2   http://127.0.0.1:8002  open            7       1       -        -",
+                "ID  ADDRESS                BREAKER  IN FLIGHT  REQUESTS  FAILURES   P50 MS   P99 MS",
+                "1   http://127.0.0.1:8001  closed           0        12         0     1.23     4.50",
+                "2   http://127.0.0.1:8002  open             1         7         1        —        —",
+                "3   http://127.0.0.1:8003  retest           0         0         0  1024.50  1024.50",
                 "ratings shown: 17 live, 0 cache, 1 stale, 0 none",
             ]
         );
@@ -135,8 +162,10 @@ mod tests {
         let coloured = render(&sample(), "m", true);
         assert!(coloured.contains("\x1b[32mclosed \x1b[0m"), "{coloured}");
         assert!(coloured.contains("\x1b[31mopen   \x1b[0m"), "{coloured}");
+        assert!(coloured.contains("\x1b[33mretest \x1b[0m"), "{coloured}");
         let stripped = coloured
             .replace(GREEN, "")
+            .replace(YELLOW, "")
             .replace(RED, "")
             .replace(RESET, "");
         assert_eq!(stripped, render(&sample(), "m", false));
@@ -147,7 +176,7 @@ mod tests {
         let empty = StatusReport {
             service: "ratings".into(),
             instances: Vec::new(),
-            ratings: SourceTotals::default(),
+            ratings: SourceCounts::default(),
         };
         assert!(render(&empty, "m", false).contains("no instances known"));
         assert_eq!(
