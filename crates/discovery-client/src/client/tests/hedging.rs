@@ -116,9 +116,7 @@ async fn a_failure_in_the_race_waits_for_the_other_attempt() {
 #[tokio::test(start_paused = true)]
 async fn no_hedge_once_the_budget_is_spent() {
     let (transport, fakes) = instances(2);
-    for fake in &fakes {
-        fake.set(Behaviour::Status(500));
-    }
+    set_all(&fakes, Behaviour::Status(500));
     let c = client(&transport, &fakes)
         .failure_limit(u32::MAX)
         .retry_budget(0.0)
@@ -215,9 +213,7 @@ async fn a_hedge_counts_against_max_retries() {
 #[tokio::test(start_paused = true)]
 async fn instances_answering_within_the_delay_get_no_hedges() {
     let (transport, fakes) = instances(3);
-    for fake in &fakes {
-        fake.set(after(49, Behaviour::Ratings));
-    }
+    set_all(&fakes, after(49, Behaviour::Ratings));
     let c = client(&transport, &fakes)
         .hedge_after(HEDGE)
         .build()
@@ -237,9 +233,7 @@ async fn instances_answering_within_the_delay_get_no_hedges() {
 #[tokio::test(start_paused = true)]
 async fn adaptive_hedging_leaves_a_uniformly_slow_service_alone() {
     let (transport, fakes) = instances(2);
-    for fake in &fakes {
-        fake.set(after(300, Behaviour::Ratings));
-    }
+    set_all(&fakes, after(300, Behaviour::Ratings));
     for (hedging, expected) in [(Hedging::default(), 1), (Hedging::After(HEDGE), 4)] {
         let recorder = TestRecorder::default();
         let _guard = metrics::set_default_local_recorder(&recorder);

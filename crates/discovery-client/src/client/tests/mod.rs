@@ -94,6 +94,13 @@ pub(super) async fn discovered(client: &ServiceClient) -> Vec<InstanceStatus> {
     panic!("discovery reported nothing");
 }
 
+/// Makes every fake behave as `behaviour`.
+pub(super) fn set_all(fakes: &[FakeRatings], behaviour: Behaviour) {
+    for fake in fakes {
+        fake.set(behaviour.clone());
+    }
+}
+
 /// Each fake's hits.
 pub(super) fn hits(fakes: &[FakeRatings]) -> Vec<usize> {
     fakes.iter().map(FakeRatings::hits).collect()

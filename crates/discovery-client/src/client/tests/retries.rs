@@ -10,9 +10,7 @@ use super::*;
 #[tokio::test(start_paused = true)]
 async fn retries_stay_within_the_budget_when_every_instance_is_sick() {
     let (transport, fakes) = instances(3);
-    for fake in &fakes {
-        fake.set(Behaviour::Status(500));
-    }
+    set_all(&fakes, Behaviour::Status(500));
     let c = client(&transport, &fakes)
         .failure_limit(u32::MAX)
         .max_retries(2)
@@ -36,9 +34,7 @@ async fn retries_stay_within_the_budget_when_every_instance_is_sick() {
 #[tokio::test(start_paused = true)]
 async fn with_no_budget_left_a_failure_is_not_retried() {
     let (transport, fakes) = instances(2);
-    for fake in &fakes {
-        fake.set(Behaviour::Status(500));
-    }
+    set_all(&fakes, Behaviour::Status(500));
     let c = client(&transport, &fakes)
         .failure_limit(u32::MAX)
         .retry_budget(0.0)
@@ -58,9 +54,7 @@ async fn with_no_budget_left_a_failure_is_not_retried() {
 #[tokio::test(start_paused = true)]
 async fn post_is_not_retried_unless_allowed() {
     let (transport, fakes) = instances(2);
-    for fake in &fakes {
-        fake.set(Behaviour::Status(500));
-    }
+    set_all(&fakes, Behaviour::Status(500));
     let c = client(&transport, &fakes)
         .failure_limit(100)
         .build()
@@ -97,9 +91,7 @@ async fn post_is_not_retried_unless_allowed() {
 #[tokio::test(start_paused = true)]
 async fn without_a_deadline_each_retry_gets_a_whole_timeout() {
     let (transport, fakes) = instances(3);
-    for fake in &fakes {
-        fake.set(Behaviour::Hang);
-    }
+    set_all(&fakes, Behaviour::Hang);
     let c = client(&transport, &fakes)
         .hedging(Hedging::Off)
         .build()
@@ -118,9 +110,7 @@ async fn without_a_deadline_each_retry_gets_a_whole_timeout() {
 #[tokio::test(start_paused = true)]
 async fn an_overall_deadline_cuts_the_last_attempt_short_and_ends_the_call_on_time() {
     let (transport, fakes) = instances(3);
-    for fake in &fakes {
-        fake.set(Behaviour::Hang);
-    }
+    set_all(&fakes, Behaviour::Hang);
     let deadline = Duration::from_millis(450);
     let c = client(&transport, &fakes)
         .hedging(Hedging::Off)

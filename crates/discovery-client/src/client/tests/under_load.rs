@@ -44,9 +44,7 @@ impl HangRun {
 /// longer than the 1 s timeout, after which its breaker opens and held calls are retried.
 async fn hang_under_load(balance: Balance, hedging: Hedging) -> HangRun {
     let (transport, fakes) = instances(3);
-    for fake in &fakes {
-        fake.set(Behaviour::delay(ANSWER, Behaviour::Ratings));
-    }
+    set_all(&fakes, Behaviour::delay(ANSWER, Behaviour::Ratings));
     let timeout = Duration::from_secs(1);
     let c = client(&transport, &fakes)
         .timeout(timeout)
