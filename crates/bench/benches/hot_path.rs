@@ -134,7 +134,7 @@ fn breakers(c: &mut Criterion) {
 
 fn client(c: &mut Criterion) {
     let mut group = c.benchmark_group("client");
-    let instant = InstantClient::new(Duration::ZERO).expect("instant client");
+    let instant = InstantClient::new().expect("instant client");
     let op = || {
         black_box(instant.get_json());
     };
@@ -153,8 +153,7 @@ fn client(c: &mut Criterion) {
 }
 
 fn cache(c: &mut Criterion) {
-    let instant = InstantClient::new(Duration::from_secs(3600)).expect("instant client");
-    instant.fill_cache().expect("filled");
+    let instant = InstantClient::new().expect("instant client");
     let op = || {
         black_box(instant.cache_hit());
     };
