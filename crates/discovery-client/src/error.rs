@@ -1,6 +1,14 @@
 //! The library's error type.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::transport::tls_failure;
+
+/// The most of an error answer's body that [`Error::Status`] keeps.
+pub const STATUS_BODY_LIMIT: usize = 4096;
 
 /// Why a call through a [`ServiceClient`](crate::ServiceClient) (or a tower stack of this
 /// crate's layers) did not produce an answer.
@@ -61,14 +69,29 @@ pub enum Error {
         /// What went wrong, from the HTTP client.
         message: String,
     },
+    /// A TLS handshake with the instance failed: an unknown CA, an expired certificate, a
+    /// name that does not match, a client certificate it required and did not get. The
+    /// instance's failure (its breaker counts it), so the others keep serving.
+    #[error("TLS with {address} failed: {message}")]
+    Tls {
+        /// The instance that was called.
+        address: String,
+        /// What rustls said.
+        message: String,
+    },
     /// The instance answered with an error status (a 4xx for the caller's mistakes, a 5xx
-    /// for the instance's).
+    /// for the instance's). The answer's headers and the start of its body (at most
+    /// [`STATUS_BODY_LIMIT`] bytes) come with it; see [`Error::retry_after`].
     #[error("{address} answered {status}")]
     Status {
         /// The instance that answered.
         address: String,
         /// The HTTP status code.
         status: u16,
+        /// The answer's headers.
+        headers: HeaderMap,
+        /// The answer's body, cut at [`STATUS_BODY_LIMIT`] bytes.
+        body: Bytes,
     },
     /// The answer's body could not be decoded as the expected type.
     #[error("undecodable body from {address}: {message}")]
@@ -172,7 +195,7 @@ impl Error {
     pub fn from_leaf(error: tower::BoxError, address: &str) -> Self {
         match error.downcast::<Error>() {
             Ok(ours) => *ours,
-            Err(other) if is_transport_failure(&*other) => Error::http(address, &*other),
+            Err(other) if is_transport_failure(&*other) => Error::transport(address, &*other),
             Err(other) => Error::Middleware(with_causes(&*other)),
         }
     }
@@ -184,15 +207,80 @@ impl Error {
     pub(crate) fn from_transport(error: tower::BoxError, address: &str) -> Self {
         match error.downcast::<Error>() {
             Ok(ours) => *ours,
-            Err(other) => Error::http(address, &*other),
+            Err(other) => Error::transport(address, &*other),
         }
+    }
+
+    /// A transport's failure at `address`: [`Error::Tls`] if rustls is in its chain,
+    /// otherwise [`Error::Http`].
+    fn transport(address: &str, error: &(dyn std::error::Error + 'static)) -> Self {
+        match tls_failure(error) {
+            Some(message) => Error::Tls {
+                address: address.to_string(),
+                message,
+            },
+            None => Error::http(address, error),
+        }
+    }
+
+    /// The answer `status` with `headers` and `body` from `address` as [`Error::Status`],
+    /// the body cut at [`STATUS_BODY_LIMIT`].
+    pub(crate) fn status(
+        address: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Self {
+        Error::Status {
+            address: address.to_string(),
+            status: status.as_u16(),
+            headers: headers.clone(),
+            body: body.slice(..body.len().min(STATUS_BODY_LIMIT)),
+        }
+    }
+
+    /// For an [`Error::Status`] answer with a `Retry-After` header: how long the instance
+    /// asked callers to wait (delay-seconds, or an HTTP date from now; zero if it has
+    /// passed). `None` for other errors, or a header that is neither.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use discovery_client::Error;
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
+    /// let busy = Error::Status {
+    ///     address: "http://127.0.0.1:8001".into(),
+    ///     status: 429,
+    ///     headers,
+    ///     body: bytes::Bytes::new(),
+    /// };
+    /// assert_eq!(busy.retry_after(), Some(Duration::from_secs(7)));
+    /// ```
+    pub fn retry_after(&self) -> Option<Duration> {
+        let Error::Status { headers, .. } = self else {
+            return None;
+        };
+        let value = headers
+            .get(http::header::RETRY_AFTER)?
+            .to_str()
+            .ok()?
+            .trim();
+        if let Ok(seconds) = value.parse::<u64>() {
+            return Some(Duration::from_secs(seconds));
+        }
+        let when = httpdate::parse_http_date(value).ok()?;
+        Some(when.duration_since(SystemTime::now()).unwrap_or_default())
     }
 
     /// Whether the error is the instance's fault (so a retry elsewhere may help and the
     /// breaker counts it), as opposed to the caller's or the whole service's.
     pub fn is_instance_failure(&self) -> bool {
         match self {
-            Error::Timeout { .. } | Error::Http { .. } | Error::Decode { .. } => true,
+            Error::Timeout { .. }
+            | Error::Http { .. }
+            | Error::Tls { .. }
+            | Error::Decode { .. } => true,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }

@@ -8,7 +8,7 @@ use crate::breaker::BreakerConfig;
 use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::discovery::Discovery;
-use crate::transport::{BoxTransport, Transport};
+use crate::transport::{BoxTransport, HttpClient, ServerNames, TlsConfig, Transport};
 use crate::{Error, Hedging, ServiceClient};
 
 /// Settings for a [`ServiceClient`]; made by [`ServiceClient::builder`].
@@ -52,6 +52,17 @@ pub struct ServiceClientBuilder {
     pub(crate) hedging: Hedging,
     pub(crate) classifier: Arc<dyn Classify>,
     pub(crate) transport: Option<BoxTransport>,
+    /// The names certificates are checked against, when the transport is an [`HttpClient`].
+    pub(crate) server_names: Option<ServerNames>,
+    /// TLS settings for the default transport.
+    pub(crate) tls: TlsConfig,
+    /// Whether any TLS or HTTP/2 setting was made (they apply to the default transport only).
+    pub(crate) transport_settings: bool,
+    /// HTTP/2 without negotiation, for the default transport.
+    pub(crate) http2_prior_knowledge: bool,
+    /// The first setting that was refused (such as a PEM that does not parse), reported by
+    /// `build`.
+    pub(crate) refused: Option<String>,
     pub(crate) event_capacity: usize,
     pub(crate) balance: Balance,
 }
@@ -71,6 +82,11 @@ impl ServiceClientBuilder {
             hedging: Hedging::default(),
             classifier: Arc::new(DefaultClassifier),
             transport: None,
+            server_names: None,
+            tls: TlsConfig::new(),
+            transport_settings: false,
+            http2_prior_knowledge: false,
+            refused: None,
             event_capacity: 1024,
             balance: Balance::default(),
         }
@@ -237,8 +253,66 @@ impl ServiceClientBuilder {
     /// assert_eq!(answer["asked"], "http://10.0.0.1:80/ratings/widget");
     /// # Ok(()) }
     /// ```
-    pub fn transport(mut self, transport: impl Transport) -> Self {
+    pub fn transport<T: Transport>(mut self, transport: T) -> Self {
+        // An HttpClient also learns the instances' `tls_server_name`s.
+        let http = (&transport as &dyn std::any::Any).downcast_ref::<HttpClient>();
+        self.server_names = http.map(|http| http.server_names().clone());
         self.transport = Some(BoxTransport::new(transport));
+        self
+    }
+
+    /// What `https://` instances are trusted by and shown (default [`TlsConfig::new`]: the
+    /// system's roots, no client certificate). For the default transport; with
+    /// [`transport`](Self::transport), give the settings to your
+    /// [`HttpClient`](crate::transport::HttpClient) instead.
+    ///
+    /// Certificates are checked against the address's host, or, for an instance whose
+    /// metadata has `tls_server_name` (useful when its address is an IP), that name.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self.transport_settings = true;
+        self
+    }
+
+    /// Also trusts the CA certificates in `pem` for `https://` instances. A PEM that does
+    /// not parse is reported by [`build`](Self::build).
+    pub fn add_root_certificate(self, pem: impl AsRef<[u8]>) -> Self {
+        let tls = self.tls.clone().add_root_certificate(pem);
+        self.tls_setting(tls)
+    }
+
+    /// Trusts only the CA certificates in `pem` (not the system's) for `https://` instances.
+    pub fn tls_roots_only(self, pem: impl AsRef<[u8]>) -> Self {
+        let tls = self.tls.clone().roots_only(pem);
+        self.tls_setting(tls)
+    }
+
+    /// Presents this client certificate chain and key (PEM) to instances that ask (mTLS).
+    pub fn identity(self, cert_chain_pem: impl AsRef<[u8]>, key_pem: impl AsRef<[u8]>) -> Self {
+        let tls = self.tls.clone().identity(cert_chain_pem, key_pem);
+        self.tls_setting(tls)
+    }
+
+    /// Speaks HTTP/2 to every instance without negotiating it (h2c on `http://`). Over
+    /// `https://`, HTTP/2 is negotiated by ALPN without this.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.http2_prior_knowledge = true;
+        self.transport_settings = true;
+        self
+    }
+
+    fn tls_setting(mut self, tls: Result<TlsConfig, Error>) -> Self {
+        match tls {
+            Ok(tls) => self.tls = tls,
+            Err(error) => {
+                let message = match error {
+                    Error::Config(message) => message,
+                    other => other.to_string(),
+                };
+                self.refused.get_or_insert(message);
+            }
+        }
+        self.transport_settings = true;
         self
     }
 
@@ -260,6 +334,14 @@ impl ServiceClientBuilder {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(refused) = &self.refused {
+            return Err(refused.clone());
+        }
+        if self.transport.is_some() && self.transport_settings {
+            return Err("TLS and HTTP/2 settings apply to the default transport: \
+                 give them to your HttpClient (HttpClient::builder().tls(..))"
+                .into());
+        }
         let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.service.is_empty()
             || self.service.len() > 128

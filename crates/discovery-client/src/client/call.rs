@@ -303,10 +303,12 @@ impl<D: Decode> Call<'_, D> {
     fn failed(&mut self, judged: Judged<D::Output>) {
         let instance = &self.endpoints[judged.index].instance;
         let error = match judged.result {
-            Ok((answer, _)) => Error::Status {
-                address: instance.address.clone(),
-                status: answer.status().as_u16(),
-            },
+            Ok((answer, _)) => Error::status(
+                &instance.address,
+                answer.status(),
+                answer.headers(),
+                answer.body(),
+            ),
             Err(error) => error,
         };
         let (service, id) = (self.client.telemetry.service(), &instance.id);

@@ -11,7 +11,11 @@ use crate::Instance;
 use crate::balance::InFlight;
 use crate::breaker::{BreakerState, Breakers, Gate};
 use crate::discovery::{InstanceStream, Update};
-use crate::transport::BaseUrl;
+use crate::transport::{BaseUrl, ServerNames};
+
+/// The instance metadata key naming the TLS server name to check an instance's certificate
+/// against (for an `https://` address that is an IP).
+pub const TLS_SERVER_NAME: &str = "tls_server_name";
 
 /// One instance as the client calls it. Cheap to clone (the parts are shared).
 #[derive(Debug, Clone)]
@@ -45,6 +49,7 @@ pub(crate) enum Known {
 pub(crate) async fn follow_discovery(
     mut instances: InstanceStream,
     breakers: Breakers,
+    server_names: Option<ServerNames>,
     out: watch::Sender<Known>,
 ) {
     let mut endpoints: Vec<Endpoint> = Vec::new();
@@ -52,6 +57,13 @@ pub(crate) async fn follow_discovery(
     while let Some(update) = poll_fn(|cx| instances.poll_update(cx)).await {
         match update {
             Update::Changed(Change::Insert(address, instance)) => {
+                let name = instance.metadata.get(TLS_SERVER_NAME);
+                if let (Some(names), Some(name)) = (&server_names, name) {
+                    if let Err(error) = names.insert(&address, name) {
+                        tracing::warn!(instance = %instance.id, %address, %error,
+                            "{TLS_SERVER_NAME} not used: {error}");
+                    }
+                }
                 let endpoint = Endpoint {
                     base: BaseUrl::new(&instance.address),
                     gate: breakers.gate(&instance),

@@ -145,20 +145,26 @@ impl ServiceClient {
             .ok_or_else(|| Error::Config("no discovery source".into()))?;
         let events = EventBus::new(builder.event_capacity);
         let telemetry = ServiceTelemetry::new(&builder.service, Some(events.clone()));
-        let transport = match builder.transport {
-            Some(transport) => transport,
-            None => BoxTransport::new(
-                HttpClient::builder()
+        let (transport, server_names) = match builder.transport {
+            Some(transport) => (transport, builder.server_names),
+            None => {
+                let mut http = HttpClient::builder()
                     .connect_timeout(builder.timeout)
                     .pool_idle_timeout(Duration::from_secs(30))
-                    .build(),
-            ),
+                    .tls(builder.tls.clone());
+                if builder.http2_prior_knowledge {
+                    http = http.http2_prior_knowledge();
+                }
+                let http = http.build()?;
+                let names = http.server_names().clone();
+                (BoxTransport::new(http), Some(names))
+            }
         };
         let breakers = Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
             .shared_classifier(Arc::clone(&builder.classifier));
         let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
         let (endpoints_tx, endpoints_rx) = watch::channel(Known::Nothing);
-        let follow = endpoints::follow_discovery(instances, breakers, endpoints_tx);
+        let follow = endpoints::follow_discovery(instances, breakers, server_names, endpoints_tx);
         Ok(Self {
             inner: Arc::new(Inner {
                 cache: ResponseCache::new(&builder.cache).with_counters(telemetry.cache_counters()),

@@ -42,10 +42,12 @@ impl Response {
         if self.status.is_success() {
             Ok(self.body)
         } else {
-            Err(Error::Status {
-                address: self.instance.address.clone(),
-                status: self.status.as_u16(),
-            })
+            Err(Error::status(
+                &self.instance.address,
+                self.status,
+                &self.headers,
+                &self.body,
+            ))
         }
     }
 
@@ -76,10 +78,12 @@ impl<T> Answer<T> {
     pub(crate) fn into_value(self) -> Result<T, Error> {
         match self.value {
             Some(value) => Ok(value),
-            None => Err(Error::Status {
-                address: self.instance.address.clone(),
-                status: self.response.status().as_u16(),
-            }),
+            None => Err(Error::status(
+                &self.instance.address,
+                self.response.status(),
+                self.response.headers(),
+                self.response.body(),
+            )),
         }
     }
 

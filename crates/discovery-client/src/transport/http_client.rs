@@ -1,12 +1,17 @@
-//! [`HttpClient`]: the default transport, hyper's pooled HTTP/1.1 client.
+//! [`HttpClient`]: the default transport, hyper's pooled client over TCP or rustls.
 //!
 //! Why hyper and not reqwest here: reqwest does work per request that an instance call does
 //! not need (URL parsing and conversion, redirect and proxy handling, its own futures), and
 //! it costs the caller CPU (docs/BENCHMARKS.md compares the two); an instance call is plain
-//! HTTP to an address discovery gave, the path already parsed. The request's path and query are sent as given (not re-parsed or
-//! normalised), no proxy from the environment is used, and only `http://` is spoken: a
-//! request for another scheme is refused with [`Error::InvalidRequest`], which trips no
-//! breaker.
+//! HTTP to an address discovery gave, the path already parsed. The request's path and query
+//! are sent as given (not re-parsed or normalised) and no proxy from the environment is
+//! used. `http://` and `https://` are spoken (HTTP/2 negotiated by ALPN over TLS, or by prior
+//! knowledge); a request for another scheme is refused with [`Error::InvalidRequest`], which
+//! trips no breaker.
+//!
+//! A request hyper could not start on a pooled connection because the instance had closed
+//! it (an idle keep-alive connection the server dropped) is sent again on a new connection
+//! by hyper itself, before anything of it reached the instance: no error, no breaker.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,19 +22,26 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
 use tower::{BoxError, Service};
 
+use super::tls::{ServerNames, TlsConfig};
 use crate::Error;
 
-/// A pooled HTTP/1.1 client (hyper's): the default transport. Cloning shares the connection
-/// pool.
+/// A pooled HTTP client (hyper's, with rustls for `https://`): the default transport.
+/// Cloning shares the connection pool.
+///
+/// Over TLS, ALPN offers HTTP/2 and HTTP/1.1 and the server chooses; with
+/// [`http2_prior_knowledge`](HttpClientBuilder::http2_prior_knowledge) every connection
+/// speaks HTTP/2 (h2c on `http://`). Over HTTP/2, concurrent requests to one instance share
+/// one connection.
 ///
 /// It is a transport as [`transport`](crate::transport) describes: a tower service taking
-/// an `http::Request<Bytes>` with an absolute `http://` URI. Give one to several clients
+/// an `http::Request<Bytes>` with an absolute `http://` or `https://` URI. Give one to several clients
 /// ([`ServiceClientBuilder::transport`](crate::ServiceClientBuilder::transport)) to share
 /// its pool:
 ///
@@ -42,7 +54,7 @@ use crate::Error;
 /// let http = HttpClient::builder()
 ///     .connect_timeout(Duration::from_millis(500))
 ///     .pool_max_idle_per_host(32)
-///     .build();
+///     .build()?;
 /// let ratings = ServiceClient::builder("ratings")
 ///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
 ///     .transport(http.clone())
@@ -56,19 +68,34 @@ use crate::Error;
 /// ```
 #[derive(Debug, Clone)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// What certificates are checked against, by address.
+    server_names: ServerNames,
 }
 
 impl Default for HttpClient {
+    /// As [`HttpClient::new`].
+    #[allow(clippy::expect_used)]
     fn default() -> Self {
-        Self::builder().build()
+        // The default settings have no PEM or key to refuse, and `ring` supports the default
+        // protocol versions: building cannot fail.
+        Self::builder()
+            .build()
+            .expect("the default HTTP client settings are valid")
     }
 }
 
 impl HttpClient {
-    /// A client with the defaults of [`HttpClientBuilder`].
+    /// A client with the defaults of [`HttpClientBuilder`] (the system's roots for
+    /// `https://`).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Checks the certificate of the instance at `address` against `name` (an instance's
+    /// `tls_server_name` metadata, for an address that is an IP).
+    pub(crate) fn server_names(&self) -> &ServerNames {
+        &self.server_names
     }
 
     /// Starts configuring a client.
@@ -79,7 +106,8 @@ impl HttpClient {
 
 /// Settings for an [`HttpClient`]. Defaults: no connect timeout of its own (the per-attempt
 /// timeout bounds it), idle connections closed after 90 s, any number kept per instance,
-/// `TCP_NODELAY` on.
+/// `TCP_NODELAY` on, the system's root certificates ([`TlsConfig::new`]), HTTP/2 by ALPN
+/// over TLS and HTTP/1.1 otherwise.
 ///
 /// ```
 /// use std::time::Duration;
@@ -88,14 +116,17 @@ impl HttpClient {
 /// let http = HttpClient::builder()
 ///     .connect_timeout(Duration::from_millis(500))
 ///     .pool_idle_timeout(Duration::from_secs(30))
-///     .build();
+///     .build()?;
 /// # let _ = http;
+/// # Ok::<_, discovery_client::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct HttpClientBuilder {
     connect_timeout: Option<Duration>,
     pool_idle_timeout: Option<Duration>,
     pool_max_idle_per_host: usize,
+    tls: TlsConfig,
+    http2_prior_knowledge: bool,
 }
 
 impl Default for HttpClientBuilder {
@@ -104,6 +135,8 @@ impl Default for HttpClientBuilder {
             connect_timeout: None,
             pool_idle_timeout: Some(Duration::from_secs(90)),
             pool_max_idle_per_host: usize::MAX,
+            tls: TlsConfig::new(),
+            http2_prior_knowledge: false,
         }
     }
 }
@@ -127,17 +160,55 @@ impl HttpClientBuilder {
         self
     }
 
+    /// What `https://` connections trust and present (default: the system's roots, no
+    /// client certificate).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Speaks HTTP/2 on every connection without negotiating it: h2c on `http://`, and
+    /// only `h2` offered by ALPN on `https://`. For servers known to speak HTTP/2.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.http2_prior_knowledge = true;
+        self
+    }
+
     /// The client.
-    pub fn build(self) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(self.connect_timeout);
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the TLS settings cannot make a rustls config. Never panics,
+    /// whatever rustls features other crates turn on: the `ring` provider is given
+    /// explicitly.
+    pub fn build(self) -> Result<HttpClient, Error> {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(self.connect_timeout);
+        tcp.enforce_http(false);
+        let server_names = ServerNames::default();
+        let resolver = server_names.clone();
+        // No ALPN here: hyper-rustls offers the protocols enabled below.
+        let tls = self.tls.client_config(&[])?;
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .with_server_name_resolver(move |uri: &http::Uri| resolver.resolve(uri));
+        let connector = match self.http2_prior_knowledge {
+            true => connector.enable_http2().wrap_connector(tcp),
+            false => connector.enable_all_versions().wrap_connector(tcp),
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .http2_only(self.http2_prior_knowledge)
             .build(connector);
-        HttpClient { client }
+        Ok(HttpClient {
+            client,
+            server_names,
+        })
     }
 }
 
@@ -153,9 +224,9 @@ impl Service<http::Request<Bytes>> for HttpClient {
 
     fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
         let scheme = request.uri().scheme();
-        if scheme != Some(&Scheme::HTTP) {
+        if scheme != Some(&Scheme::HTTP) && scheme != Some(&Scheme::HTTPS) {
             let error = Error::InvalidRequest(format!(
-                "URL {:?}: only http:// is supported by this transport",
+                "URL {:?}: only http:// and https:// are supported by this transport",
                 request.uri().to_string()
             ));
             return ResponseFuture {
@@ -219,12 +290,12 @@ mod tests {
     #[tokio::test]
     async fn another_scheme_is_an_invalid_request_not_a_transport_failure() {
         let error = HttpClient::new()
-            .oneshot(get("https://127.0.0.1:1/x"))
+            .oneshot(get("ftp://127.0.0.1:1/x"))
             .await
             .expect_err("refused");
-        let error = Error::from_leaf(error, "https://127.0.0.1:1");
+        let error = Error::from_leaf(error, "ftp://127.0.0.1:1");
         assert!(
-            matches!(&error, Error::InvalidRequest(m) if m.contains("only http://")),
+            matches!(&error, Error::InvalidRequest(m) if m.contains("only http:// and https://")),
             "{error:?}"
         );
         assert!(!error.is_instance_failure());

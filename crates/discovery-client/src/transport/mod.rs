@@ -23,6 +23,7 @@
 mod base_url;
 mod endpoint;
 mod http_client;
+mod tls;
 
 use std::fmt;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ use tower::{BoxError, Service, ServiceExt};
 pub(crate) use base_url::BaseUrl;
 pub use endpoint::HttpEndpoint;
 pub use http_client::{HttpClient, HttpClientBuilder, ResponseFuture};
+pub use tls::TlsConfig;
+pub(crate) use tls::{ServerNames, tls_failure};
 
 /// What a [`ServiceClient`](crate::ServiceClient) can send its attempts through: a cloneable
 /// tower [`Service`] taking an `http::Request<Bytes>` with an absolute URI and answering an
