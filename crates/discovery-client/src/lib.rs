@@ -173,7 +173,15 @@ pub mod transport;
 
 pub use balance::Balance;
 pub use cache::{Cached, Source};
-pub use client::{Hedging, InstanceStatus, Response, ServiceClient, ServiceClientBuilder};
+pub use client::{
+    Hedging, InstanceStatus, RequestBuilder, Response, ServiceClient, ServiceClientBuilder,
+    TLS_SERVER_NAME,
+};
+/// The `http` crate, whose types ([`Method`](http::Method), [`HeaderMap`](http::HeaderMap),
+/// [`StatusCode`](http::StatusCode)) are in this crate's API.
+pub use http;
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) are the bodies in this crate's API.
+pub use bytes;
 #[cfg(feature = "etcd")]
 pub use discovery::etcd::EtcdDiscovery;
 pub use discovery::{Discovery, RegistryDiscovery, StaticDiscovery};

@@ -67,14 +67,14 @@ async fn the_retest_delay_backs_off_and_stays_under_its_cap() {
     let mut events = c.subscribe();
     let mut delays = Vec::new();
     // Each probe is refused at once, so the breaker reopens with a doubled delay.
-    let _ = c.get("/ratings/widget").await;
+    let _ = c.get("/ratings/widget").no_cache().await;
     let (mut opened_at, event) = next_breaker_event(&mut events).await;
     assert!(matches!(event, Event::BreakerOpened { .. }), "{event:?}");
     while delays.len() < 5 {
         let (at, event) = next_breaker_event(&mut events).await;
         assert!(matches!(event, Event::BreakerRetesting { .. }), "{event:?}");
         delays.push(at - opened_at);
-        let _ = c.get("/ratings/widget").await; // the probe, refused
+        let _ = c.get("/ratings/widget").no_cache().await; // the probe, refused
         let (at, event) = next_breaker_event(&mut events).await;
         assert!(matches!(event, Event::BreakerOpened { .. }), "{event:?}");
         opened_at = at;
@@ -96,7 +96,7 @@ async fn jitter_spreads_the_retests_of_instances_that_failed_together() {
     let started = Instant::now();
     // Twelve calls open the twelve breakers at the same moment.
     for _ in 0..12 {
-        let _ = c.get("/ratings/widget").await;
+        let _ = c.get("/ratings/widget").no_cache().await;
     }
     let mut delays = Vec::new();
     while delays.len() < 12 {
@@ -133,7 +133,7 @@ async fn with_every_breaker_open_calls_fail_fast_and_one_probe_per_instance_goes
     let mut events = c.subscribe();
 
     // One call tries all three (the first, a hedge, a retry); each times out and opens.
-    let answer = c.get("/ratings/widget").await;
+    let answer = c.get("/ratings/widget").no_cache().await;
     assert!(matches!(answer, Err(Error::Timeout { .. })), "{answer:?}");
     let mut opened = Vec::new();
     while let Ok(event) = events.try_recv() {
@@ -149,7 +149,7 @@ async fn with_every_breaker_open_calls_fail_fast_and_one_probe_per_instance_goes
     let hits: usize = fakes.iter().map(FakeRatings::hits).sum();
     for _ in 0..50 {
         let started = Instant::now();
-        let answer = c.get("/ratings/widget").await;
+        let answer = c.get("/ratings/widget").no_cache().await;
         assert!(
             matches!(answer, Err(Error::AllInstancesDown { .. })),
             "{answer:?}"
@@ -176,7 +176,7 @@ async fn with_every_breaker_open_calls_fail_fast_and_one_probe_per_instance_goes
             let c = c.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                (c.get("/ratings/widget").await, started.elapsed())
+                (c.get("/ratings/widget").no_cache().await, started.elapsed())
             })
         })
         .collect();
@@ -203,7 +203,7 @@ async fn with_every_breaker_open_calls_fail_fast_and_one_probe_per_instance_goes
     fakes[1].set(Behaviour::Ratings);
     let healed = Instant::now();
     let served = loop {
-        match c.get("/ratings/widget").await {
+        match c.get("/ratings/widget").no_cache().await {
             Ok(response) => break response,
             Err(Error::AllInstancesDown { .. } | Error::Timeout { .. }) => {}
             Err(other) => panic!("{other}"),
@@ -218,9 +218,9 @@ async fn with_every_breaker_open_calls_fail_fast_and_one_probe_per_instance_goes
         "{:?}",
         healed.elapsed()
     );
-    assert_eq!(served.instance.address, fakes[1].url);
+    assert_eq!(served.instance().address, fakes[1].url);
     for _ in 0..10 {
-        let answer = c.get("/ratings/widget").await.expect("served");
-        assert_eq!(answer.instance.address, fakes[1].url);
+        let answer = c.get("/ratings/widget").no_cache().await.expect("served");
+        assert_eq!(answer.instance().address, fakes[1].url);
     }
 }

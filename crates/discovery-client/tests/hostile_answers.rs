@@ -196,7 +196,7 @@ proptest! {
                 .expect("client");
             let started = Instant::now();
             let result = client.get("/ratings/widget").await;
-            (result.map(|r| r.status), started.elapsed())
+            (result.map(|r| r.status()), started.elapsed())
         });
         let (result, took) = result;
         prop_assert!(took < TIMEOUT * 3, "took {:?}", took);

@@ -24,7 +24,9 @@ use metrics::Counter;
 use moka::future::Cache;
 
 use crate::telemetry::CacheCounters;
-use crate::{Error, Instance};
+use crate::Instance;
+#[cfg(test)]
+use crate::Error;
 
 mod layer;
 mod service;
@@ -174,6 +176,7 @@ impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
 
     /// Answers `key` from the fresh cache, or by running `fetch` (once for all concurrent
     /// callers of the same key), or, when that fails, from the stale store.
+    #[cfg(test)]
     pub(crate) async fn get_or_fetch<F>(&self, key: &str, fetch: F) -> Result<(V, Source), Error>
     where
         F: Future<Output = Result<V, Error>>,

@@ -20,7 +20,8 @@
 //!    refuses is [`Error::Decode`]; then the classifier decides, and the outcome is recorded
 //!    on the instance's breaker (whose transitions are logged as `OPEN breaker on [...]`,
 //!    `RETEST ...`, `CLOSE ...`), in the metrics and in the instance's figures.
-//! 3. **Hedge.** An idempotent attempt (or any, with `retry_non_idempotent`) that has not
+//! 3. **Hedge.** An idempotent attempt (or any marked idempotent, or any with
+//!    `retry_non_idempotent`) that has not
 //!    ended after the hedge delay ([`Hedging`](crate::Hedging)) gets one more attempt on
 //!    another instance, taken from the retry budget and counted against `max_retries`. The
 //!    first of the two to end without failing is the answer; the other is not cancelled but
@@ -54,24 +55,28 @@ use crate::Error;
 use crate::classify::Outcome;
 use crate::transport::SendError;
 
-/// What every attempt of a call sends.
+/// What every attempt of a call sends, and the rules for this call (the client's, or the
+/// request's own overrides).
 #[derive(Debug)]
 pub(super) struct Request {
-    method: Method,
+    pub(super) method: Method,
     /// Path and query, sent to each instance after its address's own path.
-    path: PathAndQuery,
-    headers: HeaderMap,
-    body: Bytes,
+    pub(super) path: PathAndQuery,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+    /// Per-attempt timeout.
+    pub(super) timeout: Duration,
+    /// Overall deadline, across attempts.
+    pub(super) deadline: Option<Duration>,
+    /// Retries (and hedges) allowed after the first attempt.
+    pub(super) max_retries: u32,
+    /// Whether a failed attempt may be retried and a slow one hedged.
+    pub(super) retryable: bool,
 }
 
 impl Request {
-    /// A request for `path` (which must start with `/`).
-    pub(super) fn new(
-        method: Method,
-        path: &str,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Self, Error> {
+    /// A request for `path` (which must start with `/`) under the client's rules.
+    pub(super) fn new(client: &Inner, method: Method, path: &str) -> Result<Self, Error> {
         if !path.starts_with('/') {
             return Err(Error::InvalidRequest(format!(
                 "path {path:?} must start with '/'"
@@ -80,11 +85,28 @@ impl Request {
         let path = PathAndQuery::try_from(path)
             .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
         Ok(Self {
+            retryable: method.is_idempotent() || client.retry_non_idempotent,
             method,
             path,
-            headers,
-            body,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            timeout: client.timeout,
+            deadline: client.deadline,
+            max_retries: client.max_retries,
         })
+    }
+
+    /// Appends `query` (already encoded) to the path's query string.
+    pub(super) fn append_query(&mut self, query: &str) -> Result<(), Error> {
+        let joined = match self.path.query() {
+            Some(existing) if !existing.is_empty() => {
+                format!("{}?{existing}&{query}", self.path.path())
+            }
+            _ => format!("{}?{query}", self.path.path()),
+        };
+        self.path = PathAndQuery::try_from(joined.as_str())
+            .map_err(|e| Error::InvalidRequest(format!("query {query:?}: {e}")))?;
+        Ok(())
     }
 
     /// The request one attempt sends to `endpoint`.
@@ -137,7 +159,7 @@ pub(super) async fn call<D: Decode>(
         Some(endpoints) => (endpoints, started),
         None => (client.first_endpoints().await?, Instant::now()),
     };
-    let retryable = request.method.is_idempotent() || client.retry_non_idempotent;
+    let retryable = request.retryable;
     let call = Call {
         client,
         request,
@@ -145,7 +167,7 @@ pub(super) async fn call<D: Decode>(
         endpoints,
         tried: Vec::new(),
         attempts: 0,
-        deadline: client.deadline.map(|d| started + d),
+        deadline: request.deadline.map(|d| started + d),
         retryable,
         hedge_after: retryable
             .then(|| client.hedging.delay(&client.latency))
@@ -180,7 +202,7 @@ impl<D: Decode> Call<'_, D> {
             if self.deadline.is_some_and(|d| now >= d) {
                 return Err(self.deadline_exceeded());
             }
-            if !self.retryable || self.attempts > self.client.max_retries {
+            if !self.retryable || self.attempts > self.request.max_retries {
                 break;
             }
         }
@@ -214,8 +236,8 @@ impl<D: Decode> Call<'_, D> {
         let endpoint = &self.endpoints[index];
         let request = self.request.to(endpoint)?;
         let limit = match self.deadline {
-            Some(d) => client.timeout.min(d.saturating_duration_since(now)),
-            None => client.timeout,
+            Some(d) => self.request.timeout.min(d.saturating_duration_since(now)),
+            None => self.request.timeout,
         };
         self.tried.push(index);
         self.attempts += 1;
@@ -257,7 +279,7 @@ impl<D: Decode> Call<'_, D> {
         if let Either::Left((answer, _)) = select(&mut first.response, timer).await {
             return Ok(self.judge(first, answer));
         }
-        if self.attempts > self.client.max_retries {
+        if self.attempts > self.request.max_retries {
             return Ok(self.finish(first).await);
         }
         let Some(mut hedge) = self.send_next(Instant::now(), true)? else {
@@ -320,7 +342,7 @@ impl<D: Decode> Call<'_, D> {
     fn deadline_exceeded(&self) -> Error {
         Error::DeadlineExceeded {
             service: self.client.telemetry.service().to_string(),
-            deadline: self.client.deadline.unwrap_or_default(),
+            deadline: self.request.deadline.unwrap_or_default(),
         }
     }
 }

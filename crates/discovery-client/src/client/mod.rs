@@ -23,12 +23,12 @@ mod call;
 mod decode;
 mod endpoints;
 mod hedging;
+mod request;
 mod response;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
@@ -43,15 +43,15 @@ use crate::discovery::InstanceStream;
 use crate::events::{Event, EventBus};
 use crate::telemetry::ServiceTelemetry;
 use crate::transport::{BoxTransport, HttpClient};
-use crate::{Error, Instance, Source};
+use crate::Error;
 
 pub use builder::ServiceClientBuilder;
-pub use endpoints::InstanceStatus;
+pub use endpoints::{InstanceStatus, TLS_SERVER_NAME};
 pub use hedging::Hedging;
+pub use request::RequestBuilder;
 pub use response::Response;
 
-use call::Request;
-use decode::{AsIs, Decode, Json};
+use decode::Json;
 use endpoints::{Endpoint, Known};
 use hedging::LatencyEstimate;
 
@@ -117,11 +117,10 @@ struct Inner {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// A cached answer: its body and the instance that gave it.
+/// A cached answer (a 2xx), with the instance that gave it.
 #[derive(Debug, Clone)]
 struct CachedBody {
-    body: Bytes,
-    instance: Arc<Instance>,
+    response: Response,
 }
 
 impl Drop for Inner {
@@ -211,30 +210,52 @@ impl ServiceClient {
         self.inner.cache.clear();
     }
 
-    /// GETs `path` (such as `/ratings/widget`) from an instance and returns the answer,
-    /// whatever its status, once an attempt did not fail (4xx answers are returned as they
-    /// are; 5xx answers are retried elsewhere and, if every try fails, returned as
-    /// [`Error::Status`]).
-    pub async fn get(&self, path: &str) -> Result<Response, Error> {
-        self.send(Method::GET, path, None).await
+    /// A GET of `path` (such as `/ratings/widget`, with or without a query), to send with
+    /// [`RequestBuilder::send`] or by awaiting it. Served from the response cache when it
+    /// can be (see [`RequestBuilder`]).
+    ///
+    /// ```no_run
+    /// # async fn demo(ratings: discovery_client::ServiceClient) -> Result<(), discovery_client::Error> {
+    /// let answer = ratings.get("/ratings/widget").await?;
+    /// println!("{} {:?}", answer.status(), answer.body());
+    /// # Ok(()) }
+    /// ```
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
     }
 
-    /// Sends a request with this method and optional body. Non-idempotent methods are not
-    /// retried (or hedged) unless the builder allowed it.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<Response, Error> {
-        let request = Request::new(method, path, HeaderMap::new(), body.unwrap_or_default())?;
-        let answer = call::call(&self.inner, &request, AsIs).await?;
-        Ok(answer.into_response())
+    /// A POST of `path`: sent once (never retried or hedged) unless marked
+    /// [`idempotent`](RequestBuilder::idempotent).
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
     }
 
-    /// GETs `path` and decodes the JSON answer. A 4xx answer is [`Error::Status`] (and no
-    /// breaker counts it); a body that does not decode is an instance failure, retried
-    /// elsewhere like a 5xx. The cache is not used.
+    /// A PUT of `path`.
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    /// A PATCH of `path`: sent once unless marked [`idempotent`](RequestBuilder::idempotent).
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    /// A DELETE of `path`.
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// A request with any method. `path` must start with `/` (else [`send`] is
+    /// [`Error::InvalidRequest`]).
+    ///
+    /// [`send`]: RequestBuilder::send
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        RequestBuilder::new(self, method, path)
+    }
+
+    /// GETs `path` and decodes the JSON answer: `self.get(path).no_cache()`, decoded. A 4xx
+    /// answer is [`Error::Status`] (and no breaker counts it); a body that does not decode
+    /// is an instance failure, retried elsewhere like a 5xx.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         self.get_json_with(path, &HeaderMap::new()).await
     }
@@ -246,16 +267,16 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<T, Error> {
-        let request = Request::new(Method::GET, path, headers.clone(), Bytes::new())?;
-        call::call(&self.inner, &request, Json::<T>::new())
-            .await?
-            .into_value()
+        let request = self.get(path).headers(headers.clone()).no_cache();
+        let (response, value) = request.send_decoded(Json::<T>::new()).await?;
+        value.map_or_else(|| response.json(), Ok)
     }
 
-    /// Like [`get_json`](Self::get_json), through the response cache: served from the fresh
-    /// cache while it holds the answer, one upstream call for all concurrent misses of the
-    /// same path, and the last good answer (marked [`Source::Stale`](crate::Source::Stale))
-    /// when the upstream call fails. The answer names the instance that gave it.
+    /// Like [`get_json`](Self::get_json), through the response cache (as
+    /// [`get`](Self::get) is): served from the fresh cache while it holds the answer, one
+    /// upstream call for all concurrent misses of the same path, and the last good answer
+    /// (marked [`Source::Stale`](crate::Source::Stale)) when the upstream call fails. The
+    /// answer names the instance that gave it.
     pub async fn get_json_cached<T: DeserializeOwned>(
         &self,
         path: &str,
@@ -270,31 +291,15 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Cached<T>, Error> {
-        let json = Json::<T>::new();
-        // The value of an answer fetched by this call, decoded while its attempt was judged.
-        let mut fetched = None;
-        // Only a miss builds the request.
-        let fetch = async {
-            let request = Request::new(Method::GET, path, headers.clone(), Bytes::new())?;
-            let answer = call::call(&self.inner, &request, json).await?;
-            let instance = Arc::clone(&answer.instance);
-            let body = answer.response.body().clone();
-            fetched = Some(answer.into_value()?);
-            Ok(CachedBody { body, instance })
-        };
-        let (cached, source) = self.inner.cache.get_or_fetch(path, fetch).await?;
+        let request = self.get(path).headers(headers.clone());
+        let (response, value) = request.send_decoded(Json::<T>::new()).await?;
+        let (source, instance) = (response.source(), Arc::clone(response.instance()));
         // A hit, a concurrent caller's fetch or a stale answer is decoded from the cache.
-        let value = match fetched {
-            Some(value) if source == Source::Live => value,
-            _ => json.decode(&cached.body).map_err(|message| Error::Decode {
-                address: cached.instance.address.clone(),
-                message,
-            })?,
-        };
+        let value = value.map_or_else(|| response.json(), Ok)?;
         Ok(Cached {
             value,
             source,
-            instance: cached.instance,
+            instance,
         })
     }
 }

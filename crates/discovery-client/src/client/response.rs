@@ -3,61 +3,136 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode, Version};
 use serde::de::DeserializeOwned;
 
 use super::decode::{Decode, Json};
-use crate::{Error, Instance};
+use crate::{Error, Instance, Source};
 
-/// An instance's whole answer to one request.
+/// An instance's whole answer to one request (its body already read, within the attempt's
+/// timeout, so reading it here never waits). Cheap to clone.
 ///
 /// ```no_run
 /// use discovery_client::{ServiceClient, StaticDiscovery};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Rating { item_id: String, rating: u8 }
 ///
 /// # async fn demo() -> Result<(), discovery_client::Error> {
 /// let ratings = ServiceClient::builder("ratings")
 ///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
 ///     .build()?;
-/// let response = ratings.get("/ratings/widget").await?;
-/// println!("{} from instance {}", response.status, response.instance.id);
-/// let body = response.success_body()?;
-/// # let _ = body;
+/// let response = ratings.get("/ratings/widget").send().await?;
+/// println!("{} from instance {} ({})", response.status(), response.instance().id,
+///     response.source().as_str());
+/// let rating: Rating = response.json()?;
+/// # let _ = rating;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
 pub struct Response {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The answer's headers.
-    pub headers: HeaderMap,
-    /// The whole body.
-    pub body: Bytes,
-    /// The instance that answered, shared with the client.
-    pub instance: Arc<Instance>,
+    /// Status, version and headers, shared by clones (and by cached answers).
+    head: Arc<Head>,
+    body: Bytes,
+    instance: Arc<Instance>,
+    source: Source,
+}
+
+#[derive(Debug)]
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
 }
 
 impl Response {
-    /// The body, if the status is 2xx; otherwise [`Error::Status`].
-    pub fn success_body(self) -> Result<Bytes, Error> {
-        if self.status.is_success() {
-            Ok(self.body)
-        } else {
-            Err(Error::status(
-                &self.instance.address,
-                self.status,
-                &self.headers,
-                &self.body,
-            ))
+    pub(crate) fn new(response: http::Response<Bytes>, instance: Arc<Instance>, source: Source) -> Self {
+        let (parts, body) = response.into_parts();
+        Self {
+            head: Arc::new(Head {
+                status: parts.status,
+                version: parts.version,
+                headers: parts.headers,
+            }),
+            body,
+            instance,
+            source,
         }
     }
 
-    /// Decodes a 2xx body as JSON; other statuses are [`Error::Status`].
-    pub fn into_json<T: DeserializeOwned>(self) -> Result<T, Error> {
-        let address = self.instance.address.clone();
-        let body = self.success_body()?;
+    /// The same answer, marked as coming from `source`.
+    pub(crate) fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.head.status
+    }
+
+    /// The HTTP version the instance answered with (`HTTP/2.0` over h2).
+    pub fn version(&self) -> Version {
+        self.head.version
+    }
+
+    /// The answer's headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.head.headers
+    }
+
+    /// The instance that answered (for a cached or stale answer, the one that gave it).
+    pub fn instance(&self) -> &Arc<Instance> {
+        &self.instance
+    }
+
+    /// Whether the answer is live, from the fresh cache, or a stale fallback.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The whole body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The whole body, taken.
+    pub fn bytes(self) -> Bytes {
+        self.body
+    }
+
+    /// The body as UTF-8 text; [`Error::Decode`] if it is not.
+    pub fn text(self) -> Result<String, Error> {
+        String::from_utf8(self.body.to_vec()).map_err(|e| Error::Decode {
+            address: self.instance.address.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Decodes a 2xx body as JSON; another status is [`Error::Status`] (carrying the
+    /// headers and the start of the body), a body that does not decode is [`Error::Decode`].
+    pub fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
+        let response = self.error_for_status()?;
         Json::<T>::new()
-            .decode(&body)
-            .map_err(|message| Error::Decode { address, message })
+            .decode(&response.body)
+            .map_err(|message| Error::Decode {
+                address: response.instance.address.clone(),
+                message,
+            })
+    }
+
+    /// The answer if its status is 2xx (or 1xx/3xx); a 4xx or 5xx as [`Error::Status`].
+    pub fn error_for_status(self) -> Result<Self, Error> {
+        let status = self.status();
+        if status.is_client_error() || status.is_server_error() {
+            return Err(Error::status(
+                &self.instance.address,
+                status,
+                self.headers(),
+                &self.body,
+            ));
+        }
+        Ok(self)
     }
 }
 
@@ -71,30 +146,4 @@ pub(crate) struct Answer<T> {
     pub(crate) value: Option<T>,
     /// The instance that answered.
     pub(crate) instance: Arc<Instance>,
-}
-
-impl<T> Answer<T> {
-    /// The decoded 2xx body; for another status, [`Error::Status`].
-    pub(crate) fn into_value(self) -> Result<T, Error> {
-        match self.value {
-            Some(value) => Ok(value),
-            None => Err(Error::status(
-                &self.instance.address,
-                self.response.status(),
-                self.response.headers(),
-                self.response.body(),
-            )),
-        }
-    }
-
-    /// The answer as the public [`Response`].
-    pub(crate) fn into_response(self) -> Response {
-        let (parts, body) = self.response.into_parts();
-        Response {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            instance: self.instance,
-        }
-    }
 }

@@ -29,10 +29,10 @@ async fn a_hanging_instance_is_hedged_after_the_delay() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let answer = c.get("/ratings/widget").await.expect("the hedge answers");
+    let answer = c.get("/ratings/widget").no_cache().await.expect("the hedge answers");
     assert_eq!(started.elapsed(), HEDGE);
-    assert_eq!(answer.instance.id, "2");
-    assert_eq!(answer.into_json::<Rating>().expect("json").instance, 2);
+    assert_eq!(answer.instance().id, "2");
+    assert_eq!(answer.json::<Rating>().expect("json").instance, 2);
     assert_eq!(
         fakes[1].arrivals(),
         [started + HEDGE],
@@ -58,7 +58,7 @@ async fn the_overtaken_attempt_runs_to_its_timeout_and_opens_its_breaker() {
         .expect("client");
     let mut events = c.subscribe();
     let started = Instant::now();
-    c.get("/ratings/widget").await.expect("the hedge answers");
+    c.get("/ratings/widget").no_cache().await.expect("the hedge answers");
     assert_eq!(
         fakes[0].in_flight(),
         1,
@@ -125,14 +125,14 @@ async fn no_hedge_once_the_budget_is_spent() {
         .expect("client");
     // The floor allows 100 retries in its 10 s window: 100 failing calls spend it.
     for _ in 0..100 {
-        let _ = c.get("/ratings/widget").await;
+        let _ = c.get("/ratings/widget").no_cache().await;
     }
     assert_eq!(hits(&fakes).iter().sum::<usize>(), 200);
     fakes[0].set(Behaviour::Hang);
     fakes[1].set(Behaviour::Ratings);
     let started = Instant::now();
     // Round-robin: the next call goes to instance 1.
-    let result = c.get("/ratings/widget").await;
+    let result = c.get("/ratings/widget").no_cache().await;
     assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
     assert_eq!(started.elapsed(), TIMEOUT);
     assert_eq!(
@@ -173,7 +173,7 @@ async fn non_idempotent_requests_are_not_hedged_unless_allowed() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let result = c.send(Method::POST, "/ratings/widget", None).await;
+    let result = c.post("/ratings/widget").send().await;
     assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
     assert_eq!(started.elapsed(), TIMEOUT);
     assert_eq!(fakes[1].hits(), 0, "a POST is not hedged");
@@ -185,7 +185,7 @@ async fn non_idempotent_requests_are_not_hedged_unless_allowed() {
         .build()
         .expect("client");
     let started = Instant::now();
-    c.send(Method::POST, "/ratings/widget", None)
+    c.post("/ratings/widget").send()
         .await
         .expect("the hedge answers");
     assert_eq!(started.elapsed(), HEDGE);
@@ -203,7 +203,7 @@ async fn a_hedge_counts_against_max_retries() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let result = c.get("/ratings/widget").await;
+    let result = c.get("/ratings/widget").no_cache().await;
     assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
     assert_eq!(started.elapsed(), TIMEOUT);
     assert_eq!(fakes[1].hits(), 0);

@@ -30,7 +30,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::discovery::{Discovery, DiscoverySink};
-use crate::{Event, StaticDiscovery};
+use crate::{Event, Source, StaticDiscovery};
 
 /// What a fake ratings instance answers.
 #[derive(Debug, Deserialize, PartialEq)]

@@ -19,7 +19,7 @@ async fn retries_stay_within_the_budget_when_every_instance_is_sick() {
         .expect("client");
     let requests = 400;
     for _ in 0..requests {
-        let answer = c.get("/ratings/widget").await;
+        let answer = c.get("/ratings/widget").no_cache().await;
         assert!(
             matches!(answer, Err(Error::Status { status: 500, .. })),
             "{answer:?}"
@@ -42,12 +42,12 @@ async fn with_no_budget_left_a_failure_is_not_retried() {
         .expect("client");
     // The floor allows 100 retries in the window; beyond that, one attempt per request.
     for _ in 0..200 {
-        let _ = c.get("/ratings/widget").await;
+        let _ = c.get("/ratings/widget").no_cache().await;
     }
     assert_eq!(hits(&fakes).iter().sum::<usize>(), 300);
     // Ten seconds on, the window has moved: retries again.
     tokio::time::advance(Duration::from_secs(10)).await;
-    let _ = c.get("/ratings/widget").await;
+    let _ = c.get("/ratings/widget").no_cache().await;
     assert_eq!(hits(&fakes).iter().sum::<usize>(), 302);
 }
 
@@ -60,11 +60,8 @@ async fn post_is_not_retried_unless_allowed() {
         .build()
         .expect("client");
     let error = c
-        .send(
-            Method::POST,
-            "/ratings/widget",
-            Some(Bytes::from_static(b"{}")),
-        )
+        .post("/ratings/widget")
+        .body(Bytes::from_static(b"{}"))
         .await
         .unwrap_err();
     assert!(
@@ -77,14 +74,14 @@ async fn post_is_not_retried_unless_allowed() {
         "a failed POST is not retried"
     );
     // GET is retried: two instances, two attempts.
-    let _ = c.get("/ratings/widget").await;
+    let _ = c.get("/ratings/widget").no_cache().await;
     assert_eq!(hits(&fakes).iter().sum::<usize>(), 3);
     let c = client(&transport, &fakes)
         .failure_limit(100)
         .retry_non_idempotent(true)
         .build()
         .expect("client");
-    let _ = c.send(Method::POST, "/ratings/widget", None).await;
+    let _ = c.post("/ratings/widget").send().await;
     assert_eq!(hits(&fakes).iter().sum::<usize>(), 5, "allowed: retried");
 }
 
@@ -97,7 +94,7 @@ async fn without_a_deadline_each_retry_gets_a_whole_timeout() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let error = c.get("/ratings/widget").await.unwrap_err();
+    let error = c.get("/ratings/widget").no_cache().await.unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
     assert_eq!(
         started.elapsed(),
@@ -118,7 +115,7 @@ async fn an_overall_deadline_cuts_the_last_attempt_short_and_ends_the_call_on_ti
         .build()
         .expect("client");
     let started = Instant::now();
-    let error = c.get("/ratings/widget").await.unwrap_err();
+    let error = c.get("/ratings/widget").no_cache().await.unwrap_err();
     assert_eq!(
         error,
         Error::DeadlineExceeded {

@@ -45,14 +45,11 @@ async fn calls_interleave_across_real_instances_with_their_headers() {
         assert_eq!(fake.traceparents(), [trace, trace]);
     }
     let posted = c
-        .send(
-            Method::POST,
-            "/ratings/gadget",
-            Some(Bytes::from_static(b"{\"stars\": 3}")),
-        )
+        .post("/ratings/gadget")
+        .body(Bytes::from_static(b"{\"stars\": 3}"))
         .await
         .expect("answer");
-    assert_eq!(posted.status, 200);
+    assert_eq!(posted.status(), 200);
 }
 
 #[tokio::test]
@@ -71,7 +68,7 @@ async fn a_refused_connection_names_the_instance_and_the_cause_and_opens_its_bre
     let states: Vec<_> = c.instances().iter().map(|i| i.state).collect();
     assert_eq!(states, [BreakerState::Open, BreakerState::Closed]);
     let alone = over_sockets([closed.url.clone()]).build().expect("client");
-    match alone.get("/ratings/widget").await.unwrap_err() {
+    match alone.get("/ratings/widget").no_cache().await.unwrap_err() {
         Error::Http { address, message } => {
             assert_eq!(address, closed.url);
             assert!(
@@ -91,7 +88,7 @@ async fn an_instance_that_never_answers_is_a_timeout() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let error = c.get("/ratings/widget").await.unwrap_err();
+    let error = c.get("/ratings/widget").no_cache().await.unwrap_err();
     assert_eq!(
         error,
         Error::Timeout {
@@ -108,7 +105,7 @@ async fn an_https_address_is_refused_by_the_default_transport_without_tripping_a
         .build()
         .expect("client");
     for _ in 0..3 {
-        let error = c.get("/ratings/widget").await.unwrap_err();
+        let error = c.get("/ratings/widget").no_cache().await.unwrap_err();
         assert!(
             matches!(&error, Error::InvalidRequest(m) if m.contains("only http://")),
             "{error:?}"

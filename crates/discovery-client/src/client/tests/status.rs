@@ -89,17 +89,17 @@ async fn instance_status_has_the_requests_failures_and_recent_latency_of_each_in
     let before = discovered(&c).await;
     assert_eq!((before[0].requests, before[0].latency_p50), (0, None));
     for _ in 0..99 {
-        let _ = c.get("/ratings/widget").await;
+        let _ = c.get("/ratings/widget").no_cache().await;
     }
     // Instance 2 slows down for its last answer: its p99 sees it, its median does not.
     fakes[1].set(after(250, Behaviour::Ratings));
     let started = Instant::now();
-    let _ = c.get("/ratings/widget").await;
+    let _ = c.get("/ratings/widget").no_cache().await;
     assert_eq!(started.elapsed(), Duration::from_millis(250));
     // And instance 1 fails once, at once (retried on instance 2, quick again).
     fakes[1].set(after(30, Behaviour::Ratings));
     fakes[0].set(Behaviour::Status(503));
-    let _ = c.get("/ratings/widget").await;
+    let _ = c.get("/ratings/widget").no_cache().await;
     let status = c.instances();
     assert_eq!(
         status[0],
