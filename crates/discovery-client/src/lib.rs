@@ -172,19 +172,19 @@ pub mod timeout;
 pub mod transport;
 
 pub use balance::Balance;
+/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) are the bodies in this crate's API.
+pub use bytes;
 pub use cache::{Cached, Source};
 pub use client::{
     Hedging, InstanceStatus, RequestBuilder, Response, ServiceClient, ServiceClientBuilder,
     TLS_SERVER_NAME,
 };
-/// The `http` crate, whose types ([`Method`](http::Method), [`HeaderMap`](http::HeaderMap),
-/// [`StatusCode`](http::StatusCode)) are in this crate's API.
-pub use http;
-/// The `bytes` crate, whose [`Bytes`](bytes::Bytes) are the bodies in this crate's API.
-pub use bytes;
 #[cfg(feature = "etcd")]
 pub use discovery::etcd::EtcdDiscovery;
 pub use discovery::{Discovery, RegistryDiscovery, StaticDiscovery};
 pub use error::Error;
 pub use events::Event;
+/// The `http` crate, whose types ([`Method`](http::Method), [`HeaderMap`](http::HeaderMap),
+/// [`StatusCode`](http::StatusCode)) are in this crate's API.
+pub use http;
 pub use instance::Instance;

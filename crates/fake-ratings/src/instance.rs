@@ -7,8 +7,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::Behaviour;
+use crate::hyper_server::{self, Serve};
 use crate::memory::Registration;
-use crate::state::InstanceState;
+use crate::state::{InstanceState, Received};
 use crate::tcp::Server;
 
 /// One fake ratings instance: its address, its behaviour switch and its counters.
@@ -50,6 +51,39 @@ impl FakeRatings {
             state,
             serving: Serving::Socket(server),
         }
+    }
+
+    /// Instance `instance` behaving as `behaviour`, served on `127.0.0.1:0` by hyper as
+    /// `serve` says: keep-alive HTTP/1.1 and HTTP/2 (h2c by prior knowledge; ALPN over
+    /// TLS, with the URL `https://127.0.0.1:PORT`), counting connections
+    /// ([`connections`](Self::connections)) and keeping each request
+    /// ([`received`](Self::received)). Panics if it cannot bind or the PEM is bad.
+    pub async fn serve(instance: u32, behaviour: Behaviour, serve: Serve) -> FakeRatings {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("fake ratings cannot bind 127.0.0.1:0: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("fake ratings has no local address: {e}"));
+        let state = InstanceState::new(instance, behaviour);
+        let scheme = if serve.tls.is_some() { "https" } else { "http" };
+        let server = hyper_server::spawn(listener, Arc::clone(&state), &serve);
+        FakeRatings {
+            url: format!("{scheme}://{addr}"),
+            state,
+            serving: Serving::Socket(server),
+        }
+    }
+
+    /// Connections accepted so far (by an instance started with [`serve`](Self::serve)).
+    pub fn connections(&self) -> usize {
+        self.state.connections()
+    }
+
+    /// The requests received so far, as they arrived (by an instance started with
+    /// [`serve`](Self::serve)).
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received()
     }
 
     /// An instance served in memory (by [`InMemory`](crate::InMemory)).

@@ -5,6 +5,9 @@
 //!   HTTP/1.1 (and, for [`Behaviour::Raw`], anything at all) to drive a client end to end.
 //! - [`InMemory`] serves it as a `tower::Service` without sockets, so a client library's
 //!   tests can run on paused time (`#[tokio::test(start_paused = true)]`).
+//! - [`FakeRatings::serve`] serves it with hyper on a real socket, as a real server would
+//!   ([`Serve`]: keep-alive, HTTP/2, TLS with rustls, client certificates), counting
+//!   connections and keeping each request it received.
 //!
 //! Both count what they receive (requests, requests held at once, each request's
 //! `traceparent` header and arrival instant), and both decide what to answer with the same
@@ -15,6 +18,7 @@
 //! - `state`: one instance's behaviour switch and what it has received.
 //! - `instance`: [`FakeRatings`], the handle a test holds for one instance.
 //! - `tcp`: the socket server behind [`FakeRatings::start`].
+//! - `hyper_server`: the one behind [`FakeRatings::serve`].
 //! - `http1`: reading a request head and body, writing an answer.
 //! - `memory`: the [`InMemory`] transport.
 //! - `closed_port`: [`ClosedPort`], an address that refuses connections.
@@ -42,6 +46,7 @@
 mod behaviour;
 mod closed_port;
 mod http1;
+mod hyper_server;
 mod instance;
 mod memory;
 mod state;
@@ -50,5 +55,7 @@ mod tcp;
 pub use behaviour::{Behaviour, STANDARD_ITEMS, rating_of};
 pub use closed_port::ClosedPort;
 pub use http1::response;
+pub use hyper_server::Serve;
 pub use instance::FakeRatings;
 pub use memory::InMemory;
+pub use state::Received;

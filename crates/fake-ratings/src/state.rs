@@ -24,6 +24,26 @@ pub(crate) struct InstanceState {
     /// Each request's `traceparent` and arrival, in arrival order (one lock, so the two
     /// lists always line up).
     log: Mutex<Log>,
+    /// Connections accepted (by the hyper server).
+    connections: AtomicUsize,
+    /// Requests as they arrived (by the hyper server).
+    received: Mutex<Vec<Received>>,
+}
+
+/// A request as it arrived at an instance served by
+/// [`FakeRatings::serve`](crate::FakeRatings::serve).
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its method.
+    pub method: http::Method,
+    /// Its path and query, as sent.
+    pub target: String,
+    /// The HTTP version it came over.
+    pub version: http::Version,
+    /// Its headers.
+    pub headers: http::HeaderMap,
+    /// Its whole body.
+    pub body: bytes::Bytes,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +77,8 @@ impl InstanceState {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             log: Mutex::new(Log::default()),
+            connections: AtomicUsize::new(0),
+            received: Mutex::new(Vec::new()),
         })
     }
 
@@ -106,5 +128,21 @@ impl InstanceState {
 
     pub(crate) fn arrivals(&self) -> Vec<Instant> {
         lock(&self.log).arrivals.clone()
+    }
+
+    pub(crate) fn connected(&self) {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn record(&self, request: Received) {
+        lock(&self.received).push(request);
+    }
+
+    pub(crate) fn received(&self) -> Vec<Received> {
+        lock(&self.received).clone()
     }
 }

@@ -1,5 +1,6 @@
 //! The socket server behind [`FakeRatings::start`](crate::FakeRatings::start): one task
-//! accepting on the listener, one task per connection, each connection one request.
+//! accepting on the listener, one task per connection, each connection one request. The
+//! accept loop is shared with [`hyper_server`](crate::hyper_server).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,10 +28,20 @@ pub(crate) struct Server {
 }
 
 impl Server {
-    /// Serves `state` on `listener` until stopped or dropped.
+    /// Serves `state` on `listener` until stopped or dropped: one request per connection.
     pub(crate) fn spawn(listener: TcpListener, state: Arc<InstanceState>) -> Self {
+        Self::spawn_with(listener, move |stream| serve(stream, Arc::clone(&state)))
+    }
+
+    /// Accepts on `listener` until stopped or dropped, each connection served by a task
+    /// running `connection(stream)`.
+    pub(crate) fn spawn_with<F, Fut>(listener: TcpListener, connection: F) -> Self
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept(listener, state, stopped));
+        let task = tokio::spawn(accept(listener, connection, stopped));
         Self {
             stop: Some(stop),
             task,
@@ -60,11 +71,11 @@ impl Drop for Server {
 
 /// Accepts connections until `stopped` fires (or its sender is dropped); then drops the
 /// listener, so new connections are refused, and aborts the connections still open.
-async fn accept(
-    listener: TcpListener,
-    state: Arc<InstanceState>,
-    mut stopped: oneshot::Receiver<()>,
-) {
+async fn accept<F, Fut>(listener: TcpListener, connection: F, mut stopped: oneshot::Receiver<()>)
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -73,7 +84,7 @@ async fn accept(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve(stream, Arc::clone(&state)));
+                    connections.spawn(connection(stream));
                 }
                 // Such as running out of file descriptors: try again shortly (the loop still
                 // ends when stopped).

@@ -23,10 +23,10 @@ use bytes::Bytes;
 use metrics::Counter;
 use moka::future::Cache;
 
-use crate::telemetry::CacheCounters;
-use crate::Instance;
 #[cfg(test)]
 use crate::Error;
+use crate::Instance;
+use crate::telemetry::CacheCounters;
 
 mod layer;
 mod service;

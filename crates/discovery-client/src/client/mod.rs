@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+use crate::Error;
 use crate::balance::{Balance, Picker};
 use crate::breaker::Breakers;
 use crate::budget::RetryBudget;
@@ -43,7 +44,6 @@ use crate::discovery::InstanceStream;
 use crate::events::{Event, EventBus};
 use crate::telemetry::ServiceTelemetry;
 use crate::transport::{BoxTransport, HttpClient};
-use crate::Error;
 
 pub use builder::ServiceClientBuilder;
 pub use endpoints::{InstanceStatus, TLS_SERVER_NAME};

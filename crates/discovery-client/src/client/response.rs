@@ -46,7 +46,11 @@ struct Head {
 }
 
 impl Response {
-    pub(crate) fn new(response: http::Response<Bytes>, instance: Arc<Instance>, source: Source) -> Self {
+    pub(crate) fn new(
+        response: http::Response<Bytes>,
+        instance: Arc<Instance>,
+        source: Source,
+    ) -> Self {
         let (parts, body) = response.into_parts();
         Self {
             head: Arc::new(Head {
@@ -109,28 +113,35 @@ impl Response {
         })
     }
 
-    /// Decodes a 2xx body as JSON; another status is [`Error::Status`] (carrying the
+    /// Decodes a 2xx body as JSON; any other status is [`Error::Status`] (carrying the
     /// headers and the start of the body), a body that does not decode is [`Error::Decode`].
     pub fn json<T: DeserializeOwned>(self) -> Result<T, Error> {
-        let response = self.error_for_status()?;
+        if !self.status().is_success() {
+            return Err(self.into_error());
+        }
         Json::<T>::new()
-            .decode(&response.body)
+            .decode(&self.body)
             .map_err(|message| Error::Decode {
-                address: response.instance.address.clone(),
+                address: self.instance.address.clone(),
                 message,
             })
+    }
+
+    /// The answer as [`Error::Status`].
+    fn into_error(self) -> Error {
+        Error::status(
+            &self.instance.address,
+            self.status(),
+            self.headers(),
+            &self.body,
+        )
     }
 
     /// The answer if its status is 2xx (or 1xx/3xx); a 4xx or 5xx as [`Error::Status`].
     pub fn error_for_status(self) -> Result<Self, Error> {
         let status = self.status();
         if status.is_client_error() || status.is_server_error() {
-            return Err(Error::status(
-                &self.instance.address,
-                status,
-                self.headers(),
-                &self.body,
-            ));
+            return Err(self.into_error());
         }
         Ok(self)
     }

@@ -232,6 +232,17 @@ impl ServerNames {
     }
 }
 
+/// Whether `error` is an I/O error carrying only the text of rustls' `AlertReceived`.
+fn is_alert_message(error: &(dyn std::error::Error + 'static)) -> bool {
+    let Some(io) = error.downcast_ref::<std::io::Error>() else {
+        return false;
+    };
+    io.kind() == std::io::ErrorKind::InvalidData
+        && io
+            .get_ref()
+            .is_some_and(|inner| inner.to_string().starts_with("received fatal alert: "))
+}
+
 /// The rustls error in `error`'s chain, if any: what [`Error::Tls`] reports.
 pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     let mut next = Some(error);
@@ -239,15 +250,25 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // `io::Error::source` skips the error it wraps: look inside.
-        let wrapped = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = wrapped {
-            return Some(tls.to_string());
+        // `io::Error::source` skips the error it wraps (often another io::Error around the
+        // rustls one): look inside instead.
+        // Over HTTP/2 the rustls error reaches us as its message only (h2 rebuilds I/O
+        // errors from kind and text): an alert the server sent after the handshake (such as
+        // `CertificateRequired`) looks like this.
+        if is_alert_message(e) {
+            return Some(e.to_string());
         }
-        next = e.source();
+        // h2's error has no `source` at all: its I/O error is where the alert is.
+        let io = match e.downcast_ref::<h2::Error>() {
+            Some(h2) => h2.get_io(),
+            None => e.downcast_ref::<std::io::Error>(),
+        };
+        next = match io {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

@@ -29,7 +29,11 @@ async fn a_hanging_instance_is_hedged_after_the_delay() {
         .build()
         .expect("client");
     let started = Instant::now();
-    let answer = c.get("/ratings/widget").no_cache().await.expect("the hedge answers");
+    let answer = c
+        .get("/ratings/widget")
+        .no_cache()
+        .await
+        .expect("the hedge answers");
     assert_eq!(started.elapsed(), HEDGE);
     assert_eq!(answer.instance().id, "2");
     assert_eq!(answer.json::<Rating>().expect("json").instance, 2);
@@ -58,7 +62,10 @@ async fn the_overtaken_attempt_runs_to_its_timeout_and_opens_its_breaker() {
         .expect("client");
     let mut events = c.subscribe();
     let started = Instant::now();
-    c.get("/ratings/widget").no_cache().await.expect("the hedge answers");
+    c.get("/ratings/widget")
+        .no_cache()
+        .await
+        .expect("the hedge answers");
     assert_eq!(
         fakes[0].in_flight(),
         1,
@@ -185,7 +192,8 @@ async fn non_idempotent_requests_are_not_hedged_unless_allowed() {
         .build()
         .expect("client");
     let started = Instant::now();
-    c.post("/ratings/widget").send()
+    c.post("/ratings/widget")
+        .send()
         .await
         .expect("the hedge answers");
     assert_eq!(started.elapsed(), HEDGE);

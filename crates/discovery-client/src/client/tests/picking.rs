@@ -102,7 +102,11 @@ async fn not_found_is_the_callers_problem_and_never_trips_the_breaker() {
     assert_eq!(hits(&fakes), [2, 2], "no retries for a 404");
     assert_eq!(states(&c), [BreakerState::Closed; 2]);
     // `get` returns the 404 answer itself.
-    let answer = c.get("/ratings/nothing").no_cache().await.expect("the answer");
+    let answer = c
+        .get("/ratings/nothing")
+        .no_cache()
+        .await
+        .expect("the answer");
     assert_eq!(answer.status(), 404);
 }
 
@@ -117,7 +121,14 @@ async fn a_garbage_body_is_a_failure_retried_elsewhere_and_alone_a_decode_error(
     let (transport, fakes) = instances(1);
     fakes[0].set(Behaviour::Garbage);
     let c = client(&transport, &fakes).build().expect("client");
-    assert_eq!(c.get("/ratings/widget").no_cache().await.expect("answer").status(), 200);
+    assert_eq!(
+        c.get("/ratings/widget")
+            .no_cache()
+            .await
+            .expect("answer")
+            .status(),
+        200
+    );
     let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
     assert!(
         matches!(&error, Error::Decode { address, .. } if *address == fakes[0].url),
@@ -187,7 +198,10 @@ async fn the_first_call_waits_for_discoverys_first_answer_at_most_one_timeout() 
         .build()
         .expect("client");
     let started = Instant::now();
-    assert_eq!(c.get("/ratings/widget").no_cache().await.unwrap_err(), all_down());
+    assert_eq!(
+        c.get("/ratings/widget").no_cache().await.unwrap_err(),
+        all_down()
+    );
     assert_eq!(started.elapsed(), TIMEOUT);
 }
 
@@ -215,7 +229,10 @@ async fn discovery_that_failed_before_finding_anything_is_a_discovery_error_at_o
         .discovery(Unreachable)
         .build()
         .expect("client");
-    assert!(matches!(c.get("/x").no_cache().await, Err(Error::Discovery(_))));
+    assert!(matches!(
+        c.get("/x").no_cache().await,
+        Err(Error::Discovery(_))
+    ));
 }
 
 #[tokio::test(start_paused = true)]
