@@ -38,7 +38,7 @@ use crate::Error;
 /// assert!(TlsConfig::new().add_root_certificate("not a certificate").is_err());
 /// # Ok::<_, discovery_client::Error>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Whether the system's roots are trusted too.
     no_system_roots: bool,
@@ -48,6 +48,7 @@ pub struct TlsConfig {
     identity: Option<Arc<Identity>>,
 }
 
+#[derive(PartialEq, Eq)]
 struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
