@@ -38,7 +38,7 @@ use crate::Error;
 /// assert!(TlsConfig::new().add_root_certificate("not a certificate").is_err());
 /// # Ok::<_, discovery_client::Error>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Whether the system's roots are trusted too.
     no_system_roots: bool,
@@ -48,6 +48,7 @@ pub struct TlsConfig {
     identity: Option<Arc<Identity>>,
 }
 
+#[derive(PartialEq, Eq)]
 struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -250,15 +251,15 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // `io::Error::source` skips the error it wraps (often another io::Error around the
-        // rustls one): look inside instead.
         // Over HTTP/2 the rustls error reaches us as its message only (h2 rebuilds I/O
         // errors from kind and text): an alert the server sent after the handshake (such as
         // `CertificateRequired`) looks like this.
         if is_alert_message(e) {
             return Some(e.to_string());
         }
-        // h2's error has no `source` at all: its I/O error is where the alert is.
+        // `io::Error::source` skips the error it wraps, which may itself be an `io::Error`
+        // wrapping rustls' (hyper-rustls reports a failed handshake so): look inside. h2's
+        // error has no `source` at all: its I/O error is where an alert is.
         let io = match e.downcast_ref::<h2::Error>() {
             Some(h2) => h2.get_io(),
             None => e.downcast_ref::<std::io::Error>(),
@@ -271,4 +272,28 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
         };
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_rustls_error_is_found_inside_nested_io_errors() {
+        let handshake = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let connect = io::Error::other(handshake);
+        let found = tls_failure(&connect);
+        assert!(
+            found
+                .as_deref()
+                .is_some_and(|m| m.contains("invalid peer certificate")),
+            "{found:?}"
+        );
+        assert_eq!(tls_failure(&io::Error::other("reset")), None);
+    }
 }
