@@ -88,8 +88,8 @@ pub enum Error {
         address: String,
         /// The HTTP status code.
         status: u16,
-        /// The answer's headers.
-        headers: HeaderMap,
+        /// The answer's headers (boxed: they are rarely read, and keep every `Result` small).
+        headers: Box<HeaderMap>,
         /// The answer's body, cut at [`STATUS_BODY_LIMIT`] bytes.
         body: Bytes,
     },
@@ -234,7 +234,7 @@ impl Error {
         Error::Status {
             address: address.to_string(),
             status: status.as_u16(),
-            headers: headers.clone(),
+            headers: Box::new(headers.clone()),
             body: body.slice(..body.len().min(STATUS_BODY_LIMIT)),
         }
     }

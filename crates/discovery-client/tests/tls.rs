@@ -5,6 +5,8 @@
 //! Each bad case must be `Error::Tls` naming the instance's address, open only that
 //! instance's breaker, and leave the call to be served by a good instance.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use discovery_client::breaker::BreakerState;

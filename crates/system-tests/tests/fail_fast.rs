@@ -29,7 +29,11 @@ async fn real_instances_all_paused_fail_fast_and_the_first_resumed_takes_traffic
         .retest_delay(retest)
         .build()
         .unwrap();
-    let first = client.get("/ratings/widget").no_cache().await.expect("served");
+    let first = client
+        .get("/ratings/widget")
+        .no_cache()
+        .await
+        .expect("served");
     assert_eq!(first.status(), 200);
 
     for instance in &mut instances {
