@@ -110,12 +110,19 @@ pub(crate) fn spawn(listener: TcpListener, state: Arc<InstanceState>, serve: &Se
         let (state, acceptor) = (Arc::clone(&state), acceptor.clone());
         async move {
             state.connected();
+            // Counted as used once, with its first request.
+            let used = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(idle.unwrap_or(Duration::from_secs(30)));
-            let service = service_fn(move |request| answer(Arc::clone(&state), request));
+            let service = service_fn(move |request| {
+                if !used.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    state.used_connection();
+                }
+                answer(Arc::clone(&state), request)
+            });
             let _ = match acceptor {
                 None => {
                     builder

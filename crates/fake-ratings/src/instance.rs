@@ -80,6 +80,11 @@ impl FakeRatings {
         self.state.connections()
     }
 
+    /// Of the [`connections`](Self::connections), those that carried at least one request.
+    pub fn used_connections(&self) -> usize {
+        self.state.used_connections()
+    }
+
     /// The requests received so far, as they arrived (by an instance started with
     /// [`serve`](Self::serve)).
     pub fn received(&self) -> Vec<Received> {

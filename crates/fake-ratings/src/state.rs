@@ -26,6 +26,8 @@ pub(crate) struct InstanceState {
     log: Mutex<Log>,
     /// Connections accepted (by the hyper server).
     connections: AtomicUsize,
+    /// Of those, the ones that carried at least one request.
+    used_connections: AtomicUsize,
     /// Requests as they arrived (by the hyper server).
     received: Mutex<Vec<Received>>,
 }
@@ -78,6 +80,7 @@ impl InstanceState {
             max_in_flight: AtomicUsize::new(0),
             log: Mutex::new(Log::default()),
             connections: AtomicUsize::new(0),
+            used_connections: AtomicUsize::new(0),
             received: Mutex::new(Vec::new()),
         })
     }
@@ -136,6 +139,14 @@ impl InstanceState {
 
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn used_connection(&self) {
+        self.used_connections.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn used_connections(&self) -> usize {
+        self.used_connections.load(Ordering::SeqCst)
     }
 
     pub(crate) fn record(&self, request: Received) {

@@ -204,6 +204,9 @@ impl HttpClientBuilder {
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
             .http2_only(self.http2_prior_knowledge)
+            // A request that could not start on a pooled connection the instance had closed
+            // is sent again on a new one (hyper's default, kept on purpose).
+            .retry_canceled_requests(true)
             .build(connector);
         Ok(HttpClient {
             client,
