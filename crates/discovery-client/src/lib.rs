@@ -42,6 +42,56 @@
 //! }
 //! ```
 //!
+//! # Any request
+//!
+//! [`ServiceClient::get`], [`post`](ServiceClient::post), [`put`](ServiceClient::put),
+//! [`patch`](ServiceClient::patch), [`delete`](ServiceClient::delete) and
+//! [`request`](ServiceClient::request) give a [`RequestBuilder`] in reqwest's shape:
+//! headers, a bearer token, a query, a JSON or raw body, and this request's own timeout,
+//! deadline, retries, idempotency and cache use. A POST or PATCH is sent once unless marked
+//! idempotent. The answer is a [`Response`] whose body has been read whole.
+//!
+//! ```no_run
+//! # async fn demo(ratings: discovery_client::ServiceClient) -> Result<(), discovery_client::Error> {
+//! use std::time::Duration;
+//!
+//! let answer = ratings
+//!     .put("/ratings/widget")
+//!     .bearer_auth("s3cret")
+//!     .json(&serde_json::json!({"rating": 5}))
+//!     .timeout(Duration::from_millis(300))
+//!     .send()
+//!     .await?
+//!     .error_for_status()?;
+//! println!("{} from instance {}", answer.status(), answer.instance().id);
+//! # Ok(()) }
+//! ```
+//!
+//! # TLS and HTTP/2
+//!
+//! `https://` instance addresses work from any discovery source. The roots are the
+//! system's unless set ([`add_root_certificate`](ServiceClientBuilder::add_root_certificate),
+//! [`tls_roots_only`](ServiceClientBuilder::tls_roots_only)); a client certificate is
+//! presented with [`identity`](ServiceClientBuilder::identity). Certificates are checked
+//! against the address's host, or against the instance's [`TLS_SERVER_NAME`] metadata when
+//! the address is an IP. A failed handshake is [`Error::Tls`], that instance's failure: its
+//! breaker opens and the others serve. HTTP/2 is negotiated by ALPN over TLS (or spoken by
+//! prior knowledge with [`http2_prior_knowledge`](ServiceClientBuilder::http2_prior_knowledge));
+//! concurrent calls to one instance then share one connection. rustls runs with the `ring`
+//! provider, chosen here, whatever rustls features other crates enable.
+//!
+//! ```no_run
+//! # fn demo(ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<(), discovery_client::Error> {
+//! use discovery_client::{ServiceClient, StaticDiscovery};
+//!
+//! let ratings = ServiceClient::builder("ratings")
+//!     .discovery(StaticDiscovery::new(["https://ratings-1.internal:8443", "https://ratings-2.internal:8443"]))
+//!     .tls_roots_only(ca_pem)
+//!     .identity(cert_pem, key_pem)
+//!     .build()?;
+//! # let _ = ratings; Ok(()) }
+//! ```
+//!
 //! # Modules
 //!
 //! - [`ServiceClient`] and its builder: one call reads top to bottom in `client/call.rs`
@@ -55,9 +105,10 @@
 //! - [`budget`]: the lock-free retry budget (retries as a share of recent requests).
 //! - [`timeout`]: the per-attempt timeout that names the instance, as tower middleware.
 //! - [`transport`]: how a request reaches an instance: the transport seam, hyper's pooled
-//!   client as the default, and the tower leaf for one instance.
-//! - [`classify`]: deciding whether an attempt failed (5xx, timeouts, transport errors and
-//!   undecodable bodies do; 4xx does not).
+//!   client (over rustls for `https://`) as the default, its [`TlsConfig`](transport::TlsConfig),
+//!   and the tower leaf for one instance.
+//! - [`classify`]: deciding whether an attempt failed (5xx, timeouts, transport and TLS
+//!   errors and undecodable bodies do; 4xx does not).
 //! - [`cache`]: the moka response cache with coalescing and stale fallback.
 //! - [`events`]: typed events for breaker transitions and discovery changes.
 //! - [`registration`]: the other side: how a service registers itself and heartbeats.

@@ -18,7 +18,8 @@ use crate::{Error, Hedging, ServiceClient};
 /// retries on other instances within a retry budget of 20 % of requests, no overall
 /// deadline beyond what the timeouts and retries imply, round-robin that prefers
 /// instances with fewer requests in flight, hedging after twice the service's recent p99
-/// (at least 50 ms), and hyper's pooled HTTP/1.1 client as the transport.
+/// (at least 50 ms), and hyper's pooled client as the transport (`http://` and `https://`
+/// with the system's roots, HTTP/2 when TLS negotiates it).
 ///
 /// ```no_run
 /// use std::time::Duration;

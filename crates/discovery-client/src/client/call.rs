@@ -15,21 +15,22 @@
 //!    services are down` and [`Error::AllInstancesDown`] at once (or, after a failed
 //!    attempt, that attempt's error).
 //! 2. **Attempt.** The request goes to that instance through the transport, logged
-//!    (`ratings using instance 1: ...`) and bounded by the per-attempt timeout (or what is
-//!    left of the deadline). The whole answer is judged: a 2xx body the caller's decoder
+//!    (`ratings using instance 1: ...`) and bounded by the per-attempt timeout (the client's
+//!    or the request's, or what is left of the deadline). The whole answer is judged: a 2xx body the caller's decoder
 //!    refuses is [`Error::Decode`]; then the classifier decides, and the outcome is recorded
 //!    on the instance's breaker (whose transitions are logged as `OPEN breaker on [...]`,
 //!    `RETEST ...`, `CLOSE ...`), in the metrics and in the instance's figures.
-//! 3. **Hedge.** An idempotent attempt (or any marked idempotent, or any with
-//!    `retry_non_idempotent`) that has not
-//!    ended after the hedge delay ([`Hedging`](crate::Hedging)) gets one more attempt on
-//!    another instance, taken from the retry budget and counted against `max_retries`. The
+//! 3. **Hedge.** An attempt of an idempotent request (by its method, by
+//!    [`RequestBuilder::idempotent`](crate::RequestBuilder::idempotent), or any request with
+//!    `retry_non_idempotent`) that has not ended after the hedge delay
+//!    ([`Hedging`](crate::Hedging)) gets one more attempt on another instance, taken from
+//!    the retry budget and counted against `max_retries` (or the request's `retries`). The
 //!    first of the two to end without failing is the answer; the other is not cancelled but
 //!    handed to a task of its own, still counted in flight, and judged when it ends, so a
 //!    paused instance's breaker still opens when its attempt times out. If the first to end
 //!    failed, the call waits for the other.
-//! 4. **Retry.** After a failed attempt, an idempotent call tries an instance not tried yet,
-//!    while `max_retries`, the retry budget and the deadline allow.
+//! 4. **Retry.** After a failed attempt, an idempotent request tries an instance not tried
+//!    yet, while its retries, the retry budget and its deadline allow.
 //! 5. **Answer.** The first attempt that did not fail (a 4xx is the caller's answer: it is
 //!    returned, never retried); or, when every try failed, the last failure.
 //!

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::uri::Scheme;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -29,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use pin_project_lite::pin_project;
 use tower::{BoxError, Service};
 
+use super::first_call::{FirstCalls, Turn};
 use super::tls::{ServerNames, TlsConfig};
 use crate::Error;
 
@@ -71,6 +73,9 @@ pub struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// What certificates are checked against, by address.
     server_names: ServerNames,
+    /// One call at a time to an `https://` instance whose pool may be cold (ALPN), so that
+    /// a burst shares one HTTP/2 connection instead of racing a handshake each.
+    first_calls: Option<FirstCalls>,
 }
 
 impl Default for HttpClient {
@@ -211,6 +216,9 @@ impl HttpClientBuilder {
         Ok(HttpClient {
             client,
             server_names,
+            // With prior knowledge hyper's pool already connects once for HTTP/2.
+            first_calls: (!self.http2_prior_knowledge)
+                .then(|| FirstCalls::new(self.pool_idle_timeout)),
         })
     }
 }
@@ -238,9 +246,39 @@ impl Service<http::Request<Bytes>> for HttpClient {
                 },
             };
         }
-        let future = self.client.request(request.map(Full::new));
+        let first_calls = match (&self.first_calls, request.uri().authority()) {
+            (Some(calls), Some(authority)) if scheme == Some(&Scheme::HTTPS) => {
+                Some((calls.clone(), authority.clone()))
+            }
+            _ => None,
+        };
+        let request = request.map(Full::new);
+        let Some((calls, authority)) = first_calls else {
+            let future = self.client.request(request);
+            return ResponseFuture {
+                kind: Kind::Sending { future },
+            };
+        };
+        let client = self.client.clone();
+        let future = Box::pin(async move {
+            loop {
+                match calls.turn(&authority) {
+                    Turn::Go => {
+                        let answer = client.request(request).await?;
+                        calls.answered(&authority);
+                        return Ok(answer);
+                    }
+                    Turn::First(first) => {
+                        let answer = client.request(request).await?;
+                        first.answered();
+                        return Ok(answer);
+                    }
+                    Turn::Wait(notify) => calls.wait(&authority, notify).await,
+                }
+            }
+        });
         ResponseFuture {
-            kind: Kind::Sending { future },
+            kind: Kind::Https { future },
         }
     }
 }
@@ -257,6 +295,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind {
         Sending { #[pin] future: hyper_util::client::legacy::ResponseFuture },
+        Https { future: BoxFuture<'static, Result<http::Response<Incoming>, hyper_util::client::legacy::Error>> },
         Refused { error: Option<BoxError> },
     }
 }
@@ -267,6 +306,7 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Sending { future } => future.poll(cx).map_err(Into::into),
+            KindProj::Https { future } => future.as_mut().poll(cx).map_err(Into::into),
             KindProj::Refused { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {
                 Error::InvalidRequest("response future polled after completion".into()).into()
             }))),

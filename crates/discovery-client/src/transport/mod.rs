@@ -6,7 +6,8 @@
 //! any [`http_body::Body`] `B`. The client reads the whole body within the attempt's
 //! timeout, so that the classifier and the decoder judge whole answers. Give one to
 //! [`ServiceClientBuilder::transport`](crate::ServiceClientBuilder::transport); the default
-//! is [`HttpClient`], hyper's pooled HTTP/1.1 client.
+//! is [`HttpClient`], hyper's pooled client: `http://` and `https://` (rustls, with the
+//! roots and client certificate of a [`TlsConfig`]), HTTP/2 by ALPN or prior knowledge.
 //!
 //! A transport's errors are the instance's failures ([`Error::Http`](crate::Error::Http),
 //! naming the instance): the breaker counts them and the call may be retried elsewhere.
@@ -22,6 +23,7 @@
 
 mod base_url;
 mod endpoint;
+mod first_call;
 mod http_client;
 mod tls;
 
