@@ -60,6 +60,27 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Whether `name` is one of the variables cargo sets for this test's own run (its package's
+/// `CARGO_PKG_*`, `CARGO_MANIFEST_DIR`, ...). The fixture's build must not inherit them: ring's
+/// build script watches several, so their values here (system-tests') would differ from a
+/// `cargo run` of the fixture in a shell, and each would rebuild ring and what is above it.
+fn set_by_cargo_for_this_test(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_CFG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+                | "OUT_DIR"
+        )
+}
+
 /// A child in a process group of its own (cargo and the program it runs), killed as a whole
 /// if it is still running when dropped.
 struct Group(Child);
@@ -118,12 +139,17 @@ fn a_program_with_reqwest_rustls_no_provider_builds_and_calls_without_panics() {
         return;
     };
     let fixture_target = target_dir().join("fixtures");
+    let mut run = Command::new(&cargo);
+    run.args(["run", "--quiet", "--manifest-path", FIXTURE])
+        .env("CARGO_TARGET_DIR", &fixture_target);
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_this_test) {
+            run.env_remove(name);
+        }
+    }
     let started = Instant::now();
     let mut group = Group(
-        Command::new(&cargo)
-            .args(["run", "--quiet", "--manifest-path", FIXTURE])
-            .env("CARGO_TARGET_DIR", &fixture_target)
-            .stdin(Stdio::null())
+        run.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -140,7 +166,7 @@ fn a_program_with_reqwest_rustls_no_provider_builds_and_calls_without_panics() {
         "cargo run of the fixture took {took:.1?} (target dir {})",
         fixture_target.display()
     );
-    let stderr = tail(&stderr, 8000);
+    let stderr = tail(&stderr, 16_000);
     let Some(status) = status else {
         panic!(
             "`cargo run --manifest-path {FIXTURE}` did not finish within {PATIENCE:?}; \
