@@ -239,15 +239,55 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // `io::Error::source` skips the error it wraps: look inside.
-        let wrapped = e
+        // `io::Error::source` skips the error it wraps: look inside, through every layer
+        // (hyper-rustls wraps tokio-rustls' `io::Error` around the rustls error in another).
+        let mut wrapped = e
             .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = wrapped {
-            return Some(tls.to_string());
+            .and_then(std::io::Error::get_ref);
+        while let Some(inner) = wrapped {
+            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+                return Some(tls.to_string());
+            }
+            wrapped = inner
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref);
         }
         next = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::tls_failure;
+
+    fn unknown_issuer() -> rustls::Error {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+    }
+
+    #[test]
+    fn finds_the_rustls_error_inside_nested_io_errors() {
+        // As hyper-rustls reports a failed handshake: tokio-rustls' io::Error around the
+        // rustls error, inside another io::Error, under the HTTP client's own error.
+        let tokio_rustls = io::Error::other(unknown_issuer());
+        let hyper_rustls = io::Error::other(tokio_rustls);
+        assert_eq!(
+            tls_failure(&hyper_rustls).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+        let once = io::Error::other(unknown_issuer());
+        assert!(tls_failure(&once).is_some());
+        assert_eq!(
+            tls_failure(&unknown_issuer()).as_deref(),
+            Some("invalid peer certificate: UnknownIssuer")
+        );
+    }
+
+    #[test]
+    fn other_transport_errors_are_not_tls_failures() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(tls_failure(&io::Error::other(refused)), None);
+    }
 }
