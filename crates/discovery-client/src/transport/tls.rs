@@ -38,7 +38,7 @@ use crate::Error;
 /// assert!(TlsConfig::new().add_root_certificate("not a certificate").is_err());
 /// # Ok::<_, discovery_client::Error>(())
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
     /// Whether the system's roots are trusted too.
     no_system_roots: bool,
@@ -48,6 +48,7 @@ pub struct TlsConfig {
     identity: Option<Arc<Identity>>,
 }
 
+#[derive(PartialEq, Eq)]
 struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -239,15 +240,39 @@ pub(crate) fn tls_failure(error: &(dyn std::error::Error + 'static)) -> Option<S
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls.to_string());
         }
-        // `io::Error::source` skips the error it wraps: look inside.
-        let wrapped = e
+        // `io::Error::source` skips the error it wraps, which may itself be an `io::Error`
+        // wrapping rustls' (hyper-rustls reports a failed handshake so): look inside.
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if let Some(tls) = wrapped {
-            return Some(tls.to_string());
-        }
-        next = e.source();
+        {
+            Some(wrapped) => Some(wrapped),
+            None => e.source(),
+        };
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_rustls_error_is_found_inside_nested_io_errors() {
+        let handshake = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        let connect = io::Error::other(handshake);
+        let found = tls_failure(&connect);
+        assert!(
+            found
+                .as_deref()
+                .is_some_and(|m| m.contains("invalid peer certificate")),
+            "{found:?}"
+        );
+        assert_eq!(tls_failure(&io::Error::other("reset")), None);
+    }
 }
