@@ -3,13 +3,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use http::HeaderValue;
 use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{Discovery, DiscoverySink};
-use crate::Instance;
+use crate::transport::{BoxTransport, HttpClient, SendError, TlsConfig};
+use crate::{Error, Instance};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -24,6 +27,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// longer lists are kept for a grace period (default 60 s, longer than an instance
 /// heartbeating every third of the registry's default 120 s TTL needs to notice and re-register) instead of being dropped at once;
 /// instances that are really gone are caught by their breakers meanwhile.
+///
+/// Queries go through this crate's [`HttpClient`], so an `https://` registry works: with the
+/// system's roots by default, or with a private CA given to [`tls`](Self::tls). A failed
+/// handshake is reported as an outage naming TLS and what rustls said (such as
+/// `invalid peer certificate: UnknownIssuer`).
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -43,6 +51,8 @@ pub struct RegistryDiscovery {
     wait: Duration,
     restart_grace: Duration,
     token: Option<String>,
+    /// What `https://` connections to the registry trust and present.
+    tls: TlsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +69,7 @@ impl RegistryDiscovery {
             wait: Duration::from_secs(30),
             restart_grace: Duration::from_secs(60),
             token: None,
+            tls: TlsConfig::new(),
         }
     }
 
@@ -81,6 +92,26 @@ impl RegistryDiscovery {
         self
     }
 
+    /// What `https://` connections to the registry trust and present (default: the system's
+    /// roots, no client certificate). Give a private CA with
+    /// [`TlsConfig::add_root_certificate`]; a client certificate with
+    /// [`TlsConfig::identity`] for a registry that asks for one.
+    ///
+    /// ```no_run
+    /// use discovery_client::RegistryDiscovery;
+    /// use discovery_client::transport::TlsConfig;
+    ///
+    /// # fn demo() -> Result<(), discovery_client::Error> {
+    /// let tls = TlsConfig::new().add_root_certificate_file("certs/ca.pem")?;
+    /// let registry = RegistryDiscovery::new("https://registry.internal:8500").tls(tls);
+    /// # let _ = registry;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The registry's base URL.
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -89,10 +120,17 @@ impl RegistryDiscovery {
 
 impl Discovery for RegistryDiscovery {
     fn watch(&self, service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()> {
+        // A client that cannot be built fails every query with the reason, so the outage is
+        // reported as any other.
+        let http = HttpClient::builder()
+            .tls(self.tls.clone())
+            .build()
+            .map(BoxTransport::new)
+            .map_err(|e| format!("registry at {}: {e}", self.base_url));
         let watcher = Watcher {
             config: self.clone(),
             url: format!("{}/v1/services/{}", self.base_url, service),
-            http: reqwest::Client::new(),
+            http,
         };
         watcher.run(sink).boxed()
     }
@@ -100,8 +138,10 @@ impl Discovery for RegistryDiscovery {
 
 struct Watcher {
     config: RegistryDiscovery,
+    /// `{base_url}/v1/services/{service}`, without the query.
     url: String,
-    http: reqwest::Client,
+    /// The connection pool of this watch, or why there is none.
+    http: Result<BoxTransport, String>,
 }
 
 /// Instances a restarted registry no longer lists, kept until `until`.
@@ -178,30 +218,63 @@ impl Watcher {
     }
 
     async fn query(&self, index: u64, wait: Duration) -> Result<ServiceAnswer, String> {
-        let mut request = self
-            .http
-            .get(format!(
-                "{}?index={index}&wait={}ms",
-                self.url,
-                wait.as_millis()
-            ))
-            .timeout(wait + Duration::from_secs(5));
-        if let Some(token) = &self.config.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request
-            .send()
+        let base = &self.config.base_url;
+        let http = self.http.as_ref().map_err(String::clone)?;
+        let limit = wait + Duration::from_secs(5);
+        let response = match http
+            .send(self.request(index, wait)?, Instant::now() + limit)
             .await
-            .map_err(|e| format!("registry at {} unreachable: {e}", self.config.base_url))?;
+        {
+            Ok(response) => response,
+            Err(SendError::TimedOut) => {
+                return Err(format!(
+                    "registry at {base} unreachable: no answer within {limit:?}"
+                ));
+            }
+            Err(SendError::Failed(error)) => {
+                return Err(match Error::from_transport(error, base) {
+                    Error::Tls { message, .. } => {
+                        format!("TLS with the registry at {base} failed: {message}")
+                    }
+                    Error::Http { message, .. } => {
+                        format!("registry at {base} unreachable: {message}")
+                    }
+                    other => format!("registry at {base} unreachable: {other}"),
+                });
+            }
+        };
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = String::from_utf8_lossy(response.body());
             return Err(format!("registry answered {status}: {}", body.trim()));
         }
-        response
-            .json::<ServiceAnswer>()
-            .await
+        serde_json::from_slice::<ServiceAnswer>(response.body())
             .map_err(|e| format!("registry answer undecodable: {e}"))
+    }
+
+    /// `GET {url}?index=N&wait=Wms`, with the token if there is one.
+    fn request(&self, index: u64, wait: Duration) -> Result<http::Request<Bytes>, String> {
+        let url = format!("{}?index={index}&wait={}ms", self.url, wait.as_millis());
+        // Parsed as a URL first, so that what needs percent-encoding gets it.
+        let uri = url::Url::parse(&url)
+            .map_err(|e| e.to_string())
+            .and_then(|parsed| {
+                parsed
+                    .as_str()
+                    .parse::<http::Uri>()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| format!("registry URL {url:?}: {e}"))?;
+        let mut request = http::Request::get(uri);
+        if let Some(token) = &self.config.token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "registry token: not allowed in a header".to_string())?;
+            value.set_sensitive(true);
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        request
+            .body(Bytes::new())
+            .map_err(|e| format!("registry request: {e}"))
     }
 }
 

@@ -18,13 +18,25 @@ pub enum RegistrationError {
     #[error("invalid registration config: {0}")]
     InvalidConfig(String),
     /// The registry could not be reached (connection refused or reset, name not resolved).
-    #[error("registry at {url} is unreachable: {}", root_cause(.source))]
+    #[error("registry at {url} is unreachable: {}", root_cause(.source.as_ref()))]
     Unreachable {
         /// The registry base URL that was tried.
         url: String,
-        /// What the HTTP client reported.
+        /// What the HTTP client reported, with its causes.
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The TLS handshake with an `https://` registry failed: a certificate from a CA not
+    /// trusted (see [`RegistrationConfig::tls`]), expired, or for another name; or a client
+    /// certificate the registry required and did not get.
+    ///
+    /// [`RegistrationConfig::tls`]: super::RegistrationConfig::tls
+    #[error("TLS with the registry at {url} failed: {message}")]
+    Tls {
+        /// The registry base URL that was tried.
+        url: String,
+        /// What rustls said.
+        message: String,
     },
     /// The registry did not answer in time.
     #[error("registry at {url} did not answer within {after:?}")]
@@ -62,8 +74,8 @@ pub enum RegistrationError {
     TaskFailed,
 }
 
-/// The innermost cause of `error` (e.g. "Connection refused (os error 111)"), which
-/// reqwest's own message leaves out.
+/// The innermost cause of `error` (e.g. "Connection refused (os error 111)"), which the
+/// HTTP client's own message ("client error (Connect)") leaves out.
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(next) = cause.source() {

@@ -30,7 +30,8 @@
 //!
 //! Dropping a [`Registration`] without deregistering stops the heartbeats; the registry
 //! then forgets the instance when its TTL expires. When the registry has a token, every
-//! call carries `Authorization: Bearer <token>`.
+//! call carries `Authorization: Bearer <token>`. An `https://` registry is checked against
+//! the system's roots, or the private CA given to [`RegistrationConfig::tls`].
 //!
 //! Every event carries the fields `service`, `instance` and `address`.
 //!
@@ -64,6 +65,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+
+use crate::transport::TlsConfig;
 
 /// Emits a `tracing` event at `$level` carrying the labels' `service`, `instance` and
 /// `address` fields, then the given fields and message.
@@ -124,10 +127,14 @@ pub struct RegistrationConfig {
     /// of waiting for the old lease to expire. Use one file per instance id. The file is
     /// removed after a successful [`Registration::deregister`].
     pub lease_file: Option<PathBuf>,
+    /// What `https://` connections to the registry trust and present: by default the
+    /// system's roots and no client certificate. See [`tls`](Self::tls).
+    pub tls: TlsConfig,
 }
 
 impl RegistrationConfig {
-    /// A config with no metadata, a 120 s TTL, no token and no lease file.
+    /// A config with no metadata, a 120 s TTL, no token, no lease file and the default
+    /// [`TlsConfig`].
     pub fn new(
         registry_url: impl Into<String>,
         service: impl Into<String>,
@@ -143,6 +150,7 @@ impl RegistrationConfig {
             ttl: DEFAULT_TTL,
             token: None,
             lease_file: None,
+            tls: TlsConfig::new(),
         }
     }
 
@@ -152,9 +160,34 @@ impl RegistrationConfig {
         self
     }
 
+    /// Sets [`tls`](Self::tls): for an `https://` registry whose certificate comes from a
+    /// private CA, trust that CA ([`TlsConfig::add_root_certificate`]); for one that asks
+    /// for a client certificate, present one ([`TlsConfig::identity`]).
+    ///
+    /// ```no_run
+    /// use discovery_client::registration::{Registration, RegistrationConfig};
+    /// use discovery_client::transport::TlsConfig;
+    ///
+    /// # async fn demo() -> Result<(), discovery_client::Error> {
+    /// let config = RegistrationConfig::new(
+    ///     "https://registry.internal:8500",
+    ///     "ratings",
+    ///     "1",
+    ///     "https://ratings-1.internal:8001",
+    /// )
+    /// .tls(TlsConfig::new().add_root_certificate_file("certs/ca.pem")?);
+    /// let registration = Registration::start(config);
+    /// # let _ = registration;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Checks that the config can work: an `http(s)://` registry URL with a host,
-    /// non-empty service, instance id and address, a non-zero TTL, and a token that fits in
-    /// a header. [`Registration::start`] runs the same checks; call this first to fail
+    /// non-empty service, instance id and address, a non-zero TTL, a token that fits in
+    /// a header, and TLS settings rustls accepts. [`Registration::start`] runs the same checks; call this first to fail
     /// fast at startup.
     pub fn validate(&self) -> Result<(), RegistrationError> {
         registry_api::Endpoints::for_config(self).map(drop)
@@ -172,6 +205,7 @@ impl fmt::Debug for RegistrationConfig {
             .field("ttl", &self.ttl)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("lease_file", &self.lease_file)
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -7,13 +7,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use http::StatusCode;
-use reqwest::Url;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, Uri};
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use url::Url;
 
 use super::RegistrationConfig;
 use super::error::RegistrationError;
 use super::heartbeat::{Grant, HeartbeatOutcome, RegistryCalls};
+use crate::transport::{BoxTransport, HttpClient, SendError, tls_failure};
 
 /// The header that carries the lease secret on heartbeats and deregistration.
 const LEASE_HEADER: &str = "x-lease";
@@ -84,24 +87,24 @@ struct HeldBody {
 struct Reply {
     status: StatusCode,
     retry_after: Option<Duration>,
-    body: bytes::Bytes,
+    body: Bytes,
 }
 
 /// Talks to one registry about one instance.
 #[derive(Debug)]
 pub(crate) struct HttpRegistry {
-    /// Shared connection pool.
-    client: reqwest::Client,
+    /// Shared connection pool (this crate's [`HttpClient`], with the config's TLS settings).
+    client: BoxTransport,
     /// The registry base URL as configured, for error messages.
     base: String,
     /// `{base}/v1/services/{service}/instances/{id}`: register and deregister.
-    instance_url: Url,
+    instance_url: Uri,
     /// `{instance_url}/heartbeat`.
-    heartbeat_url: Url,
-    /// What we register (address, metadata, TTL).
-    body: RegisterBody,
+    heartbeat_url: Uri,
+    /// What we register (address, metadata, TTL), as JSON.
+    body: Bytes,
     /// `Bearer <token>` when the registry requires one for writes.
-    authorization: Option<String>,
+    authorization: Option<HeaderValue>,
     /// Bound on each call, so a paused registry cannot stall the loop.
     request_timeout: Duration,
 }
@@ -110,15 +113,18 @@ pub(crate) struct HttpRegistry {
 #[derive(Debug)]
 pub(crate) struct Endpoints {
     /// `{base}/v1/services/{service}/instances/{id}`.
-    instance_url: Url,
+    instance_url: Uri,
     /// `{instance_url}/heartbeat`.
-    heartbeat_url: Url,
-    /// `Bearer <token>`, checked to fit in a header.
-    authorization: Option<String>,
+    heartbeat_url: Uri,
+    /// `Bearer <token>`, checked to fit in a header; marked sensitive.
+    authorization: Option<HeaderValue>,
+    /// The client for the config's TLS settings.
+    client: HttpClient,
 }
 
 impl Endpoints {
-    /// Checks `config` (see [`RegistrationConfig::validate`]) and builds the URLs.
+    /// Checks `config` (see [`RegistrationConfig::validate`]), builds the URLs and the HTTP
+    /// client.
     pub(crate) fn for_config(config: &RegistrationConfig) -> Result<Self, RegistrationError> {
         let instance_url = instance_url(config)?;
         let mut heartbeat_url = instance_url.clone();
@@ -128,9 +134,9 @@ impl Endpoints {
             .push("heartbeat");
         let authorization = match &config.token {
             Some(token) => {
-                let value = format!("Bearer {token}");
-                http::HeaderValue::from_str(&value)
+                let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| invalid("token contains characters not allowed in a header"))?;
+                value.set_sensitive(true);
                 Some(value)
             }
             None => None,
@@ -148,10 +154,15 @@ impl Endpoints {
         {
             return Err(invalid("lease_file must name a file"));
         }
+        let client = HttpClient::builder()
+            .tls(config.tls.clone())
+            .build()
+            .map_err(|e| invalid(&format!("tls: {e}")))?;
         Ok(Self {
-            instance_url,
-            heartbeat_url,
+            instance_url: uri(&instance_url)?,
+            heartbeat_url: uri(&heartbeat_url)?,
             authorization,
+            client,
         })
     }
 }
@@ -166,20 +177,20 @@ impl HttpRegistry {
             instance_url,
             heartbeat_url,
             authorization,
-        } = Endpoints::for_config(config)?;
-        let client = reqwest::Client::builder()
-            .build()
-            .map_err(|e| invalid(&format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self {
             client,
+        } = Endpoints::for_config(config)?;
+        let body = serde_json::to_vec(&RegisterBody {
+            address: config.address.clone(),
+            metadata: config.metadata.clone(),
+            ttl_secs: ttl_secs(config.ttl),
+        })
+        .map_err(|e| invalid(&format!("cannot encode the registration: {e}")))?;
+        Ok(Self {
+            client: BoxTransport::new(client),
             base: config.registry_url.clone(),
             instance_url,
             heartbeat_url,
-            body: RegisterBody {
-                address: config.address.clone(),
-                metadata: config.metadata.clone(),
-                ttl_secs: ttl_secs(config.ttl),
-            },
+            body: body.into(),
             authorization,
             request_timeout,
         })
@@ -193,9 +204,7 @@ impl HttpRegistry {
     /// `DELETE {instance_url}` with the lease. A 404 counts as success: the registry
     /// already does not list us.
     pub(crate) async fn deregister(&self, lease: &Lease) -> Result<(), RegistrationError> {
-        let request = self
-            .with_auth(self.client.delete(self.instance_url.clone()))
-            .header(LEASE_HEADER, &lease.0);
+        let request = self.request(Method::DELETE, &self.instance_url, Some(lease), None);
         let Reply { status, body, .. } = self.send(request).await?;
         if status.is_success() || status == StatusCode::NOT_FOUND {
             Ok(())
@@ -204,45 +213,71 @@ impl HttpRegistry {
         }
     }
 
-    /// Adds the `Authorization` header when a token is configured.
-    fn with_auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.authorization {
-            Some(value) => request.header(http::header::AUTHORIZATION, value),
-            None => request,
+    /// A request to `uri` with the `Authorization` header when a token is configured, the
+    /// lease if given, and a JSON body if given.
+    fn request(
+        &self,
+        method: Method,
+        uri: &Uri,
+        lease: Option<&Lease>,
+        json: Option<&Bytes>,
+    ) -> Result<http::Request<Bytes>, http::Error> {
+        let mut request = http::Request::builder().method(method).uri(uri.clone());
+        if let Some(value) = &self.authorization {
+            request = request.header(http::header::AUTHORIZATION, value.clone());
+        }
+        if let Some(lease) = lease {
+            let mut value = HeaderValue::from_str(lease.secret())?;
+            value.set_sensitive(true);
+            request = request.header(LEASE_HEADER, value);
+        }
+        match json {
+            Some(body) => request
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body.clone()),
+            None => request.body(Bytes::new()),
         }
     }
 
     /// Sends `request` and reads the whole body, within the request timeout.
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, RegistrationError> {
-        let call = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(http::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>(Reply {
-                status,
-                retry_after,
-                body,
-            })
-        };
-        match tokio::time::timeout(self.request_timeout, call).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(source)) if source.is_timeout() => Err(RegistrationError::Timeout {
+    async fn send(
+        &self,
+        request: Result<http::Request<Bytes>, http::Error>,
+    ) -> Result<Reply, RegistrationError> {
+        // A request that cannot be made (a lease that does not fit in a header) fails as
+        // the send would.
+        let request = request.map_err(|e| RegistrationError::Unreachable {
+            url: self.base.clone(),
+            source: Box::new(e),
+        })?;
+        let until = Instant::now() + self.request_timeout;
+        match self.client.send(request, until).await {
+            Ok(response) => {
+                let retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                Ok(Reply {
+                    status: response.status(),
+                    retry_after,
+                    body: response.into_body(),
+                })
+            }
+            Err(SendError::TimedOut) => Err(RegistrationError::Timeout {
                 url: self.base.clone(),
                 after: self.request_timeout,
             }),
-            Ok(Err(source)) => Err(RegistrationError::Unreachable {
-                url: self.base.clone(),
-                source,
-            }),
-            Err(_elapsed) => Err(RegistrationError::Timeout {
-                url: self.base.clone(),
-                after: self.request_timeout,
+            Err(SendError::Failed(source)) => Err(match tls_failure(&*source) {
+                Some(message) => RegistrationError::Tls {
+                    url: self.base.clone(),
+                    message,
+                },
+                None => RegistrationError::Unreachable {
+                    url: self.base.clone(),
+                    source,
+                },
             }),
         }
     }
@@ -250,12 +285,7 @@ impl HttpRegistry {
 
 impl RegistryCalls for HttpRegistry {
     async fn register(&self, presented: Option<&Lease>) -> Result<Grant, RegistrationError> {
-        let mut request = self
-            .with_auth(self.client.put(self.instance_url.clone()))
-            .json(&self.body);
-        if let Some(lease) = presented {
-            request = request.header(LEASE_HEADER, &lease.0);
-        }
+        let request = self.request(Method::PUT, &self.instance_url, presented, Some(&self.body));
         let Reply {
             status,
             retry_after,
@@ -276,9 +306,7 @@ impl RegistryCalls for HttpRegistry {
     }
 
     async fn heartbeat(&self, lease: &Lease) -> Result<HeartbeatOutcome, RegistrationError> {
-        let request = self
-            .with_auth(self.client.put(self.heartbeat_url.clone()))
-            .header(LEASE_HEADER, &lease.0);
+        let request = self.request(Method::PUT, &self.heartbeat_url, Some(lease), None);
         let Reply { status, body, .. } = self.send(request).await?;
         match status {
             StatusCode::NOT_FOUND | StatusCode::FORBIDDEN => Ok(HeartbeatOutcome::Lost { status }),
@@ -326,6 +354,13 @@ fn instance_url(config: &RegistrationConfig) -> Result<Url, RegistrationError> {
     Ok(url)
 }
 
+/// `url` as a URI for the HTTP client.
+fn uri(url: &Url) -> Result<Uri, RegistrationError> {
+    url.as_str()
+        .parse()
+        .map_err(|e| invalid(&format!("registry URL {:?}: {e}", url.as_str())))
+}
+
 /// The TTL in whole seconds, rounded up, at least 1.
 fn ttl_secs(ttl: Duration) -> u64 {
     let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
@@ -368,6 +403,7 @@ fn held(header: Option<Duration>, body: &[u8]) -> RegistrationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::TlsConfig;
 
     fn config(url: &str) -> RegistrationConfig {
         RegistrationConfig::new(url, "rat ings", "1/2", "http://127.0.0.1:8001")
@@ -393,6 +429,21 @@ mod tests {
                 "{url:?} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn validate_checks_the_tls_settings_without_a_runtime() {
+        assert!(config("https://127.0.0.1:8500").validate().is_ok());
+        // PEM framing around bytes that are no certificate: rustls refuses it.
+        let garbage = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let tls = TlsConfig::new()
+            .add_root_certificate(garbage)
+            .expect("PEM framing");
+        let error = config("https://127.0.0.1:8500").tls(tls).validate();
+        assert!(
+            matches!(&error, Err(RegistrationError::InvalidConfig(m)) if m.starts_with("tls: ")),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -438,6 +489,58 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    /// A rustls server config with a certificate from `ca` (the `ring` provider, given
+    /// explicitly).
+    #[allow(deprecated)]
+    fn server_config(ca: &test_certs::TestCa) -> rustls::ServerConfig {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let issued = ca.server(&["127.0.0.1"]);
+        let chain = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificate");
+        let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server config")
+    }
+
+    #[tokio::test]
+    async fn a_certificate_from_an_untrusted_ca_is_a_tls_error() {
+        let ca = test_certs::TestCa::new("registry CA");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config(&ca)));
+        let server = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let _ = acceptor.accept(tcp).await;
+            }
+        });
+        // The default settings: the system's roots, which do not hold the test CA.
+        let registry = HttpRegistry::new(&config(&url), Duration::from_secs(5)).expect("registry");
+        let registered = registry.register(None).await;
+        let deregistered = registry.deregister(&Lease::new("l")).await;
+        server.abort();
+        for error in [registered.err(), deregistered.err()] {
+            let error = error.expect("refused");
+            assert!(
+                matches!(&error, RegistrationError::Tls { url: u, message }
+                    if *u == url && message.contains("UnknownIssuer")),
+                "{error:?}"
+            );
+            let expected =
+                format!("TLS with the registry at {url} failed: invalid peer certificate");
+            assert!(error.to_string().starts_with(&expected), "{error}");
+        }
     }
 
     #[test]
