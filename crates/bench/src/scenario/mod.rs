@@ -1,9 +1,11 @@
 //! The scenarios, and the test bed the first two share: three ratings instances (real
-//! processes) and the contenders that call them.
+//! processes) and the contenders that call them. The steady scenario measures with
+//! [`rounds`].
 
 pub mod micro;
 pub mod propagation;
 pub mod registry_scale;
+pub mod rounds;
 pub mod sick;
 pub mod steady;
 
