@@ -19,6 +19,9 @@ pub enum Scenario {
     Registry,
     /// The criterion hot-path results (run `cargo bench -p bench` first), as a table.
     Micro,
+    /// Steady-state overhead over TLS: ours and hyper+rustls by hand to instances serving
+    /// HTTPS, and nginx terminating TLS in front of plain ones.
+    SteadyTls,
 }
 
 /// The contenders, for `--contender`.
@@ -69,7 +72,9 @@ pub struct Args {
     )]
     pub scenarios: Vec<Scenario>,
 
-    /// Run only these contenders in the steady and sick scenarios (repeatable); default: all.
+    /// Run only these contenders in the steady, sick and steady-tls scenarios (repeatable;
+    /// in steady-tls `hyper`, `hyper-round-robin`, `ours` and `nginx` are their TLS
+    /// versions); default: all.
     #[arg(
         long = "contender",
         value_enum,
@@ -78,11 +83,12 @@ pub struct Args {
     )]
     pub contenders: Vec<ContenderName>,
 
-    /// Steady scenario: rounds [default: 8, or 3 with --quick].
+    /// Steady and steady-tls scenarios: rounds [default: 8, or 3 with --quick].
     #[arg(long, env = "BENCH_ROUNDS")]
     pub rounds: Option<usize>,
 
-    /// Steady scenario: measured time per contender per round [default: 2s, or 1s with --quick].
+    /// Steady and steady-tls scenarios: measured time per contender per round
+    /// [default: 2s, or 1s with --quick].
     #[arg(long, env = "BENCH_WINDOW", value_parser = humantime::parse_duration)]
     pub window: Option<Duration>,
 
@@ -90,7 +96,7 @@ pub struct Args {
     #[arg(long, env = "BENCH_REGISTRY_CONNECTIONS", default_value_t = 64)]
     pub registry_connections: usize,
 
-    /// Closed-loop workers for the steady and sick scenarios.
+    /// Closed-loop workers for the steady, sick and steady-tls scenarios.
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
 
@@ -133,9 +139,10 @@ pub struct Plan {
     pub timeout: Duration,
     /// Retries on another instance, for every contender that retries.
     pub retries: u32,
-    /// Steady: rounds (each runs every contender once, in rotated order).
+    /// Steady and steady-tls: rounds (each runs every contender once, in rotated
+    /// order).
     pub steady_rounds: usize,
-    /// Steady: measured time per contender per round.
+    /// Steady and steady-tls: measured time per contender per round.
     pub steady_window: Duration,
     /// Unmeasured load before a contender's first window (fills connection pools).
     pub warmup: Duration,

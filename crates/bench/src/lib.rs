@@ -13,7 +13,8 @@
 //! - [`scaling`]: 2-thread scaling with 1- and 2-thread intervals interleaved.
 //! - [`instant`]: a `ServiceClient` over a transport that answers at once, for the client's
 //!   own per-call cost.
-//! - [`scenario`]: the five scenarios (steady, sick, propagation, registry, micro).
+//! - [`scenario`]: the six scenarios (steady, sick, propagation, registry, micro,
+//!   steady-tls).
 //! - [`machine`]: what machine the numbers came from.
 //! - [`report`]: Markdown tables and target verdicts.
 
@@ -37,6 +38,7 @@ use std::time::Instant;
 
 use config::{Args, Plan, Scenario};
 use scenario::Bed;
+use scenario::tls_bed::TlsBed;
 use servers::Binaries;
 
 /// Runs the scenarios the flags ask for and returns the Markdown report.
@@ -60,6 +62,7 @@ pub async fn run(args: &Args) -> Result<String, String> {
         Scenario::Sick,
         Scenario::Propagation,
         Scenario::Registry,
+        Scenario::SteadyTls,
     ]
     .into_iter()
     .any(wants);
@@ -111,6 +114,12 @@ pub async fn run(args: &Args) -> Result<String, String> {
             .join()
             .map_err(|_| "the scaling measurements panicked".to_string())?;
         out.push_str(scenario::micro::report(&dir, &scaling, rounds).render());
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::SteadyTls)) {
+        eprintln!("starting 3 ratings instances over TLS");
+        let bed = TlsBed::start(bins, wants(Scenario::SteadyTls), args.no_nginx).await?;
+        eprintln!("scenario 6: steady-state overhead over TLS");
+        out.push_str(scenario::steady_tls::run(&bed, &plan).await?.render());
     }
     out.push_str(&format!(
         "Harness wall time: {:.0} s (criterion runs separately).\n",

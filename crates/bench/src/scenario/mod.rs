@@ -1,6 +1,6 @@
 //! The scenarios, and the test bed the first two share: three ratings instances (real
-//! processes) and the contenders that call them. The steady scenario measures with
-//! [`rounds`].
+//! processes) and the contenders that call them. The TLS scenario (6) has its own,
+//! [`tls_bed`]; both steady scenarios measure with [`rounds`].
 
 pub mod micro;
 pub mod propagation;
@@ -8,6 +8,8 @@ pub mod registry_scale;
 pub mod rounds;
 pub mod sick;
 pub mod steady;
+pub mod steady_tls;
+pub mod tls_bed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
