@@ -22,6 +22,9 @@ pub enum Scenario {
     /// Steady-state overhead over TLS: ours and hyper+rustls by hand to instances serving
     /// HTTPS, and nginx terminating TLS in front of plain ones.
     SteadyTls,
+    /// HTTP/2 against HTTP/1.1 over TLS on the same instances, at several numbers of callers:
+    /// throughput, p99 and connections held.
+    Http2,
 }
 
 /// The contenders, for `--contender`.
@@ -83,11 +86,11 @@ pub struct Args {
     )]
     pub contenders: Vec<ContenderName>,
 
-    /// Steady and steady-tls scenarios: rounds [default: 8, or 3 with --quick].
+    /// Steady, steady-tls and HTTP/2 scenarios: rounds [default: 8, or 3 with --quick].
     #[arg(long, env = "BENCH_ROUNDS")]
     pub rounds: Option<usize>,
 
-    /// Steady and steady-tls scenarios: measured time per contender per round
+    /// Steady, steady-tls and HTTP/2 scenarios: measured time per contender per round
     /// [default: 2s, or 1s with --quick].
     #[arg(long, env = "BENCH_WINDOW", value_parser = humantime::parse_duration)]
     pub window: Option<Duration>,
@@ -99,6 +102,15 @@ pub struct Args {
     /// Closed-loop workers for the steady, sick and steady-tls scenarios.
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
+
+    /// HTTP/2 scenario: the numbers of closed-loop workers to compare the protocols at.
+    #[arg(
+        long,
+        env = "BENCH_HTTP2_CONCURRENCY",
+        value_delimiter = ',',
+        default_values_t = [32, 256]
+    )]
+    pub http2_concurrency: Vec<usize>,
 
     /// Retest delay for the sick-instance scenario [default: 30s, or 4s with --quick]; nginx rounds it up to whole seconds.
     #[arg(long, env = "BENCH_RETEST", value_parser = humantime::parse_duration)]
@@ -135,14 +147,16 @@ pub struct Plan {
     pub contenders: Vec<ContenderName>,
     /// Closed-loop workers.
     pub concurrency: usize,
+    /// HTTP/2 scenario: the numbers of workers the protocols are compared at.
+    pub http2_concurrency: Vec<usize>,
     /// Per-attempt timeout, for every contender.
     pub timeout: Duration,
     /// Retries on another instance, for every contender that retries.
     pub retries: u32,
-    /// Steady and steady-tls: rounds (each runs every contender once, in rotated
+    /// Steady, steady-tls and HTTP/2: rounds (each runs every contender once, in rotated
     /// order).
     pub steady_rounds: usize,
-    /// Steady and steady-tls: measured time per contender per round.
+    /// Steady, steady-tls and HTTP/2: measured time per contender per round.
     pub steady_window: Duration,
     /// Unmeasured load before a contender's first window (fills connection pools).
     pub warmup: Duration,
@@ -174,6 +188,7 @@ impl Plan {
             quick,
             contenders: args.contenders.clone(),
             concurrency: args.concurrency.max(1),
+            http2_concurrency: args.http2_concurrency.iter().map(|&c| c.max(1)).collect(),
             timeout: Duration::from_secs(1),
             retries: 2,
             steady_rounds: args.rounds.unwrap_or(if quick { 3 } else { 8 }).max(1),

@@ -1,7 +1,8 @@
 //! The scenarios, and the test bed the first two share: three ratings instances (real
-//! processes) and the contenders that call them. The TLS scenario (6) has its own,
+//! processes) and the contenders that call them. The TLS scenarios (6 and 7) share
 //! [`tls_bed`]; both steady scenarios measure with [`rounds`].
 
+pub mod http2;
 pub mod micro;
 pub mod propagation;
 pub mod registry_scale;
