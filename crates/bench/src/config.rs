@@ -19,6 +19,12 @@ pub enum Scenario {
     Registry,
     /// The criterion hot-path results (run `cargo bench -p bench` first), as a table.
     Micro,
+    /// Steady-state overhead over TLS: ours and hyper+rustls by hand to instances serving
+    /// HTTPS, and nginx terminating TLS in front of plain ones.
+    SteadyTls,
+    /// HTTP/2 against HTTP/1.1 over TLS on the same instances, at several numbers of callers:
+    /// throughput, p99 and connections held.
+    Http2,
 }
 
 /// The contenders, for `--contender`.
@@ -69,7 +75,9 @@ pub struct Args {
     )]
     pub scenarios: Vec<Scenario>,
 
-    /// Run only these contenders in the steady and sick scenarios (repeatable); default: all.
+    /// Run only these contenders in the steady, sick and steady-tls scenarios (repeatable;
+    /// in steady-tls `hyper`, `hyper-round-robin`, `ours` and `nginx` are their TLS
+    /// versions); default: all.
     #[arg(
         long = "contender",
         value_enum,
@@ -78,11 +86,12 @@ pub struct Args {
     )]
     pub contenders: Vec<ContenderName>,
 
-    /// Steady scenario: rounds [default: 8, or 3 with --quick].
+    /// Steady, steady-tls and HTTP/2 scenarios: rounds [default: 8, or 3 with --quick].
     #[arg(long, env = "BENCH_ROUNDS")]
     pub rounds: Option<usize>,
 
-    /// Steady scenario: measured time per contender per round [default: 2s, or 1s with --quick].
+    /// Steady, steady-tls and HTTP/2 scenarios: measured time per contender per round
+    /// [default: 2s, or 1s with --quick].
     #[arg(long, env = "BENCH_WINDOW", value_parser = humantime::parse_duration)]
     pub window: Option<Duration>,
 
@@ -90,9 +99,18 @@ pub struct Args {
     #[arg(long, env = "BENCH_REGISTRY_CONNECTIONS", default_value_t = 64)]
     pub registry_connections: usize,
 
-    /// Closed-loop workers for the steady and sick scenarios.
+    /// Closed-loop workers for the steady, sick and steady-tls scenarios.
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
+
+    /// HTTP/2 scenario: the numbers of closed-loop workers to compare the protocols at.
+    #[arg(
+        long,
+        env = "BENCH_HTTP2_CONCURRENCY",
+        value_delimiter = ',',
+        default_values_t = [32, 256]
+    )]
+    pub http2_concurrency: Vec<usize>,
 
     /// Retest delay for the sick-instance scenario [default: 30s, or 4s with --quick]; nginx rounds it up to whole seconds.
     #[arg(long, env = "BENCH_RETEST", value_parser = humantime::parse_duration)]
@@ -129,13 +147,16 @@ pub struct Plan {
     pub contenders: Vec<ContenderName>,
     /// Closed-loop workers.
     pub concurrency: usize,
+    /// HTTP/2 scenario: the numbers of workers the protocols are compared at.
+    pub http2_concurrency: Vec<usize>,
     /// Per-attempt timeout, for every contender.
     pub timeout: Duration,
     /// Retries on another instance, for every contender that retries.
     pub retries: u32,
-    /// Steady: rounds (each runs every contender once, in rotated order).
+    /// Steady, steady-tls and HTTP/2: rounds (each runs every contender once, in rotated
+    /// order).
     pub steady_rounds: usize,
-    /// Steady: measured time per contender per round.
+    /// Steady, steady-tls and HTTP/2: measured time per contender per round.
     pub steady_window: Duration,
     /// Unmeasured load before a contender's first window (fills connection pools).
     pub warmup: Duration,
@@ -167,6 +188,7 @@ impl Plan {
             quick,
             contenders: args.contenders.clone(),
             concurrency: args.concurrency.max(1),
+            http2_concurrency: args.http2_concurrency.iter().map(|&c| c.max(1)).collect(),
             timeout: Duration::from_secs(1),
             retries: 2,
             steady_rounds: args.rounds.unwrap_or(if quick { 3 } else { 8 }).max(1),

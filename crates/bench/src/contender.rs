@@ -3,15 +3,20 @@
 //! Every contender does the same work per call: build the URL, send, read the whole body,
 //! decode the JSON answer, and report which instance answered (ratings answers carry it).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use discovery_client::ServiceClient;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
 /// The ratings answer.
@@ -56,6 +61,18 @@ pub enum Contender {
         /// The shared timeout, over the whole call.
         timeout: Duration,
     },
+    /// hyper over rustls by hand (`https://`), to one instance or round-robin over several,
+    /// or to a proxy terminating TLS: the TLS stack under our client, without the client.
+    HyperTls {
+        /// Pooled client (boxed, as for `Hyper`).
+        http: Box<HyperTlsClient>,
+        /// The instances' base URLs (one for "one instance", or the proxy's).
+        urls: Vec<String>,
+        /// The next instance.
+        next: AtomicUsize,
+        /// The timeout over the whole call.
+        timeout: Duration,
+    },
     /// Our `ServiceClient`, cache off.
     Ours(ServiceClient),
     /// Plain reqwest to a proxy in front of the instances.
@@ -69,6 +86,64 @@ pub enum Contender {
 
 /// hyper's pooled HTTP/1.1 client with an empty request body.
 pub type HyperClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// hyper's pooled client over rustls (`https://` only) with an empty request body.
+pub type HyperTlsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// The HTTP versions a TLS client offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    /// `h2` and `http/1.1`, the server chooses: what our client's transport offers.
+    Both,
+    /// HTTP/1.1 only (no ALPN: servers then speak HTTP/1.1).
+    Http1,
+    /// `h2` only, and the client speaks HTTP/2 on every connection.
+    Http2,
+}
+
+/// A rustls client config trusting only the CA certificates in `ca_pem`, with the `ring`
+/// provider given explicitly (as the library does: no process-wide provider is installed
+/// anywhere in this workspace), and no ALPN yet (the connector sets it).
+pub fn tls_config(ca_pem: &str) -> Result<rustls::ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let certificate = certificate.map_err(|e| format!("CA certificate: {e}"))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("CA certificate: {e}"))?;
+    }
+    // ring, as discovery-client's transport chooses it (see its transport/tls.rs).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// A hyper client over rustls as a careful user would build it: pooled, `TCP_NODELAY` on,
+/// trusting only `ca_pem`, offering `alpn`.
+pub fn tls_hyper(ca_pem: &str, alpn: Alpn) -> Result<HyperTlsClient, String> {
+    Ok(Client::builder(TokioExecutor::new())
+        .http2_only(alpn == Alpn::Http2)
+        .build(https_connector(ca_pem, alpn)?))
+}
+
+/// The TCP + rustls connector of [`tls_hyper`].
+pub fn https_connector(ca_pem: &str, alpn: Alpn) -> Result<HttpsConnector<HttpConnector>, String> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.enforce_http(false);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(ca_pem)?)
+        .https_only();
+    Ok(match alpn {
+        Alpn::Both => builder.enable_all_versions().wrap_connector(tcp),
+        Alpn::Http1 => builder.enable_http1().wrap_connector(tcp),
+        Alpn::Http2 => builder.enable_http2().wrap_connector(tcp),
+    })
+}
 
 /// A plain hyper client as a careful user would build it: pooled, `TCP_NODELAY` on (as
 /// reqwest and our transport set it).
@@ -112,6 +187,21 @@ impl Contender {
                     .ok()
                     .flatten()
             }
+            Contender::HyperTls {
+                http,
+                urls,
+                next,
+                timeout,
+            } => {
+                let i = match urls.len() {
+                    1 => 0,
+                    n => next.fetch_add(1, Ordering::Relaxed) % n,
+                };
+                tokio::time::timeout(*timeout, hyper_get(http, &urls[i], path))
+                    .await
+                    .ok()
+                    .flatten()
+            }
             Contender::Ours(client) => client
                 .get_json::<Rating>(path)
                 .await
@@ -133,7 +223,10 @@ async fn plain_get(http: &reqwest::Client, base: &str, path: &str) -> Option<u16
         .map(|r| r.instance)
 }
 
-async fn hyper_get(http: &HyperClient, base: &str, path: &str) -> Option<u16> {
+async fn hyper_get<C>(http: &Client<C, Empty<Bytes>>, base: &str, path: &str) -> Option<u16>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let uri: http::Uri = format!("{base}{path}").parse().ok()?;
     let request = http::Request::get(uri).body(Empty::new()).ok()?;
     let answer = http.request(request).await.ok()?;
@@ -144,6 +237,27 @@ async fn hyper_get(http: &HyperClient, base: &str, path: &str) -> Option<u16> {
     serde_json::from_slice::<Rating>(&body)
         .ok()
         .map(|r| r.instance)
+}
+
+/// The HTTP version `GET {base}/health` was answered over (`HTTP/2.0`, `HTTP/1.1`), or why
+/// there was no answer.
+pub async fn answered_over<C>(http: &Client<C, Empty<Bytes>>, base: &str) -> String
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let uri: http::Uri = match format!("{base}/health").parse() {
+        Ok(uri) => uri,
+        Err(e) => return format!("bad URL {base}: {e}"),
+    };
+    let request = match http::Request::get(uri).body(Empty::new()) {
+        Ok(request) => request,
+        Err(e) => return format!("bad request: {e}"),
+    };
+    match tokio::time::timeout(Duration::from_secs(5), http.request(request)).await {
+        Ok(Ok(answer)) => format!("{:?}", answer.version()),
+        Ok(Err(e)) => format!("no answer ({e})"),
+        Err(_) => "no answer within 5 s".to_string(),
+    }
 }
 
 /// The item ids the load cycles through (all exist in the ratings data).

@@ -9,17 +9,20 @@
 //! - [`contender`]: the ways of calling the instances being compared.
 //! - [`load`]: closed-loop load that records every request.
 //! - [`latency`]: HDR histograms and percentiles.
+//! - [`connections`]: how many connections a client holds to the instances.
 //! - [`raw_http`]: a minimal keep-alive client for loading the registry.
 //! - [`scaling`]: 2-thread scaling with 1- and 2-thread intervals interleaved.
 //! - [`instant`]: a `ServiceClient` over a transport that answers at once, for the client's
 //!   own per-call cost.
-//! - [`scenario`]: the five scenarios (steady, sick, propagation, registry, micro).
+//! - [`scenario`]: the seven scenarios (steady, sick, propagation, registry, micro,
+//!   steady-tls, http2).
 //! - [`machine`]: what machine the numbers came from.
 //! - [`report`]: Markdown tables and target verdicts.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connections;
 pub mod contender;
 pub mod instant;
 pub mod latency;
@@ -37,6 +40,7 @@ use std::time::Instant;
 
 use config::{Args, Plan, Scenario};
 use scenario::Bed;
+use scenario::tls_bed::TlsBed;
 use servers::Binaries;
 
 /// Runs the scenarios the flags ask for and returns the Markdown report.
@@ -60,6 +64,8 @@ pub async fn run(args: &Args) -> Result<String, String> {
         Scenario::Sick,
         Scenario::Propagation,
         Scenario::Registry,
+        Scenario::SteadyTls,
+        Scenario::Http2,
     ]
     .into_iter()
     .any(wants);
@@ -111,6 +117,18 @@ pub async fn run(args: &Args) -> Result<String, String> {
             .join()
             .map_err(|_| "the scaling measurements panicked".to_string())?;
         out.push_str(scenario::micro::report(&dir, &scaling, rounds).render());
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::SteadyTls) || wants(Scenario::Http2)) {
+        eprintln!("starting 3 ratings instances over TLS");
+        let bed = TlsBed::start(bins, wants(Scenario::SteadyTls), args.no_nginx).await?;
+        if wants(Scenario::SteadyTls) {
+            eprintln!("scenario 6: steady-state overhead over TLS");
+            out.push_str(scenario::steady_tls::run(&bed, &plan).await?.render());
+        }
+        if wants(Scenario::Http2) {
+            eprintln!("scenario 7: HTTP/2 and HTTP/1.1 over TLS");
+            out.push_str(scenario::http2::run(&bed, &plan).await?.render());
+        }
     }
     out.push_str(&format!(
         "Harness wall time: {:.0} s (criterion runs separately).\n",

@@ -10,6 +10,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use test_certs::Issued;
+
 use crate::procs::Child;
 
 const NGINX_TEMPLATE: &str = include_str!("../peers/nginx.conf.tmpl");
@@ -93,18 +95,76 @@ impl Peer {
         upstreams: &[String],
         settings: Resilience,
     ) -> Result<Peer, String> {
+        let hostports = host_ports(upstreams);
+        Peer::launch(kind, program, None, |dir, listen| match kind {
+            PeerKind::Nginx => render_nginx(dir, listen, &hostports, settings, false),
+            PeerKind::Haproxy | PeerKind::HaproxyMarkDown => {
+                let l7_retries = kind == PeerKind::Haproxy;
+                render_haproxy(dir, listen, &hostports, settings, l7_retries)
+            }
+        })
+        .await
+    }
+
+    /// nginx in front of `upstreams` (plain `http://127.0.0.1:PORT` each), terminating TLS
+    /// with `certificate` and offering h2 and http/1.1 by ALPN; its URL is `https://`. Ready
+    /// once its port accepts connections.
+    pub async fn start_tls(
+        program: &Path,
+        upstreams: &[String],
+        settings: Resilience,
+        certificate: &Issued,
+    ) -> Result<Peer, String> {
+        let hostports = host_ports(upstreams);
+        Peer::launch(
+            PeerKind::Nginx,
+            program,
+            Some(certificate),
+            |dir, listen| render_nginx(dir, listen, &hostports, settings, true),
+        )
+        .await
+    }
+
+    /// nginx with a configuration of the caller's: `render(dir, listen)` returns the whole
+    /// `nginx.conf` for the temporary directory `dir` (which nginx gets as its prefix, and
+    /// which holds `server.pem` and `server.key` when `certificate` is given) and the
+    /// loopback address to listen on. Its URL is `https://` with a certificate, `http://`
+    /// without. Ready once its port accepts connections.
+    pub async fn nginx(
+        program: &Path,
+        certificate: Option<&Issued>,
+        render: impl FnOnce(&Path, SocketAddr) -> String,
+    ) -> Result<Peer, String> {
+        Peer::launch(PeerKind::Nginx, program, certificate, render).await
+    }
+
+    /// Writes the configuration `render` makes (and the certificate, if any) into a new
+    /// temporary directory, starts `program` on it on a free loopback port, and waits until
+    /// it serves: plain peers until `GET /health` answers 200 through to an instance, TLS
+    /// peers until the port accepts connections.
+    async fn launch(
+        kind: PeerKind,
+        program: &Path,
+        certificate: Option<&Issued>,
+        render: impl FnOnce(&Path, SocketAddr) -> String,
+    ) -> Result<Peer, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("discovery-bench-{}-", kind.name()))
             .tempdir()
             .map_err(|e| format!("temporary directory: {e}"))?;
+        if let Some(certificate) = certificate {
+            for (name, pem) in [
+                ("server.pem", &certificate.cert_pem),
+                ("server.key", &certificate.key_pem),
+            ] {
+                let path = dir.path().join(name);
+                std::fs::write(&path, pem).map_err(|e| format!("write {}: {e}", path.display()))?;
+            }
+        }
         let listen = free_loopback_port()?;
-        let hostports: Vec<&str> = upstreams
-            .iter()
-            .map(|u| u.trim_start_matches("http://").trim_end_matches('/'))
-            .collect();
-        let (config, file, args) = match kind {
+        let config = render(dir.path(), listen);
+        let (file, args) = match kind {
             PeerKind::Nginx => {
-                let config = render_nginx(dir.path(), listen, &hostports, settings);
                 let file = dir.path().join("nginx.conf");
                 let args = vec![
                     "-p".to_string(),
@@ -114,20 +174,27 @@ impl Peer {
                     "-e".into(),
                     "stderr".into(),
                 ];
-                (config, file, args)
+                (file, args)
             }
             PeerKind::Haproxy | PeerKind::HaproxyMarkDown => {
-                let l7_retries = kind == PeerKind::Haproxy;
-                let config = render_haproxy(dir.path(), listen, &hostports, settings, l7_retries);
                 let file = dir.path().join("haproxy.cfg");
                 let args = vec!["-db".to_string(), "-f".into(), file.display().to_string()];
-                (config, file, args)
+                (file, args)
             }
         };
         std::fs::write(&file, config).map_err(|e| format!("write {}: {e}", file.display()))?;
         let mut process = Child::spawn(kind.name(), program, &args, &[])?;
-        let url = format!("http://{listen}");
-        wait_until_serving(&mut process, &url).await?;
+        let url = match certificate {
+            None => {
+                let url = format!("http://{listen}");
+                wait_until_serving(&mut process, &url).await?;
+                url
+            }
+            Some(_) => {
+                wait_until_listening(&mut process, listen).await?;
+                format!("https://{listen}")
+            }
+        };
         Ok(Peer {
             kind,
             url,
@@ -141,6 +208,14 @@ impl Peer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// `127.0.0.1:PORT` of each `http://127.0.0.1:PORT` upstream.
+fn host_ports(upstreams: &[String]) -> Vec<&str> {
+    upstreams
+        .iter()
+        .map(|u| u.trim_start_matches("http://").trim_end_matches('/'))
+        .collect()
 }
 
 fn millis(d: Duration) -> String {
@@ -160,8 +235,15 @@ fn fill(template: &str, pairs: &[(&str, String)]) -> String {
         })
 }
 
-/// The nginx configuration for these upstreams (`127.0.0.1:PORT` each).
-pub fn render_nginx(dir: &Path, listen: SocketAddr, upstreams: &[&str], s: Resilience) -> String {
+/// The nginx configuration for these upstreams (`127.0.0.1:PORT` each); with `tls`, it
+/// terminates TLS (h2 and http/1.1 by ALPN) with `server.pem` and `server.key` from `dir`.
+pub fn render_nginx(
+    dir: &Path,
+    listen: SocketAddr,
+    upstreams: &[&str],
+    s: Resilience,
+    tls: bool,
+) -> String {
     let servers: Vec<String> = upstreams
         .iter()
         .map(|hp| {
@@ -171,12 +253,23 @@ pub fn render_nginx(dir: &Path, listen: SocketAddr, upstreams: &[&str], s: Resil
             )
         })
         .collect();
+    let (listen, certificate) = match tls {
+        false => (listen.to_string(), "        # plain HTTP".to_string()),
+        true => (
+            format!("{listen} ssl http2"),
+            format!(
+                "        ssl_certificate {dir}/server.pem;\n        ssl_certificate_key {dir}/server.key;",
+                dir = dir.display()
+            ),
+        ),
+    };
     fill(
         NGINX_TEMPLATE,
         &[
             ("UPSTREAMS", servers.join("\n")),
+            ("TLS", certificate),
             ("DIR", dir.display().to_string()),
-            ("LISTEN", listen.to_string()),
+            ("LISTEN", listen),
             ("TIMEOUT", millis(s.timeout)),
             ("RETEST", seconds(s.retest)),
             ("TRIES", (s.retries + 1).to_string()),
@@ -233,6 +326,31 @@ pub fn free_loopback_port() -> Result<SocketAddr, String> {
         .map_err(|e| format!("no free loopback port: {e}"))
 }
 
+/// Polls `addr` until it accepts a TCP connection (at most 10 s) or the process exits.
+async fn wait_until_listening(process: &mut Child, addr: SocketAddr) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if process.has_exited() {
+            return Err(format!(
+                "{} exited at start:\n{}",
+                process.name,
+                process.output()
+            ));
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{} did not listen on {addr} within 10 s:\n{}",
+                process.name,
+                process.output()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `GET {url}/health` until it answers 200 (at most 10 s) or the process exits.
 async fn wait_until_serving(process: &mut Child, url: &str) -> Result<(), String> {
     let http = reqwest::Client::builder()
@@ -284,12 +402,37 @@ mod tests {
             listen,
             &["127.0.0.1:1", "127.0.0.1:2"],
             settings(),
+            false,
         );
         assert!(!text.contains("{{"), "{text}");
         assert!(text.contains("server 127.0.0.1:2 max_fails=1 fail_timeout=30s;"));
         assert!(text.contains("proxy_read_timeout 1000ms;"));
         assert!(text.contains("proxy_next_upstream_tries 3;"));
         assert!(text.contains("listen 127.0.0.1:9000;"));
+        assert!(!text.contains("ssl"), "{text}");
+    }
+
+    #[test]
+    fn nginx_tls_config_terminates_tls_with_the_certificate_in_its_directory() {
+        let listen: SocketAddr = "127.0.0.1:9000".parse().unwrap_or_else(|_| unreachable!());
+        let text = render_nginx(
+            Path::new("/tmp/x"),
+            listen,
+            &["127.0.0.1:1"],
+            settings(),
+            true,
+        );
+        assert!(!text.contains("{{"), "{text}");
+        assert!(text.contains("listen 127.0.0.1:9000 ssl http2;"), "{text}");
+        assert!(
+            text.contains("ssl_certificate /tmp/x/server.pem;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ssl_certificate_key /tmp/x/server.key;"),
+            "{text}"
+        );
+        assert!(text.contains("proxy_pass http://ratings;"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Our own programs as real processes: ratings instances (real processes, so SIGSTOP works)
-//! and the registry, each on a free loopback port, found through its `listening on` line.
+//! Our own programs as real processes: ratings instances (real processes, so SIGSTOP works),
+//! over HTTP or HTTPS, and the registry, each on a free loopback port, found through its
+//! `listening on` line.
 //!
 //! The harness builds nothing: it runs the release binaries next to its own executable
 //! (`make bench` builds them first), or those in `--bin-dir`.
@@ -64,6 +65,29 @@ impl Binaries {
         .await
     }
 
+    /// Starts ratings instance `n` serving HTTPS (h2 and http/1.1 by ALPN) with this
+    /// certificate and key (PEM files) on a free loopback port, registered nowhere.
+    pub async fn ratings_tls(&self, n: u16, cert: &Path, key: &Path) -> Result<Server, String> {
+        let args = vec![
+            "--instance".to_string(),
+            n.to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--no-register".into(),
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ];
+        Server::start(
+            &format!("ratings-{n}-tls"),
+            &self.dir.join("ratings-service"),
+            &args,
+            RATINGS_LOG,
+        )
+        .await
+    }
+
     /// Starts the registry on a free loopback port with these extra flags.
     pub async fn registry(&self, extra: &[&str]) -> Result<Server, String> {
         let mut args = vec!["--listen".to_string(), "127.0.0.1:0".into()];
@@ -76,7 +100,7 @@ impl Binaries {
 pub struct Server {
     /// The process.
     pub process: Child,
-    /// Its base URL, such as `http://127.0.0.1:41234`.
+    /// Its base URL, such as `http://127.0.0.1:41234` (`https://` over TLS).
     pub url: String,
 }
 
@@ -90,7 +114,7 @@ impl Server {
         let mut process =
             Child::spawn(name, program, args, &[("RUST_LOG", log), ("NO_COLOR", "1")])?;
         let line = process
-            .wait_for_line("listening on http://", Duration::from_secs(20))
+            .wait_for_line("listening on http", Duration::from_secs(20))
             .await?;
         let url = parse_listening(&line)
             .ok_or_else(|| format!("{name}: cannot read the address in {line:?}"))?;
@@ -98,9 +122,9 @@ impl Server {
     }
 }
 
-/// The URL in a `... listening on http://127.0.0.1:PORT ...` line.
+/// The URL in a `... listening on http://127.0.0.1:PORT ...` line (or `https://`).
 fn parse_listening(line: &str) -> Option<String> {
-    let at = line.find("listening on http://")? + "listening on ".len();
+    let at = line.find("listening on http")? + "listening on ".len();
     let url = line[at..]
         .split_whitespace()
         .next()?
@@ -119,6 +143,12 @@ mod tests {
         assert_eq!(
             parse_listening(line).as_deref(),
             Some("http://127.0.0.1:40123")
+        );
+        let tls =
+            "2026-01-01T00:00:00Z  INFO ratings_service: listening on https://127.0.0.1:40124";
+        assert_eq!(
+            parse_listening(tls).as_deref(),
+            Some("https://127.0.0.1:40124")
         );
         assert_eq!(parse_listening("nothing here"), None);
     }

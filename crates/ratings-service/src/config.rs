@@ -9,6 +9,8 @@ use clap::ArgAction;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 use discovery_client::registration::{RegistrationConfig, RegistrationError};
+use discovery_client::transport::TlsConfig;
+use serving::{ServerTls, TlsError};
 
 use crate::faults::{Faults, FaultsError, MAX_LATENCY};
 use crate::state::AdminAccess;
@@ -37,9 +39,23 @@ pub struct Config {
     #[arg(long, env = "RATINGS_LISTEN")]
     pub listen: Option<SocketAddr>,
 
-    /// Base URL of the registry.
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first (needs
+    /// --tls-key); the instance then registers an https:// address.
+    #[arg(long, env = "RATINGS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (needs --tls-cert).
+    #[arg(long, env = "RATINGS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Base URL of the registry (http:// or https://).
     #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500")]
     pub registry: String,
+
+    /// Also trust the CA certificates in this PEM file when calling an https:// registry
+    /// (besides the system's roots).
+    #[arg(long, env = "RATINGS_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 
     /// Bearer token for registry writes, when the registry requires one.
     #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
@@ -64,7 +80,8 @@ pub struct Config {
     #[arg(long, env = "RATINGS_TTL", default_value = "120s", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
 
-    /// URL to advertise in the registry [default: http://{bound address}].
+    /// URL to advertise in the registry [default: http://{bound address}, or https://{bound
+    /// address} with --tls-cert].
     #[arg(long, env = "RATINGS_ADVERTISE")]
     pub advertise: Option<String>,
 
@@ -107,6 +124,12 @@ pub enum ConfigError {
     /// The registry URL, service name, TTL or token would not work.
     #[error("{0}")]
     Registration(#[from] RegistrationError),
+    /// `--tls-cert` / `--tls-key` cannot be used.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// `--ca-file` cannot be read or holds no certificate.
+    #[error("--ca-file: {0}")]
+    CaFile(String),
     /// `--advertise` is not an `http(s)://` URL.
     #[error("--advertise must be an http:// or https:// URL, got {0:?}")]
     Advertise(String),
@@ -133,11 +156,43 @@ impl Config {
                 return Err(ConfigError::Advertise(advertise.clone()));
             }
         }
+        // Read even without registration: a --ca-file given is meant to be used.
+        self.client_tls()?;
         if !self.no_register {
-            self.registration("http://127.0.0.1".to_owned())
+            self.registration("http://127.0.0.1".to_owned())?
                 .validate()?;
         }
         Ok(())
+    }
+
+    /// The certificate and key of `--tls-cert` / `--tls-key`, read and checked; `None` for
+    /// plain HTTP. Run before binding.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Tls`] naming the file that cannot be used, or the flag that is missing.
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        Ok(ServerTls::from_flags(
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )?)
+    }
+
+    /// What calls to the registry trust: the system's roots, and `--ca-file`'s.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::CaFile`] if the file cannot be read or holds no certificate.
+    pub fn client_tls(&self) -> Result<TlsConfig, ConfigError> {
+        let tls = TlsConfig::new();
+        let Some(path) = &self.ca_file else {
+            return Ok(tls);
+        };
+        tls.add_root_certificate_file(path)
+            .map_err(|error| match error {
+                discovery_client::Error::Config(message) => ConfigError::CaFile(message),
+                other => ConfigError::CaFile(other.to_string()),
+            })
     }
 
     /// Refuses a non-loopback `addr` unless `--allow-remote` was given.
@@ -156,23 +211,30 @@ impl Config {
         })
     }
 
-    /// `--advertise` (without a trailing `/`), or `http://{bound}`.
-    pub fn advertise_url(&self, bound: SocketAddr) -> String {
+    /// `--advertise` (without a trailing `/`), or `listening`: the URL the instance serves
+    /// on (`http://{bound}`, or `https://{bound}` over TLS).
+    pub fn advertise_url(&self, listening: &str) -> String {
         match &self.advertise {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!("http://{bound}"),
+            None => listening.to_owned(),
         }
     }
 
-    /// What to register: this instance under `--service`, reachable at `address`.
-    pub fn registration(&self, address: String) -> RegistrationConfig {
+    /// What to register: this instance under `--service`, reachable at `address`, through
+    /// the registry at `--registry` trusting [`client_tls`](Self::client_tls).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::CaFile`] as [`client_tls`](Self::client_tls).
+    pub fn registration(&self, address: String) -> Result<RegistrationConfig, ConfigError> {
         let instance = self.instance.to_string();
-        let mut config = RegistrationConfig::new(&self.registry, &self.service, &instance, address);
+        let mut config = RegistrationConfig::new(&self.registry, &self.service, &instance, address)
+            .tls(self.client_tls()?);
         config.metadata.insert("instance".to_owned(), instance);
         config.ttl = self.ttl;
         config.token = self.registry_token.clone();
         config.lease_file = self.lease_file.clone();
-        config
+        Ok(config)
     }
 
     /// The faults given by flags.
@@ -200,7 +262,10 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("instance", &self.instance)
             .field("listen", &self.listen)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .field("registry", &self.registry)
+            .field("ca_file", &self.ca_file)
             .field("registry_token", &redacted(&self.registry_token))
             .field("no_register", &self.no_register)
             .field("lease_file", &self.lease_file)
@@ -326,8 +391,10 @@ mod tests {
     fn registration_names_the_instance_and_its_address() {
         let config =
             parse(&["--instance", "2", "--registry-token", "t", "--ttl", "30s"]).expect("parse");
-        let bound = "127.0.0.1:40000".parse().expect("addr");
-        let registration = config.registration(config.advertise_url(bound));
+        let listening = "http://127.0.0.1:40000";
+        let registration = config
+            .registration(config.advertise_url(listening))
+            .expect("registration");
         assert_eq!(registration.instance_id, "2");
         assert_eq!(registration.address, "http://127.0.0.1:40000");
         assert_eq!(
@@ -339,14 +406,64 @@ mod tests {
         assert_eq!(registration.lease_file, None);
 
         let config = parse(&["--lease-file", ".run/ratings-2.lease"]).expect("parse");
-        let registration = config.registration(config.advertise_url(bound));
+        let registration = config
+            .registration(config.advertise_url(listening))
+            .expect("registration");
         assert_eq!(
             registration.lease_file,
             Some(PathBuf::from(".run/ratings-2.lease"))
         );
 
         let config = parse(&["--advertise", "http://ratings.local:9000/"]).expect("parse");
-        assert_eq!(config.advertise_url(bound), "http://ratings.local:9000");
+        assert_eq!(config.advertise_url(listening), "http://ratings.local:9000");
+    }
+
+    #[test]
+    fn serving_tls_advertises_the_https_url_it_listens_on() {
+        let config =
+            parse(&["--tls-cert", "server.pem", "--tls-key", "server.key"]).expect("parse");
+        assert_eq!(
+            config.advertise_url("https://127.0.0.1:40000"),
+            "https://127.0.0.1:40000"
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        for args in [&["--tls-cert", "server.pem"], &["--tls-key", "server.key"]] {
+            let error = parse(args).err().expect("one without the other is refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains("required"), "{error}");
+        }
+        let config =
+            parse(&["--tls-cert", "/nonexistent/server.pem", "--tls-key", "k"]).expect("parse");
+        let error = config.server_tls().expect_err("no such file");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot read /nonexistent/server.pem: "),
+            "{error}"
+        );
+        assert!(
+            parse(&[])
+                .expect("parse")
+                .server_tls()
+                .expect("none")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named_by_validate() {
+        let config = parse(&["--ca-file", "/nonexistent/ca.pem"]).expect("parse");
+        let error = config.validate().expect_err("no such file");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("--ca-file: ") && message.contains("/nonexistent/ca.pem"),
+            "{message}"
+        );
+        let config = parse(&["--ca-file", "/nonexistent/ca.pem", "--no-register"]).expect("parse");
+        assert!(config.validate().is_err());
     }
 
     #[test]

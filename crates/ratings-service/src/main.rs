@@ -1,19 +1,23 @@
-//! `ratings-service`: parse the config, set up logging, bind, serve until Ctrl-C/SIGTERM.
+//! `ratings-service`: parse the config, set up logging, bind, serve (HTTP or HTTPS) until
+//! Ctrl-C/SIGTERM.
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use ratings_service::{Config, run};
+use serving::Server;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Err(error) = config.validate() {
-        Config::command()
+    // Read and checked before anything is bound, like the rest of the configuration.
+    let tls = match config.validate().and_then(|()| config.server_tls()) {
+        Ok(tls) => tls,
+        Err(error) => Config::command()
             .error(clap::error::ErrorKind::ValueValidation, error)
-            .exit();
-    }
+            .exit(),
+    };
 
     // RUST_LOG (default info), colour only when stdout is a terminal.
     // With the `otlp` feature it also exports spans; the guard flushes them on exit.
@@ -27,15 +31,19 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(bound) => tracing::info!("listening on http://{bound}"),
+    let server = match tls {
+        Some(tls) => Server::new(listener).tls(tls),
+        None => Server::new(listener),
+    };
+    match server.url() {
+        Ok(url) => tracing::info!("listening on {url}"),
         Err(error) => {
             tracing::error!("cannot read the bound address: {error}");
             return ExitCode::FAILURE;
         }
     }
 
-    match run(listener, config, service_telemetry::shutdown::signal()).await {
+    match run(server, config, service_telemetry::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("ratings-service failed: {error}");

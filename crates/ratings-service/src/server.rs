@@ -1,11 +1,11 @@
 //! Serving: register, answer requests until shutdown, deregister, drain.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
 use discovery_client::registration::Registration;
-use tokio::net::TcpListener;
+use serving::Server;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
@@ -17,29 +17,42 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` until `shutdown` resolves.
 ///
+/// The caller binds and chooses plain HTTP (a `TcpListener`) or TLS (a [`serving::Server`]
+/// with [`Config::server_tls`]'s settings, as the binary does); `--listen` and the TLS flags
+/// are not read here.
+///
 /// Registers in the background (unless `--no-register`) under the address actually bound,
-/// so `--listen 127.0.0.1:0` works; the service answers even while the registry is down.
+/// `https://` when serving TLS, so `--listen 127.0.0.1:0` works; the service answers even
+/// while the registry is down.
 /// When `shutdown` resolves it deregisters first (so clients stop picking this instance),
 /// then stops accepting and gives in-flight requests up to 5 s to finish.
 ///
-/// Errors: an invalid `config` or a non-loopback listener without `--allow-remote`
-/// (`InvalidInput`), bad embedded ratings data (`InvalidData`), or a failure of the
+/// Errors: an invalid `config` (including a `--ca-file` that cannot be read) or a
+/// non-loopback listener without `--allow-remote` (`InvalidInput`), bad embedded ratings data (`InvalidData`), or a failure of the
 /// listener.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<Server>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     config.validate().map_err(invalid_input)?;
-    let bound = listener.local_addr()?;
+    let server = listener.into();
+    let bound = server.local_addr()?;
     config.check_bind_address(bound).map_err(invalid_input)?;
     let state = AppState::from_config(&config)
         .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
     let instance = config.instance;
     warn_about_risky_settings(&config, bound);
 
-    let registration = (!config.no_register)
-        .then(|| Registration::start(config.registration(config.advertise_url(bound))));
+    let registration = match config.no_register {
+        true => None,
+        false => {
+            let address = config.advertise_url(&server.url()?);
+            Some(Registration::start(
+                config.registration(address).map_err(invalid_input)?,
+            ))
+        }
+    };
 
     let (drain_started, drain_begun) = oneshot::channel::<()>();
     let graceful = async move {
@@ -52,9 +65,7 @@ pub async fn run(
         }
         let _ = drain_started.send(());
     };
-    let server = axum::serve(listener, app(state))
-        .with_graceful_shutdown(graceful)
-        .into_future();
+    let server = server.serve(app(state), graceful);
     let drain_limit = async {
         match drain_begun.await {
             Ok(()) => tokio::time::sleep(DRAIN_TIMEOUT).await,

@@ -7,11 +7,14 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::BoolishValueParser;
+
+use serving::{ServerTls, TlsError};
 
 use crate::store::StoreLimits;
 use crate::validate::TtlPolicy;
@@ -38,6 +41,15 @@ pub struct Config {
     /// Allow listening on a non-loopback address.
     #[arg(long, env = "REGISTRY_ALLOW_REMOTE", default_value_t = false, value_parser = BoolishValueParser::new())]
     pub allow_remote: bool,
+
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first (needs
+    /// --tls-key).
+    #[arg(long, env = "REGISTRY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (needs --tls-cert).
+    #[arg(long, env = "REGISTRY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Where registrations live: `memory` (in this process; the default) or `etcd` (shared
     /// by every registry on the same etcd and surviving their restarts; needs the `etcd`
@@ -119,6 +131,8 @@ impl Default for Config {
         Self {
             listen: DEFAULT_LISTEN,
             allow_remote: false,
+            tls_cert: None,
+            tls_key: None,
             store: StoreKind::Memory,
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: "/discovery/".into(),
@@ -151,6 +165,9 @@ impl Config {
                 "--listen {} is not a loopback address; pass --allow-remote to serve other hosts",
                 self.listen
             ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return fail("--tls-cert and --tls-key go together: give both, or neither".into());
         }
         self.validate_store()?;
         for (flag, value) in [
@@ -193,6 +210,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The certificate and key of `--tls-cert` / `--tls-key`, read and checked; `None` for
+    /// plain HTTP. Run before binding.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] naming the file that cannot be used.
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, TlsError> {
+        ServerTls::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
     }
 
     /// The TTL rules for registrations.
@@ -297,6 +324,38 @@ mod tests {
         assert!(parse(&["--max-wait", "soon"]).is_err());
         assert!(parse(&["--token", ""]).is_err());
         assert!(parse(&["--max-services", "-1"]).is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let config = parse(&["--tls-cert", "server.pem", "--tls-key", "server.key"]).unwrap();
+        assert_eq!(config.tls_cert, Some(PathBuf::from("server.pem")));
+        assert_eq!(config.tls_key, Some(PathBuf::from("server.key")));
+        assert_eq!(config.validate(), Ok(()));
+        for args in [&["--tls-cert", "server.pem"], &["--tls-key", "server.key"]] {
+            let error = parse(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains("required"), "{error}");
+        }
+        let half = Config {
+            tls_cert: Some("server.pem".into()),
+            ..Config::default()
+        };
+        assert!(
+            half.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--tls-key")
+        );
+        let missing = parse(&["--tls-cert", "/nonexistent/server.pem", "--tls-key", "k"]).unwrap();
+        let error = missing.server_tls().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot read /nonexistent/server.pem: "),
+            "{error}"
+        );
+        assert!(Config::default().server_tls().unwrap().is_none());
     }
 
     #[test]

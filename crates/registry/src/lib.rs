@@ -5,7 +5,8 @@
 //! Modules, in the order a request meets them:
 //!
 //! - [`config`]: command-line/environment configuration ([`Config`]) and its validation.
-//! - [`server`]: [`run`] serves the API on a bound listener with graceful shutdown.
+//! - [`server`]: [`run`] serves the API on a bound listener, plain or TLS (through the
+//!   `serving` crate), with graceful shutdown.
 //! - [`http`]: the router ([`app`]), shared state ([`AppState`]), handlers, extractors,
 //!   bearer-token auth and the JSON error type.
 //! - [`validate`]: the rules for service names, instance ids, addresses, metadata, TTLs.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use registry::Config;
+use serving::Server;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +18,14 @@ async fn main() -> ExitCode {
         eprintln!("registry: {error}");
         return ExitCode::from(2);
     }
+    // Read and checked before anything is bound, like the rest of the configuration.
+    let tls = match config.server_tls() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("registry: {error}");
+            return ExitCode::from(2);
+        }
+    };
 
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Fails only if a subscriber is already installed, which nothing here does.
@@ -44,18 +53,17 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(addr) => tracing::info!("listening on http://{addr}"),
+    let server = match tls {
+        Some(tls) => Server::new(listener).tls(tls),
+        None => Server::new(listener),
+    };
+    match server.url() {
+        Ok(url) => tracing::info!("listening on {url}"),
         Err(error) => tracing::warn!(%error, "listening, but the local address is unknown"),
     }
 
-    match registry::run_with_store(
-        listener,
-        config,
-        store,
-        service_telemetry::shutdown::signal(),
-    )
-    .await
+    match registry::run_with_store(server, config, store, service_telemetry::shutdown::signal())
+        .await
     {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

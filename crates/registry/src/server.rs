@@ -2,10 +2,9 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use serving::Server;
 
 use crate::config::Config;
 use crate::http::{AppState, app};
@@ -16,8 +15,10 @@ use crate::sweeper;
 /// gracefully: blocking queries answer at once, in-flight requests finish, and the lease
 /// sweeper has stopped before this returns.
 ///
-/// The caller binds (so tests can pass a `127.0.0.1:0` listener) and validates `config`
-/// ([`Config::validate`]); `config.listen` is not used here. The store is the one
+/// The caller binds (so tests can pass a `127.0.0.1:0` listener), chooses plain HTTP (a
+/// `TcpListener`) or TLS (a [`serving::Server`] with [`Config::server_tls`]'s settings, as
+/// the binary does) and validates `config` ([`Config::validate`]); `config.listen` and the
+/// TLS flags are not used here. The store is the one
 /// `config.store` names, opened here; an etcd store that cannot be opened is an error of
 /// kind `Other` (use [`run_with_store`] to open it first, as the binary does).
 ///
@@ -31,7 +32,7 @@ use crate::sweeper;
 /// # }
 /// ```
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<Server>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -41,7 +42,7 @@ pub async fn run(
 
 /// As [`run`], serving `store` (from [`store::open`], or any other [`Store`]).
 pub async fn run_with_store(
-    listener: TcpListener,
+    listener: impl Into<Server>,
     config: Config,
     store: Arc<dyn Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -54,10 +55,11 @@ pub async fn run_with_store(
         signal.clone(),
     );
 
-    // Connect info gives handlers the peer address, for the per-client blocking-query cap.
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown({
+    // Handlers get the peer address (`ConnectInfo`) from the server, for the per-client
+    // blocking-query cap.
+    let served = listener
+        .into()
+        .serve(app(state), {
             let signal = signal.clone();
             async move {
                 tokio::select! {

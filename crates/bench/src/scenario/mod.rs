@@ -1,11 +1,16 @@
 //! The scenarios, and the test bed the first two share: three ratings instances (real
-//! processes) and the contenders that call them.
+//! processes) and the contenders that call them. The TLS scenarios (6 and 7) share
+//! [`tls_bed`]; both steady scenarios measure with [`rounds`].
 
+pub mod http2;
 pub mod micro;
 pub mod propagation;
 pub mod registry_scale;
+pub mod rounds;
 pub mod sick;
 pub mod steady;
+pub mod steady_tls;
+pub mod tls_bed;
 
 use std::path::PathBuf;
 use std::sync::Arc;
