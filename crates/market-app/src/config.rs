@@ -210,13 +210,12 @@ impl Config {
         let Some(path) = &self.ca_file else {
             return Ok(tls);
         };
-        tls.add_root_certificate_file(path)
-            .map_err(|error| match error {
-                discovery_client::Error::Config(message) => {
-                    ConfigError(format!("--ca-file: {message}"))
-                }
-                other => ConfigError(format!("--ca-file: {other}")),
-            })
+        let fail = |reason: String| ConfigError(format!("--ca-file {}: {reason}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        tls.add_root_certificate(pem).map_err(|error| match error {
+            discovery_client::Error::Config(reason) => fail(reason),
+            other => fail(other.to_string()),
+        })
     }
 
     /// Parses flags and environment like [`Config::parse`], then [`validate`](Self::validate)s;
@@ -388,7 +387,7 @@ mod tests {
         let config = parse(&["--ca-file", "/nonexistent/ca.pem"]).unwrap();
         let message = config.validate().unwrap_err().to_string();
         assert!(
-            message.starts_with("--ca-file: ") && message.contains("/nonexistent/ca.pem"),
+            message.starts_with("--ca-file /nonexistent/ca.pem: cannot read it: "),
             "{message}"
         );
     }
