@@ -11,15 +11,35 @@
 #   make run                       registry + 3 instances + market in one terminal
 #   make watch                     the market's view of each instance, redrawn every second
 #   make test                      every test, unit to end-to-end
+#
+# TLS=1 on registry, market, startRatings, run, watch (and the fault targets below) runs
+# the walkthrough over HTTPS: every program serves HTTP/2 and HTTP/1.1 over TLS with a
+# certificate from a throwaway CA in .run/tls/ (made by test-certs' make-certs: afresh by
+# `make run TLS=1`, once if missing by the others) and trusts that CA in its own calls.
 
 CARGO    ?= cargo
 PROFILE  ?= debug
 BIN      := target/$(PROFILE)
-REGISTRY ?= http://127.0.0.1:8500
 COUNT    ?= 3
 INSTANCE ?=
-MARKET   ?= http://127.0.0.1:5000
 RUN_DIR  := .run
+TLS      ?=
+TLS_DIR  := $(RUN_DIR)/tls
+
+# TLS=1 (anything but empty, 0, false or no): the flags and environment that make each
+# program serve HTTPS and trust the throwaway CA; empty otherwise.
+ifneq ($(filter-out 0 false no,$(TLS)),)
+SCHEME      := https
+TLS_CERTS   := $(TLS_DIR)/ca.pem
+SERVE_TLS   := --tls-cert $(TLS_DIR)/server.pem --tls-key $(TLS_DIR)/server.key
+TRUST_TLS   := --ca-file $(TLS_DIR)/ca.pem
+RATINGS_TLS := RATINGS_TLS_CERT=$(TLS_DIR)/server.pem RATINGS_TLS_KEY=$(TLS_DIR)/server.key RATINGS_CA_FILE=$(TLS_DIR)/ca.pem
+SCRIPT_TLS  := TLS_DIR=$(TLS_DIR)
+else
+SCHEME      := http
+endif
+REGISTRY ?= $(SCHEME)://127.0.0.1:8500
+MARKET   ?= $(SCHEME)://127.0.0.1:5000
 
 ifeq ($(PROFILE),release)
 BUILD_FLAGS := --release
@@ -30,14 +50,18 @@ endif
 build:
 	$(CARGO) build $(BUILD_FLAGS) --bin registry --bin ratings-service --bin market
 
-registry: build
-	$(BIN)/registry
+# The throwaway CA and the certificate every program serves (localhost, 127.0.0.1, ::1).
+$(TLS_DIR)/ca.pem:
+	$(CARGO) run -q -p test-certs --bin make-certs -- $(TLS_DIR)
 
-market: build
-	$(BIN)/market --registry $(REGISTRY)
+registry: build $(TLS_CERTS)
+	$(BIN)/registry $(SERVE_TLS)
 
-startRatings: build
-	@BIN=$(BIN) RUN_DIR=$(RUN_DIR) REGISTRY_URL=$(REGISTRY) scripts/start-ratings.sh "$(if $(INSTANCE),$(INSTANCE),$(shell seq -s ' ' 1 $(COUNT)))"
+market: build $(TLS_CERTS)
+	$(BIN)/market --registry $(REGISTRY) $(SERVE_TLS) $(TRUST_TLS)
+
+startRatings: build $(TLS_CERTS)
+	@$(RATINGS_TLS) BIN=$(BIN) RUN_DIR=$(RUN_DIR) REGISTRY_URL=$(REGISTRY) scripts/start-ratings.sh "$(if $(INSTANCE),$(INSTANCE),$(shell seq -s ' ' 1 $(COUNT)))"
 
 pauseRatings:
 	@test -n "$(INSTANCE)" || { echo "usage: make pauseRatings INSTANCE=N" >&2; exit 2; }
@@ -51,11 +75,15 @@ stopRatings:
 	@scripts/signal-ratings.sh TERM all
 
 run: build
-	@BIN=$(BIN) RUN_DIR=$(RUN_DIR) scripts/run-all.sh
+ifdef TLS_CERTS
+	@rm -rf $(TLS_DIR)
+	$(CARGO) run -q -p test-certs --bin make-certs -- $(TLS_DIR)
+endif
+	@$(SCRIPT_TLS) BIN=$(BIN) RUN_DIR=$(RUN_DIR) scripts/run-all.sh
 
-watch:
+watch: $(TLS_CERTS)
 	$(CARGO) build $(BUILD_FLAGS) -p market-app --bin watch
-	$(BIN)/watch --market $(MARKET)
+	$(BIN)/watch --market $(MARKET) $(TRUST_TLS)
 
 # The second step tests the etcd store and etcd discovery (cargo feature `etcd`, off by
 # default) against a real etcd started on loopback. Building them needs protoc (Debian:
@@ -82,7 +110,8 @@ example: build
 #   make chaos                              every fault under load, full form (200 req/s, 60 s each)
 #   make chaos CHAOS=--quick                the short form CI runs (40 req/s, a few s each)
 #   make chaos CHAOS="--scenario pause"     one fault (see: make chaos CHAOS=--list)
-# The fault targets below use instance N's admin endpoint (http://127.0.0.1:800N/admin/faults),
+# The fault targets below use instance N's admin endpoint (http://127.0.0.1:800N/admin/faults,
+# https:// with TLS=1),
 # which exists only on instances started with `make startRatings ADMIN=1`; if the instances
 # were given RATINGS_ADMIN_TOKEN, export the same variable here. They need curl.
 #   make slowRatings INSTANCE=1 MS=1500     add latency before each answer
@@ -102,19 +131,19 @@ chaos:
 
 slowRatings:
 	@test -n "$(INSTANCE)" && test -n "$(MS)" || { echo "usage: make slowRatings INSTANCE=N MS=1500" >&2; exit 2; }
-	@scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": $(MS)}'
+	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": $(MS)}'
 
 failRatings:
 	@test -n "$(INSTANCE)" && test -n "$(RATE)" || { echo "usage: make failRatings INSTANCE=N RATE=0.5" >&2; exit 2; }
-	@scripts/ratings-faults.sh $(INSTANCE) '{"error_rate": $(RATE)}'
+	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"error_rate": $(RATE)}'
 
 garbageRatings:
 	@test -n "$(INSTANCE)" && test -n "$(RATE)" || { echo "usage: make garbageRatings INSTANCE=N RATE=0.5" >&2; exit 2; }
-	@scripts/ratings-faults.sh $(INSTANCE) '{"garbage_rate": $(RATE)}'
+	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"garbage_rate": $(RATE)}'
 
 healRatings:
 	@test -n "$(INSTANCE)" || { echo "usage: make healRatings INSTANCE=N" >&2; exit 2; }
-	@scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": 0, "error_rate": 0, "garbage_rate": 0}'
+	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": 0, "error_rate": 0, "garbage_rate": 0}'
 
 # Benchmarks (crates/bench, results in docs/BENCHMARKS.md): release builds, everything on
 # loopback, nginx and HAProxy used when installed (apt-get install -y nginx haproxy) and

@@ -2,10 +2,18 @@
 # Runs the whole system in one terminal: the registry, ratings instances 1..3 and the
 # market, each line prefixed with the process it came from. Ctrl-C stops everything
 # cleanly (instances deregister, the market and registry shut down gracefully).
+# With TLS_DIR set (`make run TLS=1`), every program serves HTTPS with the certificate in
+# it and trusts the CA in it ($TLS_DIR/ca.pem) for its calls.
 set -euo pipefail
 : "${BIN:?}" "${RUN_DIR:?}"
 mkdir -p "$RUN_DIR"
 pids=()
+scheme=http serve=() clients=()
+if [ -n "${TLS_DIR:-}" ]; then
+    scheme=https
+    serve=(--tls-cert "$TLS_DIR/server.pem" --tls-key "$TLS_DIR/server.key")
+    clients=(--ca-file "$TLS_DIR/ca.pem" --registry "https://127.0.0.1:8500")
+fi
 
 # start NAME CMD...: runs CMD with its output prefixed by [NAME]. The prefixer ignores
 # Ctrl-C so it can print the services' last lines as they shut down.
@@ -44,7 +52,7 @@ trap stop INT TERM
 
 # The registry runs in a session of its own, so the terminal's Ctrl-C reaches only the
 # processes that register with it; stop() ends it last.
-setsid "$BIN/registry" > >(trap '' INT TERM; exec sed -u "s/^/[registry] /") 2>&1 &
+setsid "$BIN/registry" ${serve[@]+"${serve[@]}"} > >(trap '' INT TERM; exec sed -u "s/^/[registry] /") 2>&1 &
 registry=$!
 echo "$registry" > "$RUN_DIR/registry.pid"
 # Wait for the registry to answer before starting what registers with it.
@@ -53,10 +61,14 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 for n in 1 2 3; do
-    start "ratings-$n" "$BIN/ratings-service" --instance "$n" --lease-file "$RUN_DIR/ratings-$n.lease"
+    start "ratings-$n" "$BIN/ratings-service" --instance "$n" --lease-file "$RUN_DIR/ratings-$n.lease" \
+        ${serve[@]+"${serve[@]}"} ${clients[@]+"${clients[@]}"}
 done
-start market "$BIN/market"
-echo "[run] market on http://127.0.0.1:5000 — Ctrl-C stops everything"
+start market "$BIN/market" ${serve[@]+"${serve[@]}"} ${clients[@]+"${clients[@]}"}
+echo "[run] market on $scheme://127.0.0.1:5000 — Ctrl-C stops everything"
+if [ -n "${TLS_DIR:-}" ]; then
+    echo "[run] TLS with a throwaway CA: trust $TLS_DIR/ca.pem (e.g. curl --cacert $TLS_DIR/ca.pem https://127.0.0.1:5000/)"
+fi
 echo "[run] in another terminal: make pauseRatings INSTANCE=1, make resumeRatings INSTANCE=1"
 wait || true
 wait || true

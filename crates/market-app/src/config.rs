@@ -8,10 +8,13 @@
 //! anything and reports a failure as a usage error.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::BoolishValueParser;
+use discovery_client::transport::TlsConfig;
+use serving::{ServerTls, TlsError};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
@@ -32,7 +35,21 @@ pub struct Config {
     #[arg(long, env = "MARKET_ALLOW_REMOTE", default_value_t = false, value_parser = BoolishValueParser::new())]
     pub allow_remote: bool,
 
-    /// Base URL of the registry that knows the ratings instances.
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with this PEM certificate chain, leaf first (needs
+    /// --tls-key).
+    #[arg(long, env = "MARKET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (needs --tls-cert).
+    #[arg(long, env = "MARKET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Also trust the CA certificates in this PEM file when calling https:// ratings
+    /// instances and an https:// registry (besides the system's roots).
+    #[arg(long, env = "MARKET_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Base URL of the registry that knows the ratings instances (http:// or https://).
     #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500", value_parser = parse_base_url)]
     pub registry: String,
 
@@ -80,6 +97,9 @@ impl Default for Config {
         Self {
             listen: DEFAULT_LISTEN,
             allow_remote: false,
+            tls_cert: None,
+            tls_key: None,
+            ca_file: None,
             registry: "http://127.0.0.1:8500".into(),
             ratings_service: "ratings".into(),
             timeout: Duration::from_secs(1),
@@ -135,6 +155,12 @@ impl Config {
                 self.listen
             )));
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError(
+                "--tls-cert and --tls-key go together: give both, or neither".into(),
+            ));
+        }
+        self.client_tls()?;
         if let Some(urls) = &self.static_ratings {
             if urls.is_empty() {
                 return Err(ConfigError(
@@ -161,6 +187,35 @@ impl Config {
         parse_service_name(&self.ratings_service).map_err(ConfigError)?;
         parse_base_url(&self.registry).map_err(ConfigError)?;
         Ok(())
+    }
+
+    /// The certificate and key of `--tls-cert` / `--tls-key`, read and checked; `None` for
+    /// plain HTTP. Run before binding.
+    ///
+    /// # Errors
+    ///
+    /// A [`TlsError`] naming the file that cannot be used, or the flag that is missing.
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, TlsError> {
+        ServerTls::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
+    /// What the market's calls (ratings instances, the registry) trust: the system's roots,
+    /// and `--ca-file`'s.
+    ///
+    /// # Errors
+    ///
+    /// If the file cannot be read or holds no certificate; the message names it.
+    pub fn client_tls(&self) -> Result<TlsConfig, ConfigError> {
+        let tls = TlsConfig::new();
+        let Some(path) = &self.ca_file else {
+            return Ok(tls);
+        };
+        let fail = |reason: String| ConfigError(format!("--ca-file {}: {reason}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        tls.add_root_certificate(pem).map_err(|error| match error {
+            discovery_client::Error::Config(reason) => fail(reason),
+            other => fail(other.to_string()),
+        })
     }
 
     /// Parses flags and environment like [`Config::parse`], then [`validate`](Self::validate)s;
@@ -294,6 +349,47 @@ mod tests {
             let error = parse(args).expect_err(&format!("{args:?} was accepted"));
             assert_eq!(error.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn tls_needs_both_the_certificate_and_the_key() {
+        let config = parse(&["--tls-cert", "server.pem", "--tls-key", "server.key"]).unwrap();
+        assert_eq!(config.tls_cert, Some(PathBuf::from("server.pem")));
+        assert_eq!(config.validate(), Ok(()));
+        for args in [&["--tls-cert", "server.pem"], &["--tls-key", "server.key"]] {
+            let error = parse(args).unwrap_err();
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains("required"), "{error}");
+        }
+        let half = Config {
+            tls_key: Some("server.key".into()),
+            ..Config::default()
+        };
+        assert!(
+            half.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--tls-cert")
+        );
+        let missing = parse(&["--tls-cert", "/nonexistent/server.pem", "--tls-key", "k"]).unwrap();
+        let error = missing.server_tls().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot read /nonexistent/server.pem: "),
+            "{error}"
+        );
+        assert!(Config::default().server_tls().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_named_by_validate() {
+        let config = parse(&["--ca-file", "/nonexistent/ca.pem"]).unwrap();
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.starts_with("--ca-file /nonexistent/ca.pem: cannot read it: "),
+            "{message}"
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! Modules, roughly in the order a request meets them:
 //!
 //! - [`config`]: command-line/environment configuration ([`Config`]) and its validation.
-//! - [`server`]: [`run`] builds the ratings client and serves on a bound listener until
-//!   shutdown (`main` passes `service_telemetry::shutdown::signal()`).
+//! - [`server`]: [`run`] builds the ratings client and serves on a bound listener, plain or
+//!   TLS (through the `serving` crate), until shutdown (`main` passes
+//!   `service_telemetry::shutdown::signal()`).
 //! - [`routes`]: the router ([`app`]): HTML pages, the JSON API, and the cart cookie.
 //! - [`state`]: what handlers share ([`AppState`]).
 //! - [`catalog`]: the items for sale and how prices are written.

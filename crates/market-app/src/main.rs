@@ -1,15 +1,24 @@
-//! The `market` binary: parse configuration, set up logging, bind, serve until Ctrl-C or
-//! SIGTERM.
+//! The `market` binary: parse configuration, set up logging, bind, serve (HTTP or HTTPS)
+//! until Ctrl-C or SIGTERM.
 
 use std::process::ExitCode;
 
 use market_app::Config;
+use serving::Server;
 use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // Exits with a usage message (status 2) on malformed or inconsistent flags or environment.
     let config = Config::parse_and_validate();
+    // Read and checked before anything is bound, like the rest of the configuration.
+    let tls = match config.server_tls() {
+        Ok(tls) => tls,
+        Err(error) => {
+            eprintln!("market: {error}");
+            return ExitCode::from(2);
+        }
+    };
 
     // RUST_LOG (default info), colour only when stdout is a terminal.
     // With the `otlp` feature it also exports spans; the guard flushes them on exit.
@@ -23,12 +32,16 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match listener.local_addr() {
-        Ok(addr) => tracing::info!("listening on http://{addr}"),
+    let server = match tls {
+        Some(tls) => Server::new(listener).tls(tls),
+        None => Server::new(listener),
+    };
+    match server.url() {
+        Ok(url) => tracing::info!("listening on {url}"),
         Err(error) => tracing::warn!(%error, "listening, but the local address is unknown"),
     }
 
-    match market_app::run(listener, config, service_telemetry::shutdown::signal()).await {
+    match market_app::run(server, config, service_telemetry::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "market failed");

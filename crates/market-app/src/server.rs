@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io;
 
 use discovery_client::{RegistryDiscovery, ServiceClient, StaticDiscovery};
-use tokio::net::TcpListener;
+use serving::Server;
 
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
@@ -12,14 +12,18 @@ use crate::config::Config;
 use crate::routes::app;
 use crate::state::AppState;
 
-/// The ratings client `config` describes: registry discovery, or the `--static-ratings` list.
+/// The ratings client `config` describes: registry discovery, or the `--static-ratings` list;
+/// both it and the registry calls trust `--ca-file` besides the system's roots.
 ///
 /// # Errors
 ///
-/// [`discovery_client::Error::Config`] for settings the client refuses. Must be called
-/// inside a tokio runtime.
+/// [`discovery_client::Error::Config`] for settings the client refuses, a `--ca-file` that
+/// cannot be read among them. Must be called inside a tokio runtime.
 pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client::Error> {
-    let builder = ServiceClient::builder(config.ratings_service.clone());
+    let tls = config
+        .client_tls()
+        .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
+    let builder = ServiceClient::builder(config.ratings_service.clone()).tls(tls.clone());
     let builder = match &config.static_ratings {
         Some(urls) => {
             tracing::info!(service = %config.ratings_service, "{}: using the static instances {}",
@@ -30,7 +34,7 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
             tracing::info!(service = %config.ratings_service, registry = %config.registry,
                 "{}: discovering instances through the registry at {}",
                 config.ratings_service, config.registry);
-            let mut discovery = RegistryDiscovery::new(config.registry.clone());
+            let mut discovery = RegistryDiscovery::new(config.registry.clone()).tls(tls);
             if let Some(token) = &config.registry_token {
                 discovery = discovery.token(token.as_str());
             }
@@ -48,12 +52,16 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
 /// Serves the market on `listener` until `shutdown` completes, then finishes the requests in
 /// flight and returns.
 ///
+/// The caller binds and chooses plain HTTP (a `TcpListener`) or TLS (a [`serving::Server`]
+/// with [`Config::server_tls`]'s settings, as the binary does); `--listen` and the TLS flags
+/// are not read here.
+///
 /// # Errors
 ///
 /// An [`io::ErrorKind::InvalidInput`] error with a clear message if `config` is invalid or the
 /// ratings client cannot be built; otherwise whatever serving fails with.
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<Server>,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -74,9 +82,7 @@ pub async fn run(
     })?;
     let max_carts = usize::try_from(config.max_carts).unwrap_or(usize::MAX);
     let state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    listener.into().serve(app(state), shutdown).await?;
     tracing::info!("market stopped");
     Ok(())
 }

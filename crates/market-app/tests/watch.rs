@@ -97,3 +97,47 @@ async fn watch_says_when_the_market_cannot_be_reached() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn watch_polls_an_https_market_trusting_its_ca_file() {
+    let ca = test_certs::TestCa::new("watch tests CA");
+    let issued = ca.server(&["127.0.0.1"]);
+    let tls = serving::ServerTls::from_pem(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+
+    let fake = FakeRatings::start(1, Behaviour::Ratings).await;
+    let server = serving::Server::new(TcpListener::bind("127.0.0.1:0").await.unwrap()).tls(tls);
+    let market = server.url().unwrap();
+    assert!(market.starts_with("https://"), "{market}");
+    let config = Config {
+        static_ratings: Some(vec![fake.url.clone()]),
+        ..Config::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(market_app::run(server, config, async {
+        let _ = stopped.await;
+    }));
+
+    let (ok, out) = run_watch(&["--market", &market, "--ca-file", ca_file, "--count", "1"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("ID  ADDRESS"), "a table: {out}");
+    assert!(out.contains(&fake.url), "instance 1 listed: {out}");
+
+    // Without the CA the certificate is not trusted, and watch says why.
+    let (ok, out) = run_watch(&["--market", &market, "--count", "1"]).await;
+    assert!(ok);
+    assert!(
+        out.contains(&format!(
+            "cannot get the status from the market at {market}"
+        )) && out.to_lowercase().contains("certificate"),
+        "{out}"
+    );
+
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
+    fake.stop().await;
+}

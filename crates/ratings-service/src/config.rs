@@ -128,7 +128,7 @@ pub enum ConfigError {
     #[error("{0}")]
     Tls(#[from] TlsError),
     /// `--ca-file` cannot be read or holds no certificate.
-    #[error("--ca-file: {0}")]
+    #[error("--ca-file {0}")]
     CaFile(String),
     /// `--advertise` is not an `http(s)://` URL.
     #[error("--advertise must be an http:// or https:// URL, got {0:?}")]
@@ -188,11 +188,12 @@ impl Config {
         let Some(path) = &self.ca_file else {
             return Ok(tls);
         };
-        tls.add_root_certificate_file(path)
-            .map_err(|error| match error {
-                discovery_client::Error::Config(message) => ConfigError::CaFile(message),
-                other => ConfigError::CaFile(other.to_string()),
-            })
+        let fail = |reason: String| ConfigError::CaFile(format!("{}: {reason}", path.display()));
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        tls.add_root_certificate(pem).map_err(|error| match error {
+            discovery_client::Error::Config(reason) => fail(reason),
+            other => fail(other.to_string()),
+        })
     }
 
     /// Refuses a non-loopback `addr` unless `--allow-remote` was given.
@@ -431,7 +432,7 @@ mod tests {
     #[test]
     fn tls_needs_both_the_certificate_and_the_key() {
         for args in [&["--tls-cert", "server.pem"], &["--tls-key", "server.key"]] {
-            let error = parse(args).err().expect("one without the other is refused");
+            let error = parse(args).expect_err("one without the other is refused");
             assert_eq!(error.exit_code(), 2, "{args:?}");
             assert!(error.to_string().contains("required"), "{error}");
         }
@@ -459,7 +460,7 @@ mod tests {
         let error = config.validate().expect_err("no such file");
         let message = error.to_string();
         assert!(
-            message.starts_with("--ca-file: ") && message.contains("/nonexistent/ca.pem"),
+            message.starts_with("--ca-file /nonexistent/ca.pem: cannot read it: "),
             "{message}"
         );
         let config = parse(&["--ca-file", "/nonexistent/ca.pem", "--no-register"]).expect("parse");

@@ -1,6 +1,6 @@
 //! `Server` on real loopback sockets: HTTPS over HTTP/1.1 and HTTP/2 with a test CA, h2c
-//! with prior knowledge, failed handshakes that leave the server serving, and a graceful
-//! shutdown that finishes the request in flight.
+//! with prior knowledge, failed or unfinished handshakes that leave the server serving, and
+//! a graceful shutdown that finishes the request in flight.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
 
@@ -303,4 +303,26 @@ async fn graceful_shutdown_closes_idle_connections_at_once() {
         .expect("idle connections do not hold up the shutdown")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_never_finishes_its_handshake_is_dropped_after_ten_seconds() {
+    let (ca, tls) = certificates();
+    let server = Running::start(Some(tls), peer_app()).await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // It sends no ClientHello: the server waits for one, then closes the connection.
+    let mut buffer = [0_u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(60), silent.read(&mut buffer))
+        .await
+        .expect("the server closes the connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(11),
+        "{waited:?}"
+    );
+    // The server itself is still serving.
+    let answer = fetch(&https_client(&ca), &server.url).await.unwrap();
+    assert_eq!(answer.0, StatusCode::OK);
 }

@@ -2,20 +2,30 @@
 //! `ratings-service` and `market` binaries on port 0, read what they log, signal them as a
 //! user would (Ctrl-C, Ctrl-Z, `kill -9`), and wait for conditions with a deadline.
 //!
+//! Programs can serve TLS: [`TlsFiles`] writes a certificate signed by this test process's
+//! CA ([`test_ca`]), and [`get`] / [`get_json`] (so [`wait_for_instances`] and
+//! [`market_items`] too) reach an `https://` program through the library's client trusting
+//! that CA, since the workspace's reqwest has no TLS.
+//!
 //! The binaries are built once per test run with `cargo build` (a no-op when they are up to
 //! date), so `cargo test` alone is enough.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: a failure is a test failure
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use discovery_client::transport::{HttpClient, TlsConfig};
+use http_body_util::BodyExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use test_certs::TestCa;
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 /// Where the workspace's binaries are built: the profile directory, which holds test
 /// binaries in its `deps/` and other binaries (such as `chaos`) directly.
@@ -61,13 +71,20 @@ fn ensure_built() -> PathBuf {
         .clone()
 }
 
+/// The path of the program `name` (`registry`, `ratings-service`, `market`), built first
+/// if need be.
+pub fn program(name: &str) -> PathBuf {
+    ensure_built().join(name)
+}
+
 /// One running program, its output kept line by line.
 pub struct Proc {
     /// The program's name, for messages.
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    /// The base URL it listens on, from its `listening on http://...` line.
+    /// The base URL it listens on, from its `listening on http://...` (or `https://...`)
+    /// line.
     pub url: String,
     stopped: bool,
 }
@@ -96,9 +113,9 @@ impl Proc {
             stopped: false,
         };
         let line = proc
-            .wait_for_log("listening on http://", Duration::from_secs(20))
+            .wait_for_log("listening on http", Duration::from_secs(20))
             .await;
-        let at = line.find("listening on http://").expect("found") + "listening on ".len();
+        let at = line.find("listening on http").expect("found") + "listening on ".len();
         proc.url = line[at..]
             .split_whitespace()
             .next()
@@ -268,11 +285,97 @@ pub fn http() -> reqwest::Client {
 
 /// GETs `url` and decodes JSON, panicking with the body on a non-2xx status.
 pub async fn get_json(url: &str) -> serde_json::Value {
-    let response = http().get(url).send().await.expect("GET");
-    let status = response.status();
-    let body = response.text().await.expect("body");
-    assert!(status.is_success(), "GET {url} answered {status}: {body}");
+    let (status, body) = get(url).await;
+    assert!(
+        (200..300).contains(&status),
+        "GET {url} answered {status}: {body}"
+    );
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+}
+
+/// GETs `url`: its status and body. `http://` through [`http`]; `https://` through the
+/// library's `HttpClient` trusting only [`test_ca`] (HTTP/2 by ALPN), within 10 s.
+pub async fn get(url: &str) -> (u16, String) {
+    if !url.starts_with("https://") {
+        let response = http().get(url).send().await.expect("GET");
+        let status = response.status().as_u16();
+        return (status, response.text().await.expect("body"));
+    }
+    // A client per call: a pooled connection must not outlive the test's runtime.
+    let client = HttpClient::builder()
+        .tls(
+            TlsConfig::new()
+                .roots_only(test_ca().cert_pem())
+                .expect("CA"),
+        )
+        .build()
+        .expect("client");
+    let request = http::Request::get(url).body(Bytes::new()).expect("request");
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = client
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.expect("body");
+        (
+            status,
+            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+        )
+    });
+    answer
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: no answer within 10 s"))
+}
+
+/// This test process's certificate authority: [`TlsFiles`] are signed by it, and [`get`]
+/// trusts it.
+pub fn test_ca() -> &'static TestCa {
+    static CA: LazyLock<TestCa> = LazyLock::new(|| TestCa::new("system-tests CA"));
+    &CA
+}
+
+/// TLS files for the programs, in a temporary directory removed on drop: [`test_ca`]'s
+/// certificate, and a server certificate it signed for `127.0.0.1` and `localhost` with its
+/// key.
+pub struct TlsFiles {
+    /// Where the files are; removed with them on drop.
+    dir: tempfile::TempDir,
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl TlsFiles {
+    /// Writes the files.
+    pub fn write() -> TlsFiles {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let issued = test_ca().server(&["127.0.0.1", "localhost"]);
+        let write = |name: &str, contents: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, contents).expect("write TLS file");
+            path.to_str().expect("UTF-8 path").to_owned()
+        };
+        let ca = write("ca.pem", &test_ca().cert_pem());
+        let cert = write("server.pem", &issued.cert_pem);
+        let key = write("server.key", &issued.key_pem);
+        TlsFiles { dir, ca, cert, key }
+    }
+
+    /// `--tls-cert FILE --tls-key FILE`: serve HTTPS with the server certificate.
+    pub fn serve_args(&self) -> [&str; 4] {
+        ["--tls-cert", &self.cert, "--tls-key", &self.key]
+    }
+
+    /// `--ca-file FILE`: trust the test CA in outgoing calls.
+    pub fn trust_args(&self) -> [&str; 2] {
+        ["--ca-file", &self.ca]
+    }
+
+    /// The directory the files are in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 /// Calls `check` every 10 ms until it returns `Some`, for at most `limit`.

@@ -5,7 +5,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failure is a test failure
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -199,19 +198,8 @@ async fn one_instance_cannot_renew_remove_or_move_another_ones_registration() {
     }
 }
 
-/// The profile directory the harness built the programs into.
-fn program(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("profile dir")
-        .join(name)
-}
-
 #[tokio::test]
 async fn every_program_binds_loopback_unless_told_otherwise() {
-    // Build the programs (the harness does it on first start).
-    let _registry = registry(&[]).await;
     let cases: [(&str, &[&str], &str); 3] = [
         ("registry", &[], "127.0.0.1:8500"),
         ("market", &[], "127.0.0.1:5000"),

@@ -3,14 +3,24 @@
 //! Polls the market's `/api/status` and prints it as a table (breaker state, attempts in
 //! flight, requests, failures, recent latency per instance). On a terminal it clears the screen and redraws in
 //! place, with breaker states in colour; into a pipe or file it prints one plain table per
-//! poll. Ctrl-C stops it; `--count N` stops it after N polls. `make watch` runs it.
+//! poll. Ctrl-C stops it; `--count N` stops it after N polls. `make watch` runs it. An
+//! `https://` market is reached through the library's client, trusting the system's roots
+//! and `--ca-file`'s.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+use axum::body::Bytes;
 use clap::Parser;
+use discovery_client::transport::{HttpClient, TlsConfig};
+use http_body_util::BodyExt;
 use market_app::status::{StatusReport, table};
+use tower::ServiceExt;
+
+/// How long one poll may take, connecting included.
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Clears the screen and moves the cursor home.
 const CLEAR: &str = "\x1b[2J\x1b[H";
@@ -19,9 +29,13 @@ const CLEAR: &str = "\x1b[2J\x1b[H";
 #[derive(Debug, Parser)]
 #[command(name = "watch", version)]
 struct Args {
-    /// Base URL of the market.
+    /// Base URL of the market (http:// or https://).
     #[arg(long, env = "MARKET_URL", default_value = "http://127.0.0.1:5000", value_parser = parse_market)]
     market: String,
+
+    /// Also trust the CA certificates in this PEM file for an https:// market.
+    #[arg(long, env = "WATCH_CA_FILE")]
+    ca_file: Option<PathBuf>,
 
     /// Time between polls (`1s`, `500ms`, ...).
     #[arg(long, env = "WATCH_INTERVAL", default_value = "1s", value_parser = parse_interval)]
@@ -35,14 +49,11 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-    {
+    let http = match http_client(args.ca_file.as_ref()) {
         Ok(http) => http,
         Err(error) => {
-            eprintln!("watch: cannot set up an HTTP client: {error}");
-            return ExitCode::FAILURE;
+            eprintln!("watch: {error}");
+            return ExitCode::from(2);
         }
     };
     let terminal = std::io::stdout().is_terminal();
@@ -74,16 +85,51 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// GETs and decodes the market's status.
-async fn fetch(http: &reqwest::Client, url: &str) -> Result<StatusReport, String> {
-    let response = http.get(url).send().await.map_err(|e| e.to_string())?;
-    let status = response.status();
+/// The client polls go through: the system's roots, and `ca_file`'s.
+fn http_client(ca_file: Option<&PathBuf>) -> Result<HttpClient, String> {
+    let mut tls = TlsConfig::new();
+    if let Some(path) = ca_file {
+        let fail = |reason: String| format!("--ca-file {}: {reason}", path.display());
+        let pem = std::fs::read(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        tls = tls
+            .add_root_certificate(pem)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    HttpClient::builder()
+        .connect_timeout(POLL_TIMEOUT)
+        .tls(tls)
+        .build()
+        .map_err(|e| format!("cannot set up an HTTP client: {e}"))
+}
+
+/// GETs and decodes the market's status, within [`POLL_TIMEOUT`].
+async fn fetch(http: &HttpClient, url: &str) -> Result<StatusReport, String> {
+    let request = axum::http::Request::get(url)
+        .body(Bytes::new())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let exchange = async {
+        // The library's error names the cause: connection refused, a certificate, ...
+        let response = http
+            .clone()
+            .oneshot(request)
+            .await
+            .map_err(|e| discovery_client::Error::from_leaf(e, url).to_string())?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        Ok::<_, String>((status, body))
+    };
+    let (status, body) = tokio::time::timeout(POLL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("{url} did not answer within {POLL_TIMEOUT:?}"))??;
     if !status.is_success() {
         return Err(format!("{url} answered {status}"));
     }
-    response
-        .json::<StatusReport>()
-        .await
+    serde_json::from_slice::<StatusReport>(&body)
         .map_err(|e| format!("{url} did not answer a status report: {e}"))
 }
 
@@ -101,7 +147,10 @@ fn draw(frame: &str, terminal: bool) -> bool {
 
 fn parse_market(value: &str) -> Result<String, String> {
     let trimmed = value.trim_end_matches('/');
-    match trimmed.strip_prefix("http://") {
+    let rest = trimmed
+        .strip_prefix("http://")
+        .or_else(|| trimmed.strip_prefix("https://"));
+    match rest {
         Some(rest) if !rest.is_empty() => Ok(trimmed.to_owned()),
         _ => Err(format!("{value:?} is not a URL like http://127.0.0.1:5000")),
     }

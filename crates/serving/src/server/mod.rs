@@ -102,10 +102,9 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// None today: a failed accept is logged and retried (after 1 s if it is not about one
-    /// connection, such as running out of file descriptors), a failed handshake or
-    /// connection ends only that connection. The `io::Result` leaves room for settings that
-    /// can fail.
+    /// None: a failed accept is logged and retried (after 1 s if it is not about one
+    /// connection, such as running out of file descriptors), and a failed handshake or
+    /// connection ends only that connection.
     pub async fn serve(
         self,
         router: Router,
