@@ -252,7 +252,7 @@ impl Error {
     /// let busy = Error::Status {
     ///     address: "http://127.0.0.1:8001".into(),
     ///     status: 429,
-    ///     headers,
+    ///     headers: Box::new(headers),
     ///     body: bytes::Bytes::new(),
     /// };
     /// assert_eq!(busy.retry_after(), Some(Duration::from_secs(7)));

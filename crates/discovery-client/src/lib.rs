@@ -233,7 +233,7 @@ pub use client::{
 #[cfg(feature = "etcd")]
 pub use discovery::etcd::EtcdDiscovery;
 pub use discovery::{Discovery, RegistryDiscovery, StaticDiscovery};
-pub use error::Error;
+pub use error::{Error, STATUS_BODY_LIMIT};
 pub use events::Event;
 /// The `http` crate, whose types ([`Method`](http::Method), [`HeaderMap`](http::HeaderMap),
 /// [`StatusCode`](http::StatusCode)) are in this crate's API.

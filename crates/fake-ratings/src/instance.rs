@@ -38,12 +38,7 @@ impl FakeRatings {
     /// Instance `instance` (the number its ratings answers report), behaving as `behaviour`,
     /// served on `127.0.0.1:0`. Panics if it cannot bind (a test cannot go on without it).
     pub async fn start(instance: u32, behaviour: Behaviour) -> FakeRatings {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("fake ratings cannot bind 127.0.0.1:0: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("fake ratings has no local address: {e}"));
+        let (listener, addr) = bind().await;
         let state = InstanceState::new(instance, behaviour);
         let server = Server::spawn(listener, Arc::clone(&state));
         FakeRatings {
@@ -59,12 +54,7 @@ impl FakeRatings {
     /// ([`connections`](Self::connections)) and keeping each request
     /// ([`received`](Self::received)). Panics if it cannot bind or the PEM is bad.
     pub async fn serve(instance: u32, behaviour: Behaviour, serve: Serve) -> FakeRatings {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("fake ratings cannot bind 127.0.0.1:0: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("fake ratings has no local address: {e}"));
+        let (listener, addr) = bind().await;
         let state = InstanceState::new(instance, behaviour);
         let scheme = if serve.tls.is_some() { "https" } else { "http" };
         let server = hyper_server::spawn(listener, Arc::clone(&state), &serve);
@@ -157,4 +147,16 @@ impl FakeRatings {
             Serving::Memory(registration) => drop(registration),
         }
     }
+}
+
+/// A listener on `127.0.0.1:0` and its address. Panics if it cannot bind (a test cannot go
+/// on without it).
+async fn bind() -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("fake ratings cannot bind 127.0.0.1:0: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("fake ratings has no local address: {e}"));
+    (listener, addr)
 }
