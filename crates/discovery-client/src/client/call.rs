@@ -76,38 +76,31 @@ pub(super) struct Request {
 }
 
 impl Request {
-    /// A request for `path` (which must start with `/`) under the client's rules.
-    pub(super) fn new(client: &Inner, method: Method, path: &str) -> Result<Self, Error> {
+    /// A GET of `path` with `headers` under the client's rules: what the shortcuts
+    /// (`get_json`, ...) send, built without a [`RequestBuilder`](crate::RequestBuilder)'s
+    /// copies.
+    pub(super) fn get(client: &Inner, path: &str, headers: &HeaderMap) -> Result<Self, Error> {
+        Ok(Self {
+            method: Method::GET,
+            path: Self::parse_path(path)?,
+            headers: headers.clone(),
+            body: Bytes::new(),
+            timeout: client.timeout,
+            deadline: client.deadline,
+            max_retries: client.max_retries,
+            retryable: true,
+        })
+    }
+
+    /// `path` (which must start with `/`), parsed.
+    pub(super) fn parse_path(path: &str) -> Result<PathAndQuery, Error> {
         if !path.starts_with('/') {
             return Err(Error::InvalidRequest(format!(
                 "path {path:?} must start with '/'"
             )));
         }
-        let path = PathAndQuery::try_from(path)
-            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))?;
-        Ok(Self {
-            retryable: method.is_idempotent() || client.retry_non_idempotent,
-            method,
-            path,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-            timeout: client.timeout,
-            deadline: client.deadline,
-            max_retries: client.max_retries,
-        })
-    }
-
-    /// Appends `query` (already encoded) to the path's query string.
-    pub(super) fn append_query(&mut self, query: &str) -> Result<(), Error> {
-        let joined = match self.path.query() {
-            Some(existing) if !existing.is_empty() => {
-                format!("{}?{existing}&{query}", self.path.path())
-            }
-            _ => format!("{}?{query}", self.path.path()),
-        };
-        self.path = PathAndQuery::try_from(joined.as_str())
-            .map_err(|e| Error::InvalidRequest(format!("query {query:?}: {e}")))?;
-        Ok(())
+        PathAndQuery::try_from(path)
+            .map_err(|e| Error::InvalidRequest(format!("path {path:?}: {e}")))
     }
 
     /// The request one attempt sends to `endpoint`.

@@ -51,6 +51,7 @@ pub use hedging::Hedging;
 pub use request::RequestBuilder;
 pub use response::Response;
 
+use call::Request;
 use decode::Json;
 use endpoints::{Endpoint, Known};
 use hedging::LatencyEstimate;
@@ -267,9 +268,11 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<T, Error> {
-        let request = self.get(path).headers(headers.clone()).no_cache();
-        let (response, value) = request.send_decoded(Json::<T>::new()).await?;
-        value.map_or_else(|| response.json(), Ok)
+        // `self.get(path).headers(..).no_cache()`, without the builder's copies.
+        let request = Request::get(&self.inner, path, headers)?;
+        call::call(&self.inner, &request, Json::<T>::new())
+            .await?
+            .into_value()
     }
 
     /// Like [`get_json`](Self::get_json), through the response cache (as
@@ -291,10 +294,13 @@ impl ServiceClient {
         path: &str,
         headers: &HeaderMap,
     ) -> Result<Cached<T>, Error> {
-        let request = self.get(path).headers(headers.clone());
-        let (response, value) = request.send_decoded(Json::<T>::new()).await?;
+        // `self.get(path).headers(..)` through the cache, without the builder's copies (the
+        // key is the path as given; a hit makes no request).
+        let make = || Request::get(&self.inner, path, headers);
+        let json = Json::<T>::new();
+        let (response, value) = request::cached(&self.inner, path, make, json).await?;
         let (source, instance) = (response.source(), Arc::clone(response.instance()));
-        // A hit, a concurrent caller's fetch or a stale answer is decoded from the cache.
+        // A hit, a concurrent caller's fetch or a stale answer is decoded here.
         let value = value.map_or_else(|| response.json(), Ok)?;
         Ok(Cached {
             value,

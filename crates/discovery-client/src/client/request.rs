@@ -62,69 +62,135 @@ use crate::{Error, Response, Source};
 #[derive(Debug)]
 pub struct RequestBuilder {
     client: ServiceClient,
-    /// The request so far, or the first thing that was wrong with it.
-    request: Result<Request, Error>,
-    /// Query pairs to append to the path, serialized when sent.
-    query: Vec<String>,
+    /// What every attempt sends; turned into a [`Request`] only when one is sent (a cache
+    /// hit builds none).
+    parts: Parts,
     /// Whether a GET may be served from (and stored in) the response cache.
     cache: bool,
+    /// The first thing that was wrong with the request, reported by `send`.
+    invalid: Option<Error>,
+}
+
+/// A request as the builder holds it.
+#[derive(Debug)]
+struct Parts {
+    method: Method,
+    /// Path and query as given, with `.query(..)` pairs appended: also the cache key.
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Option<Duration>,
+    deadline: Option<Duration>,
+    retries: Option<u32>,
+    idempotent: Option<bool>,
+}
+
+impl Parts {
+    /// The request under `client`'s rules, with this request's own overrides.
+    fn request(mut self, client: &Inner) -> Result<Request, Error> {
+        let path = std::mem::take(&mut self.path);
+        self.request_at(client, &path)
+    }
+
+    /// [`request`](Self::request) for `path` (the path taken out of these parts).
+    fn request_at(self, client: &Inner, path: &str) -> Result<Request, Error> {
+        let path = Request::parse_path(path)?;
+        let idempotent = self.method.is_idempotent() || client.retry_non_idempotent;
+        Ok(Request {
+            retryable: self.idempotent.unwrap_or(idempotent),
+            method: self.method,
+            path,
+            headers: self.headers,
+            body: self.body,
+            timeout: self.timeout.unwrap_or(client.timeout),
+            deadline: self.deadline.or(client.deadline),
+            max_retries: self.retries.unwrap_or(client.max_retries),
+        })
+    }
+
+    /// Whether the response cache may answer it: a GET without a body or credentials (a
+    /// shared cache must not hand one caller's authorized answer to another).
+    fn is_cacheable(&self) -> bool {
+        self.method == Method::GET
+            && self.body.is_empty()
+            && !self.headers.contains_key(AUTHORIZATION)
+            && !self.headers.contains_key(COOKIE)
+    }
 }
 
 impl RequestBuilder {
     pub(super) fn new(client: &ServiceClient, method: Method, path: &str) -> Self {
         Self {
-            request: Request::new(&client.inner, method, path),
             client: client.clone(),
-            query: Vec::new(),
+            parts: Parts {
+                method,
+                path: path.to_string(),
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+                timeout: None,
+                deadline: None,
+                retries: None,
+                idempotent: None,
+            },
             cache: true,
+            invalid: None,
         }
     }
 
-    /// Applies `change` to the request, or keeps the error it already has.
-    fn with(mut self, change: impl FnOnce(&mut Request) -> Result<(), Error>) -> Self {
-        if let Ok(request) = &mut self.request {
-            if let Err(error) = change(request) {
-                self.request = Err(error);
-            }
-        }
+    /// Keeps the first error.
+    fn refuse(mut self, error: Error) -> Self {
+        self.invalid.get_or_insert(error);
         self
     }
 
     /// Adds a header (after any of the same name).
-    pub fn header<K, V>(self, name: K, value: V) -> Self
+    pub fn header<K, V>(mut self, name: K, value: V) -> Self
     where
         HeaderName: TryFrom<K>,
         <HeaderName as TryFrom<K>>::Error: Into<http::Error>,
         HeaderValue: TryFrom<V>,
         <HeaderValue as TryFrom<V>>::Error: Into<http::Error>,
     {
-        self.with(|request| {
-            let name = HeaderName::try_from(name)
-                .map_err(|e| Error::InvalidRequest(format!("header name: {}", e.into())))?;
-            let value = HeaderValue::try_from(value)
-                .map_err(|e| Error::InvalidRequest(format!("header {name} value: {}", e.into())))?;
-            request.headers.append(name, value);
-            Ok(())
-        })
+        let name = match HeaderName::try_from(name) {
+            Ok(name) => name,
+            Err(e) => {
+                return self.refuse(Error::InvalidRequest(format!("header name: {}", e.into())));
+            }
+        };
+        match HeaderValue::try_from(value) {
+            Ok(value) => {
+                self.parts.headers.append(name, value);
+                self
+            }
+            Err(e) => self.refuse(Error::InvalidRequest(format!(
+                "header {name} value: {}",
+                e.into()
+            ))),
+        }
     }
 
     /// Adds these headers, replacing any of the same names.
-    pub fn headers(self, headers: HeaderMap) -> Self {
-        self.with(|request| {
-            request.headers.extend(headers);
-            Ok(())
-        })
+    pub fn headers(mut self, headers: HeaderMap) -> Self {
+        if self.parts.headers.is_empty() {
+            self.parts.headers = headers;
+        } else {
+            self.parts.headers.extend(headers);
+        }
+        self
     }
 
     /// Sets `Authorization: Bearer <token>`, marked sensitive (kept out of debug output).
-    pub fn bearer_auth(self, token: impl std::fmt::Display) -> Self {
-        self.with(|request| {
-            let mut value = HeaderValue::try_from(format!("Bearer {token}"))
-                .map_err(|_| Error::InvalidRequest("bearer token: invalid characters".into()))?;
-            value.set_sensitive(true);
-            request.headers.insert(AUTHORIZATION, value);
-            Ok(())
-        })
+    pub fn bearer_auth(mut self, token: impl std::fmt::Display) -> Self {
+        match HeaderValue::try_from(format!("Bearer {token}")) {
+            Ok(mut value) => {
+                value.set_sensitive(true);
+                self.parts.headers.insert(AUTHORIZATION, value);
+                self
+            }
+            Err(_) => self.refuse(Error::InvalidRequest(
+                "bearer token: invalid characters".into(),
+            )),
+        }
     }
 
     /// Appends `query` to the path's query string, URL-encoded: a slice of pairs, a map, or
@@ -133,80 +199,80 @@ impl RequestBuilder {
         match serde_urlencoded::to_string(query) {
             Ok(encoded) if encoded.is_empty() => self,
             Ok(encoded) => {
-                self.query.push(encoded);
+                let separator = match self.parts.path.split_once('?') {
+                    Some((_, existing)) if !existing.is_empty() => '&',
+                    Some(_) => {
+                        self.parts.path.pop();
+                        '?'
+                    }
+                    None => '?',
+                };
+                self.parts.path.push(separator);
+                self.parts.path.push_str(&encoded);
                 self
             }
-            Err(e) => self.with(|_| Err(Error::InvalidRequest(format!("query: {e}")))),
+            Err(e) => self.refuse(Error::InvalidRequest(format!("query: {e}"))),
         }
     }
 
     /// Sends `body` as JSON, with `Content-Type: application/json` (unless a content type
     /// was set already).
-    pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Self {
-        let json = serde_json::to_vec(body);
-        self.with(|request| {
-            let json = json.map_err(|e| Error::InvalidRequest(format!("JSON body: {e}")))?;
-            request.body = Bytes::from(json);
-            request
-                .headers
-                .entry(CONTENT_TYPE)
-                .or_insert(HeaderValue::from_static("application/json"));
-            Ok(())
-        })
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(json) => {
+                self.parts.body = Bytes::from(json);
+                self.parts
+                    .headers
+                    .entry(CONTENT_TYPE)
+                    .or_insert(HeaderValue::from_static("application/json"));
+                self
+            }
+            Err(e) => self.refuse(Error::InvalidRequest(format!("JSON body: {e}"))),
+        }
     }
 
     /// Sends `body` as it is.
-    pub fn body(self, body: impl Into<Bytes>) -> Self {
-        self.with(|request| {
-            request.body = body.into();
-            Ok(())
-        })
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.parts.body = body.into();
+        self
     }
 
     /// This request's per-attempt timeout, in place of the client's.
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.with(|request| match timeout.is_zero() {
-            true => Err(Error::InvalidRequest(
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        if timeout.is_zero() {
+            return self.refuse(Error::InvalidRequest(
                 "timeout must be greater than zero".into(),
-            )),
-            false => {
-                request.timeout = timeout;
-                Ok(())
-            }
-        })
+            ));
+        }
+        self.parts.timeout = Some(timeout);
+        self
     }
 
     /// This request's overall deadline across its attempts, in place of the client's.
-    pub fn deadline(self, deadline: Duration) -> Self {
-        self.with(|request| match deadline.is_zero() {
-            true => Err(Error::InvalidRequest(
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        if deadline.is_zero() {
+            return self.refuse(Error::InvalidRequest(
                 "deadline must be greater than zero".into(),
-            )),
-            false => {
-                request.deadline = Some(deadline);
-                Ok(())
-            }
-        })
+            ));
+        }
+        self.parts.deadline = Some(deadline);
+        self
     }
 
     /// Retries on other instances for this request, in place of the client's
     /// [`max_retries`](crate::ServiceClientBuilder::max_retries) (0: one attempt only).
     /// Retries still need room in the retry budget.
-    pub fn retries(self, retries: u32) -> Self {
-        self.with(|request| {
-            request.max_retries = retries;
-            Ok(())
-        })
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.parts.retries = Some(retries);
+        self
     }
 
     /// Whether this request may be sent more than once (retried, hedged). Default: as its
     /// method says (GET, PUT, DELETE, HEAD, OPTIONS yes; POST, PATCH no), or yes for all if
     /// the client allows retrying non-idempotent requests.
-    pub fn idempotent(self, idempotent: bool) -> Self {
-        self.with(|request| {
-            request.retryable = idempotent;
-            Ok(())
-        })
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.parts.idempotent = Some(idempotent);
+        self
     }
 
     /// Neither serves this GET from the response cache nor stores its answer there.
@@ -220,34 +286,46 @@ impl RequestBuilder {
     /// status (a 4xx is returned as it is, never retried); when every try failed, the last
     /// failure (a 5xx answer as [`Error::Status`]).
     pub async fn send(self) -> Result<Response, Error> {
-        let (response, _) = self.send_decoded(AsIs).await?;
-        Ok(response)
+        Ok(match self.send_decoded(AsIs).await? {
+            Reply::Live(answer) => answer.into_response(Source::Live),
+            Reply::Cached(response, _) => response,
+        })
     }
 
-    /// Sends the request, `decode` judging 2xx bodies with the attempts; the value is `None`
-    /// for an answer it did not decode here (a cached or stale one, or another status).
+    /// Sends the request, `decode` judging 2xx bodies with the attempts.
     pub(super) async fn send_decoded<D: Decode>(
         self,
         decode: D,
-    ) -> Result<(Response, Option<D::Output>), Error> {
+    ) -> Result<Reply<D::Output>, Error> {
         let Self {
             client,
-            request,
-            query,
+            parts,
             cache,
+            invalid,
         } = self;
-        let mut request = request?;
-        if !query.is_empty() {
-            request.append_query(&query.join("&"))?;
+        if let Some(error) = invalid {
+            return Err(error);
         }
         let inner = &*client.inner;
-        if !(cache && is_cacheable(&request)) {
-            let mut answer = call::call(inner, &request, decode).await?;
-            let value = answer.value.take();
-            return Ok((answer.into_response(Source::Live), value));
+        if !(cache && parts.is_cacheable()) {
+            let request = parts.request(inner)?;
+            return call::call(inner, &request, decode).await.map(Reply::Live);
         }
-        cached(inner, &request, decode).await
+        let mut parts = parts;
+        let key = std::mem::take(&mut parts.path);
+        let (response, value) =
+            cached(inner, &key, || parts.request_at(inner, &key), decode).await?;
+        Ok(Reply::Cached(response, value))
     }
+}
+
+/// What a request got: an instance's answer to this call, or the response cache's.
+pub(super) enum Reply<T> {
+    /// This call's answer, its 2xx body decoded.
+    Live(Answer<T>),
+    /// Through the cache: the answer (marked live, cache or stale), and the decoded value
+    /// when this call fetched it (a hit or a stale answer is not decoded here).
+    Cached(Response, Option<T>),
 }
 
 impl IntoFuture for RequestBuilder {
@@ -260,15 +338,6 @@ impl IntoFuture for RequestBuilder {
     }
 }
 
-/// Whether the response cache may answer `request`: a GET without a body or credentials
-/// (a shared cache must not hand one caller's authorized answer to another).
-fn is_cacheable(request: &Request) -> bool {
-    request.method == Method::GET
-        && request.body.is_empty()
-        && !request.headers.contains_key(AUTHORIZATION)
-        && !request.headers.contains_key(COOKIE)
-}
-
 /// Why a cached request's upstream call gave nothing to cache.
 #[derive(Debug, Clone)]
 enum NotCached {
@@ -278,16 +347,19 @@ enum NotCached {
     Answered(Response),
 }
 
-/// `request` through the response cache, keyed by its path and query.
-async fn cached<D: Decode>(
+/// The request `make` makes, through the response cache under `key` (its path and query);
+/// a hit makes no request. Shared by [`RequestBuilder::send`] and the cached shortcuts.
+pub(super) async fn cached<D: Decode>(
     inner: &Inner,
-    request: &Request,
+    key: &str,
+    make: impl FnOnce() -> Result<Request, Error>,
     decode: D,
 ) -> Result<(Response, Option<D::Output>), Error> {
     // The value of an answer fetched by this call, decoded while its attempt was judged.
     let mut fetched = None;
     let fetch = async {
-        let mut answer = call::call(inner, request, decode)
+        let request = make().map_err(NotCached::Failed)?;
+        let mut answer = call::call(inner, &request, decode)
             .await
             .map_err(NotCached::Failed)?;
         if !answer.response.status().is_success() {
@@ -297,7 +369,6 @@ async fn cached<D: Decode>(
         Ok(CachedBody::of(answer.into_response(Source::Live)))
     };
     let use_stale = |e: &NotCached| matches!(e, NotCached::Failed(_));
-    let key = request.path.as_str();
     match inner.cache.get_or_fetch_when(key, fetch, use_stale).await {
         Ok((cached, source)) => {
             let value = fetched.filter(|_| source == Source::Live);

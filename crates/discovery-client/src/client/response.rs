@@ -158,3 +158,18 @@ pub(crate) struct Answer<T> {
     /// The instance that answered.
     pub(crate) instance: Arc<Instance>,
 }
+
+impl<T> Answer<T> {
+    /// The decoded 2xx body; for another status, [`Error::Status`].
+    pub(crate) fn into_value(self) -> Result<T, Error> {
+        match self.value {
+            Some(value) => Ok(value),
+            None => Err(Error::status(
+                &self.instance.address,
+                self.response.status(),
+                self.response.headers(),
+                self.response.body(),
+            )),
+        }
+    }
+}
