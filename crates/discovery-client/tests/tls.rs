@@ -197,3 +197,31 @@ async fn pem_that_does_not_parse_is_a_config_error_at_build() {
         "{mismatched:?}"
     );
 }
+
+#[tokio::test]
+async fn a_tower_endpoint_for_an_instance_checks_its_tls_server_name() {
+    use discovery_client::bytes::Bytes;
+    use discovery_client::transport::{HttpClient, HttpEndpoint, TlsConfig};
+    use tower::ServiceExt;
+
+    let ca = TestCa::new("trusted CA");
+    let named = https(1, &ca.server(&["ratings.internal"])).await;
+    let http = HttpClient::builder()
+        .tls(TlsConfig::new().roots_only(ca.cert_pem()).expect("CA"))
+        .build()
+        .expect("client");
+    let get = || {
+        http::Request::get("/ratings/widget")
+            .body(Bytes::new())
+            .unwrap()
+    };
+    let mut instance = Instance::new("1", &named.url);
+    let plain = HttpEndpoint::for_instance(http.clone(), &instance).expect("endpoint");
+    assert!(matches!(plain.oneshot(get()).await, Err(Error::Tls { .. })));
+    instance
+        .metadata
+        .insert(TLS_SERVER_NAME.into(), "ratings.internal".into());
+    let endpoint = HttpEndpoint::for_instance(http, &instance).expect("endpoint");
+    let answer = endpoint.oneshot(get()).await.expect("named call");
+    assert_eq!(answer.status(), 200);
+}

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use tower::Service;
 
 use super::{BaseUrl, HttpClient};
-use crate::Error;
+use crate::{Error, Instance};
 
 /// Sends requests to the instance at one base address through an [`HttpClient`], and
 /// answers with the whole body read, as an `http::Response<Bytes>`, so that a breaker above
@@ -54,6 +54,20 @@ impl HttpEndpoint {
             client,
             base: BaseUrl::new(address.as_ref()),
         }
+    }
+
+    /// Sends to `instance` through `client`, checking its certificate against the
+    /// instance's [`TLS_SERVER_NAME`](crate::TLS_SERVER_NAME) metadata when it has one (as
+    /// [`ServiceClient`](crate::ServiceClient) does), else against its address's host.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`](crate::Error::Config) if that metadata is not a valid server name.
+    pub fn for_instance(client: HttpClient, instance: &Instance) -> Result<Self, Error> {
+        if let Some(name) = instance.metadata.get(crate::TLS_SERVER_NAME) {
+            client.server_names().insert(&instance.address, name)?;
+        }
+        Ok(Self::with_client(client, &instance.address))
     }
 
     /// The instance's base address.
