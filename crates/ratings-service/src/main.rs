@@ -35,6 +35,8 @@ async fn main() -> ExitCode {
         Some(tls) => Server::new(listener).tls(tls),
         None => Server::new(listener),
     };
+    // Installed before `listening on`: a SIGTERM sent on reading that line shuts down cleanly.
+    let shutdown = service_telemetry::shutdown::signal();
     match server.url() {
         Ok(url) => tracing::info!("listening on {url}"),
         Err(error) => {
@@ -43,7 +45,7 @@ async fn main() -> ExitCode {
         }
     }
 
-    match run(server, config, service_telemetry::shutdown::signal()).await {
+    match run(server, config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("ratings-service failed: {error}");

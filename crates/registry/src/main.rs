@@ -57,14 +57,14 @@ async fn main() -> ExitCode {
         Some(tls) => Server::new(listener).tls(tls),
         None => Server::new(listener),
     };
+    // Installed before `listening on`: a SIGTERM sent on reading that line shuts down cleanly.
+    let shutdown = service_telemetry::shutdown::signal();
     match server.url() {
         Ok(url) => tracing::info!("listening on {url}"),
         Err(error) => tracing::warn!(%error, "listening, but the local address is unknown"),
     }
 
-    match registry::run_with_store(server, config, store, service_telemetry::shutdown::signal())
-        .await
-    {
+    match registry::run_with_store(server, config, store, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "server failed");

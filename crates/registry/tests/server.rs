@@ -170,6 +170,26 @@ async fn binary_logs_its_address_and_exits_cleanly_on_sigterm() {
 }
 
 #[tokio::test]
+async fn sigterm_sent_on_reading_listening_on_is_a_clean_shutdown() {
+    // The handlers are installed before the line is logged, so there is no window in which
+    // SIGTERM kills the process instead of shutting it down.
+    for _ in 0..5 {
+        let (mut child, _url, _log) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
+        let pid = child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .expect("exits within 10 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "{exit}");
+    }
+}
+
+#[tokio::test]
 async fn binary_refuses_bad_configuration() {
     for (args, needle) in [
         (&["--listen", "0.0.0.0:0"][..], "--allow-remote"),
