@@ -86,13 +86,8 @@ struct Parts {
 }
 
 impl Parts {
-    /// The request under `client`'s rules, with this request's own overrides.
-    fn request(mut self, client: &Inner) -> Result<Request, Error> {
-        let path = std::mem::take(&mut self.path);
-        self.request_at(client, &path)
-    }
-
-    /// [`request`](Self::request) for `path` (the path taken out of these parts).
+    /// The request for `path` (taken out of these parts, as the cache key) under `client`'s
+    /// rules, with this request's own overrides.
     fn request_at(self, client: &Inner, path: &str) -> Result<Request, Error> {
         let path = Request::parse_path(path)?;
         let idempotent = self.method.is_idempotent() || client.retry_non_idempotent;
@@ -286,20 +281,9 @@ impl RequestBuilder {
     /// status (a 4xx is returned as it is, never retried); when every try failed, the last
     /// failure (a 5xx answer as [`Error::Status`]).
     pub async fn send(self) -> Result<Response, Error> {
-        Ok(match self.send_decoded(AsIs).await? {
-            Reply::Live(answer) => answer.into_response(Source::Live),
-            Reply::Cached(response, _) => response,
-        })
-    }
-
-    /// Sends the request, `decode` judging 2xx bodies with the attempts.
-    pub(super) async fn send_decoded<D: Decode>(
-        self,
-        decode: D,
-    ) -> Result<Reply<D::Output>, Error> {
         let Self {
             client,
-            parts,
+            mut parts,
             cache,
             invalid,
         } = self;
@@ -307,25 +291,16 @@ impl RequestBuilder {
             return Err(error);
         }
         let inner = &*client.inner;
-        if !(cache && parts.is_cacheable()) {
-            let request = parts.request(inner)?;
-            return call::call(inner, &request, decode).await.map(Reply::Live);
-        }
-        let mut parts = parts;
         let key = std::mem::take(&mut parts.path);
-        let (response, value) =
-            cached(inner, &key, || parts.request_at(inner, &key), decode).await?;
-        Ok(Reply::Cached(response, value))
+        if !(cache && parts.is_cacheable()) {
+            let request = parts.request_at(inner, &key)?;
+            let answer = call::call(inner, &request, AsIs).await?;
+            return Ok(answer.into_response(Source::Live));
+        }
+        let make = || parts.request_at(inner, &key);
+        let (response, _) = cached(inner, &key, make, AsIs).await?;
+        Ok(response)
     }
-}
-
-/// What a request got: an instance's answer to this call, or the response cache's.
-pub(super) enum Reply<T> {
-    /// This call's answer, its 2xx body decoded.
-    Live(Answer<T>),
-    /// Through the cache: the answer (marked live, cache or stale), and the decoded value
-    /// when this call fetched it (a hit or a stale answer is not decoded here).
-    Cached(Response, Option<T>),
 }
 
 impl IntoFuture for RequestBuilder {
