@@ -143,7 +143,7 @@ async fn shutdown_releases_parked_blocking_queries() {
 
 #[tokio::test]
 async fn binary_logs_its_address_and_exits_cleanly_on_sigterm() {
-    let (mut child, url, log) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
+    let (child, url, log) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
     for line in &log {
         assert!(
             !line.contains('\u{1b}'),
@@ -156,6 +156,21 @@ async fn binary_logs_its_address_and_exits_cleanly_on_sigterm() {
     let health = get_json(&reqwest::Client::new(), &format!("{url}/health")).await;
     assert_eq!(health, json!({ "status": "ok" }));
 
+    exits_cleanly_on_sigterm(child).await;
+}
+
+#[tokio::test]
+async fn sigterm_sent_on_reading_listening_on_is_a_clean_shutdown() {
+    // The handlers are installed before the line is logged, so there is no window in which
+    // SIGTERM kills the process instead of shutting it down.
+    for _ in 0..5 {
+        let (child, _url, _log) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
+        exits_cleanly_on_sigterm(child).await;
+    }
+}
+
+/// Sends SIGTERM to `child` and asserts it exits successfully within 10 s.
+async fn exits_cleanly_on_sigterm(mut child: tokio::process::Child) {
     let pid = child.id().expect("still running").to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -167,26 +182,6 @@ async fn binary_logs_its_address_and_exits_cleanly_on_sigterm() {
         .expect("exits within 10 s of SIGTERM")
         .unwrap();
     assert!(exit.success(), "{exit}");
-}
-
-#[tokio::test]
-async fn sigterm_sent_on_reading_listening_on_is_a_clean_shutdown() {
-    // The handlers are installed before the line is logged, so there is no window in which
-    // SIGTERM kills the process instead of shutting it down.
-    for _ in 0..5 {
-        let (mut child, _url, _log) = spawn_binary(&["--listen", "127.0.0.1:0"]).await;
-        let pid = child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .expect("exits within 10 s of SIGTERM")
-            .unwrap();
-        assert!(exit.success(), "{exit}");
-    }
 }
 
 #[tokio::test]
