@@ -76,6 +76,11 @@ pub struct Config {
     #[arg(long, env = "RATINGS_CACHE_TTL", default_value = "0s", value_parser = humantime::parse_duration)]
     pub cache_ttl: Duration,
 
+    /// Slow start (off by default): a ratings instance that appears, or whose breaker
+    /// closes, gets a share of the calls that ramps up over this window (`30s`, ...).
+    #[arg(long, env = "RATINGS_SLOW_START", value_parser = parse_positive_duration)]
+    pub slow_start: Option<Duration>,
+
     /// Comma-separated base URLs of ratings instances to use instead of the registry
     /// (instances are numbered 1, 2, ... in this order).
     #[arg(long, env = "RATINGS_STATIC_URLS", value_delimiter = ',', value_parser = parse_base_url)]
@@ -106,6 +111,7 @@ impl Default for Config {
             failure_limit: 1,
             retest_delay: Duration::from_secs(30),
             cache_ttl: Duration::ZERO,
+            slow_start: None,
             static_ratings: None,
             registry_token: None,
             max_carts: 10_000,
@@ -288,6 +294,7 @@ mod tests {
         assert_eq!(config.failure_limit, 1);
         assert_eq!(config.retest_delay, Duration::from_secs(30));
         assert_eq!(config.cache_ttl, Duration::ZERO);
+        assert_eq!(config.slow_start, None);
         assert_eq!(config.static_ratings, None);
         assert_eq!(config.validate(), Ok(()));
     }
@@ -309,6 +316,8 @@ mod tests {
             "2m",
             "--cache-ttl",
             "5s",
+            "--slow-start",
+            "20s",
             "--static-ratings",
             "http://127.0.0.1:8001,http://127.0.0.1:8002/",
         ])
@@ -320,6 +329,7 @@ mod tests {
         assert_eq!(config.failure_limit, 3);
         assert_eq!(config.retest_delay, Duration::from_secs(120));
         assert_eq!(config.cache_ttl, Duration::from_secs(5));
+        assert_eq!(config.slow_start, Some(Duration::from_secs(20)));
         assert_eq!(
             config.static_ratings,
             Some(vec![
@@ -338,6 +348,8 @@ mod tests {
             &["--timeout", "0s"],
             &["--timeout", "1"],
             &["--retest-delay", "0ms"],
+            &["--slow-start", "0s"],
+            &["--slow-start", "later"],
             &["--failure-limit", "0"],
             &["--failure-limit", "-1"],
             &["--cache-ttl", "forever"],

@@ -41,12 +41,15 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
             builder.discovery(discovery)
         }
     };
-    builder
+    let builder = builder
         .timeout(config.timeout)
         .failure_limit(config.failure_limit)
         .retest_delay(config.retest_delay)
-        .cache_ttl(config.cache_ttl)
-        .build()
+        .cache_ttl(config.cache_ttl);
+    match config.slow_start {
+        Some(window) => builder.slow_start(window).build(),
+        None => builder.build(),
+    }
 }
 
 /// Serves the market on `listener` until `shutdown` completes, then finishes the requests in

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 
 use super::InFlightGuard;
 use crate::Error;
@@ -48,6 +49,8 @@ pin_project! {
             future: F,
             // Counts the call in flight; dropped when the answer is ready.
             in_flight: Option<InFlightGuard>,
+            // When the call was made: its answer time goes into the endpoint's estimate.
+            started: Instant,
         },
         Failed { error: Option<Error> },
     }
@@ -59,6 +62,7 @@ impl<F> ResponseFuture<F> {
             kind: Kind::Called {
                 future,
                 in_flight: Some(in_flight),
+                started: Instant::now(),
             },
         }
     }
@@ -79,10 +83,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Called { future, in_flight } => {
+            KindProj::Called {
+                future,
+                in_flight,
+                started,
+            } => {
                 let answer = std::task::ready!(future.poll(cx));
                 // Answered: no longer in flight, even if the caller keeps this future.
-                in_flight.take();
+                if let Some(guard) = in_flight.take() {
+                    let now = Instant::now();
+                    guard
+                        .load()
+                        .observe(now.saturating_duration_since(*started), now);
+                }
                 Poll::Ready(answer.map_err(Into::into))
             }
             KindProj::Failed { error } => Poll::Ready(Err(error.take().unwrap_or_else(|| {

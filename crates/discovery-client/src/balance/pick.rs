@@ -2,48 +2,89 @@
 //! that applies it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use super::InFlight;
+use tokio::time::Instant;
+
+use super::Load;
 
 /// How a balancer chooses among the instances whose breaker grants a permit.
 ///
-/// All three go plain round-robin when nothing is in flight, so sequential callers see
-/// 1, 2, 3, 1, 2, 3 whichever is chosen. They differ under concurrent load:
+/// Every rule goes plain round-robin while the instances are equally healthy and idle, so
+/// sequential callers see 1, 2, 3, 1, 2, 3 whichever is chosen. They differ when an
+/// instance is slow or under concurrent load:
 ///
 /// ```
 /// use discovery_client::Balance;
 ///
-/// assert_eq!(Balance::default(), Balance::PowerOfTwoChoices);
+/// assert_eq!(Balance::default(), Balance::LatencyAware);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Balance {
+    /// Round-robin weighted by how fast each instance answers, then power of two choices
+    /// by requests in flight among the instances at full weight. The default.
+    ///
+    /// Each instance keeps a moving estimate of its answer time (half-way toward each
+    /// answer's time, the first answer left out, decaying while the instance is not used).
+    /// An instance whose estimate is within 25 % + 1 ms of the fastest instance's has a
+    /// full share, so small differences between healthy instances change nothing and turns
+    /// stay exactly 1, 2, 3. A slower one's share falls with the sixth power of how much
+    /// slower it is (a third of a share at 1.2 times the tolerance, 2 % at 1.9 times), down
+    /// to 1/256 of a full share: it
+    /// keeps a trickle of calls, which is how its recovery is seen, and its share comes
+    /// back as its estimate does. Turns go round one shared cursor, and an instance with
+    /// part of a share takes that part of the turns it is offered, spread evenly (a credit
+    /// per instance, as in deficit round-robin): deterministic, lock-free, and exactly
+    /// round-robin when the shares are equal. Among instances at full share, the one whose turn it is is
+    /// compared with one other drawn at random and the one with fewer requests in flight
+    /// goes, as in [`PowerOfTwoChoices`](Balance::PowerOfTwoChoices).
+    ///
+    /// With [`slow_start`](crate::ServiceClientBuilder::slow_start), an instance's share
+    /// also ramps up over a window after it appears or its breaker closes.
+    #[default]
+    LatencyAware,
     /// Power of two choices: the instance whose round-robin turn it is, or one other chosen
     /// at random, whichever has fewer requests in flight (the turn's on a tie). An instance
     /// that stops answering (paused, overloaded) keeps its requests outstanding and gets no
     /// new ones once it holds more than the others, instead of only when a timeout opens
     /// its breaker; yet a burst of answers from one instance does not send every next
     /// request there, as [`LeastPending`](Balance::LeastPending) does. What Envoy's
-    /// `LEAST_REQUEST` and linkerd do, and the default: two counts are read per pick,
-    /// whatever the number of instances.
-    #[default]
+    /// `LEAST_REQUEST` does; it does not see an instance that is slow but not loaded.
     PowerOfTwoChoices,
     /// Round-robin among the instances with the fewest requests in flight: every pick goes
     /// to the least loaded instance. Keeps the most even counts, at the price of sending
     /// the next requests together to whichever instance just answered a batch.
     LeastPending,
-    /// Plain round-robin: every instance in turn, however many requests it holds.
+    /// Plain round-robin: every instance in turn, however many requests it holds and
+    /// however slow it is.
     RoundRobin,
 }
 
-impl Balance {
-    /// What the picker compares for an instance: its requests in flight, or nothing at all
-    /// (every instance ties, which is plain round-robin).
-    #[inline]
-    pub(crate) fn load(self, in_flight: &InFlight) -> usize {
-        match self {
-            Balance::PowerOfTwoChoices | Balance::LeastPending => in_flight.get(),
-            Balance::RoundRobin => 0,
-        }
+/// A full share, in the fixed point shares are counted in.
+const FULL: u64 = 1 << 16;
+/// An estimate within this factor of the fastest one, plus [`SLACK_NANOS`], is a full share.
+const TOLERANCE: f64 = 1.25;
+/// The absolute part of the tolerance, in nanoseconds: differences in answer time below a
+/// millisecond are noise (scheduling, a new connection), not a slow instance.
+const SLACK_NANOS: f64 = 1_000_000.0;
+/// How steeply a slower instance's share falls: with the sixth power of the ratio.
+const STEEPNESS: i32 = 6;
+/// The least share of a slow instance, against a full one: its trickle of calls.
+const MIN_WEIGHT: f64 = 1.0 / 256.0;
+/// The least share at the start of a slow-start ramp (Envoy's default `min_weight_percent`).
+pub(crate) const MIN_RAMP: f64 = 0.1;
+
+/// The share an instance whose estimate is `latency` gets when the fastest one's is `best`,
+/// against a full share of 1.
+#[inline]
+fn latency_weight(latency: Option<f64>, best: f64) -> f64 {
+    // Not answered yet: a full share until it has.
+    let Some(latency) = latency else { return 1.0 };
+    let threshold = best * TOLERANCE + SLACK_NANOS;
+    if latency <= threshold {
+        1.0
+    } else {
+        (threshold / latency).powi(STEEPNESS).max(MIN_WEIGHT)
     }
 }
 
@@ -62,38 +103,126 @@ impl Balance {
 pub(crate) struct Picker {
     /// The next turn.
     next: AtomicUsize,
+    /// The slow-start window, if shares ramp up.
+    slow_start: Option<Duration>,
 }
 
 impl Picker {
-    /// A cursor starting at the first candidate.
+    /// A cursor starting at the first candidate, without slow start.
     pub(crate) fn new() -> Self {
         Self::default()
     }
 
-    /// Picks by `balance` among candidates `0..n`, whose requests in flight are `pending`;
-    /// the index chosen and what `acquire` granted it, or `None` at once when no candidate
+    /// The same, with shares ramping up over `window` after an instance appears or its
+    /// breaker closes ([`Balance::LatencyAware`] only).
+    pub(crate) fn with_slow_start(window: Option<Duration>) -> Self {
+        Self {
+            next: AtomicUsize::new(0),
+            slow_start: window,
+        }
+    }
+
+    /// Picks by `balance` among candidates `0..n`, whose loads are `load`, at `now`; the
+    /// index chosen and what `acquire` granted it, or `None` at once when no candidate
     /// grants anything.
-    pub(crate) fn pick<T>(
+    pub(crate) fn pick<'l, T>(
         &self,
         balance: Balance,
         n: usize,
-        pending: impl Fn(usize) -> usize,
+        load: impl Fn(usize) -> &'l Load,
+        now: Instant,
         acquire: impl FnMut(usize) -> Option<T>,
     ) -> Option<(usize, T)> {
         if n == 0 {
             return None;
         }
+        let pending = |i: usize| load(i).in_flight();
         let cursor = &self.next;
-        let start = cursor.fetch_add(1, Ordering::Relaxed);
         match balance {
-            Balance::PowerOfTwoChoices => two_choices(cursor, start, n, pending, acquire),
+            Balance::LatencyAware => self.weighted(n, load, now, acquire),
+            Balance::PowerOfTwoChoices => {
+                let start = cursor.fetch_add(1, Ordering::Relaxed);
+                two_choices(cursor, start, n, pending, acquire)
+            }
             Balance::LeastPending | Balance::RoundRobin => {
-                fewest_first(cursor, start, n, pending, acquire, Vec::new())
+                let start = cursor.fetch_add(1, Ordering::Relaxed);
+                let key = |i: usize| match balance {
+                    Balance::RoundRobin => 0,
+                    _ => pending(i),
+                };
+                let (index, granted, offset) = fewest_first(start, n, key, 0, acquire, Vec::new())?;
+                pass_over(cursor, offset, index);
+                Some((index, granted))
             }
         }
     }
+
+    /// [`Balance::LatencyAware`]: turns by the candidates' shares, then two
+    /// choices by requests in flight among full shares; if the one chosen refuses, the
+    /// others, largest share first, then fewest in flight, then in turn.
+    fn weighted<'l, T>(
+        &self,
+        n: usize,
+        load: impl Fn(usize) -> &'l Load,
+        now: Instant,
+        mut acquire: impl FnMut(usize) -> Option<T>,
+    ) -> Option<(usize, T)> {
+        let best = (0..n)
+            .filter_map(|i| load(i).latency(now))
+            .fold(f64::INFINITY, f64::min);
+        let weight = |i: usize| {
+            let latency = latency_weight(load(i).latency(now), best);
+            match self.slow_start {
+                Some(window) => latency * load(i).ramp(window, now).max(MIN_RAMP),
+                None => latency,
+            }
+        };
+        // Shares are against the largest, so instances ramping up together are all full.
+        let top = (0..n).map(weight).fold(f64::MIN_POSITIVE, f64::max);
+        let share = |i: usize| ((weight(i) / top * FULL as f64) as u64).clamp(1, FULL);
+        let cursor = &self.next;
+        // The instance with the largest weight has a full share and takes its turn: at most
+        // one round of turns is needed; two bound it against concurrent pickers.
+        let mut turn = None;
+        for _ in 0..2 * n {
+            let index = cursor.fetch_add(1, Ordering::Relaxed) % n;
+            if load(index).take_turn(share(index), FULL) {
+                turn = Some(index);
+                break;
+            }
+        }
+        let turn = turn.unwrap_or_else(|| (0..n).max_by_key(|&i| share(i)).unwrap_or(0));
+        // Two choices by requests in flight, among full shares only: a slow instance's
+        // few requests in flight do not make it look free.
+        let mut chosen = turn;
+        let pending = load(turn).in_flight();
+        if pending > 0 && n > 1 {
+            let other = (turn + rand::random_range(1..n)) % n;
+            if share(other) == FULL && load(other).in_flight() < pending {
+                chosen = other;
+            }
+        }
+        if let Some(granted) = acquire(chosen) {
+            return Some((chosen, granted));
+        }
+        let key = |i: usize| (FULL - share(i), load(i).in_flight());
+        let refused = vec![(chosen + n - turn) % n];
+        let (index, granted, offset) = fewest_first(turn, n, key, (0, 0), acquire, refused)?;
+        if offset != 0 {
+            // Passed over without being charged: the next turn is the one after it.
+            cursor.fetch_add(offset, Ordering::Relaxed);
+        }
+        Some((index, granted))
+    }
 }
 
+/// After a pick at turn offset `offset` that landed on `index`: candidates passed over are
+/// not charged a turn, so the next turn is the one after `index`.
+fn pass_over(cursor: &AtomicUsize, offset: usize, index: usize) {
+    if offset != 0 {
+        cursor.store(index.wrapping_add(1), Ordering::Relaxed);
+    }
+}
 /// Power of two choices: offers `acquire` the candidate whose turn it is or one other drawn
 /// at random, whichever has fewer `pending` (the turn's on a tie); only if that one refuses
 /// are the others offered, fewest first in turn. A candidate with more pending than every
@@ -123,32 +252,36 @@ fn two_choices<T>(
     if let Some(granted) = acquire(index(offset)) {
         return Some((index(offset), granted));
     }
-    fewest_first(cursor, start, n, pending, acquire, vec![offset])
+    let (index, granted, offset) = fewest_first(start, n, pending, 0, acquire, vec![offset])?;
+    pass_over(cursor, offset, index);
+    Some((index, granted))
 }
 
 /// Offers the candidates in turn from `start`, except the turn offsets in `refused`, to
-/// `acquire`, fewest `pending` first (the first in turn among equals), until one grants.
-/// With nothing pending anywhere this is plain round-robin.
+/// `acquire`, least `key` first (the first in turn among equals), until one grants: the
+/// index, what it granted, and its turn offset from `start`. With every key equal this is
+/// plain round-robin.
 ///
-/// One pass over the candidates in turn reads each one's count and keeps the first with the
-/// fewest, stopping early at an idle one (nobody beats it); only when that candidate refuses
-/// (an open breaker, an instance the call already tried) is the pass repeated without it.
-fn fewest_first<T>(
-    cursor: &AtomicUsize,
+/// One pass over the candidates in turn reads each one's key and keeps the first with the
+/// least, stopping early at one whose key is `floor` (nobody beats it); only when that
+/// candidate refuses (an open breaker, an instance the call already tried) is the pass
+/// repeated without it.
+fn fewest_first<K: Ord + Copy, T>(
     start: usize,
     n: usize,
-    pending: impl Fn(usize) -> usize,
+    key: impl Fn(usize) -> K,
+    floor: K,
     mut acquire: impl FnMut(usize) -> Option<T>,
     mut refused: Vec<usize>,
-) -> Option<(usize, T)> {
+) -> Option<(usize, T, usize)> {
     while refused.len() < n {
-        // (pending, offset) of the first candidate in turn with the fewest pending.
-        let mut best: Option<(usize, usize)> = None;
+        // (key, offset) of the first candidate in turn with the least key.
+        let mut best: Option<(K, usize)> = None;
         for offset in (0..n).filter(|offset| !refused.contains(offset)) {
-            let load = pending(start.wrapping_add(offset) % n);
+            let load = key(start.wrapping_add(offset) % n);
             if best.is_none_or(|(least, _)| load < least) {
                 best = Some((load, offset));
-                if load == 0 {
+                if load == floor {
                     break;
                 }
             }
@@ -157,13 +290,7 @@ fn fewest_first<T>(
         let (_, offset) = best?;
         let index = start.wrapping_add(offset) % n;
         match acquire(index) {
-            Some(granted) => {
-                if offset != 0 {
-                    // Candidates passed over are not charged a turn: continue after this one.
-                    cursor.store(index.wrapping_add(1), Ordering::Relaxed);
-                }
-                return Some((index, granted));
-            }
+            Some(granted) => return Some((index, granted, offset)),
             None => refused.push(offset),
         }
     }

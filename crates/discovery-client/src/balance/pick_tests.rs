@@ -8,25 +8,41 @@ use tokio::time::Instant;
 use super::*;
 use crate::breaker::{Breaker, BreakerConfig, BreakerState, Transition};
 
-fn counts(n: usize) -> Vec<InFlight> {
-    (0..n).map(|_| InFlight::new()).collect()
+fn counts(n: usize) -> Vec<Load> {
+    (0..n).map(|_| Load::new(Instant::now())).collect()
+}
+
+/// Loads with these requests in flight (held by the guards returned with them).
+fn holding(pending: &[usize]) -> (Vec<Load>, Vec<InFlightGuard>) {
+    let loads = counts(pending.len());
+    let guards = (0..pending.len())
+        .flat_map(|i| (0..pending[i]).map(move |_| i))
+        .map(|i| loads[i].start())
+        .collect();
+    (loads, guards)
 }
 
 /// Picks `times` times by `balance` over `counts` (the calling thread's), every candidate
 /// granting.
-fn picks(picker: &Picker, balance: Balance, counts: &[InFlight], times: usize) -> Vec<usize> {
+fn picks(picker: &Picker, balance: Balance, counts: &[Load], times: usize) -> Vec<usize> {
     (0..times)
         .map(|_| {
-            let pending = |i: usize| balance.load(&counts[i]);
             picker
-                .pick(balance, counts.len(), pending, |_| Some(()))
+                .pick(
+                    balance,
+                    counts.len(),
+                    |i| &counts[i],
+                    Instant::now(),
+                    |_| Some(()),
+                )
                 .expect("every candidate grants")
                 .0
         })
         .collect()
 }
 
-const RULES: [Balance; 3] = [
+const RULES: [Balance; 4] = [
+    Balance::LatencyAware,
     Balance::PowerOfTwoChoices,
     Balance::LeastPending,
     Balance::RoundRobin,
@@ -43,7 +59,7 @@ fn every_rule_interleaves_ties_exactly() {
             "idle, {balance:?}"
         );
         // Equal, non-zero counts are ties too.
-        let _held: Vec<_> = counts.iter().map(InFlight::start).collect();
+        let _held: Vec<_> = counts.iter().map(Load::start).collect();
         assert_eq!(
             picks(&picker, balance, &counts, 6),
             [0, 1, 2, 0, 1, 2],
@@ -59,9 +75,14 @@ fn refusals_are_passed_over_without_being_charged_a_turn() {
         let counts = counts(3);
         let picks: Vec<usize> = (0..6)
             .map(|_| {
-                let pending = |i: usize| balance.load(&counts[i]);
                 picker
-                    .pick(balance, 3, pending, |i| (i != 0).then_some(()))
+                    .pick(
+                        balance,
+                        3,
+                        |i| &counts[i],
+                        Instant::now(),
+                        |i| (i != 0).then_some(()),
+                    )
                     .expect("1 and 2 grant")
                     .0
             })
@@ -71,9 +92,14 @@ fn refusals_are_passed_over_without_being_charged_a_turn() {
             [1, 2, 1, 2, 1, 2],
             "an even split between the others, {balance:?}"
         );
-        let none = picker.pick(balance, 3, |_| 0, |_| None::<()>);
+        let now = Instant::now();
+        let none = picker.pick(balance, 3, |i| &counts[i], now, |_| None::<()>);
         assert!(none.is_none(), "{balance:?}");
-        assert!(picker.pick(balance, 0, |_| 0, |_| Some(())).is_none());
+        assert!(
+            picker
+                .pick(balance, 0, |i| &counts[i], now, |_| Some(()))
+                .is_none()
+        );
     }
 }
 
@@ -105,10 +131,10 @@ fn a_dropped_guard_counts_the_request_out() {
     let counts = counts(2);
     let guard = counts[0].start();
     let clone = counts[0].clone();
-    assert_eq!(clone.get(), 1, "clones share the count");
+    assert_eq!(clone.in_flight(), 1, "clones share the count");
     assert_eq!(picks(&picker, Balance::LeastPending, &counts, 3), [1, 1, 1]);
     drop(guard);
-    assert_eq!(counts[0].get(), 0);
+    assert_eq!(counts[0].in_flight(), 0);
     let picks = picks(&picker, Balance::LeastPending, &counts, 4);
     assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 2, "{picks:?}");
 }
@@ -150,11 +176,16 @@ fn each_candidate_is_asked_at_most_once_and_the_last_asked_is_taken() {
         for _ in 0..30 {
             // Instance 0 refuses (an open breaker): the pick still lands, asking nobody twice.
             let mut asked = Vec::new();
-            let pending = |i: usize| balance.load(&counts[i]);
-            let picked = picker.pick(balance, 3, pending, |i| {
-                asked.push(i);
-                (i != 0).then_some(())
-            });
+            let picked = picker.pick(
+                balance,
+                3,
+                |i| &counts[i],
+                Instant::now(),
+                |i| {
+                    asked.push(i);
+                    (i != 0).then_some(())
+                },
+            );
             let (index, ()) = picked.expect("1 and 2 grant");
             assert_ne!(index, 0);
             let mut unique = asked.clone();
@@ -169,10 +200,12 @@ fn each_candidate_is_asked_at_most_once_and_the_last_asked_is_taken() {
         }
         // Nobody grants: `None` at once, each asked once.
         let mut asked = Vec::new();
+        let (idle, _) = holding(&[0, 0, 0]);
         let none = picker.pick(
             balance,
             3,
-            |_| 0,
+            |i| &idle[i],
+            Instant::now(),
             |i| -> Option<()> {
                 asked.push(i);
                 None
@@ -187,12 +220,13 @@ fn each_candidate_is_asked_at_most_once_and_the_last_asked_is_taken() {
 #[test]
 fn least_pending_asks_only_about_the_candidate_it_takes_then_fewest_first() {
     let picker = Picker::new();
-    let pending = [3, 0, 1, 2];
+    let (loads, _held) = holding(&[3, 0, 1, 2]);
     let mut asked = Vec::new();
     let picked = picker.pick(
         Balance::LeastPending,
         4,
-        |i| pending[i],
+        |i| &loads[i],
+        Instant::now(),
         |i| {
             asked.push(i);
             Some(i)
@@ -204,7 +238,8 @@ fn least_pending_asks_only_about_the_candidate_it_takes_then_fewest_first() {
     let picked = picker.pick(
         Balance::LeastPending,
         4,
-        |i| pending[i],
+        |i| &loads[i],
+        Instant::now(),
         |i| {
             asked.push(i);
             (i == 0).then_some(())
@@ -230,10 +265,10 @@ fn every_thread_shares_one_turn_and_one_count() {
     // A request counted on another thread, and counted out on this one.
     let held = std::thread::scope(|scope| scope.spawn(|| counts[1].start()).join());
     let held = held.expect("no panic");
-    assert_eq!(counts[1].get(), 1);
+    assert_eq!(counts[1].in_flight(), 1);
     assert_eq!(picks(&picker, Balance::LeastPending, &counts, 2), [2, 0]);
     drop(held);
-    assert_eq!(counts[1].get(), 0);
+    assert_eq!(counts[1].in_flight(), 0);
 }
 
 /// An instance whose breaker is Open and whose retest time has come, still holding requests
@@ -260,7 +295,8 @@ async fn a_busier_instance_in_retest_keeps_its_probe() {
             .pick(
                 Balance::LeastPending,
                 2,
-                |i| counts[i].get(),
+                |i| &counts[i],
+                now,
                 |i| breakers[i].try_acquire(now).0,
             )
             .expect("2 grants");
@@ -275,4 +311,70 @@ async fn a_busier_instance_in_retest_keeps_its_probe() {
     let (probe, transition) = breakers[0].try_acquire(now);
     assert!(probe.expect("the probe is still there").is_probe());
     assert_eq!(transition, Some(Transition::Retesting));
+}
+
+/// Loads whose estimates are these answer times (each observed twice: the first answer is
+/// left out).
+fn answering(millis: &[u64]) -> Vec<Load> {
+    let now = Instant::now();
+    let loads = counts(millis.len());
+    for (load, &ms) in loads.iter().zip(millis) {
+        for _ in 0..2 {
+            load.observe(Duration::from_millis(ms), now);
+        }
+    }
+    loads
+}
+
+#[test]
+fn latency_aware_gives_a_slow_instance_its_exact_trickle() {
+    let picker = Picker::new();
+    // 1/256 of a full share: one turn in 256 offered, i.e. one pick in 513.
+    let loads = answering(&[1, 1, 20]);
+    let picks = picks(&picker, Balance::LatencyAware, &loads, 513 * 10);
+    let slow = picks.iter().filter(|&&i| i == 2).count();
+    assert_eq!(slow, 10, "one in 513");
+    // The others alternate exactly between its turns.
+    let others: Vec<usize> = picks.iter().copied().filter(|&i| i != 2).take(8).collect();
+    assert_eq!(others, [0, 1, 0, 1, 0, 1, 0, 1]);
+}
+
+#[test]
+fn latency_aware_shares_fall_with_the_sixth_power_of_the_slowdown() {
+    // The tolerance is 1 ms + 25 % of the fastest (4 ms): 6 ms. An instance at 7 ms is 7/6
+    // of that: (6 / 7)^6 of a share, about 0.4.
+    let picker = Picker::new();
+    let loads = answering(&[4, 6, 7]);
+    let window = picks(&picker, Balance::LatencyAware, &loads, 3000);
+    let count = |i: usize| window.iter().filter(|&&p| p == i).count();
+    assert_eq!(
+        count(0),
+        count(1),
+        "within the tolerance: a full share each"
+    );
+    let expected = (6.0f64 / 7.0).powi(6);
+    let got = count(2) as f64 / count(0) as f64;
+    assert!(
+        (got - expected).abs() < 0.01,
+        "{got:.3} of a share, expected {expected:.3}"
+    );
+}
+
+#[test]
+fn latency_aware_falls_back_to_the_largest_share_when_the_turn_refuses() {
+    let picker = Picker::new();
+    let loads = answering(&[1, 1, 20]);
+    // Instance 0's breaker is open: instance 1 takes the calls, not the slow one.
+    for _ in 0..50 {
+        let (index, ()) = picker
+            .pick(
+                Balance::LatencyAware,
+                3,
+                |i| &loads[i],
+                Instant::now(),
+                |i| (i != 0).then_some(()),
+            )
+            .expect("1 and 2 grant");
+        assert_eq!(index, 1);
+    }
 }

@@ -9,14 +9,14 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 use tower::discover::{Change, Discover};
 
-use super::{Balance, InFlight, Picker, ResponseFuture};
+use super::{Balance, Load, Picker, ResponseFuture};
 use crate::Error;
 use crate::breaker::AcquirePermit;
 use crate::events::EventBus;
 use crate::telemetry::ServiceTelemetry;
 
 /// A tower [`Service`] that sends each call to an endpoint chosen by its [`Balance`] rule
-/// (by default power of two choices over round-robin turns) among those whose breaker grants
+/// (by default round-robin turns weighted by answer time) among those whose breaker grants
 /// a permit; endpoints come and go with a [`Discover`] stream.
 ///
 /// - `poll_ready` applies the discovery changes that have arrived, then picks: it asks the
@@ -68,9 +68,9 @@ pub struct Balancer<D: Discover> {
     discover: D,
     /// The endpoints, in the order discovery inserted them.
     endpoints: Vec<(D::Key, D::Service)>,
-    /// Calls in flight to each endpoint, by the same index as `endpoints` (a separate list
-    /// so the picker can read counts while it asks endpoints for permits).
-    in_flight: Vec<InFlight>,
+    /// Each endpoint's calls in flight and answer time, by the same index as `endpoints` (a
+    /// separate list so the picker can read them while it asks endpoints for permits).
+    loads: Vec<Load>,
     /// The round-robin cursor.
     picker: Picker,
     /// Whether calls in flight steer the pick.
@@ -103,7 +103,7 @@ impl<D: Discover> Balancer<D> {
         Self {
             discover,
             endpoints: Vec::new(),
-            in_flight: Vec::new(),
+            loads: Vec::new(),
             picker: Picker::new(),
             balance: Balance::default(),
             selected: None,
@@ -122,7 +122,7 @@ impl<D: Discover> Balancer<D> {
     }
 
     /// How to choose among endpoints that grant a permit (default
-    /// [`Balance::PowerOfTwoChoices`]).
+    /// [`Balance::LatencyAware`]).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
         self
@@ -192,17 +192,17 @@ impl<D: Discover> Balancer<D> {
                 Change::Insert(key, svc) => match position(&key) {
                     Some(index) => {
                         self.endpoints[index].1 = svc;
-                        self.in_flight[index] = InFlight::new();
+                        self.loads[index] = Load::new(Instant::now());
                     }
                     None => {
                         self.endpoints.push((key, svc));
-                        self.in_flight.push(InFlight::new());
+                        self.loads.push(Load::new(Instant::now()));
                     }
                 },
                 Change::Remove(key) => {
                     if let Some(index) = position(&key) {
                         self.endpoints.remove(index);
-                        self.in_flight.remove(index);
+                        self.loads.remove(index);
                     }
                 }
             }
@@ -250,11 +250,11 @@ where
         }
         let now = Instant::now();
         let mut waiting = false;
-        let (endpoints, in_flight, balance) = (&mut self.endpoints, &self.in_flight, self.balance);
-        let pending = |index: usize| balance.load(&in_flight[index]);
+        let (endpoints, loads) = (&mut self.endpoints, &self.loads);
+        let load = |index: usize| &loads[index];
         let picked = self
             .picker
-            .pick(balance, endpoints.len(), pending, |index| {
+            .pick(self.balance, endpoints.len(), load, now, |index| {
                 let svc = &mut endpoints[index].1;
                 if !svc.try_acquire(now) {
                     return None;
@@ -286,13 +286,11 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let chosen = self.selected.take().and_then(|index| {
-            let in_flight = self.in_flight.get(index)?;
-            Some((self.endpoints.get_mut(index)?, in_flight))
+            let load = self.loads.get(index)?;
+            Some((self.endpoints.get_mut(index)?, load))
         });
         match chosen {
-            Some(((_, svc), in_flight)) => {
-                ResponseFuture::called(svc.call(request), in_flight.start())
-            }
+            Some(((_, svc), load)) => ResponseFuture::called(svc.call(request), load.start()),
             None => match &self.unavailable {
                 Some(error) => ResponseFuture::failed(error.clone()),
                 None => ResponseFuture::failed(self.telemetry.all_down()),

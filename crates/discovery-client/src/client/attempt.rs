@@ -59,7 +59,7 @@ impl Sent {
         endpoint.gate.sending();
         Self {
             index,
-            in_flight: endpoint.in_flight.start(),
+            in_flight: endpoint.load.start(),
             response: transport.send(request, now + limit),
             permit,
             started: now,
@@ -78,6 +78,7 @@ impl Sent {
         decode: D,
     ) -> Judged<D::Output> {
         // The attempt has ended: it leaves the in-flight count now.
+        let load = self.in_flight.load().clone();
         drop(self.in_flight);
         let address = gate.address();
         let (result, value) = match sent {
@@ -96,7 +97,13 @@ impl Sent {
             Err(SendError::Failed(error)) => (Err(Error::from_transport(error, address)), None),
         };
         let outcome = classify::judge(classifier, &result);
+        let probe = self.permit.is_probe();
         let judged_at = gate.record(self.permit, outcome, self.started);
+        load.observe(judged_at.saturating_duration_since(self.started), judged_at);
+        if probe && outcome != Outcome::Failure {
+            // Its breaker closed: its share ramps up again (with slow start).
+            load.restart_ramp(judged_at);
+        }
         Judged {
             index: self.index,
             outcome,

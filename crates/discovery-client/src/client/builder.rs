@@ -66,6 +66,8 @@ pub struct ServiceClientBuilder {
     pub(crate) refused: Option<String>,
     pub(crate) event_capacity: usize,
     pub(crate) balance: Balance,
+    /// The window over which a new or recovered instance's share ramps up, if any.
+    pub(crate) slow_start: Option<Duration>,
 }
 
 impl ServiceClientBuilder {
@@ -90,6 +92,7 @@ impl ServiceClientBuilder {
             refused: None,
             event_capacity: 1024,
             balance: Balance::default(),
+            slow_start: None,
         }
     }
 
@@ -218,11 +221,36 @@ impl ServiceClientBuilder {
     }
 
     /// How to choose among the instances whose breaker grants a permit (default
-    /// [`Balance::PowerOfTwoChoices`]: the instance whose round-robin turn it is or one
-    /// other at random, whichever has fewer requests in flight; [`Balance::LeastPending`]
-    /// always takes the fewest; [`Balance::RoundRobin`] ignores requests in flight).
+    /// [`Balance::LatencyAware`]: round-robin turns weighted by how fast each instance
+    /// answers, then the fewer requests in flight of two; [`Balance::PowerOfTwoChoices`]
+    /// without the weights; [`Balance::LeastPending`] always takes the fewest in flight;
+    /// [`Balance::RoundRobin`] ignores both).
     pub fn balance(mut self, balance: Balance) -> Self {
         self.balance = balance;
+        self
+    }
+
+    /// Slow start (default off, as in Envoy): an instance that appears, or whose breaker
+    /// closes, gets a share of calls that ramps up linearly over `window`, from a tenth of a
+    /// full share to all of it, so a cold or just-recovered instance is not handed a full
+    /// share at once. Instances that appear together ramp together (shares are against the
+    /// largest), so a client starting up is not slowed. Needs [`Balance::LatencyAware`]
+    /// (the default); `build` refuses it with another rule.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use discovery_client::{ServiceClient, StaticDiscovery};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), discovery_client::Error> {
+    /// let ratings = ServiceClient::builder("ratings")
+    ///     .discovery(StaticDiscovery::new(["http://127.0.0.1:8001"]))
+    ///     .slow_start(Duration::from_secs(30))
+    ///     .build()?;
+    /// # let _ = ratings; Ok(()) }
+    /// ```
+    pub fn slow_start(mut self, window: Duration) -> Self {
+        self.slow_start = Some(window);
         self
     }
 
@@ -322,7 +350,8 @@ impl ServiceClientBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] naming the first invalid setting: no discovery source, an empty or
-    /// malformed service name, a zero timeout, hedge delay or failure limit, a retry budget outside
+    /// malformed service name, a zero timeout, hedge delay, failure limit or slow-start
+    /// window, slow start with a [`Balance`] other than the default, a retry budget outside
     /// `0.0..=1000.0`, or no tokio runtime.
     pub fn build(self) -> Result<ServiceClient, Error> {
         self.validate().map_err(Error::Config)?;
@@ -366,6 +395,17 @@ impl ServiceClientBuilder {
             ));
         }
         self.hedging.validate()?;
+        if let Some(window) = self.slow_start {
+            if window.is_zero() {
+                return Err("slow start window must be greater than zero".into());
+            }
+            if self.balance != Balance::LatencyAware {
+                return Err(format!(
+                    "slow start needs Balance::LatencyAware, not Balance::{:?}",
+                    self.balance
+                ));
+            }
+        }
         if self.deadline.is_some_and(|d| d.is_zero()) {
             return Err("deadline must be greater than zero".into());
         }

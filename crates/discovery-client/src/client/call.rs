@@ -214,7 +214,8 @@ impl<D: Decode> Call<'_, D> {
         let picked = client.picker.pick(
             client.balance,
             endpoints.len(),
-            |i| client.balance.load(&endpoints[i].in_flight),
+            |i| &endpoints[i].load,
+            now,
             |i| match tried.contains(&i) {
                 true => None,
                 false => endpoints[i].gate.acquire(now),

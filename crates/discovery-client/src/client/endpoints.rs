@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tower::discover::Change;
 
 use crate::Instance;
-use crate::balance::InFlight;
+use crate::balance::Load;
 use crate::breaker::{BreakerState, Breakers, Gate};
 use crate::discovery::{InstanceStream, Update};
 use crate::transport::{BaseUrl, ServerNames};
@@ -26,10 +26,10 @@ pub(crate) struct Endpoint {
     pub(crate) base: BaseUrl,
     /// Its breaker (kept by address across discovery refreshes) and reporting.
     pub(crate) gate: Gate,
-    /// Attempts sent to it and not finished yet, which the picker reads to pass over an
-    /// instance that has stopped answering. An endpoint rebuilt for the same address starts
-    /// a new count.
-    pub(crate) in_flight: InFlight,
+    /// Attempts sent to it and not finished yet, and how fast it has been answering, which
+    /// the picker reads to pass over an instance that is slow or has stopped answering. An
+    /// endpoint rebuilt for the same address starts afresh (and its slow start with it).
+    pub(crate) load: Load,
 }
 
 /// What discovery has said so far.
@@ -68,7 +68,7 @@ pub(crate) async fn follow_discovery(
                     base: BaseUrl::new(&instance.address),
                     gate: breakers.gate(&instance),
                     instance: Arc::new(instance),
-                    in_flight: InFlight::new(),
+                    load: Load::new(tokio::time::Instant::now()),
                 };
                 match endpoints.iter_mut().find(|e| e.instance.address == address) {
                     Some(existing) => *existing = endpoint,
@@ -150,7 +150,7 @@ impl InstanceStatus {
             id: endpoint.instance.id.clone(),
             address: endpoint.instance.address.clone(),
             state: endpoint.gate.breaker().state(),
-            in_flight: endpoint.in_flight.get(),
+            in_flight: endpoint.load.in_flight(),
             requests: stats.attempts(),
             failures: stats.failures(),
             latency_p50: latency.map(|(p50, _)| p50),

@@ -171,7 +171,7 @@ impl ServiceClient {
                 telemetry,
                 events,
                 endpoints: endpoints_rx,
-                picker: Picker::new(),
+                picker: Picker::with_slow_start(builder.slow_start),
                 balance: builder.balance,
                 transport,
                 classifier: builder.classifier,

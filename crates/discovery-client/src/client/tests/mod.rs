@@ -4,6 +4,7 @@
 //!
 //! - `picking.rs`: round-robin, breakers opening and closing, failures and their errors;
 //! - `retries.rs`: retries, the retry budget, the deadline, non-idempotent requests;
+//! - `gray.rs`: latency-aware picking (a slow instance's share, its recovery) and slow start;
 //! - `hedging.rs`: hedged attempts;
 //! - `under_load.rs`: many callers while an instance hangs;
 //! - `cache.rs`: the response cache through the client;
@@ -11,6 +12,7 @@
 //! - `sockets.rs`: the default transport over real sockets.
 
 mod cache;
+mod gray;
 mod hedging;
 mod picking;
 mod retries;

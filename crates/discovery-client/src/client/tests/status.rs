@@ -81,7 +81,9 @@ async fn instance_status_has_the_requests_failures_and_recent_latency_of_each_in
     let (transport, fakes) = instances(2);
     fakes[0].set(after(10, Behaviour::Ratings));
     fakes[1].set(after(30, Behaviour::Ratings));
+    // Plain turns, so each instance gets half the calls however slow it is.
     let c = client(&transport, &fakes)
+        .balance(Balance::RoundRobin)
         .failure_limit(100)
         .hedging(Hedging::Off)
         .build()

@@ -78,7 +78,7 @@ async fn hang_under_load(balance: Balance, hedging: Hedging) -> HangRun {
         .known_endpoints()
         .expect("known")
         .expect("endpoints");
-    let in_flight_at_hang = endpoints[0].in_flight.get();
+    let in_flight_at_hang = endpoints[0].load.in_flight();
     let hits_at_hang = fakes[0].hits();
     fakes[0].set(Behaviour::Hang);
     let first_timeout = hang_at + timeout;
