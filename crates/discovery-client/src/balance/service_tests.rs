@@ -339,3 +339,46 @@ async fn a_fresh_stack_over_static_discovery_answers_its_first_call() {
         );
     }
 }
+
+/// Instance `n` at `http://instance-n`, answering its number after `millis`.
+fn timed_endpoint(n: u16, millis: u64) -> (String, Endpoint) {
+    let address = format!("http://instance-{n}");
+    let inner = tower::service_fn(move |_: http::Request<()>| -> Answer {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(millis)).await;
+            Ok(http::Response::new(Bytes::from(n.to_string())))
+        })
+    });
+    let instance = Instance::new(n.to_string(), &address);
+    let layer = BreakerLayer::new("ratings", &instance, BreakerConfig::default());
+    (
+        address,
+        layer.layer(tower::util::BoxCloneService::new(inner)),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_balancer_times_its_calls_and_gives_a_slow_endpoint_a_trickle() {
+    let (tx, rx) = mpsc::unbounded();
+    for (n, millis) in [(1, 1), (2, 20), (3, 1)] {
+        let (address, svc) = timed_endpoint(n, millis);
+        tx.unbounded_send(Ok(Change::Insert(address, svc)))
+            .expect("send");
+    }
+    let mut rr: Tested = Balancer::new("ratings", rx);
+    // Two answers each (the first is left out of the estimate), in turn.
+    assert_eq!(sequence(&mut rr, 6).await, ["1", "2", "3", "1", "2", "3"]);
+    let seen = sequence(&mut rr, 1000).await;
+    let slow = seen.iter().filter(|who| *who == "2").count();
+    assert!((1..=5).contains(&slow), "a trickle: {slow} of 1000");
+    // Plain round-robin over the same endpoints would send it a third.
+    let (tx, rx) = mpsc::unbounded();
+    for (n, millis) in [(1, 1), (2, 20), (3, 1)] {
+        let (address, svc) = timed_endpoint(n, millis);
+        tx.unbounded_send(Ok(Change::Insert(address, svc)))
+            .expect("send");
+    }
+    let mut plain: Tested = Balancer::new("ratings", rx).balance(Balance::RoundRobin);
+    let seen = sequence(&mut plain, 300).await;
+    assert_eq!(seen.iter().filter(|who| *who == "2").count(), 100);
+}
