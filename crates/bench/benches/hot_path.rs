@@ -2,7 +2,8 @@
 //!
 //! - `client`: `ServiceClient::get_json` over a transport that answers at once, in memory
 //!   (request, pick, permit, attempt with its timeout, judging, decoding, recording: the
-//!   client's whole per-call work without the network);
+//!   client's whole per-call work without the network); `get_json_two_choices` the same
+//!   with `Balance::PowerOfTwoChoices`, to see what latency-aware picking costs;
 //! - `breaker`: acquire a permit and record its success on a closed breaker (ours, and the
 //!   `failsafe` and `recloser` crates doing the same work);
 //! - `cache_hit`: `ServiceClient::get_json_cached` answered from the fresh cache (lookup and
@@ -27,6 +28,7 @@ use std::time::Duration;
 use bench::instant::InstantClient;
 use bench::scaling::ready_now;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use discovery_client::Balance;
 use discovery_client::breaker::{Breaker, BreakerConfig};
 use tokio::time::Instant;
 
@@ -143,6 +145,14 @@ fn client(c: &mut Criterion) {
             b.iter_custom(|iters| on_threads(t, iters, &op))
         });
     }
+    // The same call with the picking rule before latency-aware picking became the default.
+    let two_choices = InstantClient::with_balance(Balance::PowerOfTwoChoices).expect("client");
+    let op = || {
+        black_box(two_choices.get_json());
+    };
+    group.bench_with_input(BenchmarkId::new("get_json_two_choices", 1), &1, |b, &t| {
+        b.iter_custom(|iters| on_threads(t, iters, &op))
+    });
     group.finish();
 
     let mut group = c.benchmark_group("clock");

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
-use discovery_client::{ServiceClient, StaticDiscovery};
+use discovery_client::{Balance, ServiceClient, StaticDiscovery};
 use http_body_util::Full;
 use tokio::runtime::Runtime;
 
@@ -28,11 +28,17 @@ pub struct InstantClient {
 }
 
 impl InstantClient {
-    /// A client with the defaults (hedging, two choices) and a cache TTL of an hour, whose
+    /// A client with the defaults (hedging, latency-aware picking) and a cache TTL of an
+    /// hour, whose
     /// cache holds the answer: [`get_json`](Self::get_json) goes through the client's call
     /// path (it bypasses the cache), [`cache_hit`](Self::cache_hit) is answered from the
     /// cache. Discovery has answered when this returns.
     pub fn new() -> Result<Self, String> {
+        Self::with_balance(Balance::default())
+    }
+
+    /// The same with another [`Balance`] rule.
+    pub fn with_balance(balance: Balance) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -48,6 +54,7 @@ impl InstantClient {
                     (1..=3).map(|i| format!("http://10.0.0.{i}:80")),
                 ))
                 .transport(transport)
+                .balance(balance)
                 .cache_ttl(Duration::from_secs(3600))
                 .build()
                 .map_err(|e| format!("client: {e}"))?;
