@@ -1,8 +1,10 @@
 //! Deciding whether an attempt failed, apart from what the breaker does about it.
 //!
 //! The default rule, [`DefaultClassifier`]: transport errors, timeouts, 5xx answers and
-//! bodies that cannot be decoded are the instance's failures; 4xx answers are the caller's
-//! problem and never trip a breaker; everything else succeeded. Supply your own
+//! bodies that are malformed or cut short are the instance's failures; 4xx answers, and
+//! well-formed bodies of another type than the caller's ([`Error::Decode`] with
+//! `wrong_type`), are the caller's problem and never trip a breaker; everything else
+//! succeeded. Supply your own
 //! [`Classify`] to the builder to change it (say, to count 429 as a failure).
 
 use http::StatusCode;
@@ -145,6 +147,12 @@ mod tests {
         let decode = Error::Decode {
             address: "http://x".into(),
             message: "expected value".into(),
+            wrong_type: false,
+        };
+        let wrong_type = Error::Decode {
+            address: "http://x".into(),
+            message: "missing field `rating`".into(),
+            wrong_type: true,
         };
         let refused = Error::Http {
             address: "http://x".into(),
@@ -157,9 +165,11 @@ mod tests {
                 Outcome::Failure
             );
         }
-        assert_eq!(
-            DefaultClassifier.classify(Attempt::Errored(&bad)),
-            Outcome::CallerError
-        );
+        for e in [&bad, &wrong_type] {
+            assert_eq!(
+                DefaultClassifier.classify(Attempt::Errored(e)),
+                Outcome::CallerError
+            );
+        }
     }
 }

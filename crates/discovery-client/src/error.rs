@@ -93,13 +93,19 @@ pub enum Error {
         /// The answer's body, cut at [`STATUS_BODY_LIMIT`] bytes.
         body: Bytes,
     },
-    /// The answer's body could not be decoded as the expected type.
+    /// A 2xx answer's body could not be decoded as the type the caller asked for.
     #[error("undecodable body from {address}: {message}")]
     Decode {
         /// The instance that answered.
         address: String,
         /// What the decoder said.
         message: String,
+        /// Whose fault it is. `true`: the body is well-formed (valid JSON) but not of the
+        /// caller's type (a missing field, a string where a number goes): the caller's
+        /// mistake, which no breaker counts and no retry repeats, since every instance would
+        /// answer the same. `false`: the body is malformed or cut short: the instance's
+        /// failure, retried elsewhere like a 5xx.
+        wrong_type: bool,
     },
     /// The request itself is malformed (for example a path that does not start with `/`).
     #[error("invalid request: {0}")]
@@ -277,10 +283,8 @@ impl Error {
     /// breaker counts it), as opposed to the caller's or the whole service's.
     pub fn is_instance_failure(&self) -> bool {
         match self {
-            Error::Timeout { .. }
-            | Error::Http { .. }
-            | Error::Tls { .. }
-            | Error::Decode { .. } => true,
+            Error::Timeout { .. } | Error::Http { .. } | Error::Tls { .. } => true,
+            Error::Decode { wrong_type, .. } => !wrong_type,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }

@@ -68,12 +68,21 @@ impl Gate {
     /// it was recorded at.
     #[inline]
     pub(crate) fn record(&self, permit: Permit, outcome: Outcome, started: Instant) -> Instant {
-        let now = Instant::now();
-        self.telemetry
-            .request(outcome, now.saturating_duration_since(started));
+        let now = self.count(outcome, started);
         if let Some(t) = permit.record(outcome != Outcome::Failure, now) {
             self.telemetry.transition(&self.breaker, t);
         }
+        now
+    }
+
+    /// Counts the outcome of the attempt sent at `started` in the metrics and figures only,
+    /// for an attempt whose permit is dropped unrecorded (the breaker is not told). Returns
+    /// the moment it was counted at.
+    #[inline]
+    pub(crate) fn count(&self, outcome: Outcome, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.telemetry
+            .request(outcome, now.saturating_duration_since(started));
         now
     }
 }

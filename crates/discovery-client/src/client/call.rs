@@ -16,10 +16,16 @@
 //!    attempt, that attempt's error).
 //! 2. **Attempt.** The request goes to that instance through the transport, logged
 //!    (`ratings using instance 1: ...`) and bounded by the per-attempt timeout (the client's
-//!    or the request's, or what is left of the deadline). The whole answer is judged: a 2xx body the caller's decoder
-//!    refuses is [`Error::Decode`]; then the classifier decides, and the outcome is recorded
-//!    on the instance's breaker (whose transitions are logged as `OPEN breaker on [...]`,
-//!    `RETEST ...`, `CLOSE ...`), in the metrics and in the instance's figures.
+//!    or the request's, or what is left of the deadline). The whole answer is judged: a 2xx
+//!    body the caller's decoder refuses is [`Error::Decode`] (the instance's failure if the
+//!    body is malformed or cut short; the caller's own, never retried, if it is valid JSON
+//!    of another type); then the classifier decides, and the outcome is recorded on the
+//!    instance's breaker (whose transitions are logged as `OPEN breaker on [...]`, `RETEST
+//!    ...`, `CLOSE ...`), in the metrics and in the instance's figures. Only the call's
+//!    first timeout is recorded on a breaker: a call that times out on every instance it
+//!    tries is more likely slow by nature than its instances sick, so it opens at most one
+//!    breaker (its later timeouts, a hedged-over one included, are counted in the metrics
+//!    and figures only).
 //! 3. **Hedge.** An attempt of an idempotent request (by its method, by
 //!    [`RequestBuilder::idempotent`](crate::RequestBuilder::idempotent), or any request with
 //!    `retry_non_idempotent`) that has not ended after the hedge delay
@@ -138,6 +144,8 @@ struct Call<'c, D> {
     hedge_after: Option<Duration>,
     /// The error of the last failed attempt.
     last_error: Option<Error>,
+    /// Whether an attempt has timed out: only the first timeout is recorded on a breaker.
+    timed_out: bool,
 }
 
 /// Sends `request` as the [module docs](self) say, decoding a 2xx answer with `decode`.
@@ -167,6 +175,7 @@ pub(super) async fn call<D: Decode>(
             .then(|| client.hedging.delay(&client.latency))
             .flatten(),
         last_error: None,
+        timed_out: false,
     };
     call.run(now).await
 }
@@ -242,18 +251,19 @@ impl<D: Decode> Call<'_, D> {
     }
 
     /// Waits for `sent` to end and judges it.
-    async fn finish(&self, mut sent: Sent) -> Judged<D::Output> {
+    async fn finish(&mut self, mut sent: Sent) -> Judged<D::Output> {
         let answer = (&mut sent.response).await;
         self.judge(sent, answer)
     }
 
     fn judge(
-        &self,
+        &mut self,
         sent: Sent,
         answer: Result<http::Response<Bytes>, SendError>,
     ) -> Judged<D::Output> {
         let gate = &self.endpoints[sent.index].gate;
-        sent.judge(answer, gate, &*self.client.classifier, self.decode)
+        let classifier = &*self.client.classifier;
+        sent.judge(answer, gate, classifier, self.decode, &mut self.timed_out)
     }
 
     /// Waits for `first`; if it has not ended after `delay`, and `max_retries`, the retry
@@ -291,7 +301,7 @@ impl<D: Decode> Call<'_, D> {
             self.client.telemetry.hedged(judged.index == quick);
             let classifier = Arc::clone(&self.client.classifier);
             let endpoint = &self.endpoints[other.index];
-            other.detach(endpoint, classifier, self.decode.check());
+            other.detach(endpoint, classifier, self.decode.check(), self.timed_out);
             return Ok(judged);
         }
         self.failed(judged);

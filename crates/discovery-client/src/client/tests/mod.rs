@@ -5,11 +5,13 @@
 //! - `picking.rs`: round-robin, breakers opening and closing, failures and their errors;
 //! - `retries.rs`: retries, the retry budget, the deadline, non-idempotent requests;
 //! - `hedging.rs`: hedged attempts;
+//! - `blame.rs`: what an instance is not blamed for (the caller's wrong type, a slow call);
 //! - `under_load.rs`: many callers while an instance hangs;
 //! - `cache.rs`: the response cache through the client;
 //! - `status.rs`: what the client says: metrics, events, instance figures;
 //! - `sockets.rs`: the default transport over real sockets.
 
+mod blame;
 mod cache;
 mod hedging;
 mod picking;
