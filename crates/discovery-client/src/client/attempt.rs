@@ -12,6 +12,7 @@ use crate::Error;
 use crate::balance::InFlightGuard;
 use crate::breaker::{Gate, Permit};
 use crate::classify::{self, Classify, Outcome};
+use crate::error::retry_after_of;
 use crate::transport::{BoxTransport, SendError, Sending};
 
 /// An attempt under way on one instance.
@@ -69,7 +70,8 @@ impl Sent {
 
     /// Judges what the attempt got (`sent`): an error names the instance; a 2xx body goes to
     /// `decode` (a body it refuses is [`Error::Decode`]); then the classifier decides, and
-    /// the outcome goes to the breaker, the metrics and the instance's figures.
+    /// the outcome goes to the breaker, the metrics and the instance's figures. An instance
+    /// that pushed back ([`Outcome::Overloaded`]) is avoided for its `Retry-After`.
     ///
     /// `timed_out` is whether an attempt of the same call has timed out already, and is set
     /// when this one does: only a call's first timeout is recorded on a breaker. A call that
@@ -108,6 +110,13 @@ impl Sent {
         } else {
             gate.record(self.permit, outcome, self.started)
         };
+        if outcome == Outcome::Overloaded {
+            let asked = result
+                .as_ref()
+                .ok()
+                .and_then(|a| retry_after_of(a.headers()));
+            gate.push_back(judged_at, asked);
+        }
         Judged {
             index: self.index,
             outcome,

@@ -161,7 +161,8 @@ impl ServiceClient {
             }
         };
         let breakers = Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
-            .shared_classifier(Arc::clone(&builder.classifier));
+            .shared_classifier(Arc::clone(&builder.classifier))
+            .max_retry_after(builder.max_retry_after);
         let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
         let (endpoints_tx, endpoints_rx) = watch::channel(Known::Nothing);
         let follow = endpoints::follow_discovery(instances, breakers, server_names, endpoints_tx);
