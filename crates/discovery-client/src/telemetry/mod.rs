@@ -71,7 +71,8 @@ fn describe() {
     metrics::describe_counter!(
         RETRIES_TOTAL,
         Unit::Count,
-        "Attempts sent on another instance after an attempt of the same call failed."
+        "Attempts sent on another instance after an attempt of the same call failed or \
+         pushed back."
     );
     metrics::describe_counter!(
         OVERLOADED_TOTAL,
