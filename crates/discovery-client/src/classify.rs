@@ -1,13 +1,17 @@
 //! Deciding whether an attempt failed, apart from what the breaker does about it.
 //!
 //! The default rule, [`DefaultClassifier`]: transport errors, timeouts, 5xx answers and
-//! bodies that cannot be decoded are the instance's failures; 4xx answers are the caller's
-//! problem and never trip a breaker; everything else succeeded. Supply your own
+//! bodies that are malformed or cut short are the instance's failures; 4xx answers, and
+//! well-formed bodies of another type than the caller's ([`Error::Decode`] with
+//! `wrong_type`), are the caller's problem and never trip a breaker; a 429, or a 503 with a
+//! `Retry-After`, is back-pressure ([`Outcome::Overloaded`]): the instance is busy, not
+//! sick; everything else succeeded. Supply your own
 //! [`Classify`] to the builder to change it (say, to count 429 as a failure).
 
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 
 use crate::Error;
+use crate::error::retry_after_of;
 
 /// What one attempt amounted to.
 ///
@@ -15,7 +19,12 @@ use crate::Error;
 /// use discovery_client::classify::{Attempt, Classify, DefaultClassifier, Outcome};
 /// use http::StatusCode;
 ///
-/// let outcome = DefaultClassifier.classify(Attempt::Answered { status: StatusCode::NOT_FOUND, body: b"" });
+/// let headers = http::HeaderMap::new();
+/// let outcome = DefaultClassifier.classify(Attempt::Answered {
+///     status: StatusCode::NOT_FOUND,
+///     headers: &headers,
+///     body: b"",
+/// });
 /// assert_eq!(outcome, Outcome::CallerError);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +35,11 @@ pub enum Outcome {
     CallerError,
     /// The instance failed: counts toward its breaker, and another instance may be tried.
     Failure,
+    /// The instance pushed back (429 Too Many Requests, or 503 with `Retry-After`): it is
+    /// busy, not sick. No breaker counts it, neither as a success nor as a failure; a
+    /// [`ServiceClient`](crate::ServiceClient) avoids the instance for its `Retry-After`
+    /// (capped) and tries another instance, as it would after a failure.
+    Overloaded,
 }
 
 /// The attempt as a classifier sees it.
@@ -44,6 +58,8 @@ pub enum Attempt<'a> {
     Answered {
         /// The HTTP status.
         status: StatusCode,
+        /// The answer's headers (such as `Retry-After`).
+        headers: &'a HeaderMap,
         /// The whole body.
         body: &'a [u8],
     },
@@ -75,16 +91,23 @@ pub trait Classify: Send + Sync + std::fmt::Debug + 'static {
     fn classify(&self, attempt: Attempt<'_>) -> Outcome;
 }
 
-/// Transport errors, timeouts, 5xx and undecodable bodies fail; 4xx is the caller's problem.
+/// Transport errors, timeouts, 5xx and malformed bodies fail; 4xx is the caller's problem,
+/// but for 429, which is back-pressure, as is a 503 with a `Retry-After` (delay-seconds or
+/// an HTTP date).
 ///
 /// ```
 /// use discovery_client::classify::{Attempt, Classify, DefaultClassifier, Outcome};
-/// use http::StatusCode;
+/// use http::{HeaderMap, StatusCode};
 ///
-/// let judge = |code| DefaultClassifier.classify(Attempt::Answered { status: code, body: b"{}" });
-/// assert_eq!(judge(StatusCode::OK), Outcome::Success);
-/// assert_eq!(judge(StatusCode::BAD_REQUEST), Outcome::CallerError);
-/// assert_eq!(judge(StatusCode::SERVICE_UNAVAILABLE), Outcome::Failure);
+/// let none = HeaderMap::new();
+/// let mut retry_after = HeaderMap::new();
+/// retry_after.insert(http::header::RETRY_AFTER, "7".parse().unwrap());
+/// let judge = |status, headers| DefaultClassifier.classify(Attempt::Answered { status, headers, body: b"{}" });
+/// assert_eq!(judge(StatusCode::OK, &none), Outcome::Success);
+/// assert_eq!(judge(StatusCode::BAD_REQUEST, &none), Outcome::CallerError);
+/// assert_eq!(judge(StatusCode::SERVICE_UNAVAILABLE, &none), Outcome::Failure);
+/// assert_eq!(judge(StatusCode::SERVICE_UNAVAILABLE, &retry_after), Outcome::Overloaded);
+/// assert_eq!(judge(StatusCode::TOO_MANY_REQUESTS, &none), Outcome::Overloaded);
 /// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultClassifier;
@@ -92,6 +115,14 @@ pub struct DefaultClassifier;
 impl Classify for DefaultClassifier {
     fn classify(&self, attempt: Attempt<'_>) -> Outcome {
         match attempt {
+            Attempt::Answered { status, .. } if status == StatusCode::TOO_MANY_REQUESTS => {
+                Outcome::Overloaded
+            }
+            Attempt::Answered {
+                status, headers, ..
+            } if status == StatusCode::SERVICE_UNAVAILABLE && retry_after_of(headers).is_some() => {
+                Outcome::Overloaded
+            }
             Attempt::Answered { status, .. } if status.is_server_error() => Outcome::Failure,
             Attempt::Answered { status, .. } if status.is_client_error() => Outcome::CallerError,
             Attempt::Answered { .. } => Outcome::Success,
@@ -109,6 +140,7 @@ pub(crate) fn judge<B: AsRef<[u8]>>(
     match result {
         Ok(answer) => classifier.classify(Attempt::Answered {
             status: answer.status(),
+            headers: answer.headers(),
             body: answer.body().as_ref(),
         }),
         Err(error) => classifier.classify(Attempt::Errored(error)),
@@ -121,9 +153,22 @@ mod tests {
 
     use super::*;
 
-    fn answered(code: u16) -> Outcome {
+    fn answered_with(code: u16, retry_after: Option<&str>) -> Outcome {
         let status = StatusCode::from_u16(code).expect("valid status");
-        DefaultClassifier.classify(Attempt::Answered { status, body: b"" })
+        let mut headers = HeaderMap::new();
+        if let Some(value) = retry_after {
+            let value = value.parse().expect("a header value");
+            headers.insert(http::header::RETRY_AFTER, value);
+        }
+        DefaultClassifier.classify(Attempt::Answered {
+            status,
+            headers: &headers,
+            body: b"",
+        })
+    }
+
+    fn answered(code: u16) -> Outcome {
+        answered_with(code, None)
     }
 
     #[test]
@@ -137,6 +182,21 @@ mod tests {
     }
 
     #[test]
+    fn push_backs() {
+        assert_eq!(answered(429), Outcome::Overloaded);
+        assert_eq!(answered_with(429, Some("2")), Outcome::Overloaded);
+        assert_eq!(answered_with(503, Some("7")), Outcome::Overloaded);
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        assert_eq!(answered_with(503, Some(date)), Outcome::Overloaded);
+        assert_eq!(
+            answered_with(503, Some("soon")),
+            Outcome::Failure,
+            "a Retry-After that says nothing usable"
+        );
+        assert_eq!(answered_with(500, Some("7")), Outcome::Failure);
+    }
+
+    #[test]
     fn errors() {
         let timeout = Error::Timeout {
             address: "http://x".into(),
@@ -145,6 +205,12 @@ mod tests {
         let decode = Error::Decode {
             address: "http://x".into(),
             message: "expected value".into(),
+            wrong_type: false,
+        };
+        let wrong_type = Error::Decode {
+            address: "http://x".into(),
+            message: "missing field `rating`".into(),
+            wrong_type: true,
         };
         let refused = Error::Http {
             address: "http://x".into(),
@@ -157,9 +223,11 @@ mod tests {
                 Outcome::Failure
             );
         }
-        assert_eq!(
-            DefaultClassifier.classify(Attempt::Errored(&bad)),
-            Outcome::CallerError
-        );
+        for e in [&bad, &wrong_type] {
+            assert_eq!(
+                DefaultClassifier.classify(Attempt::Errored(e)),
+                Outcome::CallerError
+            );
+        }
     }
 }

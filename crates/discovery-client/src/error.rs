@@ -93,13 +93,35 @@ pub enum Error {
         /// The answer's body, cut at [`STATUS_BODY_LIMIT`] bytes.
         body: Bytes,
     },
-    /// The answer's body could not be decoded as the expected type.
+    /// A 2xx answer's body could not be decoded as the type the caller asked for.
     #[error("undecodable body from {address}: {message}")]
     Decode {
         /// The instance that answered.
         address: String,
         /// What the decoder said.
         message: String,
+        /// Whose fault it is. `true`: the body is well-formed (valid JSON) but not of the
+        /// caller's type (a missing field, a string where a number goes): the caller's
+        /// mistake, which no breaker counts and no retry repeats, since every instance would
+        /// answer the same. `false`: the body is malformed or cut short: the instance's
+        /// failure, retried elsewhere like a 5xx.
+        wrong_type: bool,
+    },
+    /// Every instance the call could use pushed back: it answered 429 Too Many Requests, or
+    /// 503 with a `Retry-After`, or it did so shortly before and is still being left alone
+    /// for the time it asked. The service is busy, not down: no breaker counts a push-back.
+    /// (A [`ServiceClient`](crate::ServiceClient) tries another instance after a push-back,
+    /// as it would after a failure, for requests it retries.)
+    #[error("{service}: every instance pushed back{}", wait_hint(*retry_after))]
+    Overloaded {
+        /// The service that was called.
+        service: String,
+        /// How long until the first of the instances that pushed back may be called again:
+        /// the time it asked in `Retry-After` (capped, see
+        /// [`ServiceClientBuilder::max_retry_after`](crate::ServiceClientBuilder::max_retry_after)),
+        /// or a second if it did not say. `None` if that time has passed already (an
+        /// instance that asked for no wait).
+        retry_after: Option<Duration>,
     },
     /// The request itself is malformed (for example a path that does not start with `/`).
     #[error("invalid request: {0}")]
@@ -111,6 +133,27 @@ pub enum Error {
     /// stopped); this is its message. Never an instance's failure.
     #[error("middleware: {0}")]
     Middleware(String),
+}
+
+/// `" (retry after 2s)"` for [`Error::Overloaded`]'s message, or nothing.
+fn wait_hint(retry_after: Option<Duration>) -> String {
+    retry_after.map_or_else(String::new, |wait| format!(" (retry after {wait:?})"))
+}
+
+/// How long the `Retry-After` header in `headers` asks callers to wait: delay-seconds, or
+/// an HTTP date from now (zero if it has passed). `None` without the header, or with one
+/// that is neither.
+pub(crate) fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
 /// The error and its causes, `: `-separated: where a client says what really happened (such
@@ -241,7 +284,8 @@ impl Error {
 
     /// For an [`Error::Status`] answer with a `Retry-After` header: how long the instance
     /// asked callers to wait (delay-seconds, or an HTTP date from now; zero if it has
-    /// passed). `None` for other errors, or a header that is neither.
+    /// passed). For [`Error::Overloaded`], its `retry_after`. `None` for other errors, or a
+    /// header that is neither.
     ///
     /// ```
     /// use std::time::Duration;
@@ -258,29 +302,19 @@ impl Error {
     /// assert_eq!(busy.retry_after(), Some(Duration::from_secs(7)));
     /// ```
     pub fn retry_after(&self) -> Option<Duration> {
-        let Error::Status { headers, .. } = self else {
-            return None;
-        };
-        let value = headers
-            .get(http::header::RETRY_AFTER)?
-            .to_str()
-            .ok()?
-            .trim();
-        if let Ok(seconds) = value.parse::<u64>() {
-            return Some(Duration::from_secs(seconds));
+        match self {
+            Error::Status { headers, .. } => retry_after_of(headers),
+            Error::Overloaded { retry_after, .. } => *retry_after,
+            _ => None,
         }
-        let when = httpdate::parse_http_date(value).ok()?;
-        Some(when.duration_since(SystemTime::now()).unwrap_or_default())
     }
 
     /// Whether the error is the instance's fault (so a retry elsewhere may help and the
     /// breaker counts it), as opposed to the caller's or the whole service's.
     pub fn is_instance_failure(&self) -> bool {
         match self {
-            Error::Timeout { .. }
-            | Error::Http { .. }
-            | Error::Tls { .. }
-            | Error::Decode { .. } => true,
+            Error::Timeout { .. } | Error::Http { .. } | Error::Tls { .. } => true,
+            Error::Decode { wrong_type, .. } => !wrong_type,
             Error::Status { status, .. } => *status >= 500,
             _ => false,
         }

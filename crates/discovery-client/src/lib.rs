@@ -108,7 +108,8 @@
 //!   client (over rustls for `https://`) as the default, its [`TlsConfig`](transport::TlsConfig),
 //!   and the tower leaf for one instance.
 //! - [`classify`]: deciding whether an attempt failed (5xx, timeouts, transport and TLS
-//!   errors and undecodable bodies do; 4xx does not).
+//!   errors and malformed bodies do; 4xx and bodies of the caller's wrong type do not; 429,
+//!   or 503 with `Retry-After`, is back-pressure, which no breaker counts).
 //! - [`cache`]: the moka response cache with coalescing and stale fallback.
 //! - [`events`]: typed events for breaker transitions and discovery changes.
 //! - [`registration`]: the other side: how a service registers itself and heartbeats.
@@ -194,14 +195,15 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `discovery_client_requests_total` | counter | `service`, `instance`, `outcome` | attempts on one instance; `outcome` is `success`, `caller_error` (4xx), `failure` (5xx, timeout, transport error, undecodable body) or `rejected` (turned away by an open breaker) |
+//! | `discovery_client_requests_total` | counter | `service`, `instance`, `outcome` | attempts on one instance; `outcome` is `success`, `caller_error` (4xx, a body of the caller's wrong type), `failure` (5xx, timeout, transport error, malformed body), `rejected` (turned away by an open breaker) or `overloaded` (the instance pushed back: 429, or 503 with `Retry-After`) |
 //! | `discovery_client_request_duration_seconds` | histogram | `service`, `instance` | time from sending an attempt to its classified outcome |
 //! | `discovery_client_breaker_state` | gauge | `service`, `instance` | 0 closed, 1 retest, 2 open |
 //! | `discovery_client_breaker_transitions_total` | counter | `service`, `instance`, `to` | breaker transitions; `to` is `open`, `retest` or `closed` |
 //! | `discovery_client_cache_total` | counter | `service`, `result` | cached GETs: `hit` (fresh cache, or a concurrent caller's fetch), `miss` (went upstream), `stale` (upstream failed, last good answer served) |
 //! | `discovery_client_all_down_total` | counter | `service` | calls that found no instance whose breaker grants a permit |
-//! | `discovery_client_retries_total` | counter | `service` | [`ServiceClient`] attempts sent on another instance after an attempt of the same call failed |
+//! | `discovery_client_retries_total` | counter | `service` | [`ServiceClient`] attempts sent on another instance after an attempt of the same call failed or pushed back |
 //! | `discovery_client_hedges_total` | counter | `service`, `result` | [`ServiceClient`] hedges (see [`Hedging`]); `result` is `won` (the hedge gave the call's answer) or `lost` |
+//! | `discovery_client_overloaded_total` | counter | `service` | [`ServiceClient`] calls that ended [`Error::Overloaded`]: every instance they could use pushed back |
 
 #![warn(missing_docs)]
 

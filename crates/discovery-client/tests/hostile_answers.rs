@@ -46,7 +46,8 @@ enum Owner {
 }
 
 /// A fake instance per property and a client that only ever calls it, never opening its
-/// breaker and never retrying, so each case is exactly one request and one answer.
+/// breaker, never retrying and never avoiding it after a 429, so each case is exactly one
+/// request and one answer.
 fn instance(owner: Owner) -> &'static (FakeRatings, ServiceClient) {
     static INSTANCES: [OnceLock<(FakeRatings, ServiceClient)>; 3] =
         [OnceLock::new(), OnceLock::new(), OnceLock::new()];
@@ -58,6 +59,7 @@ fn instance(owner: Owner) -> &'static (FakeRatings, ServiceClient) {
                 .timeout(TIMEOUT)
                 .failure_limit(u32::MAX)
                 .max_retries(0)
+                .max_retry_after(Duration::ZERO)
                 .build()
                 .expect("client");
             (fake, client)
@@ -111,7 +113,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// A well-formed HTTP answer with any status and body: a 2xx body that is a rating is
-    /// that rating, any other 2xx body is `Decode`, any other status is `Status`.
+    /// that rating, any other 2xx body is `Decode`, a 429 is `Overloaded`, any other status
+    /// is `Status`.
     #[test]
     fn any_status_and_body_gives_the_value_or_a_typed_error(status in statuses(), body in bodies()) {
         let expected = serde_json::from_slice::<Rating>(&body);
@@ -120,6 +123,7 @@ proptest! {
         match (status, result) {
             (200..=299, Ok(rating)) => prop_assert_eq!(Some(rating), expected.ok()),
             (200..=299, Err(Error::Decode { .. })) => prop_assert!(expected.is_err()),
+            (429, Err(Error::Overloaded { .. })) => {}
             (s, Err(Error::Status { status, .. })) if !(200..=299).contains(&s) => {
                 prop_assert_eq!(status, s);
             }
@@ -134,7 +138,7 @@ proptest! {
         let (result, took) = call_with(Owner::AnyBytes, raw);
         prop_assert!(took < TIMEOUT * 2, "took {:?}", took);
         match result {
-            Ok(_) | Err(Error::Http { .. } | Error::Timeout { .. } | Error::Status { .. } | Error::Decode { .. }) => {}
+            Ok(_) | Err(Error::Http { .. } | Error::Timeout { .. } | Error::Status { .. } | Error::Decode { .. } | Error::Overloaded { .. }) => {}
             Err(other) => prop_assert!(false, "unexpected error {:?}", other),
         }
     }
@@ -155,7 +159,7 @@ proptest! {
         let (result, took) = call_with(Owner::LyingFraming, raw);
         prop_assert!(took < TIMEOUT * 2, "took {:?}", took);
         match result {
-            Ok(_) | Err(Error::Http { .. } | Error::Timeout { .. } | Error::Status { .. } | Error::Decode { .. }) => {}
+            Ok(_) | Err(Error::Http { .. } | Error::Timeout { .. } | Error::Status { .. } | Error::Decode { .. } | Error::Overloaded { .. }) => {}
             Err(other) => prop_assert!(false, "unexpected error {:?}", other),
         }
     }

@@ -210,13 +210,12 @@ async fn per_request_timeout_and_retries_override_the_clients() {
 
 #[tokio::test]
 async fn an_error_answer_carries_its_headers_body_and_retry_after() {
-    let busy =
-        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Type: application/json\r\n\
+    let held = b"HTTP/1.1 409 Conflict\r\nRetry-After: 7\r\nContent-Type: application/json\r\n\
 Content-Length: 16\r\nConnection: close\r\n\r\n{\"error\":\"busy\"}";
-    let fake = FakeRatings::start(1, Behaviour::Raw(busy.to_vec())).await;
+    let fake = FakeRatings::start(1, Behaviour::Raw(held.to_vec())).await;
     let c = client(&[&fake]).build().expect("client");
     let answer = c.get("/ratings/widget").await.expect("a 4xx is an answer");
-    assert_eq!(answer.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(answer.status(), StatusCode::CONFLICT);
     assert_eq!(answer.source(), Source::Live);
     let error = answer.error_for_status().unwrap_err();
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
@@ -227,7 +226,7 @@ Content-Length: 16\r\nConnection: close\r\n\r\n{\"error\":\"busy\"}";
             body,
             ..
         } => {
-            assert_eq!(*status, 429);
+            assert_eq!(*status, 409);
             assert_eq!(headers["content-type"], "application/json");
             assert_eq!(&body[..], br#"{"error":"busy"}"#);
         }
@@ -239,6 +238,20 @@ Content-Length: 16\r\nConnection: close\r\n\r\n{\"error\":\"busy\"}";
         .await
         .unwrap_err();
     assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+
+    // A 429 is back-pressure: with no other instance to try, the call is `Overloaded`,
+    // carrying the wait the instance asked for (counted from its answer).
+    let busy = String::from_utf8_lossy(held).replace("409 Conflict", "429 Too Many Requests");
+    let fake = FakeRatings::start(2, Behaviour::Raw(busy.into_bytes())).await;
+    let c = client(&[&fake]).build().expect("client");
+    let error = c.get("/ratings/widget").await.unwrap_err();
+    assert!(matches!(error, Error::Overloaded { .. }), "{error:?}");
+    let wait = error.retry_after().expect("a retry-after");
+    assert!(
+        wait > Duration::from_secs(6) && wait <= Duration::from_secs(7),
+        "{wait:?}"
+    );
+    assert!(!error.is_instance_failure());
 }
 
 #[tokio::test]

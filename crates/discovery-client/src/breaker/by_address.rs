@@ -4,7 +4,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{Breaker, BreakerConfig, BreakerLayer, BreakerState, Gate};
+use std::time::Duration;
+
+use super::{Breaker, BreakerConfig, BreakerLayer, BreakerState, Gate, MAX_WAIT, PushBack};
 use crate::Instance;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::events::EventBus;
@@ -39,6 +41,8 @@ pub struct Breakers {
     classifier: Arc<dyn Classify>,
     /// Breakers by instance address, each with the instance's figures.
     by_address: Arc<DashMap<String, Tracked>>,
+    /// The longest an instance that pushed back is avoided for.
+    max_retry_after: Duration,
 }
 
 /// What is kept of one address across discovery refreshes.
@@ -48,6 +52,8 @@ struct Tracked {
     breaker: Arc<Breaker>,
     /// Its attempts, failures and recent latency.
     stats: Arc<InstanceStats>,
+    /// Until when it is avoided, after it pushed back.
+    push_back: Arc<PushBack>,
 }
 
 impl Breakers {
@@ -63,7 +69,14 @@ impl Breakers {
             config,
             classifier: Arc::new(DefaultClassifier),
             by_address: Arc::new(DashMap::new()),
+            max_retry_after: MAX_WAIT,
         }
+    }
+
+    /// Avoids an instance that pushed back at most this long, whatever it asked.
+    pub(crate) fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
     }
 
     /// Judges attempts with this rule instead.
@@ -99,6 +112,7 @@ impl Breakers {
             .or_insert_with(|| Tracked {
                 breaker: Arc::new(Breaker::new(self.config.clone())),
                 stats: Arc::new(InstanceStats::default()),
+                push_back: Arc::new(PushBack::new(self.max_retry_after)),
             });
         entry.clone()
     }
@@ -110,9 +124,13 @@ impl Breakers {
 
     /// The gate of `instance`: the breaker of its address, with reporting for it.
     pub(crate) fn gate(&self, instance: &Instance) -> Gate {
-        let Tracked { breaker, stats } = self.tracked(&instance.address);
+        let Tracked {
+            breaker,
+            stats,
+            push_back,
+        } = self.tracked(&instance.address);
         let telemetry = self.telemetry.instance(instance, stats, breaker.state());
-        Gate::new(breaker, Arc::new(telemetry))
+        Gate::new(breaker, Arc::new(telemetry), push_back)
     }
 
     /// Forgets the closed breakers of addresses for which `is_current` is false. Breakers that

@@ -2,28 +2,45 @@
 //! recorded, for the tower middleware and [`ServiceClient`](crate::ServiceClient) alike.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Breaker, Permit};
+use super::{Breaker, Permit, PushBack};
 use crate::classify::Outcome;
 use crate::telemetry::InstanceTelemetry;
 
 /// One instance's breaker and its reporting. Asking for a permit and recording an outcome
 /// both go through here, so every transition is logged (`OPEN breaker on [...]`, `RETEST
 /// ...`, `CLOSE ...`), published and counted, and every judged attempt lands in the metrics
-/// and the instance's figures, whoever made the attempt. Cheap to clone (two `Arc`s).
+/// and the instance's figures, whoever made the attempt. It also keeps until when the
+/// instance is avoided after it pushed back. Cheap to clone (three `Arc`s).
 #[derive(Debug, Clone)]
 pub(crate) struct Gate {
     /// The instance's breaker, kept by address across discovery refreshes.
     breaker: Arc<Breaker>,
     /// Log lines, events, metrics and figures for the instance.
     telemetry: Arc<InstanceTelemetry>,
+    /// Until when the instance is avoided after it pushed back, kept with the breaker.
+    push_back: Arc<PushBack>,
 }
 
 impl Gate {
-    pub(crate) fn new(breaker: Arc<Breaker>, telemetry: Arc<InstanceTelemetry>) -> Self {
-        Self { breaker, telemetry }
+    pub(crate) fn new(
+        breaker: Arc<Breaker>,
+        telemetry: Arc<InstanceTelemetry>,
+        push_back: Arc<PushBack>,
+    ) -> Self {
+        Self {
+            breaker,
+            telemetry,
+            push_back,
+        }
+    }
+
+    /// The same gate, reporting through `telemetry`.
+    pub(crate) fn with_telemetry(self, telemetry: Arc<InstanceTelemetry>) -> Self {
+        Self { telemetry, ..self }
     }
 
     /// The instance's breaker.
@@ -66,14 +83,43 @@ impl Gate {
     /// Records the outcome of the attempt sent at `started` under `permit`: the metrics and
     /// figures, then the breaker, reporting the transition this causes. Returns the moment
     /// it was recorded at.
+    ///
+    /// [`Outcome::Overloaded`] is neither a success nor a failure for the breaker: a push-back
+    /// says nothing of the instance's health, so the permit is dropped unrecorded.
     #[inline]
     pub(crate) fn record(&self, permit: Permit, outcome: Outcome, started: Instant) -> Instant {
-        let now = Instant::now();
-        self.telemetry
-            .request(outcome, now.saturating_duration_since(started));
+        let now = self.count(outcome, started);
+        if outcome == Outcome::Overloaded {
+            return now;
+        }
         if let Some(t) = permit.record(outcome != Outcome::Failure, now) {
             self.telemetry.transition(&self.breaker, t);
         }
+        now
+    }
+
+    /// Avoids the instance from `now` for what it `asked` when it pushed back (its
+    /// `Retry-After`, capped; a short default if it did not say), and logs it.
+    pub(crate) fn push_back(&self, now: Instant, asked: Option<Duration>) {
+        let wait = self.push_back.push_back(now, asked);
+        self.telemetry.pushed_back(asked, wait);
+    }
+
+    /// How much longer the instance is avoided at `now` after it pushed back; `None` if it
+    /// is not.
+    #[inline]
+    pub(crate) fn avoided_for(&self, now: Instant) -> Option<Duration> {
+        self.push_back.remaining(now)
+    }
+
+    /// Counts the outcome of the attempt sent at `started` in the metrics and figures only,
+    /// for an attempt whose permit is dropped unrecorded (the breaker is not told). Returns
+    /// the moment it was counted at.
+    #[inline]
+    pub(crate) fn count(&self, outcome: Outcome, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.telemetry
+            .request(outcome, now.saturating_duration_since(started));
         now
     }
 }

@@ -61,9 +61,9 @@ impl BreakerLayer {
 
     /// Publishes breaker transitions to `events`.
     pub fn events(mut self, events: EventBus) -> Self {
-        let breaker = Arc::clone(self.gate.breaker());
-        let telemetry = self.gate.telemetry().with_events(events, breaker.state());
-        self.gate = Gate::new(breaker, Arc::new(telemetry));
+        let state = self.gate.breaker().state();
+        let telemetry = self.gate.telemetry().with_events(events, state);
+        self.gate = self.gate.with_telemetry(Arc::new(telemetry));
         self
     }
 

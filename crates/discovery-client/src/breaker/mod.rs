@@ -58,6 +58,7 @@ mod config;
 mod future;
 mod gate;
 mod layer;
+mod push_back;
 mod service;
 mod state;
 
@@ -66,6 +67,7 @@ pub use config::BreakerConfig;
 pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::BreakerLayer;
+pub(crate) use push_back::{MAX_WAIT, PushBack};
 pub use service::{AcquirePermit, BreakerService};
 pub use state::{Breaker, BreakerState, Permit, Transition};
 

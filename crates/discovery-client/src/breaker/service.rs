@@ -23,7 +23,8 @@ use crate::classify::Classify;
 ///   with a ready [`Error::CircuitOpen`] and the inner service is not called.
 /// - Permitted calls are logged (`ratings using instance 1: ...`), timed, judged by the
 ///   [`Classify`] rule (5xx, transport errors and timeouts are failures; 4xx is the
-///   caller's problem), and the outcome goes to the breaker. Transitions are logged (`OPEN
+///   caller's problem; 429, or 503 with `Retry-After`, is back-pressure, which the breaker
+///   counts as neither), and the outcome goes to the breaker. Transitions are logged (`OPEN
 ///   breaker on [ratings at http://..]`, `RETEST ..`, `CLOSE ..`), published as
 ///   [`Event`](crate::Event)s and counted in the metrics; an opened breaker moves to Retest
 ///   on time by itself.

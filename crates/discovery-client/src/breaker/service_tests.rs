@@ -403,3 +403,15 @@ async fn a_leaf_reports_transport_failures_by_io_error_or_error_http() {
         }
     }
 }
+
+/// A 429 is back-pressure, not a failure: the breaker stays closed however many there are.
+#[tokio::test(start_paused = true)]
+async fn a_push_back_never_trips_the_breaker() {
+    let upstream = Upstream::new(429);
+    let (mut svc, _events) = guarded(&upstream);
+    for _ in 0..5 {
+        let answer = call(&mut svc).await.expect("answer");
+        assert_eq!(answer.status(), 429);
+    }
+    assert_eq!(svc.breaker().state(), BreakerState::Closed);
+}

@@ -6,12 +6,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::decode::{Check, Decode};
+use super::decode::{Check, Decode, Refused};
 use super::endpoints::Endpoint;
 use crate::Error;
 use crate::balance::InFlightGuard;
 use crate::breaker::{Gate, Permit};
 use crate::classify::{self, Classify, Outcome};
+use crate::error::retry_after_of;
 use crate::transport::{BoxTransport, SendError, Sending};
 
 /// An attempt under way on one instance.
@@ -69,13 +70,21 @@ impl Sent {
 
     /// Judges what the attempt got (`sent`): an error names the instance; a 2xx body goes to
     /// `decode` (a body it refuses is [`Error::Decode`]); then the classifier decides, and
-    /// the outcome goes to the breaker, the metrics and the instance's figures.
+    /// the outcome goes to the breaker, the metrics and the instance's figures. An instance
+    /// that pushed back ([`Outcome::Overloaded`]) is avoided for its `Retry-After`.
+    ///
+    /// `timed_out` is whether an attempt of the same call has timed out already, and is set
+    /// when this one does: only a call's first timeout is recorded on a breaker. A call that
+    /// times out on every instance it tries is more likely a slow request than sick
+    /// instances, so it opens at most one breaker; its later timeouts (but a Retest probe's)
+    /// count in the metrics and the figures, and their permits are dropped unrecorded.
     pub(super) fn judge<D: Decode>(
         self,
         sent: Result<http::Response<Bytes>, SendError>,
         gate: &Gate,
         classifier: &dyn Classify,
         decode: D,
+        timed_out: &mut bool,
     ) -> Judged<D::Output> {
         // The attempt has ended: it leaves the in-flight count now.
         let load = self.in_flight.load().clone();
@@ -84,10 +93,7 @@ impl Sent {
         let (result, value) = match sent {
             Ok(answer) if answer.status().is_success() => match decode.decode(answer.body()) {
                 Ok(value) => (Ok(answer), Some(value)),
-                Err(message) => {
-                    let address = address.to_string();
-                    (Err(Error::Decode { address, message }), None)
-                }
+                Err(refused) => (Err(refused.into_error(address)), None),
             },
             Ok(answer) => (Ok(answer), None),
             Err(SendError::TimedOut) => {
@@ -97,10 +103,26 @@ impl Sent {
             Err(SendError::Failed(error)) => (Err(Error::from_transport(error, address)), None),
         };
         let outcome = classify::judge(classifier, &result);
+        let timeout = outcome == Outcome::Failure && matches!(result, Err(Error::Timeout { .. }));
         let probe = self.permit.is_probe();
-        let judged_at = gate.record(self.permit, outcome, self.started);
-        load.observe(judged_at.saturating_duration_since(self.started), judged_at);
-        if probe && outcome != Outcome::Failure {
+        // A Retest probe's outcome is always recorded: the probe is there to find out.
+        let spared = timeout && std::mem::replace(timed_out, true) && !probe;
+        let judged_at = if spared {
+            gate.count(outcome, self.started)
+        } else {
+            gate.record(self.permit, outcome, self.started)
+        };
+        if outcome == Outcome::Overloaded {
+            let asked = result
+                .as_ref()
+                .ok()
+                .and_then(|a| retry_after_of(a.headers()));
+            gate.push_back(judged_at, asked);
+        } else if outcome != Outcome::Failure {
+            // An answer: how fast the instance answers (a push-back says nothing of it).
+            load.observe(judged_at.saturating_duration_since(self.started), judged_at);
+        }
+        if probe && matches!(outcome, Outcome::Success | Outcome::CallerError) {
             // Its breaker closed: its share ramps up again (with slow start).
             load.restart_ramp(judged_at);
         }
@@ -114,17 +136,19 @@ impl Sent {
 
     /// Lets the attempt run to its own end in a task of its own, still counted in flight,
     /// and judges it then with `check` (the call's decoder, without the value): its outcome
-    /// is recorded on the breaker like any other's.
+    /// is recorded on the breaker like any other's, but for a timeout when `timed_out` (its
+    /// call had one already).
     pub(super) fn detach(
         mut self,
         endpoint: &Endpoint,
         classifier: Arc<dyn Classify>,
-        check: fn(&[u8]) -> Result<(), String>,
+        check: fn(&[u8]) -> Result<(), Refused>,
+        mut timed_out: bool,
     ) {
         let gate = endpoint.gate.clone();
         tokio::spawn(async move {
             let sent = (&mut self.response).await;
-            let judged = self.judge(sent, &gate, &*classifier, Check(check));
+            let judged = self.judge(sent, &gate, &*classifier, Check(check), &mut timed_out);
             let telemetry = gate.telemetry();
             let (service, id, outcome) = (telemetry.service(), telemetry.id(), judged.outcome);
             tracing::debug!(service = %service, instance = %id, outcome = ?outcome,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::Balance;
-use crate::breaker::BreakerConfig;
+use crate::breaker::{BreakerConfig, MAX_WAIT};
 use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::discovery::Discovery;
@@ -68,6 +68,8 @@ pub struct ServiceClientBuilder {
     pub(crate) balance: Balance,
     /// The window over which a new or recovered instance's share ramps up, if any.
     pub(crate) slow_start: Option<Duration>,
+    /// The longest an instance that pushed back is avoided for.
+    pub(crate) max_retry_after: Duration,
 }
 
 impl ServiceClientBuilder {
@@ -93,6 +95,7 @@ impl ServiceClientBuilder {
             event_capacity: 1024,
             balance: Balance::default(),
             slow_start: None,
+            max_retry_after: MAX_WAIT,
         }
     }
 
@@ -212,6 +215,22 @@ impl ServiceClientBuilder {
     /// [`hedging(Hedging::After(delay))`](Self::hedging).
     pub fn hedge_after(self, delay: Duration) -> Self {
         self.hedging(Hedging::After(delay))
+    }
+
+    /// The longest an instance that pushed back is left alone, whatever its `Retry-After`
+    /// says (default 60 s).
+    ///
+    /// An instance that answers 429 Too Many Requests, or 503 with a `Retry-After`, is busy,
+    /// not sick ([`Outcome::Overloaded`](crate::classify::Outcome::Overloaded)): no breaker
+    /// counts it, calls pass it over for the time it asked (1 s for a 429 that does not
+    /// say), and the call is tried on another instance like after a failure (if the request
+    /// is retried at all, within the retry budget and `max_retries`). When every instance
+    /// the call could use has pushed back, the call is [`Error::Overloaded`], carrying how
+    /// long until one may be called again. Zero: instances are never avoided (a push-back
+    /// still trips no breaker, and the call still goes elsewhere).
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
     }
 
     /// How attempts are judged (default [`DefaultClassifier`]).

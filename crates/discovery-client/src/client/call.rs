@@ -2,24 +2,35 @@
 //!
 //! ```text
 //!        ┌────────────────── retry: another instance ◀──────────────┐
-//!        ▼                                                          │ failed
+//!        ▼                                                          │ failed, pushed back
 //!      pick ──▶ attempt (timeout, classify, record) ──▶ ended? ─────┤
-//!                  │ not answered after the hedge delay             │ did not fail
+//!                  │ not answered after the hedge delay             │ answered
 //!                  └──▶ hedge: one more attempt elsewhere, race ────┴──▶ answer
 //! ```
 //!
 //! 1. **Pick.** The endpoints discovery knows (the first call waits at most one timeout for
 //!    discovery's first answer; if discovery failed before finding anything, the call is
 //!    [`Error::Discovery`]). The client's [`Balance`](crate::Balance) rule chooses among the
-//!    instances not tried yet in this call whose breaker grants a permit. None: `all
-//!    services are down` and [`Error::AllInstancesDown`] at once (or, after a failed
-//!    attempt, that attempt's error).
+//!    instances not tried yet in this call, not avoided after pushing back, whose breaker
+//!    grants a permit. None: [`Error::Overloaded`] at once if some instance is being
+//!    avoided, else `all services are down` and [`Error::AllInstancesDown`] (or, after a
+//!    failed attempt, that attempt's error).
 //! 2. **Attempt.** The request goes to that instance through the transport, logged
 //!    (`ratings using instance 1: ...`) and bounded by the per-attempt timeout (the client's
-//!    or the request's, or what is left of the deadline). The whole answer is judged: a 2xx body the caller's decoder
-//!    refuses is [`Error::Decode`]; then the classifier decides, and the outcome is recorded
-//!    on the instance's breaker (whose transitions are logged as `OPEN breaker on [...]`,
-//!    `RETEST ...`, `CLOSE ...`), in the metrics and in the instance's figures.
+//!    or the request's, or what is left of the deadline). The whole answer is judged: a 2xx
+//!    body the caller's decoder refuses is [`Error::Decode`] (the instance's failure if the
+//!    body is malformed or cut short; the caller's own, never retried, if it is valid JSON
+//!    of another type); then the classifier decides, and the outcome is recorded on the
+//!    instance's breaker (whose transitions are logged as `OPEN breaker on [...]`, `RETEST
+//!    ...`, `CLOSE ...`), in the metrics and in the instance's figures. Only the call's
+//!    first timeout is recorded on a breaker: a call that times out on every instance it
+//!    tries is more likely slow by nature than its instances sick, so it opens at most one
+//!    breaker (its later timeouts, a hedged-over one included, are counted in the metrics
+//!    and figures only). An instance that pushed back (429, or 503 with `Retry-After`:
+//!    [`Outcome::Overloaded`]) is busy, not sick: no breaker counts it, it is avoided by
+//!    every call for the time it asked (capped by
+//!    [`max_retry_after`](crate::ServiceClientBuilder::max_retry_after); 1 s if it did not
+//!    say), and the call goes on as after a failure.
 //! 3. **Hedge.** An attempt of an idempotent request (by its method, by
 //!    [`RequestBuilder::idempotent`](crate::RequestBuilder::idempotent), or any request with
 //!    `retry_non_idempotent`) that has not ended after the hedge delay
@@ -28,11 +39,15 @@
 //!    first of the two to end without failing is the answer; the other is not cancelled but
 //!    handed to a task of its own, still counted in flight, and judged when it ends, so a
 //!    paused instance's breaker still opens when its attempt times out. If the first to end
-//!    failed, the call waits for the other.
-//! 4. **Retry.** After a failed attempt, an idempotent request tries an instance not tried
-//!    yet, while its retries, the retry budget and its deadline allow.
-//! 5. **Answer.** The first attempt that did not fail (a 4xx is the caller's answer: it is
-//!    returned, never retried); or, when every try failed, the last failure.
+//!    failed or pushed back, the call waits for the other.
+//! 4. **Retry.** After a failed attempt, or one that pushed back, an idempotent request
+//!    tries an instance not tried yet, while its retries, the retry budget and its deadline
+//!    allow. A request that is not retried is not retried after a push-back either: a 429
+//!    or 503 does not promise that nothing was done.
+//! 5. **Answer.** The first attempt that neither failed nor pushed back (a 4xx other than
+//!    429 is the caller's answer: it is returned, never retried); or, when every try
+//!    failed, the last failure, which is [`Error::Overloaded`] if the last try pushed back
+//!    (carrying how long until the first avoided instance may be called again).
 //!
 //! The state of one call is one [`Call`]; dropping the call's future drops its attempts,
 //! whose permits are then recorded as neither success nor failure.
@@ -138,6 +153,14 @@ struct Call<'c, D> {
     hedge_after: Option<Duration>,
     /// The error of the last failed attempt.
     last_error: Option<Error>,
+    /// Whether an attempt has timed out: only the first timeout is recorded on a breaker.
+    timed_out: bool,
+}
+
+/// Whether an attempt with this outcome is the call's answer: anything but a failure or a
+/// push-back, after which another instance is tried.
+fn answered(outcome: Outcome) -> bool {
+    matches!(outcome, Outcome::Success | Outcome::CallerError)
 }
 
 /// Sends `request` as the [module docs](self) say, decoding a 2xx answer with `decode`.
@@ -167,6 +190,7 @@ pub(super) async fn call<D: Decode>(
             .then(|| client.hedging.delay(&client.latency))
             .flatten(),
         last_error: None,
+        timed_out: false,
     };
     call.run(now).await
 }
@@ -187,7 +211,7 @@ impl<D: Decode> Call<'_, D> {
                 Some(delay) => self.wait_or_hedge(first, delay).await?,
                 None => self.finish(first).await,
             };
-            if judged.outcome != Outcome::Failure {
+            if answered(judged.outcome) {
                 return self.answer(judged);
             }
             self.failed(judged);
@@ -200,15 +224,18 @@ impl<D: Decode> Call<'_, D> {
                 break;
             }
         }
-        Err(match self.last_error {
+        let now = Instant::now();
+        Err(match self.last_error.take() {
+            Some(Error::Overloaded { .. }) => self.overloaded(now),
             Some(error) => error,
+            None if self.avoided_for(now).is_some() => self.overloaded(now),
             None => self.client.telemetry.all_down(),
         })
     }
 
-    /// Picks an endpoint not tried yet whose breaker grants a permit at `now` and sends the
-    /// request there; `None` if there is none, or if `from_budget` (a retry or a hedge) and
-    /// the retry budget has no room.
+    /// Picks an endpoint not tried yet, not avoided after it pushed back, whose breaker grants
+    /// a permit at `now` and sends the request there; `None` if there is none, or if
+    /// `from_budget` (a retry or a hedge) and the retry budget has no room.
     fn send_next(&mut self, now: Instant, from_budget: bool) -> Result<Option<Sent>, Error> {
         let (client, endpoints, tried) = (self.client, &self.endpoints, &self.tried);
         let picked = client.picker.pick(
@@ -216,9 +243,12 @@ impl<D: Decode> Call<'_, D> {
             endpoints.len(),
             |i| &endpoints[i].load,
             now,
-            |i| match tried.contains(&i) {
-                true => None,
-                false => endpoints[i].gate.acquire(now),
+            |i| {
+                let gate = &endpoints[i].gate;
+                if tried.contains(&i) || gate.avoided_for(now).is_some() {
+                    return None;
+                }
+                gate.acquire(now)
             },
         );
         let Some((index, permit)) = picked else {
@@ -243,18 +273,19 @@ impl<D: Decode> Call<'_, D> {
     }
 
     /// Waits for `sent` to end and judges it.
-    async fn finish(&self, mut sent: Sent) -> Judged<D::Output> {
+    async fn finish(&mut self, mut sent: Sent) -> Judged<D::Output> {
         let answer = (&mut sent.response).await;
         self.judge(sent, answer)
     }
 
     fn judge(
-        &self,
+        &mut self,
         sent: Sent,
         answer: Result<http::Response<Bytes>, SendError>,
     ) -> Judged<D::Output> {
         let gate = &self.endpoints[sent.index].gate;
-        sent.judge(answer, gate, &*self.client.classifier, self.decode)
+        let classifier = &*self.client.classifier;
+        sent.judge(answer, gate, classifier, self.decode, &mut self.timed_out)
     }
 
     /// Waits for `first`; if it has not ended after `delay`, and `max_retries`, the retry
@@ -288,16 +319,16 @@ impl<D: Decode> Call<'_, D> {
             Either::Right((answer, _)) => (hedge, answer, first),
         };
         let judged = self.judge(ended, answer);
-        if judged.outcome != Outcome::Failure {
+        if answered(judged.outcome) {
             self.client.telemetry.hedged(judged.index == quick);
             let classifier = Arc::clone(&self.client.classifier);
             let endpoint = &self.endpoints[other.index];
-            other.detach(endpoint, classifier, self.decode.check());
+            other.detach(endpoint, classifier, self.decode.check(), self.timed_out);
             return Ok(judged);
         }
         self.failed(judged);
         let last = self.finish(other).await;
-        let won = last.index == quick && last.outcome != Outcome::Failure;
+        let won = last.index == quick && answered(last.outcome);
         self.client.telemetry.hedged(won);
         Ok(last)
     }
@@ -316,8 +347,18 @@ impl<D: Decode> Call<'_, D> {
         })
     }
 
-    /// Keeps the error of a failed attempt (a failing answer becomes [`Error::Status`]).
+    /// Keeps the error of a failed attempt (a failing answer becomes [`Error::Status`]) or
+    /// one that pushed back ([`Error::Overloaded`]; the push-back was logged as it was
+    /// judged).
     fn failed(&mut self, judged: Judged<D::Output>) {
+        if judged.outcome == Outcome::Overloaded {
+            let retry_after = self.avoided_for(Instant::now());
+            self.last_error = Some(Error::Overloaded {
+                service: self.client.telemetry.service().to_string(),
+                retry_after,
+            });
+            return;
+        }
         let instance = &self.endpoints[judged.index].instance;
         let error = match judged.result {
             Ok((answer, _)) => Error::status(
@@ -332,6 +373,19 @@ impl<D: Decode> Call<'_, D> {
         tracing::debug!(service = %service, instance = %id, address = %instance.address,
             error = %error, "{service} attempt on instance {id} failed: {error}");
         self.last_error = Some(error);
+    }
+
+    /// How long until the first of the call's endpoints avoided at `now` (after pushing
+    /// back) may be called again; `None` if none is avoided.
+    fn avoided_for(&self, now: Instant) -> Option<Duration> {
+        let endpoints = self.endpoints.iter();
+        endpoints.filter_map(|e| e.gate.avoided_for(now)).min()
+    }
+
+    /// The call's end when its last attempt pushed back, or when every instance it could
+    /// use is avoided: [`Error::Overloaded`], logged and counted.
+    fn overloaded(&self, now: Instant) -> Error {
+        self.client.telemetry.overloaded(self.avoided_for(now))
     }
 
     fn deadline_exceeded(&self) -> Error {

@@ -161,7 +161,8 @@ impl ServiceClient {
             }
         };
         let breakers = Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
-            .shared_classifier(Arc::clone(&builder.classifier));
+            .shared_classifier(Arc::clone(&builder.classifier))
+            .max_retry_after(builder.max_retry_after);
         let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
         let (endpoints_tx, endpoints_rx) = watch::channel(Known::Nothing);
         let follow = endpoints::follow_discovery(instances, breakers, server_names, endpoints_tx);
@@ -255,8 +256,9 @@ impl ServiceClient {
     }
 
     /// GETs `path` and decodes the JSON answer: `self.get(path).no_cache()`, decoded. A 4xx
-    /// answer is [`Error::Status`] (and no breaker counts it); a body that does not decode
-    /// is an instance failure, retried elsewhere like a 5xx.
+    /// answer is [`Error::Status`] (and no breaker counts it); a body that is not JSON or is
+    /// cut short is an instance failure, retried elsewhere like a 5xx; valid JSON that is
+    /// not a `T` is the caller's [`Error::Decode`], returned at once (no breaker counts it).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
         self.get_json_with(path, &HeaderMap::new()).await
     }

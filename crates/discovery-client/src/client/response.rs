@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode, Version};
 use serde::de::DeserializeOwned;
 
-use super::decode::{Decode, Json};
+use super::decode::{Decode, Json, Refused};
 use crate::{Error, Instance, Source};
 
 /// An instance's whole answer to one request (its body already read, within the attempt's
@@ -107,10 +107,8 @@ impl Response {
 
     /// The body as UTF-8 text; [`Error::Decode`] if it is not.
     pub fn text(self) -> Result<String, Error> {
-        String::from_utf8(self.body.to_vec()).map_err(|e| Error::Decode {
-            address: self.instance.address.clone(),
-            message: e.to_string(),
-        })
+        String::from_utf8(self.body.to_vec())
+            .map_err(|e| Refused::malformed(e.to_string()).into_error(&self.instance.address))
     }
 
     /// Decodes a 2xx body as JSON; any other status is [`Error::Status`] (carrying the
@@ -121,10 +119,7 @@ impl Response {
         }
         Json::<T>::new()
             .decode(&self.body)
-            .map_err(|message| Error::Decode {
-                address: self.instance.address.clone(),
-                message,
-            })
+            .map_err(|refused| refused.into_error(&self.instance.address))
     }
 
     /// The answer as [`Error::Status`].

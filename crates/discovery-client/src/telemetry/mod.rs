@@ -33,6 +33,7 @@ pub(crate) const CACHE_TOTAL: &str = "discovery_client_cache_total";
 pub(crate) const ALL_DOWN_TOTAL: &str = "discovery_client_all_down_total";
 pub(crate) const RETRIES_TOTAL: &str = "discovery_client_retries_total";
 pub(crate) const HEDGES_TOTAL: &str = "discovery_client_hedges_total";
+pub(crate) const OVERLOADED_TOTAL: &str = "discovery_client_overloaded_total";
 
 /// Describes every metric to the recorder installed now (names, units, help texts).
 fn describe() {
@@ -40,7 +41,8 @@ fn describe() {
         REQUESTS_TOTAL,
         Unit::Count,
         "Requests sent to (or turned away from) one instance, by outcome: success, \
-         caller_error, failure, rejected."
+         caller_error, failure, rejected, overloaded (the instance pushed back: 429, or 503 \
+         with Retry-After)."
     );
     metrics::describe_histogram!(
         REQUEST_DURATION,
@@ -69,7 +71,13 @@ fn describe() {
     metrics::describe_counter!(
         RETRIES_TOTAL,
         Unit::Count,
-        "Attempts sent on another instance after an attempt of the same call failed."
+        "Attempts sent on another instance after an attempt of the same call failed or \
+         pushed back."
+    );
+    metrics::describe_counter!(
+        OVERLOADED_TOTAL,
+        Unit::Count,
+        "Calls that ended overloaded: every instance they could use pushed back."
     );
     metrics::describe_counter!(
         HEDGES_TOTAL,
@@ -101,6 +109,8 @@ pub(crate) struct ServiceTelemetry {
     retries: Counter,
     /// `discovery_client_hedges_total{service}` by result: won, lost.
     hedges: [Counter; 2],
+    /// `discovery_client_overloaded_total{service}`.
+    overloaded: Counter,
 }
 
 impl ServiceTelemetry {
@@ -112,12 +122,14 @@ impl ServiceTelemetry {
         let hedges = ["won", "lost"].map(|result| {
             metrics::counter!(HEDGES_TOTAL, "service" => Arc::clone(&service), "result" => result)
         });
+        let overloaded = metrics::counter!(OVERLOADED_TOTAL, "service" => Arc::clone(&service));
         Self {
             service,
             events,
             all_down,
             retries,
             hedges,
+            overloaded,
         }
     }
 
@@ -149,6 +161,19 @@ impl ServiceTelemetry {
         Error::AllInstancesDown {
             service: service.to_string(),
         }
+    }
+
+    /// Logs `{service}: every instance pushed back`, counts it, and returns the error for
+    /// the caller: [`Error::Overloaded`] with `retry_after`.
+    pub(crate) fn overloaded(&self, retry_after: Option<Duration>) -> Error {
+        let service = &*self.service;
+        let error = Error::Overloaded {
+            service: service.to_string(),
+            retry_after,
+        };
+        tracing::info!(service = %service, retry_after = ?retry_after, "{error}");
+        self.overloaded.increment(1);
+        error
     }
 
     /// Counts a retry: an attempt sent after another attempt of the same call failed.
@@ -250,8 +275,9 @@ pub(crate) struct InstanceTelemetry {
     id: String,
     /// The instance's address, for log lines, events and the `instance` metric label.
     address: String,
-    /// `discovery_client_requests_total` by outcome: success, caller_error, failure, rejected.
-    requests: [Counter; 4],
+    /// `discovery_client_requests_total` by outcome: success, caller_error, failure, rejected,
+    /// overloaded.
+    requests: [Counter; 5],
     /// `discovery_client_request_duration_seconds`.
     duration: Histogram,
     /// `discovery_client_breaker_state`.
@@ -260,7 +286,13 @@ pub(crate) struct InstanceTelemetry {
     transitions: [Counter; 3],
 }
 
-const OUTCOMES: [&str; 4] = ["success", "caller_error", "failure", "rejected"];
+const OUTCOMES: [&str; 5] = [
+    "success",
+    "caller_error",
+    "failure",
+    "rejected",
+    "overloaded",
+];
 const TARGETS: [&str; 3] = ["open", "retest", "closed"];
 
 impl InstanceTelemetry {
@@ -333,6 +365,7 @@ impl InstanceTelemetry {
             Outcome::Success => 0,
             Outcome::CallerError => 1,
             Outcome::Failure => 2,
+            Outcome::Overloaded => 4,
         };
         self.requests[index].increment(1);
         self.duration.record(elapsed.as_secs_f64());
@@ -342,6 +375,14 @@ impl InstanceTelemetry {
     /// Counts a request the breaker turned away.
     pub(crate) fn rejected(&self) {
         self.requests[3].increment(1);
+    }
+
+    /// Logs `{service} instance {id} pushed back: avoided for {wait}` when it answered 429
+    /// (or 503 with `Retry-After`); `asked` is its `Retry-After`, if it said.
+    pub(crate) fn pushed_back(&self, asked: Option<Duration>, wait: Duration) {
+        let (service, id, address) = (self.service.service(), &self.id, &self.address);
+        tracing::info!(service = %service, instance = %id, address = %address,
+            retry_after = ?asked, "{service} instance {id} pushed back: avoided for {wait:?}");
     }
 
     /// Logs a breaker transition with the exact words users look for, publishes it as an

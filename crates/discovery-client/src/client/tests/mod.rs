@@ -6,11 +6,15 @@
 //! - `retries.rs`: retries, the retry budget, the deadline, non-idempotent requests;
 //! - `gray.rs`: latency-aware picking (a slow instance's share, its recovery) and slow start;
 //! - `hedging.rs`: hedged attempts;
+//! - `blame.rs`: what an instance is not blamed for (the caller's wrong type, a slow call);
+//! - `back_pressure.rs`: instances that push back (429, 503 with `Retry-After`);
 //! - `under_load.rs`: many callers while an instance hangs;
 //! - `cache.rs`: the response cache through the client;
 //! - `status.rs`: what the client says: metrics, events, instance figures;
 //! - `sockets.rs`: the default transport over real sockets.
 
+mod back_pressure;
+mod blame;
 mod cache;
 mod gray;
 mod hedging;
