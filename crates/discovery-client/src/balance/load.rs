@@ -2,7 +2,7 @@
 //! been answering, and since when its share ramps up (slow start).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,6 +13,10 @@ use tokio::time::Instant;
 /// rarely.
 pub(crate) const DECAY: Duration = Duration::from_secs(10);
 
+/// How long a latency window lasts: the estimate remembers the quickest answer for one to
+/// two of these.
+pub(crate) const WINDOW: Duration = Duration::from_millis(500);
+
 /// The requests one instance has been sent and has not answered yet, and a moving estimate
 /// of how long it takes to answer; shared by every clone.
 ///
@@ -21,10 +25,15 @@ pub(crate) const DECAY: Duration = Duration::from_secs(10);
 ///   down all the same. An instance that has stopped answering keeps its count up, and the
 ///   picker passes it over once it holds more than the others, long before a timeout opens
 ///   its breaker.
-/// - The latency estimate moves half-way toward each answer's time, so a slow instance
-///   shows within two or three answers and a passing hiccup is forgotten as quickly. The
-///   first answer is left out (it carries the connection's set-up: a TCP, maybe a TLS,
-///   handshake). The estimate decays toward zero over [`DECAY`] while no answer comes.
+/// - The latency estimate is its quickest recent answer: the least time among its answers
+///   of the current window of time ([`WINDOW`]) and the one before. Waiting in queues (the
+///   client's own, a burst of calls) delays some answers but rarely all of them, so
+///   healthy instances are not told apart by chance, while an instance that is slow on
+///   every answer (a gray failure) shows within one or two windows, and one
+///   quick answer shows its recovery at once. Failures are left out (they are the
+///   breaker's business), and so are the first answer and every attempt sent before it
+///   came: they waited for the first connection's set-up (a TCP, maybe a TLS, handshake).
+///   The estimate decays toward zero over [`DECAY`] while no answer comes.
 /// - The ramp starts when the instance is first seen, and again when its breaker closes.
 ///
 /// Relaxed atomics and no lock: these figures only steer the choice of instance.
@@ -37,12 +46,17 @@ pub(crate) struct Load {
 struct Shared {
     /// Requests in flight.
     in_flight: AtomicUsize,
-    /// The latency estimate, in nanoseconds.
-    latency: AtomicU64,
-    /// When the estimate was last updated, in nanoseconds since `origin`, plus one; 0: never.
+    /// The quickest answer of the current window, in nanoseconds (`u64::MAX`: none yet).
+    quickest: AtomicU64,
+    /// The quickest answer of the window before (`u64::MAX`: none).
+    quickest_before: AtomicU64,
+    /// When the current window opened, in nanoseconds since `origin`.
+    window_from: AtomicU64,
+    /// When the last answer came, in nanoseconds since `origin`, plus one; 0: never.
     sampled_at: AtomicU64,
-    /// Whether the first answer (left out of the estimate) has come.
-    answered: AtomicBool,
+    /// When its first answer came, in nanoseconds since `origin`, plus one; 0: not yet.
+    /// Answers to attempts sent before then are left out of the estimate.
+    warm_from: AtomicU64,
     /// Credit toward its next turn, while its share is less than a full one: see
     /// [`take_turn`](Load::take_turn).
     credit: AtomicU64,
@@ -64,9 +78,11 @@ impl Load {
         Self {
             shared: Arc::new(Shared {
                 in_flight: AtomicUsize::new(0),
-                latency: AtomicU64::new(0),
+                quickest: AtomicU64::new(u64::MAX),
+                quickest_before: AtomicU64::new(u64::MAX),
+                window_from: AtomicU64::new(0),
                 sampled_at: AtomicU64::new(0),
-                answered: AtomicBool::new(false),
+                warm_from: AtomicU64::new(0),
                 credit: AtomicU64::new(0),
                 ramp_from: AtomicU64::new(0),
                 origin: now,
@@ -91,33 +107,51 @@ impl Load {
         u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    /// The latency estimate at `now`, decayed for the time since it was last updated; `None`
-    /// if the instance has not answered yet.
+    /// The latency estimate at `now` (its quickest recent answer, decayed for the time since
+    /// its last answer), in nanoseconds; `None` if it has not answered yet.
     #[inline]
     pub(crate) fn latency(&self, now: Instant) -> Option<f64> {
         let sampled_at = self.shared.sampled_at.load(Ordering::Relaxed);
         if sampled_at == 0 {
             return None;
         }
-        let estimate = self.shared.latency.load(Ordering::Relaxed) as f64;
+        let quickest = self.shared.quickest.load(Ordering::Relaxed);
+        let before = self.shared.quickest_before.load(Ordering::Relaxed);
         let age = self.nanos_at(now).saturating_sub(sampled_at - 1);
-        Some(decayed(estimate, age))
+        Some(decayed(quickest.min(before) as f64, age))
     }
 
-    /// Takes `elapsed`, one attempt's time from sending to its judged answer, into the
-    /// estimate at `now`.
+    /// Takes `elapsed`, the time from sending an attempt to its judged answer, into the
+    /// estimate at `now`. Only answers count: failures are the breaker's business.
     pub(crate) fn observe(&self, elapsed: Duration, now: Instant) {
-        if !self.shared.answered.swap(true, Ordering::Relaxed) {
+        let shared = &self.shared;
+        let sample = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX - 1);
+        let at = self.nanos_at(now);
+        let sent = at.saturating_sub(sample);
+        let warm_from = shared.warm_from.load(Ordering::Relaxed);
+        if warm_from == 0 {
+            shared
+                .warm_from
+                .store(at.saturating_add(1), Ordering::Relaxed);
             return;
         }
-        let sample = elapsed.as_nanos().min(u128::from(u64::MAX / 2)) as f64;
-        let next = match self.latency(now) {
-            None => sample,
-            Some(estimate) => (estimate + sample) / 2.0,
-        };
-        self.shared.latency.store(next as u64, Ordering::Relaxed);
-        let at = self.nanos_at(now).saturating_add(1);
-        self.shared.sampled_at.store(at, Ordering::Relaxed);
+        if sent < warm_from - 1 {
+            // Sent while the first connection was being set up: it waited for it too.
+            return;
+        }
+        let opened = shared.window_from.load(Ordering::Relaxed);
+        if at.saturating_sub(opened) >= WINDOW.as_nanos() as u64 {
+            // The window closes: it becomes the one before, and this answer opens the next.
+            // (Two threads may both close it; one of their answers is then a window's own.)
+            let closed = shared.quickest.swap(sample, Ordering::Relaxed);
+            shared.quickest_before.store(closed, Ordering::Relaxed);
+            shared.window_from.store(at, Ordering::Relaxed);
+        } else {
+            shared.quickest.fetch_min(sample, Ordering::Relaxed);
+        }
+        shared
+            .sampled_at
+            .store(at.saturating_add(1), Ordering::Relaxed);
     }
 
     /// Whether the instance takes the turn it is offered, with `share` of the turns (out of
@@ -197,30 +231,41 @@ mod tests {
     const MS: f64 = 1_000_000.0;
 
     #[tokio::test(start_paused = true)]
-    async fn the_estimate_moves_half_way_and_decays_unsampled() {
-        let now = Instant::now();
-        let load = Load::new(now);
-        assert_eq!(load.latency(now), None, "no answer yet");
-        load.observe(Duration::from_millis(50), now);
-        assert_eq!(load.latency(now), None, "the first answer is left out");
-        load.observe(Duration::from_millis(2), now);
+    async fn the_estimate_is_the_quickest_answer_of_two_windows_and_decays_unsampled() {
+        let start = Instant::now();
+        let load = Load::new(start);
+        let observe = |ms: u64, at: Duration| load.observe(Duration::from_millis(ms), start + at);
+        let estimate = |at: Duration| load.latency(start + at);
+        let (zero, window) = (Duration::from_millis(20), WINDOW);
+        assert_eq!(estimate(zero), None, "no answer yet");
+        observe(50, zero);
+        assert_eq!(estimate(zero), None, "the first answer is left out");
+        // An attempt sent before it, while the connection was set up: left out too.
+        let late = zero + Duration::from_millis(2);
+        observe(12, late);
+        assert_eq!(estimate(late), None, "sent before the first answer");
+        let warm = Duration::from_millis(100);
+        observe(4, warm);
+        assert_eq!(estimate(warm), Some(4.0 * MS), "the next is the estimate");
+        for ms in [30, 2, 9] {
+            observe(ms, warm);
+        }
+        assert_eq!(estimate(warm), Some(2.0 * MS), "the quickest");
+        // The window closes, and the next: the quickest is forgotten then.
+        observe(20, window);
+        assert_eq!(estimate(window), Some(2.0 * MS), "in the window before");
+        observe(20, window * 2);
         assert_eq!(
-            load.latency(now),
-            Some(2.0 * MS),
-            "the next is the estimate"
+            estimate(window * 2),
+            Some(20.0 * MS),
+            "two windows of slow answers"
         );
-        load.observe(Duration::from_millis(10), now);
-        assert_eq!(load.latency(now), Some(6.0 * MS), "half-way up");
-        load.observe(Duration::from_millis(2), now);
-        assert_eq!(load.latency(now), Some(4.0 * MS), "half-way down");
+        // One quick answer shows at once.
+        observe(3, window * 2);
+        assert_eq!(estimate(window * 2), Some(3.0 * MS));
         // Unsampled for one time constant: e^-1 of it.
-        let later = now + DECAY;
-        let decayed = load.latency(later).expect("estimate");
-        assert!((decayed - 4.0 * MS / std::f64::consts::E).abs() < 1.0);
-        assert_eq!(
-            load.latency(now + Duration::from_millis(50)),
-            Some(4.0 * MS)
-        );
+        let decayed = estimate(window * 2 + DECAY).expect("estimate");
+        assert!((decayed - 3.0 * MS / std::f64::consts::E).abs() < 1.0);
     }
 
     #[tokio::test(start_paused = true)]

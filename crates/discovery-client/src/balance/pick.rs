@@ -24,20 +24,24 @@ pub enum Balance {
     /// Round-robin weighted by how fast each instance answers, then power of two choices
     /// by requests in flight among the instances at full weight. The default.
     ///
-    /// Each instance keeps a moving estimate of its answer time (half-way toward each
-    /// answer's time, the first answer left out, decaying while the instance is not used).
+    /// Each instance's answer time is estimated as its quickest answer over the last half
+    /// second to second: queueing (the client's own, a burst of calls) delays some answers
+    /// but rarely all of them, so healthy instances are not told apart by chance. Answers
+    /// that waited for an instance's first connection are left out, and the estimate
+    /// decays while the instance is not used.
+    ///
     /// An instance whose estimate is within 25 % + 1 ms of the fastest instance's has a
     /// full share, so small differences between healthy instances change nothing and turns
     /// stay exactly 1, 2, 3. A slower one's share falls with the sixth power of how much
     /// slower it is (a third of a share at 1.2 times the tolerance, 2 % at 1.9 times), down
-    /// to 1/256 of a full share: it
-    /// keeps a trickle of calls, which is how its recovery is seen, and its share comes
-    /// back as its estimate does. Turns go round one shared cursor, and an instance with
-    /// part of a share takes that part of the turns it is offered, spread evenly (a credit
-    /// per instance, as in deficit round-robin): deterministic, lock-free, and exactly
-    /// round-robin when the shares are equal. Among instances at full share, the one whose turn it is is
-    /// compared with one other drawn at random and the one with fewer requests in flight
-    /// goes, as in [`PowerOfTwoChoices`](Balance::PowerOfTwoChoices).
+    /// to 1/256 of a full share: it keeps a trickle of calls, which is how its recovery is
+    /// seen, and its share comes back with its first quick answer. Turns go round one
+    /// shared cursor, and an instance with part of a share takes that part of the turns it
+    /// is offered, spread evenly (a credit per instance, as in deficit round-robin):
+    /// deterministic, lock-free, and exactly round-robin when the shares are equal. Among
+    /// instances at full share, the one whose turn it is is compared with one other drawn
+    /// at random and the one with fewer requests in flight goes, as in
+    /// [`PowerOfTwoChoices`](Balance::PowerOfTwoChoices).
     ///
     /// With [`slow_start`](crate::ServiceClientBuilder::slow_start), an instance's share
     /// also ramps up over a window after it appears or its breaker closes.
