@@ -311,7 +311,7 @@ impl Cluster {
     pub async fn heal(&mut self, n: u16) -> Result<(), String> {
         self.set_faults(
             n,
-            json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0}),
+            json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0, "throttle_rate": 0.0}),
         )
         .await
     }
