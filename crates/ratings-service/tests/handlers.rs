@@ -266,7 +266,10 @@ async fn throttle_rate_one_answers_429_with_retry_after_and_is_set_by_admin() {
         let answer = get(&app, "/ratings/widget").await;
         assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
-            answer.headers.get(header::RETRY_AFTER).map(|v| v.as_bytes()),
+            answer
+                .headers
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
             Some(&b"2"[..])
         );
         assert!(answer.error().contains("instance 3"), "{}", answer.error());
