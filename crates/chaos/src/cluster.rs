@@ -220,6 +220,11 @@ impl Cluster {
         &self.market.url
     }
 
+    /// The market's process id.
+    pub fn market_pid(&self) -> u32 {
+        self.market.pid()
+    }
+
     /// How many lines the market has logged so far.
     pub fn market_log_len(&self) -> usize {
         self.market.lines().len()
