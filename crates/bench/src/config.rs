@@ -99,9 +99,10 @@ pub struct Args {
     )]
     pub scenarios: Vec<Scenario>,
 
-    /// Run only these contenders in the steady, sick and steady-tls scenarios (repeatable;
-    /// in steady-tls `hyper`, `hyper-round-robin`, `ours` and `nginx` are their TLS
-    /// versions); default: all.
+    /// Run only these contenders in the steady, sick, steady-tls, gray, backpressure and
+    /// tower-balance scenarios (repeatable; in steady-tls `hyper`, `hyper-round-robin`,
+    /// `ours` and `nginx` are their TLS versions; each scenario runs those of its own it is
+    /// given); default: all of each scenario's.
     #[arg(
         long = "contender",
         value_enum,
@@ -123,7 +124,8 @@ pub struct Args {
     #[arg(long, env = "BENCH_REGISTRY_CONNECTIONS", default_value_t = 64)]
     pub registry_connections: usize,
 
-    /// Closed-loop workers for the steady, sick and steady-tls scenarios.
+    /// Closed-loop workers for the steady, sick, steady-tls, backpressure and slow-start
+    /// scenarios.
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
 
@@ -136,13 +138,13 @@ pub struct Args {
     )]
     pub http2_concurrency: Vec<usize>,
 
-    /// Gray scenario: the latencies added to the slow instance, one run each.
+    /// Gray scenario: the latencies added to the slow instance, one run each [default:
+    /// 5ms,20ms,200ms, or 20ms with --quick].
     #[arg(
         long,
         env = "BENCH_GRAY_LATENCY",
         value_delimiter = ',',
-        value_parser = humantime::parse_duration,
-        default_values = ["5ms", "20ms", "200ms"]
+        value_parser = humantime::parse_duration
     )]
     pub gray_latency: Vec<Duration>,
 
@@ -310,7 +312,11 @@ impl Plan {
             registry_services: 1_000,
             registry_window: Duration::from_secs(if quick { 2 } else { 10 }),
             registry_connections: args.registry_connections.max(1),
-            gray_latencies: args.gray_latency.clone(),
+            gray_latencies: match (args.gray_latency.is_empty(), quick) {
+                (false, _) => args.gray_latency.clone(),
+                (true, true) => vec![Duration::from_millis(20)],
+                (true, false) => [5, 20, 200].map(Duration::from_millis).to_vec(),
+            },
             gray_concurrency: args.gray_concurrency.iter().map(|&c| c.max(1)).collect(),
             gray_window: args
                 .gray_window
