@@ -357,3 +357,73 @@ fn report(by_latency: &[(Duration, Vec<Outcome>)], plan: &Plan) -> Section {
     }
     section
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::Sample;
+
+    fn phase(callers: usize, latencies_ms: &[(u64, u16)]) -> Phase {
+        let samples: Vec<Sample> = latencies_ms
+            .iter()
+            .map(|&(ms, instance)| Sample {
+                start: Duration::ZERO,
+                latency: Duration::from_millis(ms),
+                instance: Some(instance),
+            })
+            .collect();
+        Phase {
+            callers,
+            figures: Figures::of(&samples),
+            attempt_share: None,
+        }
+    }
+
+    fn outcome(heal: Vec<Option<f64>>, slow: Phase) -> Outcome {
+        Outcome {
+            kind: Kind::Ours,
+            healthy: vec![phase(4, &[(1, 1), (1, 2), (1, 3)])],
+            slow: vec![slow],
+            heal,
+        }
+    }
+
+    fn plan() -> Plan {
+        use clap::Parser;
+        Plan::from_args(&crate::config::Args::parse_from(["bench"]))
+    }
+
+    #[test]
+    fn healed_after_is_the_end_of_the_first_window_back_to_a_quarter() {
+        let window = Duration::from_secs(5);
+        let slow = || phase(4, &[(1, 2)]);
+        assert_eq!(
+            outcome(vec![Some(0.0), Some(0.1), Some(0.3)], slow()).healed_after(window),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            outcome(vec![None, Some(0.24)], slow()).healed_after(window),
+            None
+        );
+    }
+
+    #[test]
+    fn targets_are_judged_against_the_same_contenders_healthy_run() {
+        let plan = plan();
+        let met = outcome(vec![Some(0.3)], phase(4, &[(1, 2), (1, 3)]));
+        let text = report(&[(Duration::from_millis(20), vec![met])], &plan)
+            .render()
+            .to_string();
+        assert!(!text.contains("MISSED"), "{text}");
+        assert_eq!(text.matches("**MET**").count(), 4, "{text}");
+        // Most answers from the slow instance, 20 ms each: every target missed but the heal.
+        let missed = outcome(
+            vec![Some(0.3)],
+            phase(4, &[(20, 1), (20, 1), (20, 1), (1, 2)]),
+        );
+        let text = report(&[(Duration::from_millis(20), vec![missed])], &plan)
+            .render()
+            .to_string();
+        assert_eq!(text.matches("**MISSED**").count(), 3, "{text}");
+    }
+}

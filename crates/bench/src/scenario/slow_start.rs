@@ -250,3 +250,20 @@ fn name(o: &Outcome) -> &'static str {
         "without slow start"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ramp_grows_linearly_in_weight_to_a_full_share() {
+        // Second 1 of a 10 s window: weight 0.05 among three full instances.
+        assert!((expected_share(0, 10.0) - 0.05 / 3.05).abs() < 1e-12);
+        assert!((expected_share(4, 10.0) - 0.45 / 3.45).abs() < 1e-12);
+        // After the window (and in its last half second) a full quarter at most.
+        assert!((expected_share(10, 10.0) - 0.25).abs() < 1e-12);
+        assert!(expected_share(9, 10.0) < 0.25);
+        let shares: Vec<f64> = (0..10).map(|k| expected_share(k, 10.0)).collect();
+        assert!(shares.windows(2).all(|w| w[0] < w[1]), "{shares:?}");
+    }
+}
