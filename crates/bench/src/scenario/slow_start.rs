@@ -115,6 +115,14 @@ fn variants() -> Vec<bool> {
     }
 }
 
+/// When the fourth instance joins, from the start of the load: after the warm-up and one
+/// window of load, and after the three have been known for longer than the slow-start
+/// window, so that a ramp of their own (were the client to apply one to the instances it
+/// starts with) is over and each weighs a full share.
+fn join_after(plan: &Plan) -> Duration {
+    (plan.warmup + plan.gray_window).max(plan.slow_start + Duration::from_secs(1))
+}
+
 fn client(plan: &Plan, discovery: Joining, slow_start: bool) -> Result<ServiceClient, String> {
     let builder = ServiceClient::builder("ratings")
         .discovery(discovery)
@@ -144,7 +152,7 @@ async fn run_one(plan: &Plan, instances: &[Instance], slow_start: bool) -> Resul
     let paths = Arc::new(paths());
     // Load with three instances, then the fourth joins; load continues over the window and
     // two seconds more.
-    let before = plan.warmup + plan.gray_window;
+    let before = join_after(plan);
     let total = before + plan.slow_start + Duration::from_secs(2);
     let origin = Instant::now();
     let load = tokio::spawn(closed_loop(
@@ -185,11 +193,12 @@ fn report(outcomes: &[Outcome], plan: &Plan) -> Section {
     let window_s = plan.slow_start.as_secs_f64();
     section.note(format!(
         "3 ratings instances under a closed loop of {} callers (our client, default balancing); \
-         after {} a 4th instance is published by discovery. Its share of answers in each second \
+         after {} (longer than the window, so the first three weigh a full share) a 4th instance \
+         is published by discovery. Its share of answers in each second \
          after it joined, against the linear ramp of a {} slow-start window (weight (k + ½) / \
          window in second k, so share = weight / (3 + weight)).",
         plan.concurrency,
-        show(plan.warmup + plan.gray_window),
+        show(join_after(plan)),
         show(plan.slow_start),
     ));
     if !cfg!(feature = "slow-start") {
