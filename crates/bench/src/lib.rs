@@ -22,6 +22,7 @@
 //! - [`tower_p2c`]: tower's own `p2c::Balance` over hyper clients, as a contender.
 //! - [`loopback_ratings`]: in-process endpoints with spread latencies (tower's example).
 //! - [`open_loop`]: load at a fixed rate, whatever the answers' latency.
+//! - [`openings`]: our client's breaker openings during a run.
 //! - [`machine`]: what machine the numbers came from.
 //! - [`report`]: Markdown tables and target verdicts.
 
@@ -38,6 +39,7 @@ pub mod load;
 pub mod loopback_ratings;
 pub mod machine;
 pub mod open_loop;
+pub mod openings;
 pub mod peers;
 pub mod procs;
 pub mod raw_http;

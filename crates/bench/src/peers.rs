@@ -38,14 +38,14 @@ pub enum PeerKind {
 }
 
 impl PeerKind {
-    /// `nginx`, `haproxy`, `haproxy-markdown`, `nginx-least-conn` or `haproxy-leastconn`.
+    /// `nginx`, `haproxy`, `haproxy-markdown`, `nginx-least-conn` or `haproxy-least-conn`.
     pub fn name(self) -> &'static str {
         match self {
             PeerKind::Nginx => "nginx",
             PeerKind::Haproxy => "haproxy",
             PeerKind::HaproxyMarkDown => "haproxy-markdown",
             PeerKind::NginxLeastConn => "nginx-least-conn",
-            PeerKind::HaproxyLeastConn => "haproxy-leastconn",
+            PeerKind::HaproxyLeastConn => "haproxy-least-conn",
         }
     }
 

@@ -7,19 +7,19 @@
 //! the instance's breaker should stay closed, and the instance should get fewer calls while
 //! it asks for them to stop.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use discovery_client::Event;
 use serde_json::json;
 
 use super::{Bed, Kind, make};
 use crate::config::Plan;
-use crate::contender::{Contender, paths};
+use crate::contender::paths;
 use crate::faults;
 use crate::figures::{Figures, percent};
 use crate::latency::show;
 use crate::load::closed_loop;
+use crate::openings::Openings;
 use crate::peers::PeerKind;
 use crate::report::{Section, Table};
 
@@ -102,21 +102,7 @@ async fn run_one(bed: &Bed, plan: &Plan, kind: Kind) -> Result<Outcome, String> 
     )
     .await;
 
-    let opened = Arc::new(Mutex::new(0_usize));
-    let listener = if let Contender::Ours(client) = &*contender {
-        let mut events = client.subscribe();
-        let opened = Arc::clone(&opened);
-        let url = url.clone();
-        Some(tokio::spawn(async move {
-            while let Ok(event) = events.recv().await {
-                if matches!(&event, Event::BreakerOpened { address, .. } if *address == url) {
-                    *opened.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-                }
-            }
-        }))
-    } else {
-        None
-    };
+    let openings = Openings::watch(&contender, Some(&url));
     faults::set(&url, json!({ "throttle_rate": THROTTLE_RATE })).await?;
     let pushing_back = closed_loop(
         Arc::clone(&contender),
@@ -128,10 +114,7 @@ async fn run_one(bed: &Bed, plan: &Plan, kind: Kind) -> Result<Outcome, String> 
     )
     .await;
     faults::heal(&url).await?;
-    let openings = listener.map(|listener| {
-        listener.abort();
-        *opened.lock().unwrap_or_else(PoisonError::into_inner)
-    });
+    let openings = openings.map(|o| o.count());
     drop(entry);
     Ok(Outcome {
         kind,

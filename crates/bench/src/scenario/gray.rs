@@ -24,6 +24,7 @@ use crate::faults;
 use crate::figures::{Figures, percent};
 use crate::latency::show;
 use crate::load::{Sample, closed_loop};
+use crate::openings::Openings;
 use crate::peers::PeerKind;
 use crate::report::{Section, Table, ratio};
 
@@ -75,6 +76,8 @@ struct Outcome {
     slow: Vec<Phase>,
     /// The slow instance's share in each heal window (`None`: no answer in it).
     heal: Vec<Option<f64>>,
+    /// Our client only: breaker openings over the whole run, any instance.
+    openings: Option<usize>,
 }
 
 impl Outcome {
@@ -113,6 +116,7 @@ async fn run_one(bed: &Bed, plan: &Plan, kind: Kind, latency: Duration) -> Resul
     let paths = Arc::new(paths());
     let top = plan.gray_concurrency.iter().copied().max().unwrap_or(1);
     load(&contender, &paths, top, plan.warmup).await;
+    let openings = Openings::watch(&contender, None);
 
     let mut healthy = Vec::new();
     for &callers in &plan.gray_concurrency {
@@ -146,12 +150,14 @@ async fn run_one(bed: &Bed, plan: &Plan, kind: Kind, latency: Duration) -> Resul
             break;
         }
     }
+    let openings = openings.map(|o| o.count());
     drop(entry);
     Ok(Outcome {
         kind,
         healthy,
         slow,
         heal,
+        openings,
     })
 }
 
@@ -237,7 +243,7 @@ fn report(by_latency: &[(Duration, Vec<Outcome>)], plan: &Plan) -> Section {
          healed and its share of answers followed in {} windows at {} callers (stopping once it \
          is back to ≥ 25 %, at most {}). \"share\" = instance 1's share of the answers; for our \
          client \"attempts\" = its share of the attempts sent (hedges and retries included). \
-         Proxies: nginx `least_conn` and HAProxy `balance leastconn`, otherwise as in scenario 2.",
+         Nothing fails here, so every breaker our client opens is a healthy one. Proxies: nginx `least_conn` and HAProxy `balance leastconn`, otherwise as in scenario 2.",
         callers.join(", "),
         show(plan.warmup),
         show(plan.gray_window),
@@ -289,6 +295,7 @@ fn report(by_latency: &[(Duration, Vec<Outcome>)], plan: &Plan) -> Section {
             format!("share by +{}", show(w))
         }));
         header.push("back to ≥ 25 % after".to_string());
+        header.push("breakers opened (ours, whole run)".to_string());
         let mut heal = Table::new(header);
         for o in outcomes {
             let mut row = vec![o.kind.name().to_string()];
@@ -300,6 +307,7 @@ fn report(by_latency: &[(Duration, Vec<Outcome>)], plan: &Plan) -> Section {
                 Some(d) => format!("≤ {}", show(d)),
                 None => format!("not within {}", show(plan.heal_limit)),
             });
+            row.push(o.openings.map_or("–".to_string(), |n| n.to_string()));
             heal.row(row);
         }
         section.table(&heal);
@@ -385,6 +393,7 @@ mod tests {
             healthy: vec![phase(4, &[(1, 1), (1, 2), (1, 3)])],
             slow: vec![slow],
             heal,
+            openings: Some(0),
         }
     }
 
