@@ -59,7 +59,8 @@ pub enum ContenderName {
     Ours,
     /// Our `ServiceClient` with hedging off.
     OursUnhedged,
-    /// Our `ServiceClient` with `Balance::RoundRobin` (steady scenario only, unless asked for).
+    /// Our `ServiceClient` with `Balance::RoundRobin` (steady, gray and tower-balance
+    /// scenarios; elsewhere only when asked for).
     OursRoundRobin,
     /// Our `ServiceClient` with `Balance::LeastPending` (steady scenario only, unless asked
     /// for).
