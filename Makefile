@@ -117,6 +117,7 @@ example: build
 #   make slowRatings INSTANCE=1 MS=1500     add latency before each answer
 #   make failRatings INSTANCE=1 RATE=0.5    answer 500 at this rate
 #   make garbageRatings INSTANCE=1 RATE=0.5 answer 200 with a garbage body at this rate
+#   make throttleRatings INSTANCE=1 RATE=0.5 answer 429 with Retry-After: 2 at this rate
 #   make healRatings INSTANCE=1             clear every fault
 CHAOS       ?= --full
 # Release: at 200 req/s a debug build spends enough CPU to starve the instances it measures.
@@ -124,7 +125,7 @@ CHAOS_BUILD ?= --release
 MS          ?=
 RATE        ?=
 
-.PHONY: chaos slowRatings failRatings garbageRatings healRatings
+.PHONY: chaos slowRatings failRatings garbageRatings throttleRatings healRatings
 
 chaos:
 	$(CARGO) run $(CHAOS_BUILD) -p chaos --bin chaos -- $(CHAOS)
@@ -141,17 +142,24 @@ garbageRatings:
 	@test -n "$(INSTANCE)" && test -n "$(RATE)" || { echo "usage: make garbageRatings INSTANCE=N RATE=0.5" >&2; exit 2; }
 	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"garbage_rate": $(RATE)}'
 
+throttleRatings:
+	@test -n "$(INSTANCE)" && test -n "$(RATE)" || { echo "usage: make throttleRatings INSTANCE=N RATE=0.5" >&2; exit 2; }
+	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"throttle_rate": $(RATE)}'
+
 healRatings:
 	@test -n "$(INSTANCE)" || { echo "usage: make healRatings INSTANCE=N" >&2; exit 2; }
-	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": 0, "error_rate": 0, "garbage_rate": 0}'
+	@$(SCRIPT_TLS) scripts/ratings-faults.sh $(INSTANCE) '{"latency_ms": 0, "error_rate": 0, "garbage_rate": 0, "throttle_rate": 0}'
 
 # Benchmarks (crates/bench, results in docs/BENCHMARKS.md): release builds, everything on
 # loopback, nginx and HAProxy used when installed (apt-get install -y nginx haproxy) and
 # skipped with a message when not. Not part of `make test`.
 BENCH_BIN := $${CARGO_TARGET_DIR:-target}/release/bench
-.PHONY: bench bench-quick bench-build bench-stores
+# `make bench-gray BENCH_FEATURES="--features bench/slow-start"` once the library has
+# `ServiceClientBuilder::slow_start` (the slow-start scenario's run with it).
+BENCH_FEATURES ?=
+.PHONY: bench bench-quick bench-gray bench-build bench-stores
 bench-build:
-	$(CARGO) build --release -p bench -p ratings-service -p registry --bins
+	$(CARGO) build --release -p bench -p ratings-service -p registry -p market-app --bins $(BENCH_FEATURES)
 
 bench: bench-build
 	$(CARGO) bench -p bench --bench hot_path
@@ -160,6 +168,11 @@ bench: bench-build
 bench-quick: bench-build
 	$(CARGO) bench -p bench --bench hot_path -- --warm-up-time 0.1 --measurement-time 0.3
 	$(BENCH_BIN) --quick --out $${CARGO_TARGET_DIR:-target}/bench-results-quick.md
+
+# Issue 13's scenarios only (gray failures, back-pressure, tower's balance example, slow
+# start, a starved client): docs/BENCHMARKS.md, "Gray failures (issue 13)".
+bench-gray: bench-build
+	$(BENCH_BIN) --scenario gray,backpressure,tower-balance,slow-start,starved --out $${CARGO_TARGET_DIR:-target}/bench-gray.md
 
 # The registry on each store, same harness, same run: heartbeats per second and the time from
 # a write to a parked blocking query's answer (needs etcd-server and protoc, like the etcd tests).

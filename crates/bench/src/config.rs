@@ -25,6 +25,22 @@ pub enum Scenario {
     /// HTTP/2 against HTTP/1.1 over TLS on the same instances, at several numbers of callers:
     /// throughput, p99 and connections held.
     Http2,
+    /// Gray failure (issue 13): one of three instances answers correctly but slowly (each of
+    /// `--gray-latency`), at each of `--gray-concurrency` callers, against the same run with
+    /// three healthy instances; then healed, and its share followed in 5 s windows.
+    Gray,
+    /// Back-pressure (issue 13): one instance answers half its calls 429 with
+    /// `Retry-After: 2`.
+    Backpressure,
+    /// The conditions of tower's `examples/tower-balance.rs`: 10 in-process endpoints whose
+    /// latencies are spread from 1 ms to 1 s, many concurrent requests.
+    TowerBalance,
+    /// Slow start (issue 13): a fourth instance joins a loaded service; its share per second
+    /// against the configured ramp.
+    SlowStart,
+    /// A starved client (issue 13): the market with its CPU capped by a cgroup quota, as a
+    /// container limit does, under open-loop load.
+    Starved,
 }
 
 /// The contenders, for `--contender`.
@@ -43,7 +59,8 @@ pub enum ContenderName {
     Ours,
     /// Our `ServiceClient` with hedging off.
     OursUnhedged,
-    /// Our `ServiceClient` with `Balance::RoundRobin` (steady scenario only, unless asked for).
+    /// Our `ServiceClient` with `Balance::RoundRobin` (steady, gray and tower-balance
+    /// scenarios; elsewhere only when asked for).
     OursRoundRobin,
     /// Our `ServiceClient` with `Balance::LeastPending` (steady scenario only, unless asked
     /// for).
@@ -54,6 +71,14 @@ pub enum ContenderName {
     Haproxy,
     /// Through HAProxy without L7 retries (sick scenario only, unless asked for).
     HaproxyMarkdown,
+    /// tower's `p2c::Balance` over `PeakEwmaDiscover` (gray and tower-balance scenarios).
+    TowerPeakEwma,
+    /// tower's `p2c::Balance` over `PendingRequestsDiscover` (tower-balance scenario).
+    TowerPendingRequests,
+    /// Through nginx with `least_conn` (gray scenario).
+    NginxLeastConn,
+    /// Through HAProxy with `balance leastconn` (gray scenario).
+    HaproxyLeastConn,
 }
 
 /// `bench`: benchmarks of the discovery client side by side with plain reqwest, nginx and
@@ -75,9 +100,10 @@ pub struct Args {
     )]
     pub scenarios: Vec<Scenario>,
 
-    /// Run only these contenders in the steady, sick and steady-tls scenarios (repeatable;
-    /// in steady-tls `hyper`, `hyper-round-robin`, `ours` and `nginx` are their TLS
-    /// versions); default: all.
+    /// Run only these contenders in the steady, sick, steady-tls, gray, backpressure and
+    /// tower-balance scenarios (repeatable; in steady-tls `hyper`, `hyper-round-robin`,
+    /// `ours` and `nginx` are their TLS versions; each scenario runs those of its own it is
+    /// given); default: all of each scenario's.
     #[arg(
         long = "contender",
         value_enum,
@@ -99,7 +125,8 @@ pub struct Args {
     #[arg(long, env = "BENCH_REGISTRY_CONNECTIONS", default_value_t = 64)]
     pub registry_connections: usize,
 
-    /// Closed-loop workers for the steady, sick and steady-tls scenarios.
+    /// Closed-loop workers for the steady, sick, steady-tls, backpressure and slow-start
+    /// scenarios.
     #[arg(long, env = "BENCH_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
 
@@ -111,6 +138,57 @@ pub struct Args {
         default_values_t = [32, 256]
     )]
     pub http2_concurrency: Vec<usize>,
+
+    /// Gray scenario: the latencies added to the slow instance, one run each [default:
+    /// 5ms,20ms,200ms, or 20ms with --quick].
+    #[arg(
+        long,
+        env = "BENCH_GRAY_LATENCY",
+        value_delimiter = ',',
+        value_parser = humantime::parse_duration
+    )]
+    pub gray_latency: Vec<Duration>,
+
+    /// Gray scenario: the numbers of closed-loop callers.
+    #[arg(
+        long,
+        env = "BENCH_GRAY_CONCURRENCY",
+        value_delimiter = ',',
+        default_values_t = [1, 4, 32]
+    )]
+    pub gray_concurrency: Vec<usize>,
+
+    /// Gray, back-pressure and slow-start scenarios: measured time per phase [default: 5s,
+    /// or 2s with --quick].
+    #[arg(long, env = "BENCH_GRAY_WINDOW", value_parser = humantime::parse_duration)]
+    pub gray_window: Option<Duration>,
+
+    /// Slow-start scenario: the window given to `ServiceClientBuilder::slow_start`.
+    #[arg(long, env = "BENCH_SLOW_START", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub slow_start: Duration,
+
+    /// Tower-balance scenario: concurrent requests (tower's example: 500).
+    #[arg(long, env = "BENCH_TOWER_CONCURRENCY", default_value_t = 500)]
+    pub tower_concurrency: usize,
+
+    /// Tower-balance scenario: requests per contender (tower's example: 100000) [default:
+    /// 100000, or 20000 with --quick].
+    #[arg(long, env = "BENCH_TOWER_REQUESTS")]
+    pub tower_requests: Option<usize>,
+
+    /// Starved scenario: the open-loop page rates to load the market with, one step each.
+    #[arg(
+        long,
+        env = "BENCH_STARVED_RATES",
+        value_delimiter = ',',
+        default_values_t = [50, 100, 200]
+    )]
+    pub starved_rates: Vec<u32>,
+
+    /// Starved scenario: the market's CPU quota per period, as cgroup `cpu.max` takes them
+    /// (`QUOTA PERIOD` in µs).
+    #[arg(long, env = "BENCH_STARVED_CPU_MAX", default_value = "40000 1000000")]
+    pub starved_cpu_max: String,
 
     /// Retest delay for the sick-instance scenario [default: 30s, or 4s with --quick]; nginx rounds it up to whole seconds.
     #[arg(long, env = "BENCH_RETEST", value_parser = humantime::parse_duration)]
@@ -178,6 +256,32 @@ pub struct Plan {
     pub registry_window: Duration,
     /// Registry: connections sending heartbeats.
     pub registry_connections: usize,
+    /// Gray: latencies added to the slow instance (one run each).
+    pub gray_latencies: Vec<Duration>,
+    /// Gray: numbers of closed-loop callers.
+    pub gray_concurrency: Vec<usize>,
+    /// Gray, back-pressure, slow-start: measured time per phase.
+    pub gray_window: Duration,
+    /// Gray: the heal is followed in windows of this length...
+    pub heal_window: Duration,
+    /// ... for at most this long.
+    pub heal_limit: Duration,
+    /// Gray: callers while the heal is followed.
+    pub heal_concurrency: usize,
+    /// Slow start: the configured window.
+    pub slow_start: Duration,
+    /// Tower-balance: concurrent requests.
+    pub tower_concurrency: usize,
+    /// Tower-balance: requests per contender.
+    pub tower_requests: usize,
+    /// Tower-balance: the longest a contender's run may last.
+    pub tower_limit: Duration,
+    /// Starved: open-loop page rates, one step each.
+    pub starved_rates: Vec<u32>,
+    /// Starved: seconds per rate step.
+    pub starved_step: Duration,
+    /// Starved: the market's CPU quota (`QUOTA PERIOD`, µs).
+    pub starved_cpu_max: String,
 }
 
 impl Plan {
@@ -209,6 +313,28 @@ impl Plan {
             registry_services: 1_000,
             registry_window: Duration::from_secs(if quick { 2 } else { 10 }),
             registry_connections: args.registry_connections.max(1),
+            gray_latencies: match (args.gray_latency.is_empty(), quick) {
+                (false, _) => args.gray_latency.clone(),
+                (true, true) => vec![Duration::from_millis(20)],
+                (true, false) => [5, 20, 200].map(Duration::from_millis).to_vec(),
+            },
+            gray_concurrency: args.gray_concurrency.iter().map(|&c| c.max(1)).collect(),
+            gray_window: args
+                .gray_window
+                .unwrap_or(Duration::from_secs(if quick { 2 } else { 5 })),
+            heal_window: Duration::from_secs(5),
+            heal_limit: Duration::from_secs(30),
+            heal_concurrency: 4,
+            slow_start: args.slow_start,
+            tower_concurrency: args.tower_concurrency.max(1),
+            tower_requests: args
+                .tower_requests
+                .unwrap_or(if quick { 20_000 } else { 100_000 })
+                .max(1),
+            tower_limit: Duration::from_secs(if quick { 20 } else { 60 }),
+            starved_rates: args.starved_rates.iter().map(|&r| r.max(1)).collect(),
+            starved_step: Duration::from_secs(if quick { 5 } else { 20 }),
+            starved_cpu_max: args.starved_cpu_max.clone(),
         }
     }
 

@@ -19,6 +19,8 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
+use crate::tower_p2c::{self, TowerClient};
+
 /// The ratings answer.
 #[derive(Debug, Deserialize)]
 pub struct Rating {
@@ -75,6 +77,8 @@ pub enum Contender {
     },
     /// Our `ServiceClient`, cache off.
     Ours(ServiceClient),
+    /// tower's `p2c::Balance` over hyper clients, one per instance (see [`crate::tower_p2c`]).
+    Tower(TowerClient),
     /// Plain reqwest to a proxy in front of the instances.
     Proxy {
         /// Pooled client; its timeout is generous so the proxy's own timeouts decide.
@@ -207,6 +211,7 @@ impl Contender {
                 .await
                 .ok()
                 .map(|r| r.instance),
+            Contender::Tower(client) => tower_p2c::call(client, path).await,
             Contender::Proxy { http, url } => plain_get(http, url, path).await,
         }
     }
@@ -223,7 +228,12 @@ async fn plain_get(http: &reqwest::Client, base: &str, path: &str) -> Option<u16
         .map(|r| r.instance)
 }
 
-async fn hyper_get<C>(http: &Client<C, Empty<Bytes>>, base: &str, path: &str) -> Option<u16>
+/// `GET {base}{path}` through hyper; the instance named in the answer, or `None`.
+pub(crate) async fn hyper_get<C>(
+    http: &Client<C, Empty<Bytes>>,
+    base: &str,
+    path: &str,
+) -> Option<u16>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {

@@ -14,8 +14,15 @@
 //! - [`scaling`]: 2-thread scaling with 1- and 2-thread intervals interleaved.
 //! - [`instant`]: a `ServiceClient` over a transport that answers at once, for the client's
 //!   own per-call cost.
-//! - [`scenario`]: the seven scenarios (steady, sick, propagation, registry, micro,
-//!   steady-tls, http2).
+//! - [`scenario`]: the twelve scenarios (steady, sick, propagation, registry, micro,
+//!   steady-tls, http2; and issue 13's gray, backpressure, tower-balance, slow-start,
+//!   starved).
+//! - [`faults`]: faults set on running ratings instances through their admin endpoint.
+//! - [`figures`]: percentiles, failures and each instance's share of some requests.
+//! - [`tower_p2c`]: tower's own `p2c::Balance` over hyper clients, as a contender.
+//! - [`loopback_ratings`]: in-process endpoints with spread latencies (tower's example).
+//! - [`open_loop`]: load at a fixed rate, whatever the answers' latency.
+//! - [`openings`]: our client's breaker openings during a run.
 //! - [`machine`]: what machine the numbers came from.
 //! - [`report`]: Markdown tables and target verdicts.
 
@@ -24,10 +31,15 @@
 pub mod config;
 pub mod connections;
 pub mod contender;
+pub mod faults;
+pub mod figures;
 pub mod instant;
 pub mod latency;
 pub mod load;
+pub mod loopback_ratings;
 pub mod machine;
+pub mod open_loop;
+pub mod openings;
 pub mod peers;
 pub mod procs;
 pub mod raw_http;
@@ -35,6 +47,7 @@ pub mod report;
 pub mod scaling;
 pub mod scenario;
 pub mod servers;
+pub mod tower_p2c;
 
 use std::time::Instant;
 
@@ -66,6 +79,10 @@ pub async fn run(args: &Args) -> Result<String, String> {
         Scenario::Registry,
         Scenario::SteadyTls,
         Scenario::Http2,
+        Scenario::Gray,
+        Scenario::Backpressure,
+        Scenario::SlowStart,
+        Scenario::Starved,
     ]
     .into_iter()
     .any(wants);
@@ -129,6 +146,37 @@ pub async fn run(args: &Args) -> Result<String, String> {
             eprintln!("scenario 7: HTTP/2 and HTTP/1.1 over TLS");
             out.push_str(scenario::http2::run(&bed, &plan).await?.render());
         }
+    }
+    if let (Some(bins), true) = (
+        &bins,
+        wants(Scenario::Gray) || wants(Scenario::Backpressure),
+    ) {
+        eprintln!("starting 3 ratings instances with their admin endpoint");
+        let bed = Bed::start_with(bins, args.no_nginx, args.no_haproxy, &["--admin"]).await?;
+        for line in &bed.skipped {
+            eprintln!("{line}");
+            out.push_str(&format!("> {line}\n\n"));
+        }
+        if wants(Scenario::Gray) {
+            eprintln!("scenario 8: gray failure (one slow instance)");
+            out.push_str(scenario::gray::run(&bed, &plan).await?.render());
+        }
+        if wants(Scenario::Backpressure) {
+            eprintln!("scenario 9: back-pressure (429 with Retry-After)");
+            out.push_str(scenario::backpressure::run(&bed, &plan).await?.render());
+        }
+    }
+    if wants(Scenario::TowerBalance) {
+        eprintln!("scenario 10: tower's balance example (latencies from 1 ms to 1 s)");
+        out.push_str(scenario::tower_balance::run(&plan).await?.render());
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::SlowStart)) {
+        eprintln!("scenario 11: slow start (an instance joins a loaded service)");
+        out.push_str(scenario::slow_start::run(bins, &plan).await?.render());
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::Starved)) {
+        eprintln!("scenario 12: a starved client (the market under a CPU quota)");
+        out.push_str(scenario::starved::run(bins, &plan).await?.render());
     }
     out.push_str(&format!(
         "Harness wall time: {:.0} s (criterion runs separately).\n",

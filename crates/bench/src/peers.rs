@@ -29,23 +29,31 @@ pub enum PeerKind {
     /// The same HAProxy without L7 retries: timeouts mark the server down, and the request
     /// that timed out fails.
     HaproxyMarkDown,
+    /// nginx as [`Nginx`](PeerKind::Nginx) with `least_conn` instead of round-robin: its
+    /// answer to a slow upstream (the gray scenario).
+    NginxLeastConn,
+    /// HAProxy as [`Haproxy`](PeerKind::Haproxy) with `balance leastconn` instead of
+    /// round-robin (the gray scenario).
+    HaproxyLeastConn,
 }
 
 impl PeerKind {
-    /// `nginx`, `haproxy` or `haproxy-markdown`.
+    /// `nginx`, `haproxy`, `haproxy-markdown`, `nginx-least-conn` or `haproxy-least-conn`.
     pub fn name(self) -> &'static str {
         match self {
             PeerKind::Nginx => "nginx",
             PeerKind::Haproxy => "haproxy",
             PeerKind::HaproxyMarkDown => "haproxy-markdown",
+            PeerKind::NginxLeastConn => "nginx-least-conn",
+            PeerKind::HaproxyLeastConn => "haproxy-least-conn",
         }
     }
 
     /// The program: `nginx` or `haproxy`.
     pub fn program(self) -> &'static str {
         match self {
-            PeerKind::Nginx => "nginx",
-            PeerKind::Haproxy | PeerKind::HaproxyMarkDown => "haproxy",
+            PeerKind::Nginx | PeerKind::NginxLeastConn => "nginx",
+            PeerKind::Haproxy | PeerKind::HaproxyMarkDown | PeerKind::HaproxyLeastConn => "haproxy",
         }
     }
 
@@ -98,9 +106,15 @@ impl Peer {
         let hostports = host_ports(upstreams);
         Peer::launch(kind, program, None, |dir, listen| match kind {
             PeerKind::Nginx => render_nginx(dir, listen, &hostports, settings, false),
+            PeerKind::NginxLeastConn => {
+                render_nginx_balanced(dir, listen, &hostports, settings, false, "least_conn;")
+            }
             PeerKind::Haproxy | PeerKind::HaproxyMarkDown => {
                 let l7_retries = kind == PeerKind::Haproxy;
                 render_haproxy(dir, listen, &hostports, settings, l7_retries)
+            }
+            PeerKind::HaproxyLeastConn => {
+                render_haproxy_balanced(dir, listen, &hostports, settings, true, "leastconn")
             }
         })
         .await
@@ -164,7 +178,7 @@ impl Peer {
         let listen = free_loopback_port()?;
         let config = render(dir.path(), listen);
         let (file, args) = match kind {
-            PeerKind::Nginx => {
+            PeerKind::Nginx | PeerKind::NginxLeastConn => {
                 let file = dir.path().join("nginx.conf");
                 let args = vec![
                     "-p".to_string(),
@@ -176,7 +190,7 @@ impl Peer {
                 ];
                 (file, args)
             }
-            PeerKind::Haproxy | PeerKind::HaproxyMarkDown => {
+            PeerKind::Haproxy | PeerKind::HaproxyMarkDown | PeerKind::HaproxyLeastConn => {
                 let file = dir.path().join("haproxy.cfg");
                 let args = vec!["-db".to_string(), "-f".into(), file.display().to_string()];
                 (file, args)
@@ -244,6 +258,25 @@ pub fn render_nginx(
     s: Resilience,
     tls: bool,
 ) -> String {
+    render_nginx_balanced(
+        dir,
+        listen,
+        upstreams,
+        s,
+        tls,
+        "# round-robin (nginx's default)",
+    )
+}
+
+/// [`render_nginx`] with `balance` as the upstream's balancing line (`least_conn;`).
+pub fn render_nginx_balanced(
+    dir: &Path,
+    listen: SocketAddr,
+    upstreams: &[&str],
+    s: Resilience,
+    tls: bool,
+    balance: &str,
+) -> String {
     let servers: Vec<String> = upstreams
         .iter()
         .map(|hp| {
@@ -267,6 +300,7 @@ pub fn render_nginx(
         NGINX_TEMPLATE,
         &[
             ("UPSTREAMS", servers.join("\n")),
+            ("BALANCE", balance.to_string()),
             ("TLS", certificate),
             ("DIR", dir.display().to_string()),
             ("LISTEN", listen),
@@ -287,6 +321,18 @@ pub fn render_haproxy(
     s: Resilience,
     l7_retries: bool,
 ) -> String {
+    render_haproxy_balanced(dir, listen, upstreams, s, l7_retries, "roundrobin")
+}
+
+/// [`render_haproxy`] with `balance` as the backend's algorithm (`leastconn`).
+pub fn render_haproxy_balanced(
+    dir: &Path,
+    listen: SocketAddr,
+    upstreams: &[&str],
+    s: Resilience,
+    l7_retries: bool,
+    balance: &str,
+) -> String {
     let retry_on = if l7_retries {
         "retry-on conn-failure empty-response response-timeout 500 502 503 504"
     } else {
@@ -301,6 +347,7 @@ pub fn render_haproxy(
         HAPROXY_TEMPLATE,
         &[
             ("SERVERS", servers.join("\n")),
+            ("BALANCE", balance.to_string()),
             ("DIR", dir.display().to_string()),
             ("LISTEN", listen.to_string()),
             ("TIMEOUT", millis(s.timeout)),
@@ -459,5 +506,22 @@ mod tests {
         assert!(text.contains("error-limit 1 on-error mark-down"));
         assert!(text.contains("downinter 30000ms"));
         assert!(text.contains("retries 2"));
+        assert!(text.contains("balance roundrobin"), "{text}");
+    }
+
+    #[test]
+    fn least_connection_variants_change_only_the_balancing() {
+        let listen: SocketAddr = "127.0.0.1:9000".parse().unwrap_or_else(|_| unreachable!());
+        let dir = Path::new("/tmp/x");
+        let ups = ["127.0.0.1:1", "127.0.0.1:2"];
+        let plain = render_nginx(dir, listen, &ups, settings(), false);
+        let least = render_nginx_balanced(dir, listen, &ups, settings(), false, "least_conn;");
+        assert!(!least.contains("{{"), "{least}");
+        assert!(least.contains("        least_conn;\n"), "{least}");
+        assert!(!plain.contains("least_conn;\n"), "{plain}");
+        let least = render_haproxy_balanced(dir, listen, &ups, settings(), true, "leastconn");
+        assert!(!least.contains("{{"), "{least}");
+        assert!(least.contains("    balance leastconn\n"), "{least}");
+        assert!(!least.contains("    balance roundrobin\n"), "{least}");
     }
 }

@@ -46,6 +46,17 @@ impl Binaries {
     /// Starts ratings instance `n` on a free loopback port. With `registry`, it registers
     /// there; without, it only serves.
     pub async fn ratings(&self, n: u16, registry: Option<&str>) -> Result<Server, String> {
+        self.ratings_with(n, registry, &[]).await
+    }
+
+    /// [`ratings`](Self::ratings) with `extra` flags, such as `--admin` (the admin endpoint,
+    /// to change the instance's faults while it runs: loopback only, no token).
+    pub async fn ratings_with(
+        &self,
+        n: u16,
+        registry: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         let mut args = vec![
             "--instance".to_string(),
             n.to_string(),
@@ -56,6 +67,7 @@ impl Binaries {
             Some(url) => args.extend(["--registry".into(), url.to_string()]),
             None => args.push("--no-register".into()),
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         Server::start(
             &format!("ratings-{n}"),
             &self.dir.join("ratings-service"),
@@ -86,6 +98,32 @@ impl Binaries {
             RATINGS_LOG,
         )
         .await
+    }
+
+    /// Starts the market (`market`, built with `cargo build --release -p market-app`) on a
+    /// free loopback port, calling the ratings instances at `ratings` (no registry), with
+    /// these extra flags and `RUST_LOG=log`.
+    pub async fn market(
+        &self,
+        ratings: &[String],
+        extra: &[&str],
+        log: &str,
+    ) -> Result<Server, String> {
+        let program = self.dir.join("market");
+        if !program.is_file() {
+            return Err(format!(
+                "{} not found; build it first: cargo build --release -p market-app",
+                program.display()
+            ));
+        }
+        let mut args = vec![
+            "--listen".to_string(),
+            "127.0.0.1:0".into(),
+            "--static-ratings".into(),
+            ratings.join(","),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::start("market", &program, &args, log).await
     }
 
     /// Starts the registry on a free loopback port with these extra flags.

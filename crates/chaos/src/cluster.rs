@@ -220,6 +220,11 @@ impl Cluster {
         &self.market.url
     }
 
+    /// The market's process id.
+    pub fn market_pid(&self) -> u32 {
+        self.market.pid()
+    }
+
     /// How many lines the market has logged so far.
     pub fn market_log_len(&self) -> usize {
         self.market.lines().len()
@@ -311,7 +316,7 @@ impl Cluster {
     pub async fn heal(&mut self, n: u16) -> Result<(), String> {
         self.set_faults(
             n,
-            json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0}),
+            json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0, "throttle_rate": 0.0}),
         )
         .await
     }

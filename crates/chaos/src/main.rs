@@ -7,6 +7,9 @@
 //! chaos --scenario pause --full    one fault (repeat --scenario for more)
 //! chaos --list                     the faults
 //! ```
+//!
+//! A fault this machine cannot inflict (`throttled` without a writable cgroup cpu
+//! controller) is skipped with a line saying why.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -88,6 +91,11 @@ async fn main() -> ExitCode {
     );
     let mut outcomes = Vec::new();
     for scenario in scenarios {
+        if let Some(why) = scenario.unavailable() {
+            println!("{} skipped: {why}\n", scenario.name());
+            eprintln!("chaos: {} skipped: {why}", scenario.name());
+            continue;
+        }
         eprintln!("chaos: {} ({})...", scenario.name(), scenario.describe());
         let outcome = run(scenario, &profile).await;
         print!("{}", report::table(std::slice::from_ref(&outcome)));

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use cpu_quota::{CpuQuota, Quota};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -19,6 +20,15 @@ pub const SLOW_MS: u64 = 1500;
 pub const ERROR_RATE: f64 = 0.5;
 /// The share of requests answered with a garbage body by the `garbage` fault.
 pub const GARBAGE_RATE: f64 = 0.5;
+/// The latency injected by the `gray` fault: well under the market's 300 ms timeout, so the
+/// instance answers every call correctly, only late.
+pub const GRAY_MS: u64 = 20;
+/// The market's CPU quota in the `throttled` fault: 40 ms of CPU per second, as a container
+/// limit (`cpu.max` "40000 1000000") sets it.
+pub const THROTTLE: Quota = Quota {
+    quota_us: 40_000,
+    period_us: 1_000_000,
+};
 /// How long a flapping instance stays down, and then up.
 pub const FLAP_PERIOD: Duration = Duration::from_secs(1);
 /// The shortest window for `flap`, so even the quick form sees two down/up cycles.
@@ -45,11 +55,16 @@ pub enum Scenario {
     RegistryRestart,
     /// Instance 1 crashes (SIGKILL) and comes back every second, for the window.
     Flap,
+    /// Instance 1 answers correctly but 20 ms late (a gray failure); healed after.
+    Gray,
+    /// The market's CPU is capped by a cgroup quota (40 ms per second) for the window; every
+    /// instance stays healthy. Needs a writable cgroup cpu controller (root).
+    Throttled,
 }
 
 impl Scenario {
     /// Every scenario, in the order they are run.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Pause,
         Scenario::KillOne,
         Scenario::KillAll,
@@ -59,6 +74,8 @@ impl Scenario {
         Scenario::Silent,
         Scenario::RegistryRestart,
         Scenario::Flap,
+        Scenario::Gray,
+        Scenario::Throttled,
     ];
 
     /// Its name on the command line.
@@ -73,6 +90,8 @@ impl Scenario {
             Scenario::Silent => "silent",
             Scenario::RegistryRestart => "registry-restart",
             Scenario::Flap => "flap",
+            Scenario::Gray => "gray",
+            Scenario::Throttled => "throttled",
         }
     }
 
@@ -93,6 +112,17 @@ impl Scenario {
             Scenario::Silent => "a 4th instance accepts TCP and never answers",
             Scenario::RegistryRestart => "SIGKILL the registry, restart it empty after the window",
             Scenario::Flap => "instance 1 SIGKILLed and restarted every second",
+            Scenario::Gray => "instance 1 latency 20 ms (timeout 300 ms), healed after",
+            Scenario::Throttled => "the market's CPU capped at 40 ms per 1 s (cgroup quota)",
+        }
+    }
+
+    /// Why this scenario cannot run on this machine, if it cannot (the `throttled` fault
+    /// needs to create a cgroup).
+    pub fn unavailable(self) -> Option<String> {
+        match self {
+            Scenario::Throttled => cpu_quota::probe().err(),
+            _ => None,
         }
     }
 
@@ -164,6 +194,23 @@ impl Scenario {
                 tokio::time::sleep(window).await;
                 cluster.restart_registry().await;
             }
+            Scenario::Gray => {
+                cluster
+                    .set_faults(1, json!({ "latency_ms": GRAY_MS }))
+                    .await?;
+                tokio::time::sleep(window).await;
+                cluster.heal(1).await?;
+            }
+            Scenario::Throttled => {
+                let name = format!("chaos-throttled-{}", std::process::id());
+                let quota = CpuQuota::create(&name, THROTTLE)?;
+                let pid = i32::try_from(cluster.market_pid())
+                    .map_err(|_| "the market's pid does not fit a pid_t".to_owned())?;
+                quota.add(pid)?;
+                tokio::time::sleep(window).await;
+                // Removing the group moves the market back to the unlimited parent.
+                drop(quota);
+            }
             Scenario::Flap => {
                 let end = Instant::now() + window;
                 while Instant::now() < end {
@@ -188,6 +235,13 @@ impl Scenario {
                 vec![open("1"), close("1")]
             }
             Scenario::Flap => vec![open("1"), close("1")],
+            // Nothing fails: no breaker opens, no answer is stale.
+            Scenario::Gray | Scenario::Throttled => vec![
+                Never(Transition(Kind::Open, "1")),
+                Never(Transition(Kind::Open, "2")),
+                Never(Transition(Kind::Open, "3")),
+                NoStale,
+            ],
             Scenario::KillOne => vec![
                 open("1"),
                 Never(Transition(Kind::Close, "1")),

@@ -63,3 +63,8 @@ async fn a_restarted_empty_registry_is_refilled_while_clients_keep_working() {
 async fn a_flapping_instance_is_opened_and_closed_as_it_goes() {
     survives(Scenario::Flap).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_correct_instance_opens_no_breaker() {
+    survives(Scenario::Gray).await;
+}

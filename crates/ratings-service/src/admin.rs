@@ -1,7 +1,7 @@
 //! The admin endpoint, mounted only with `--admin`: read and change the injected faults.
 //!
 //! - `GET /admin/faults` answers the current faults,
-//!   `{"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0}`.
+//!   `{"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0, "throttle_rate": 0.0}`.
 //! - `PUT /admin/faults` with any of those fields validates them (rates in 0..=1, latency
 //!   at most 60 s) and applies them at once; a bad body is a 400 and changes nothing.
 //!
@@ -86,6 +86,7 @@ async fn put_faults(
         latency_ms = faults.latency_ms,
         error_rate = faults.error_rate,
         garbage_rate = faults.garbage_rate,
+        throttle_rate = faults.throttle_rate,
         "instance {instance} faults changed"
     );
     Ok(Json(faults))

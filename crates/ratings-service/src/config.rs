@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "RATINGS_GARBAGE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub garbage_rate: f64,
 
+    /// Fault: probability (0.0..=1.0) of answering a rating 429 Too Many Requests with
+    /// `Retry-After: 2` (back-pressure).
+    #[arg(long, env = "RATINGS_THROTTLE_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub throttle_rate: f64,
+
     /// Enable the admin endpoint (`GET`/`PUT /admin/faults`).
     #[arg(long, env = "RATINGS_ADMIN", action = ArgAction::SetTrue,
           value_parser = BoolishValueParser::new())]
@@ -244,6 +249,7 @@ impl Config {
             latency_ms: u64::try_from(self.latency.as_millis()).unwrap_or(u64::MAX),
             error_rate: self.error_rate,
             garbage_rate: self.garbage_rate,
+            throttle_rate: self.throttle_rate,
         }
     }
 
@@ -277,6 +283,7 @@ impl fmt::Debug for Config {
             .field("latency", &self.latency)
             .field("error_rate", &self.error_rate)
             .field("garbage_rate", &self.garbage_rate)
+            .field("throttle_rate", &self.throttle_rate)
             .field("admin", &self.admin)
             .field("admin_token", &redacted(&self.admin_token))
             .finish()
@@ -352,6 +359,8 @@ mod tests {
             &["--instance", "1000"],
             &["--error-rate", "1.5"],
             &["--garbage-rate", "-0.1"],
+            &["--throttle-rate", "2"],
+            &["--throttle-rate", "often"],
             &["--error-rate", "lots"],
             &["--latency", "61s"],
             &["--latency", "soon"],

@@ -5,6 +5,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::faults::THROTTLE_RETRY_AFTER_SECS;
+
 /// An error answer. Messages name the caller's mistake and never leak internals.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -31,6 +33,9 @@ pub enum ApiError {
     /// 500: a fault injected on purpose (see `--error-rate`).
     #[error("injected fault: instance {0} failed on purpose")]
     InjectedFault(u16),
+    /// 429 with `Retry-After`: back-pressure injected on purpose (see `--throttle-rate`).
+    #[error("instance {0} is throttling: retry after {THROTTLE_RETRY_AFTER_SECS} s")]
+    Throttled(u16),
 }
 
 impl ApiError {
@@ -42,6 +47,7 @@ impl ApiError {
             Self::UnknownItem(_) | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::InjectedFault(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -51,6 +57,9 @@ impl IntoResponse for ApiError {
         let body = Json(json!({ "error": self.to_string() }));
         if self == Self::Unauthorized {
             (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else if let Self::Throttled(_) = self {
+            let retry_after = THROTTLE_RETRY_AFTER_SECS.to_string();
+            (self.status(), [(header::RETRY_AFTER, retry_after)], body).into_response()
         } else {
             (self.status(), body).into_response()
         }

@@ -1,8 +1,10 @@
-//! Fault injection for demos and tests: added latency, injected 500s and garbage bodies.
+//! Fault injection for demos and tests: added latency, injected 500s, garbage bodies, and
+//! back-pressure (429 with `Retry-After`).
 //!
 //! The initial faults come from flags; the admin endpoint can change them at run time.
 //! They apply to `GET /ratings/{item}` only: first the latency, then an error with
-//! probability `error_rate`, otherwise a garbage body with probability `garbage_rate`.
+//! probability `error_rate`, otherwise a 429 with probability `throttle_rate`, otherwise a
+//! garbage body with probability `garbage_rate`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -11,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 /// The longest latency that may be injected.
 pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+
+/// The `Retry-After` (in seconds) of a throttled answer: how long the instance asks callers
+/// to stay away.
+pub const THROTTLE_RETRY_AFTER_SECS: u64 = 2;
 
 /// The faults currently injected. Serialized as the admin endpoint shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
@@ -21,6 +27,9 @@ pub struct Faults {
     pub error_rate: f64,
     /// Probability (0..=1) of answering 200 with a body that is not JSON.
     pub garbage_rate: f64,
+    /// Probability (0..=1) of answering 429 with `Retry-After:`
+    /// [`THROTTLE_RETRY_AFTER_SECS`] (back-pressure, not a failure).
+    pub throttle_rate: f64,
 }
 
 /// Why faults were rejected.
@@ -51,6 +60,8 @@ pub enum Injected {
     Error,
     /// Answer 200 with a body that is not JSON.
     Garbage,
+    /// Answer 429 with `Retry-After`.
+    Throttled,
 }
 
 impl Faults {
@@ -59,12 +70,14 @@ impl Faults {
         latency_ms: 0,
         error_rate: 0.0,
         garbage_rate: 0.0,
+        throttle_rate: 0.0,
     };
 
     /// Checks the rates are in 0..=1 and the latency at most [`MAX_LATENCY`].
     pub fn validate(&self) -> Result<(), FaultsError> {
         check_rate("error_rate", self.error_rate)?;
         check_rate("garbage_rate", self.garbage_rate)?;
+        check_rate("throttle_rate", self.throttle_rate)?;
         if u128::from(self.latency_ms) > MAX_LATENCY.as_millis() {
             return Err(FaultsError::Latency {
                 latency_ms: self.latency_ms,
@@ -82,6 +95,8 @@ impl Faults {
     pub fn roll(&self) -> Injected {
         if self.error_rate > 0.0 && rand::random::<f64>() < self.error_rate {
             Injected::Error
+        } else if self.throttle_rate > 0.0 && rand::random::<f64>() < self.throttle_rate {
+            Injected::Throttled
         } else if self.garbage_rate > 0.0 && rand::random::<f64>() < self.garbage_rate {
             Injected::Garbage
         } else {
@@ -95,6 +110,7 @@ impl Faults {
             latency_ms: update.latency_ms.unwrap_or(self.latency_ms),
             error_rate: update.error_rate.unwrap_or(self.error_rate),
             garbage_rate: update.garbage_rate.unwrap_or(self.garbage_rate),
+            throttle_rate: update.throttle_rate.unwrap_or(self.throttle_rate),
         };
         faults.validate()?;
         Ok(faults)
@@ -119,6 +135,8 @@ pub struct FaultsUpdate {
     pub error_rate: Option<f64>,
     /// New garbage rate.
     pub garbage_rate: Option<f64>,
+    /// New throttle rate.
+    pub throttle_rate: Option<f64>,
 }
 
 /// The faults shared by all requests, changed atomically by the admin endpoint.
@@ -162,6 +180,7 @@ mod tests {
             latency_ms: 60_000,
             error_rate: 1.0,
             garbage_rate: 1.0,
+            throttle_rate: 1.0,
         };
         assert_eq!(edge.validate(), Ok(()));
         for bad in [
@@ -179,6 +198,14 @@ mod tests {
             },
             Faults {
                 error_rate: f64::NAN,
+                ..Faults::NONE
+            },
+            Faults {
+                throttle_rate: 1.5,
+                ..Faults::NONE
+            },
+            Faults {
+                throttle_rate: f64::NAN,
                 ..Faults::NONE
             },
         ] {
@@ -214,7 +241,7 @@ mod tests {
             Ok(Faults {
                 latency_ms: 5,
                 error_rate: 0.5,
-                garbage_rate: 0.0
+                ..Faults::NONE
             })
         );
     }
@@ -230,9 +257,15 @@ mod tests {
             garbage_rate: 1.0,
             ..Faults::NONE
         };
+        let throttled = Faults {
+            throttle_rate: 1.0,
+            garbage_rate: 1.0,
+            ..Faults::NONE
+        };
         for _ in 0..100 {
             assert_eq!(errors.roll(), Injected::Error);
             assert_eq!(garbage.roll(), Injected::Garbage);
+            assert_eq!(throttled.roll(), Injected::Throttled);
             assert_eq!(Faults::NONE.roll(), Injected::Nothing);
         }
     }

@@ -92,6 +92,10 @@ async fn rating(
             );
             return Err(ApiError::InjectedFault(instance));
         }
+        Injected::Throttled => {
+            tracing::info!(instance, item, "instance {instance} throttled {item}");
+            return Err(ApiError::Throttled(instance));
+        }
         Injected::Garbage => {
             tracing::info!(
                 instance,

@@ -172,7 +172,7 @@ async fn admin_shows_applies_and_validates_faults() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(
         answer.json(),
-        json!({ "latency_ms": 250, "error_rate": 0.0, "garbage_rate": 0.0 })
+        json!({ "latency_ms": 250, "error_rate": 0.0, "garbage_rate": 0.0, "throttle_rate": 0.0 })
     );
 
     let answer = put_json(
@@ -183,7 +183,8 @@ async fn admin_shows_applies_and_validates_faults() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK);
-    let applied = json!({ "latency_ms": 0, "error_rate": 1.0, "garbage_rate": 0.0 });
+    let applied =
+        json!({ "latency_ms": 0, "error_rate": 1.0, "garbage_rate": 0.0, "throttle_rate": 0.0 });
     assert_eq!(answer.json(), applied);
     let answer = get(&app, "/ratings/widget").await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
@@ -191,6 +192,8 @@ async fn admin_shows_applies_and_validates_faults() {
     for bad in [
         r#"{"error_rate": 1.5}"#,
         r#"{"garbage_rate": -0.5}"#,
+        r#"{"throttle_rate": 1.01}"#,
+        r#"{"throttle_rate": "half"}"#,
         r#"{"latency_ms": 60001}"#,
         r#"{"latency_ms": 5, "error_rate": 2}"#,
         r#"{"latency_ms": -1}"#,
@@ -254,6 +257,33 @@ async fn error_rate_one_always_answers_500_json() {
     }
     // Health is not subject to faults.
     assert_eq!(get(&app, "/health").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn throttle_rate_one_answers_429_with_retry_after_and_is_set_by_admin() {
+    let app = app_with(&["--throttle-rate", "1", "--instance", "3", "--admin"]);
+    for _ in 0..20 {
+        let answer = get(&app, "/ratings/widget").await;
+        assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            answer
+                .headers
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"2"[..])
+        );
+        assert!(answer.error().contains("instance 3"), "{}", answer.error());
+    }
+    // Health is not subject to faults.
+    assert_eq!(get(&app, "/health").await.status, StatusCode::OK);
+
+    let answer = put_json(&app, "/admin/faults", r#"{"throttle_rate": 0}"#, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["throttle_rate"], json!(0.0));
+    assert_eq!(get(&app, "/ratings/widget").await.status, StatusCode::OK);
+    let answer = put_json(&app, "/admin/faults", r#"{"throttle_rate": 1.5}"#, None).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&app, "/ratings/widget").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

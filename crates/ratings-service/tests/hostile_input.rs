@@ -105,9 +105,10 @@ fn admin_bodies() -> impl Strategy<Value = Vec<u8>> {
         Just("latency_ms"),
         Just("error_rate"),
         Just("garbage_rate"),
+        Just("throttle_rate"),
         Just("surprise"),
     ];
-    let update = prop::collection::btree_map(field, number, 0..4)
+    let update = prop::collection::btree_map(field, number, 0..5)
         .prop_map(|m| Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()));
     prop_oneof![
         prop::collection::vec(any::<u8>(), 0..200),
@@ -220,7 +221,7 @@ proptest! {
                 return Err("applied without the token".to_owned());
             }
             let update = parsed.ok_or("applied a body that is not JSON")?;
-            for field in ["latency_ms", "error_rate", "garbage_rate"] {
+            for field in ["latency_ms", "error_rate", "garbage_rate", "throttle_rate"] {
                 // An absent or null field leaves the fault as it was.
                 let want = update.get(field).filter(|v| !v.is_null()).unwrap_or(&before[field]);
                 let have = &after[field];
@@ -231,7 +232,10 @@ proptest! {
             }
             let rate_ok = |f: &str| after[f].as_f64().is_some_and(|r| (0.0..=1.0).contains(&r));
             let latency_ok = after["latency_ms"].as_u64().is_some_and(|l| l <= 60_000);
-            if !(rate_ok("error_rate") && rate_ok("garbage_rate") && latency_ok) {
+            let rates_ok = ["error_rate", "garbage_rate", "throttle_rate"]
+                .into_iter()
+                .all(rate_ok);
+            if !(rates_ok && latency_ok) {
                 return Err(format!("out-of-range faults applied: {after}"));
             }
             Ok(())

@@ -401,7 +401,7 @@ async fn the_ratings_admin_endpoint_is_off_by_default_and_needs_its_token() {
     let now = call(http.get(&faults).bearer_auth(TOKEN)).await;
     assert_eq!(
         now.1,
-        json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0})
+        json!({"latency_ms": 0, "error_rate": 0.0, "garbage_rate": 0.0, "throttle_rate": 0.0})
     );
     let slow = http
         .put(&faults)

@@ -2,15 +2,20 @@
 //! processes) and the contenders that call them. The TLS scenarios (6 and 7) share
 //! [`tls_bed`]; both steady scenarios measure with [`rounds`].
 
+pub mod backpressure;
+pub mod gray;
 pub mod http2;
 pub mod micro;
 pub mod propagation;
 pub mod registry_scale;
 pub mod rounds;
 pub mod sick;
+pub mod slow_start;
+pub mod starved;
 pub mod steady;
 pub mod steady_tls;
 pub mod tls_bed;
+pub mod tower_balance;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +28,7 @@ use crate::config::{ContenderName, Plan};
 use crate::contender::{Contender, plain_client, plain_hyper};
 use crate::peers::{Peer, PeerKind, Resilience};
 use crate::servers::{Binaries, Server};
+use crate::tower_p2c::{self, TowerLoad};
 
 /// Three ratings instances and the installed peers.
 pub struct Bed {
@@ -37,9 +43,20 @@ pub struct Bed {
 impl Bed {
     /// Starts three ratings instances and finds the peers.
     pub async fn start(bins: &Binaries, no_nginx: bool, no_haproxy: bool) -> Result<Bed, String> {
+        Bed::start_with(bins, no_nginx, no_haproxy, &[]).await
+    }
+
+    /// Starts three ratings instances with `extra` flags (`--admin`, for scenarios that
+    /// change their faults while they run) and finds the peers.
+    pub async fn start_with(
+        bins: &Binaries,
+        no_nginx: bool,
+        no_haproxy: bool,
+        extra: &[&str],
+    ) -> Result<Bed, String> {
         let mut instances = Vec::new();
         for n in 1..=3 {
-            instances.push(bins.ratings(n, None).await?);
+            instances.push(bins.ratings_with(n, None, extra).await?);
         }
         let mut peers = Vec::new();
         let mut skipped = Vec::new();
@@ -110,6 +127,10 @@ pub enum Kind {
     OursRoundRobin,
     /// Our `ServiceClient` with least-pending (the fewest in flight) instead of two choices.
     OursLeastPending,
+    /// tower's `p2c::Balance` over `PeakEwmaDiscover` (gray and tower-balance scenarios).
+    TowerPeakEwma,
+    /// tower's `p2c::Balance` over `PendingRequestsDiscover` (tower-balance scenario).
+    TowerPendingRequests,
     /// Through a proxy.
     Peer(PeerKind),
 }
@@ -126,15 +147,20 @@ impl Kind {
             Kind::OursUnhedged => "discovery-client ServiceClient, hedging off",
             Kind::OursRoundRobin => "discovery-client ServiceClient, Balance::RoundRobin",
             Kind::OursLeastPending => "discovery-client ServiceClient, Balance::LeastPending",
+            Kind::TowerPeakEwma => "tower p2c::Balance + PeakEwma",
+            Kind::TowerPendingRequests => "tower p2c::Balance + PendingRequests",
             Kind::Peer(PeerKind::Nginx) => "via nginx",
             Kind::Peer(PeerKind::Haproxy) => "via HAProxy",
             Kind::Peer(PeerKind::HaproxyMarkDown) => "via HAProxy, mark-down (no L7 retries)",
+            Kind::Peer(PeerKind::NginxLeastConn) => "via nginx, least_conn",
+            Kind::Peer(PeerKind::HaproxyLeastConn) => "via HAProxy, leastconn",
         }
     }
 }
 
 impl Kind {
-    fn flag(self) -> ContenderName {
+    /// Its name on the command line (`--contender`).
+    pub fn flag(self) -> ContenderName {
         match self {
             Kind::Direct => ContenderName::Direct,
             Kind::RoundRobin => ContenderName::RoundRobin,
@@ -144,9 +170,13 @@ impl Kind {
             Kind::OursUnhedged => ContenderName::OursUnhedged,
             Kind::OursRoundRobin => ContenderName::OursRoundRobin,
             Kind::OursLeastPending => ContenderName::OursLeastPending,
+            Kind::TowerPeakEwma => ContenderName::TowerPeakEwma,
+            Kind::TowerPendingRequests => ContenderName::TowerPendingRequests,
             Kind::Peer(PeerKind::Nginx) => ContenderName::Nginx,
             Kind::Peer(PeerKind::Haproxy) => ContenderName::Haproxy,
             Kind::Peer(PeerKind::HaproxyMarkDown) => ContenderName::HaproxyMarkdown,
+            Kind::Peer(PeerKind::NginxLeastConn) => ContenderName::NginxLeastConn,
+            Kind::Peer(PeerKind::HaproxyLeastConn) => ContenderName::HaproxyLeastConn,
         }
     }
 }
@@ -191,7 +221,19 @@ pub fn kinds(bed: &Bed, plan: &Plan, failures: bool) -> Vec<Kind> {
 /// Makes a fresh contender of `kind` (a new client, or a new proxy process) with these
 /// resilience settings.
 pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Result<Entry, String> {
-    let urls = bed.urls();
+    make_for(&bed.urls(), &bed.peers, kind, plan, retest).await
+}
+
+/// Makes a fresh contender of `kind` calling the instances at `urls` (through a proxy from
+/// `peers` for the proxies), with these resilience settings.
+pub async fn make_for(
+    urls: &[String],
+    peers: &[(PeerKind, PathBuf)],
+    kind: Kind,
+    plan: &Plan,
+    retest: Duration,
+) -> Result<Entry, String> {
+    let urls = urls.to_vec();
     let (contender, peer) = match kind {
         Kind::Direct => (
             Contender::Direct {
@@ -237,11 +279,19 @@ pub async fn make(bed: &Bed, kind: Kind, plan: &Plan, retest: Duration) -> Resul
             let client = builder.build().map_err(|e| format!("ServiceClient: {e}"))?;
             (Contender::Ours(client), None)
         }
+        Kind::TowerPeakEwma | Kind::TowerPendingRequests => {
+            let load = match kind {
+                Kind::TowerPeakEwma => TowerLoad::PeakEwma,
+                _ => TowerLoad::PendingRequests,
+            };
+            let client = tower_p2c::client(&urls, load, plan.timeout);
+            (Contender::Tower(client), None)
+        }
         Kind::Peer(peer_kind) => {
-            let program = bed
-                .peers
+            // The least-connection variants run the same program as the plain ones.
+            let program = peers
                 .iter()
-                .find(|(k, _)| *k == peer_kind)
+                .find(|(k, _)| k.program() == peer_kind.program())
                 .map(|(_, p)| p.clone())
                 .ok_or_else(|| format!("{} is not available", peer_kind.name()))?;
             let settings = Resilience {
