@@ -154,12 +154,9 @@ healRatings:
 # loopback, nginx and HAProxy used when installed (apt-get install -y nginx haproxy) and
 # skipped with a message when not. Not part of `make test`.
 BENCH_BIN := $${CARGO_TARGET_DIR:-target}/release/bench
-# `make bench-gray BENCH_FEATURES="--features bench/slow-start"` once the library has
-# `ServiceClientBuilder::slow_start` (the slow-start scenario's run with it).
-BENCH_FEATURES ?=
 .PHONY: bench bench-quick bench-gray bench-build bench-stores
 bench-build:
-	$(CARGO) build --release -p bench -p ratings-service -p registry -p market-app --bins $(BENCH_FEATURES)
+	$(CARGO) build --release -p bench -p ratings-service -p registry -p market-app --bins
 
 bench: bench-build
 	$(CARGO) bench -p bench --bench hot_path

@@ -1,16 +1,15 @@
 //! Slow start (issue 13): a fourth instance joins a service that three instances serve
 //! under load (closed loop, `--concurrency` callers). With
 //! `ServiceClientBuilder::slow_start(window)` its share should follow the configured linear
-//! ramp: its weight grows from 0 to 1 over the window, so in second `k` its expected share
-//! of answers is `f / (3 + f)` with `f = (k + ½) / window` (25 % once the window is over).
+//! ramp: its weight grows linearly over the window from a tenth of a full one (the floor,
+//! as Envoy's `min_weight_percent`) to all of it, so in second `k` its expected share of
+//! answers is `f / (3 + f)` with `f = max(0.1, (k + ½) / window)` (25 % once the window is
+//! over).
 //! Measured per second over the window, with slow start and without it (where it takes a
 //! full share at once), with the p99 of the newcomer's answers over the window.
 //!
 //! The instance joins through a discovery source of the harness's own (a watch channel), so
 //! the moment it is published is known exactly.
-//!
-//! `slow_start` is called only when the bench is built with the `slow-start` feature (the
-//! library gains it with issue 13); without it only the run without slow start is made.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,7 +74,7 @@ struct Outcome {
 
 /// The ramp's share in second `k` of a window of `window_s` seconds among 3 full instances.
 pub fn expected_share(k: usize, window_s: f64) -> f64 {
-    let f = ((k as f64 + 0.5) / window_s.max(1e-9)).min(1.0);
+    let f = ((k as f64 + 0.5) / window_s.max(1e-9)).clamp(0.1, 1.0);
     f / (3.0 + f)
 }
 
@@ -106,13 +105,9 @@ pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
     Ok(report(&outcomes, plan))
 }
 
-/// Which runs this build can make.
+/// The runs: without slow start, then with it.
 fn variants() -> Vec<bool> {
-    if cfg!(feature = "slow-start") {
-        vec![false, true]
-    } else {
-        vec![false]
-    }
+    vec![false, true]
 }
 
 /// When the fourth instance joins, from the start of the load: after the warm-up and one
@@ -131,14 +126,11 @@ fn client(plan: &Plan, discovery: Joining, slow_start: bool) -> Result<ServiceCl
         .retest_delay(Duration::from_secs(30))
         .max_retries(plan.retries)
         .cache_ttl(Duration::ZERO);
-    #[cfg(feature = "slow-start")]
     let builder = if slow_start {
         builder.slow_start(plan.slow_start)
     } else {
         builder
     };
-    #[cfg(not(feature = "slow-start"))]
-    let _ = slow_start;
     builder.build().map_err(|e| format!("ServiceClient: {e}"))
 }
 
@@ -195,19 +187,12 @@ fn report(outcomes: &[Outcome], plan: &Plan) -> Section {
         "3 ratings instances under a closed loop of {} callers (our client, default balancing); \
          after {} (longer than the window, so the first three weigh a full share) a 4th instance \
          is published by discovery. Its share of answers in each second \
-         after it joined, against the linear ramp of a {} slow-start window (weight (k + ½) / \
-         window in second k, so share = weight / (3 + weight)).",
+         after it joined, against the linear ramp of a {} slow-start window (weight max(0.1, \
+         (k + ½) / window) in second k, so share = weight / (3 + weight)).",
         plan.concurrency,
         show(join_after(plan)),
         show(plan.slow_start),
     ));
-    if !cfg!(feature = "slow-start") {
-        section.note(
-            "> With slow start not measured: this bench was built without the `slow-start` \
-             feature (`ServiceClientBuilder::slow_start` is not in this library build). Build \
-             it with `cargo build --release -p bench --features bench/slow-start` once it is.",
-        );
-    }
     let mut header = vec!["second after joining".to_string(), "ramp".to_string()];
     for o in outcomes {
         header.push(name(o).to_string());
@@ -267,7 +252,8 @@ mod tests {
     #[test]
     fn the_ramp_grows_linearly_in_weight_to_a_full_share() {
         // Second 1 of a 10 s window: weight 0.05 among three full instances.
-        assert!((expected_share(0, 10.0) - 0.05 / 3.05).abs() < 1e-12);
+        // The first half second is under the floor of a tenth of a share.
+        assert!((expected_share(0, 10.0) - 0.1 / 3.1).abs() < 1e-12);
         assert!((expected_share(4, 10.0) - 0.45 / 3.45).abs() < 1e-12);
         // After the window (and in its last half second) a full quarter at most.
         assert!((expected_share(10, 10.0) - 0.25).abs() < 1e-12);
