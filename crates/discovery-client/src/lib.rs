@@ -225,6 +225,7 @@ pub mod timeout;
 pub mod transport;
 
 pub use balance::Balance;
+pub use breaker::{FailurePolicy, FailureRate};
 /// The `bytes` crate, whose [`Bytes`](bytes::Bytes) are the bodies in this crate's API.
 pub use bytes;
 pub use cache::{Cached, Source};

@@ -3,6 +3,7 @@
 //! exact instants; `sockets.rs` keeps a few against real sockets for the transport itself.
 //!
 //! - `picking.rs`: round-robin, breakers opening and closing, failures and their errors;
+//! - `policy.rs`: the failure policy (consecutive failures, failure rate);
 //! - `retries.rs`: retries, the retry budget, the deadline, non-idempotent requests;
 //! - `gray.rs`: latency-aware picking (a slow instance's share, its recovery) and slow start;
 //! - `hedging.rs`: hedged attempts;
@@ -19,6 +20,7 @@ mod cache;
 mod gray;
 mod hedging;
 mod picking;
+mod policy;
 mod retries;
 mod sockets;
 mod status;
