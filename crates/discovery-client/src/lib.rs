@@ -218,6 +218,7 @@ mod error;
 pub mod events;
 mod instance;
 pub mod registration;
+mod stall;
 mod telemetry;
 #[cfg(test)]
 mod test_metrics;

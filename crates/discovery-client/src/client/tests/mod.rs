@@ -12,7 +12,8 @@
 //! - `under_load.rs`: many callers while an instance hangs;
 //! - `cache.rs`: the response cache through the client;
 //! - `status.rs`: what the client says: metrics, events, instance figures;
-//! - `sockets.rs`: the default transport over real sockets.
+//! - `sockets.rs`: the default transport over real sockets;
+//! - `starved.rs`: a client that is not running for a while (a CPU quota) blames no instance.
 
 mod back_pressure;
 mod blame;
@@ -23,6 +24,7 @@ mod picking;
 mod policy;
 mod retries;
 mod sockets;
+mod starved;
 mod status;
 mod under_load;
 
