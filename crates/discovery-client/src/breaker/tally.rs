@@ -14,8 +14,12 @@ const BUCKETS: usize = 10;
 pub(super) enum Tally {
     /// Failures in a row, against the limit.
     Consecutive { failures: u32, limit: u32 },
-    /// Outcomes over a sliding window, against the rate.
-    Rate { rate: FailureRate, window: Window },
+    /// Outcomes over a sliding window (boxed: a closed breaker under the default policy
+    /// stays small), against the rate.
+    Rate {
+        rate: FailureRate,
+        window: Box<Window>,
+    },
 }
 
 impl Tally {
@@ -25,7 +29,7 @@ impl Tally {
             FailurePolicy::ConsecutiveFailures(limit) => Tally::Consecutive { failures: 0, limit },
             FailurePolicy::FailureRate(rate) => Tally::Rate {
                 rate,
-                window: Window::new(rate.window, now),
+                window: Box::new(Window::new(rate.window, now)),
             },
         }
     }
