@@ -21,6 +21,26 @@
 //! that is more than a tick and a stall ago, the client is still catching up from a stall
 //! that began a tick after that, and the judge counts it too.
 //!
+//! An attempt whose own timer fires well past its deadline also gets a short grace for an
+//! answer that came while the client was not running (see the transport's `GRACE`), so that
+//! most attempts caught by a stall are answered rather than excused and retried.
+//!
+//! What is not excused: any failure other than a timeout (a refused connection, a reset, a
+//! 5xx, a bad body), and a timeout while the client was running. So when every instance
+//! refuses connections, every breaker opens at once and calls fail fast with
+//! [`Error::AllInstancesDown`](crate::Error::AllInstancesDown), stalls or not; a paused
+//! instance's breaker opens at its first timeout while the client runs. While the client
+//! is starved (stalling again and again, as under a tight CPU quota), a paused instance is
+//! not kept out by its breaker, since no timeout of it can be told from the client's own;
+//! its attempts are retried and hedged on the others.
+//!
+//! There is no cap on the share of breakers that timeouts may open within a short window
+//! (Envoy's max ejection percent, or its panic threshold): such a cap guesses at the
+//! client's trouble from how many instances fail together, whereas the monitor measures
+//! it; and when every instance really hangs (all of them SIGSTOPped, a partition) a cap
+//! would keep callers waiting a full timeout on instances known to hang instead of failing
+//! fast with `AllInstancesDown` and the cached answers.
+//!
 //! Lateness is measured on tokio's clock, so tests simulate a frozen client on paused time
 //! with `tokio::time::advance`.
 

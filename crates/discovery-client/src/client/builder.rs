@@ -107,6 +107,11 @@ impl ServiceClientBuilder {
     }
 
     /// Per-attempt timeout, covering connect, send and reading the whole body (default 1 s).
+    ///
+    /// A timeout is the instance's failure only if the client was running for at least nine
+    /// tenths of it: the client watches its own lateness, and a timeout while it was not
+    /// scheduled (a container's CPU quota used up) opens no breaker; the call is retried as
+    /// usual.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
