@@ -9,9 +9,11 @@
 //! would open within a millisecond. A timeout only says something about the instance if the
 //! client was there to see the answer come.
 //!
-//! The monitor is a task per client that wakes every [`TICK`]. When it wakes more than
-//! [`STALL`] later than it asked, the client was not running in between, and it records
-//! that stall (the last few are kept). The attempt's judge asks
+//! The monitor is a task per client that wakes every [`TICK`] while an attempt could time
+//! out (from an attempt's start until a second after its deadline), and sleeps otherwise,
+//! so that an idle client costs nothing. When it wakes more than [`STALL`] later than it
+//! asked, the client was not running in between, and it records that stall (the last few
+//! are kept). The attempt's judge asks
 //! [`stalled_between`](StallMonitor::stalled_between) its start and its end: a timed-out
 //! attempt during which the client was running for less than nine tenths of the attempt's
 //! time limit is not the instance's failure (see `Gate::client_stalled`).
@@ -48,6 +50,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -58,6 +61,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 pub(crate) const STALL: Duration = Duration::from_millis(20);
 /// The stalls kept (the latest ones): an attempt's time limit rarely spans more than one.
 const KEPT: usize = 4;
+/// How long the monitor keeps waking past the latest deadline it was asked to watch: the
+/// deadline it keeps is moved at most once per this, not at every attempt.
+const SLACK: Duration = Duration::from_secs(1);
 
 /// A cheap handle on one client's record of its own stalls. Clones share it.
 #[derive(Debug, Clone)]
@@ -69,8 +75,13 @@ pub(crate) struct StallMonitor {
 struct Shared {
     /// The moment the monitor started; `last_tick` counts from it.
     origin: Instant,
-    /// When the monitor last ran, in nanoseconds since `origin`.
+    /// When the monitor last ran (or an attempt woke it), in nanoseconds since `origin`.
     last_tick: AtomicU64,
+    /// Until when the monitor wakes every tick, in nanoseconds since `origin`: past it, no
+    /// attempt can time out, and the monitor sleeps until an attempt wakes it.
+    awake_until: AtomicU64,
+    /// Wakes the sleeping monitor.
+    wake: Notify,
     /// The latest stalls, `(from, to)`, oldest overwritten first; written only by the
     /// monitor, which stores `last_tick` under this lock when it records one, so that a
     /// judge never counts a stall both as recorded and as still going on.
@@ -97,37 +108,98 @@ impl StallMonitor {
             shared: Arc::new(Shared {
                 origin,
                 last_tick: AtomicU64::new(0),
+                awake_until: AtomicU64::new(0),
+                wake: Notify::new(),
                 stalls: Mutex::new(Stalls::default()),
             }),
         }
     }
 
-    /// Wakes every [`TICK`], recording the stalls it notices.
+    /// Keeps the monitor waking until `until` (an attempt's deadline), from `now` (when it
+    /// is sent). One atomic load when it is awake until then already.
+    #[inline]
+    pub(crate) fn watch_until(&self, now: Instant, until: Instant) {
+        let until = self.nanos(until);
+        if self.shared.awake_until.load(Ordering::Acquire) < until {
+            self.wake_until(now, until);
+        }
+    }
+
+    #[inline(never)]
+    fn wake_until(&self, now: Instant, until: u64) {
+        let slack = u64::try_from(SLACK.as_nanos()).unwrap_or(u64::MAX);
+        let later = until.saturating_add(slack);
+        let before = self.shared.awake_until.fetch_max(later, Ordering::AcqRel);
+        let now = self.nanos(now);
+        if before <= now {
+            // The monitor may be asleep. This attempt shows the client is running now: the
+            // time until the monitor runs again is not a stall unless it takes a stall.
+            self.shared.last_tick.fetch_max(now, Ordering::Relaxed);
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// `at` in nanoseconds since the origin.
+    fn nanos(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.shared.origin).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    /// While an attempt could time out, wakes every [`TICK`], recording the stalls it
+    /// notices; otherwise sleeps until an attempt wakes it.
     async fn watch(self, service: String) {
-        let mut ticks = tokio::time::interval_at(self.shared.origin + TICK, TICK);
+        loop {
+            // A permit stored by `notify_one` between the check and the wait is not lost.
+            while self.nanos(Instant::now()) >= self.shared.awake_until.load(Ordering::Acquire) {
+                self.shared.wake.notified().await;
+            }
+            // Woken by an attempt sent at `last_tick`: running later than a tick after it
+            // is a stall too.
+            self.check(&service, self.last_tick() + TICK, Instant::now());
+            self.tick_while_awake(&service).await;
+        }
+    }
+
+    /// Wakes every [`TICK`] until past `awake_until`.
+    async fn tick_while_awake(&self, service: &str) {
+        let mut ticks = tokio::time::interval_at(Instant::now() + TICK, TICK);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let expected = ticks.tick().await;
             let now = Instant::now();
-            let late = now.saturating_duration_since(expected);
-            if late > STALL {
-                let ms = late.as_millis();
-                if late >= Duration::from_millis(100) {
-                    tracing::info!(service = %service, stalled_ms = ms,
-                        "{service} client was not running for {ms} ms: its timeouts meanwhile are not held against instances");
-                } else {
-                    tracing::debug!(service = %service, stalled_ms = ms,
-                        "{service} client was not running for {ms} ms");
-                }
-                let mut stalls = self.lock();
-                let slot = stalls.next;
-                stalls.kept[slot] = Some((expected, now));
-                stalls.next = (slot + 1) % KEPT;
-                self.ticked(now);
-            } else {
-                self.ticked(now);
+            self.check(service, expected, now);
+            if self.nanos(now) >= self.shared.awake_until.load(Ordering::Acquire) {
+                return;
             }
         }
+    }
+
+    /// The monitor, due to run at `expected`, runs at `now`: records a stall if that is more
+    /// than [`STALL`] late, and that it ran.
+    fn check(&self, service: &str, expected: Instant, now: Instant) {
+        let late = now.saturating_duration_since(expected);
+        if late <= STALL {
+            self.ticked(now);
+            return;
+        }
+        let ms = late.as_millis();
+        if late >= Duration::from_millis(100) {
+            tracing::info!(service = %service, stalled_ms = ms,
+                "{service} client was not running for {ms} ms: its timeouts meanwhile are not held against instances");
+        } else {
+            tracing::debug!(service = %service, stalled_ms = ms,
+                "{service} client was not running for {ms} ms");
+        }
+        let mut stalls = self.lock();
+        let slot = stalls.next;
+        stalls.kept[slot] = Some((expected, now));
+        stalls.next = (slot + 1) % KEPT;
+        self.ticked(now);
+    }
+
+    /// When the monitor last ran (or an attempt woke it).
+    fn last_tick(&self) -> Instant {
+        self.shared.origin + Duration::from_nanos(self.shared.last_tick.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Stalls> {
@@ -139,9 +211,9 @@ impl StallMonitor {
     }
 
     fn ticked(&self, now: Instant) {
-        let nanos = now.saturating_duration_since(self.shared.origin).as_nanos();
-        let nanos = u64::try_from(nanos).unwrap_or(u64::MAX);
-        self.shared.last_tick.store(nanos, Ordering::Relaxed);
+        self.shared
+            .last_tick
+            .fetch_max(self.nanos(now), Ordering::Relaxed);
     }
 
     /// How long the client was not running between `from` and `to`, as far as the monitor
@@ -150,8 +222,7 @@ impl StallMonitor {
     pub(crate) fn stalled_between(&self, from: Instant, to: Instant) -> Duration {
         let overlap = |(a, b): (Instant, Instant)| b.min(to).saturating_duration_since(a.max(from));
         let stalls = self.lock();
-        let last_tick = self.shared.origin
-            + Duration::from_nanos(self.shared.last_tick.load(Ordering::Relaxed));
+        let last_tick = self.last_tick();
         let recorded: Duration = stalls.kept.iter().flatten().copied().map(overlap).sum();
         let since = last_tick + TICK;
         let ongoing = match to.saturating_duration_since(since) > STALL {
@@ -181,10 +252,18 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A monitor started and kept awake for the next minute, as an attempt would.
+    fn awake() -> (StallMonitor, JoinHandle<()>) {
+        let (monitor, task) = StallMonitor::start("ratings");
+        let now = Instant::now();
+        monitor.watch_until(now, now + Duration::from_secs(60));
+        (monitor, task)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_late_wake_is_a_stall_and_on_time_ticks_are_not() {
         let start = Instant::now();
-        let (monitor, task) = StallMonitor::start("ratings");
+        let (monitor, task) = awake();
         tokio::time::sleep(ms(55)).await;
         assert_eq!(
             monitor.stalled_between(start, Instant::now()),
@@ -232,7 +311,7 @@ mod tests {
             "an attempt started 300 ms before the end of the stall ran 0 ms of it"
         );
         // A client that runs throughout: a timeout is the instance's.
-        let (running, task) = StallMonitor::start("ratings");
+        let (running, task) = awake();
         let started = Instant::now();
         tokio::time::sleep(limit).await;
         assert!(!running.excuses(started, limit, Instant::now()));
@@ -250,6 +329,32 @@ mod tests {
         tokio::time::advance(ms(115)).await;
         assert_eq!(running.stalled_between(started, Instant::now()), ms(110));
         assert!(running.excuses(started, limit, Instant::now()));
+        task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_monitor_sleeps_and_an_attempt_wakes_it() {
+        let (monitor, task) = StallMonitor::start("ratings");
+        // No attempt for a minute: no stall to see (the monitor slept).
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let sent = Instant::now();
+        monitor.watch_until(sent, sent + ms(300));
+        tokio::time::sleep(ms(300)).await;
+        assert_eq!(
+            monitor.stalled_between(sent, Instant::now()),
+            Duration::ZERO
+        );
+        // Asleep again a second after that deadline; an attempt wakes it and the client
+        // freezes at once, before the monitor runs: the freeze is a stall, seen before and
+        // after the monitor runs.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let sent = Instant::now();
+        monitor.watch_until(sent, sent + ms(300));
+        tokio::time::advance(ms(960)).await;
+        let now = Instant::now();
+        assert_eq!(monitor.stalled_between(sent, now), ms(950));
+        tokio::task::yield_now().await;
+        assert_eq!(monitor.stalled_between(sent, now), ms(950));
         task.abort();
     }
 }

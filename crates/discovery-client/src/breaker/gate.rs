@@ -85,6 +85,15 @@ impl Gate {
         self.telemetry.using();
     }
 
+    /// Keeps the client's stall monitor (if it has one) awake from `now` until `deadline`,
+    /// an attempt's: until then a timeout may need to know whether the client was running.
+    #[inline]
+    pub(crate) fn watch_stalls_until(&self, now: Instant, deadline: Instant) {
+        if let Some(stalls) = &self.stalls {
+            stalls.watch_until(now, deadline);
+        }
+    }
+
     /// Counts a request the breaker turned away.
     pub(crate) fn rejected(&self) {
         self.telemetry.rejected();

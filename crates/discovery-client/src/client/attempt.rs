@@ -58,6 +58,7 @@ impl Sent {
         now: Instant,
     ) -> Self {
         endpoint.gate.sending();
+        endpoint.gate.watch_stalls_until(now, now + limit);
         Self {
             index,
             in_flight: endpoint.load.start(),
