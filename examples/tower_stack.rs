@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use discovery_client::balance::Balancer;
-use discovery_client::breaker::{BreakerConfig, Breakers};
+use discovery_client::breaker::{BreakerConfig, Breakers, FailurePolicy};
 use discovery_client::cache::{CacheConfig, CacheLayer};
 use discovery_client::discovery::InstanceStream;
 use discovery_client::events::EventBus;
@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let breakers = Breakers::new(
         "ratings",
         BreakerConfig {
-            failure_limit: 1,
+            policy: FailurePolicy::ConsecutiveFailures(1),
             retest_delay: Duration::from_millis(600),
             ..BreakerConfig::default()
         },

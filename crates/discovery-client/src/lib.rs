@@ -218,6 +218,7 @@ mod error;
 pub mod events;
 mod instance;
 pub mod registration;
+mod stall;
 mod telemetry;
 #[cfg(test)]
 mod test_metrics;
@@ -225,6 +226,7 @@ pub mod timeout;
 pub mod transport;
 
 pub use balance::Balance;
+pub use breaker::{FailurePolicy, FailureRate};
 /// The `bytes` crate, whose [`Bytes`](bytes::Bytes) are the bodies in this crate's API.
 pub use bytes;
 pub use cache::{Cached, Source};

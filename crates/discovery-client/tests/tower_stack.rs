@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use discovery_client::balance::Balancer;
-use discovery_client::breaker::{BreakerConfig, Breakers};
+use discovery_client::breaker::{BreakerConfig, Breakers, FailurePolicy};
 use discovery_client::cache::{CacheConfig, CacheLayer};
 use discovery_client::discovery::InstanceStream;
 use discovery_client::events::{Event, EventBus};
@@ -46,7 +46,7 @@ async fn a_hand_built_stack_balances_trips_retests_and_falls_back_to_stale() {
     let breakers = Breakers::new(
         "ratings",
         BreakerConfig {
-            failure_limit: 1,
+            policy: FailurePolicy::ConsecutiveFailures(1),
             retest_delay: Duration::from_millis(300),
             ..BreakerConfig::default()
         },

@@ -66,6 +66,21 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub failure_limit: u32,
 
+    /// Open an instance's breaker on its failure rate instead of --failure-limit: when at
+    /// least this share (in (0, 1], such as `0.5`) of its outcomes over
+    /// --failure-rate-window failed, once --failure-rate-min-requests were seen.
+    #[arg(long, env = "RATINGS_FAILURE_RATE", conflicts_with = "failure_limit")]
+    pub failure_rate: Option<FailureRatio>,
+
+    /// With --failure-rate: the outcomes the window must hold before the rate is judged.
+    #[arg(long, env = "RATINGS_FAILURE_RATE_MIN_REQUESTS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub failure_rate_min_requests: u32,
+
+    /// With --failure-rate: how far back outcomes count (`10s`, ...).
+    #[arg(long, env = "RATINGS_FAILURE_RATE_WINDOW", default_value = "10s", value_parser = parse_positive_duration)]
+    pub failure_rate_window: Duration,
+
     /// How long an open breaker waits before letting one probe through (`30s`, ...).
     #[arg(long, env = "RATINGS_RETEST_DELAY", default_value = "30s", value_parser = parse_positive_duration)]
     pub retest_delay: Duration,
@@ -109,12 +124,42 @@ impl Default for Config {
             ratings_service: "ratings".into(),
             timeout: Duration::from_secs(1),
             failure_limit: 1,
+            failure_rate: None,
+            failure_rate_min_requests: 10,
+            failure_rate_window: Duration::from_secs(10),
             retest_delay: Duration::from_secs(30),
             cache_ttl: Duration::ZERO,
             slow_start: None,
             static_ratings: None,
             registry_token: None,
             max_carts: 10_000,
+        }
+    }
+}
+
+/// A share of failures for `--failure-rate`: a number in `(0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FailureRatio(f64);
+
+impl FailureRatio {
+    /// The share, in `(0, 1]`.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// Never NaN (the parser refuses it), so equality is total.
+impl Eq for FailureRatio {}
+
+impl std::str::FromStr for FailureRatio {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().parse::<f64>() {
+            Ok(ratio) if ratio > 0.0 && ratio <= 1.0 => Ok(Self(ratio)),
+            _ => Err(format!(
+                "{s:?} is not a share of failures in (0, 1], such as 0.5"
+            )),
         }
     }
 }
@@ -179,6 +224,7 @@ impl Config {
         for (flag, value) in [
             ("--timeout", self.timeout),
             ("--retest-delay", self.retest_delay),
+            ("--failure-rate-window", self.failure_rate_window),
         ] {
             if value.is_zero() {
                 return Err(ConfigError(format!("{flag} must be greater than zero")));
@@ -186,6 +232,11 @@ impl Config {
         }
         if self.failure_limit == 0 {
             return Err(ConfigError("--failure-limit must be at least 1".into()));
+        }
+        if self.failure_rate_min_requests == 0 {
+            return Err(ConfigError(
+                "--failure-rate-min-requests must be at least 1".into(),
+            ));
         }
         if self.max_carts == 0 {
             return Err(ConfigError("--max-carts must be at least 1".into()));
@@ -341,6 +392,26 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_rate_replaces_the_failure_limit() {
+        let config = parse(&[
+            "--failure-rate",
+            "0.25",
+            "--failure-rate-min-requests",
+            "20",
+            "--failure-rate-window",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(config.failure_rate.map(FailureRatio::get), Some(0.25));
+        assert_eq!(config.failure_rate_min_requests, 20);
+        assert_eq!(config.failure_rate_window, Duration::from_secs(30));
+        assert_eq!(config.validate(), Ok(()));
+        let defaults = parse(&["--failure-rate", "1"]).unwrap();
+        assert_eq!(defaults.failure_rate_min_requests, 10);
+        assert_eq!(defaults.failure_rate_window, Duration::from_secs(10));
+    }
+
+    #[test]
     fn malformed_flags_are_usage_errors() {
         for args in [
             &["--listen", "nowhere"][..],
@@ -357,6 +428,13 @@ mod tests {
             &["--ratings-service", "rat ings"],
             &["--static-ratings", "http://127.0.0.1:8001,ftp://x"],
             &["--max-carts", "0"],
+            &["--failure-rate", "0"],
+            &["--failure-rate", "1.5"],
+            &["--failure-rate", "NaN"],
+            &["--failure-rate", "half"],
+            &["--failure-rate-min-requests", "0"],
+            &["--failure-rate-window", "0s"],
+            &["--failure-rate", "0.5", "--failure-limit", "2"],
         ] {
             let error = parse(args).expect_err(&format!("{args:?} was accepted"));
             assert_eq!(error.exit_code(), 2, "{args:?}");

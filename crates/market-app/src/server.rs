@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 
-use discovery_client::{RegistryDiscovery, ServiceClient, StaticDiscovery};
+use discovery_client::{FailureRate, RegistryDiscovery, ServiceClient, StaticDiscovery};
 use serving::Server;
 
 use crate::cart::CartStore;
@@ -41,9 +41,16 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
             builder.discovery(discovery)
         }
     };
+    let builder = match config.failure_rate {
+        Some(ratio) => builder.failure_policy(FailureRate {
+            ratio: ratio.get(),
+            min_requests: config.failure_rate_min_requests,
+            window: config.failure_rate_window,
+        }),
+        None => builder.failure_limit(config.failure_limit),
+    };
     let builder = builder
         .timeout(config.timeout)
-        .failure_limit(config.failure_limit)
         .retest_delay(config.retest_delay)
         .cache_ttl(config.cache_ttl);
     match config.slow_start {

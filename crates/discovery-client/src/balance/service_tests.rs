@@ -42,7 +42,7 @@ fn endpoint(n: u16, status: &Arc<AtomicU16>) -> (String, Endpoint) {
         })
     });
     let config = BreakerConfig {
-        failure_limit: 1,
+        policy: crate::FailurePolicy::ConsecutiveFailures(1),
         retest_delay: Duration::from_secs(30),
         ..BreakerConfig::default()
     };

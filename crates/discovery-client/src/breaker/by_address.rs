@@ -10,6 +10,7 @@ use super::{Breaker, BreakerConfig, BreakerLayer, BreakerState, Gate, MAX_WAIT, 
 use crate::Instance;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::events::EventBus;
+use crate::stall::StallMonitor;
 use crate::telemetry::{InstanceStats, ServiceTelemetry};
 
 /// The breakers of one service's instances, kept by address so that an instance keeps its
@@ -43,6 +44,8 @@ pub struct Breakers {
     by_address: Arc<DashMap<String, Tracked>>,
     /// The longest an instance that pushed back is avoided for.
     max_retry_after: Duration,
+    /// The client's record of its own stalls, if it keeps one (given to every gate).
+    stalls: Option<StallMonitor>,
 }
 
 /// What is kept of one address across discovery refreshes.
@@ -70,12 +73,19 @@ impl Breakers {
             classifier: Arc::new(DefaultClassifier),
             by_address: Arc::new(DashMap::new()),
             max_retry_after: MAX_WAIT,
+            stalls: None,
         }
     }
 
     /// Avoids an instance that pushed back at most this long, whatever it asked.
     pub(crate) fn max_retry_after(mut self, max: Duration) -> Self {
         self.max_retry_after = max;
+        self
+    }
+
+    /// Excuses timeouts during which the client itself was stalled, as `stalls` records.
+    pub(crate) fn stall_monitor(mut self, stalls: StallMonitor) -> Self {
+        self.stalls = Some(stalls);
         self
     }
 
@@ -130,7 +140,7 @@ impl Breakers {
             push_back,
         } = self.tracked(&instance.address);
         let telemetry = self.telemetry.instance(instance, stats, breaker.state());
-        Gate::new(breaker, Arc::new(telemetry), push_back)
+        Gate::new(breaker, Arc::new(telemetry), push_back).with_stalls(self.stalls.clone())
     }
 
     /// Forgets the closed breakers of addresses for which `is_current` is false. Breakers that

@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
+use super::FailurePolicy;
+
 /// How a [`Breaker`](super::Breaker) opens and when it retests.
 ///
 /// ```
 /// use std::time::Duration;
-/// use discovery_client::breaker::BreakerConfig;
+/// use discovery_client::breaker::{BreakerConfig, FailurePolicy};
 ///
 /// let config = BreakerConfig {
-///     failure_limit: 3,
+///     policy: FailurePolicy::ConsecutiveFailures(3),
 ///     retest_delay: Duration::from_secs(10),
 ///     jitter: 0.2,
 ///     backoff_multiplier: 2.0,
@@ -19,8 +21,9 @@ use std::time::Duration;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
-    /// Consecutive failures that open the breaker (at least 1).
-    pub failure_limit: u32,
+    /// What opens the breaker (default: one failure,
+    /// [`FailurePolicy::ConsecutiveFailures(1)`](FailurePolicy::ConsecutiveFailures)).
+    pub policy: FailurePolicy,
     /// How long an open breaker waits before granting a probe its permit.
     pub retest_delay: Duration,
     /// Spread of the retest delay, as a fraction in `0.0..=1.0`: the delay is drawn uniformly
@@ -36,7 +39,7 @@ pub struct BreakerConfig {
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
-            failure_limit: 1,
+            policy: FailurePolicy::default(),
             retest_delay: Duration::from_secs(30),
             jitter: 0.0,
             backoff_multiplier: 1.0,
@@ -66,9 +69,7 @@ impl BreakerConfig {
 
     /// Checks the settings, naming the first bad one.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.failure_limit == 0 {
-            return Err("failure_limit must be at least 1".into());
-        }
+        self.policy.validate()?;
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(format!(
                 "retest jitter must be in 0.0..=1.0, got {}",

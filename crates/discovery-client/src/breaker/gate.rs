@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{Breaker, Permit, PushBack};
 use crate::classify::Outcome;
+use crate::stall::StallMonitor;
 use crate::telemetry::InstanceTelemetry;
 
 /// One instance's breaker and its reporting. Asking for a permit and recording an outcome
@@ -23,6 +24,9 @@ pub(crate) struct Gate {
     telemetry: Arc<InstanceTelemetry>,
     /// Until when the instance is avoided after it pushed back, kept with the breaker.
     push_back: Arc<PushBack>,
+    /// The client's record of its own stalls, when it keeps one: a timeout during which
+    /// the client was not running is not the instance's failure.
+    stalls: Option<StallMonitor>,
 }
 
 impl Gate {
@@ -35,12 +39,18 @@ impl Gate {
             breaker,
             telemetry,
             push_back,
+            stalls: None,
         }
     }
 
     /// The same gate, reporting through `telemetry`.
     pub(crate) fn with_telemetry(self, telemetry: Arc<InstanceTelemetry>) -> Self {
         Self { telemetry, ..self }
+    }
+
+    /// The same gate, judging timeouts with the client's record of its own stalls.
+    pub(crate) fn with_stalls(self, stalls: Option<StallMonitor>) -> Self {
+        Self { stalls, ..self }
     }
 
     /// The instance's breaker.
@@ -73,6 +83,15 @@ impl Gate {
     #[inline]
     pub(crate) fn sending(&self) {
         self.telemetry.using();
+    }
+
+    /// Keeps the client's stall monitor (if it has one) awake from `now` until `deadline`,
+    /// an attempt's: until then a timeout may need to know whether the client was running.
+    #[inline]
+    pub(crate) fn watch_stalls_until(&self, now: Instant, deadline: Instant) {
+        if let Some(stalls) = &self.stalls {
+            stalls.watch_until(now, deadline);
+        }
     }
 
     /// Counts a request the breaker turned away.
@@ -121,5 +140,25 @@ impl Gate {
         self.telemetry
             .request(outcome, now.saturating_duration_since(started));
         now
+    }
+
+    /// Whether the client itself was running for less than nine tenths of `limit` since
+    /// `started` (see [`StallMonitor`]): then an attempt sent at `started` that timed out
+    /// after `limit` says nothing about the instance, and its permit is dropped unrecorded.
+    /// Logs it when so.
+    pub(crate) fn client_stalled(&self, started: Instant, limit: Duration) -> bool {
+        let now = Instant::now();
+        let Some(stalls) = self
+            .stalls
+            .as_ref()
+            .filter(|s| s.excuses(started, limit, now))
+        else {
+            return false;
+        };
+        let (service, id) = (self.telemetry.service(), self.telemetry.id());
+        let stalled = stalls.stalled_between(started, now).as_millis();
+        tracing::debug!(service = %service, instance = %id, stalled_ms = stalled,
+            "{service} attempt on instance {id} timed out while the client was not running for {stalled} ms: not held against the instance");
+        true
     }
 }

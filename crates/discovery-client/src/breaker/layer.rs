@@ -18,14 +18,14 @@ use crate::events::EventBus;
 ///
 /// ```
 /// use std::time::Duration;
-/// use discovery_client::breaker::{BreakerConfig, BreakerLayer};
+/// use discovery_client::breaker::{BreakerConfig, BreakerLayer, FailurePolicy};
 /// use discovery_client::classify::DefaultClassifier;
 /// use discovery_client::events::EventBus;
 /// use discovery_client::Instance;
 ///
 /// let bus = EventBus::new(64);
 /// let config = BreakerConfig {
-///     failure_limit: 3,
+///     policy: FailurePolicy::ConsecutiveFailures(3),
 ///     retest_delay: Duration::from_secs(10),
 ///     ..BreakerConfig::default()
 /// };

@@ -4,12 +4,15 @@
 //! failure?" (see [`crate::classify`]) and from I/O, so it can be tested on paused time:
 //!
 //! ```text
-//!            failure_limit consecutive failures
+//!            the failure policy trips
 //!   Closed ─────────────────────────────────────▶ Open
 //!     ▲                                            │ retest delay passes
 //!     │ probe succeeds                             ▼
 //!     └──────────────────────────────────────── Retest ──▶ Open (probe fails)
 //! ```
+//!
+//! The [`FailurePolicy`] says what trips it: failures in a row (the default, one), or a
+//! share of failures over a sliding window ([`FailureRate`]).
 //!
 //! A request needs a [`Permit`] from the breaker ([`Breaker::try_acquire`]), whose outcome
 //! is recorded on it ([`Permit::record_success`], [`Permit::record_failure`]). In `Retest`
@@ -58,19 +61,24 @@ mod config;
 mod future;
 mod gate;
 mod layer;
+mod policy;
 mod push_back;
 mod service;
 mod state;
+mod tally;
 
 pub use by_address::Breakers;
 pub use config::BreakerConfig;
 pub use future::ResponseFuture;
 pub(crate) use gate::Gate;
 pub use layer::BreakerLayer;
+pub use policy::{FailurePolicy, FailureRate};
 pub(crate) use push_back::{MAX_WAIT, PushBack};
 pub use service::{AcquirePermit, BreakerService};
 pub use state::{Breaker, BreakerState, Permit, Transition};
 
+#[cfg(test)]
+mod rate_tests;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]

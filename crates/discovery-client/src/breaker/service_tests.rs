@@ -79,7 +79,7 @@ impl Service<http::Request<()>> for Fake {
 
 fn config() -> BreakerConfig {
     BreakerConfig {
-        failure_limit: 1,
+        policy: crate::FailurePolicy::ConsecutiveFailures(1),
         retest_delay: RETEST,
         ..BreakerConfig::default()
     }

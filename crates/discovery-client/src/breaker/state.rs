@@ -1,13 +1,14 @@
 //! The breaker state machine and the permits that carry a request's outcome back to it.
 //!
 //! The state lives behind a `Mutex`, and a copy of what the common case needs (the phase,
-//! whether failures are being counted, the generation) is published in one atomic word that
+//! whether outcomes are being counted, the generation) is published in one atomic word that
 //! is written only under the lock, and only when it changes. While the breaker is Closed
-//! and no failure has been counted, granting a permit is one load of that word (and a
-//! reference to the breaker for the permit to hold) and recording its success is another
-//! load: no lock, and nothing written to the state, so threads sharing a breaker do not
-//! wait for each other. Failures, successes after a failure, and everything outside Closed
-//! take the lock and run the state machine.
+//! and no failure has been counted (under the default policy, consecutive failures),
+//! granting a permit is one load of that word (and a reference to the breaker for the
+//! permit to hold) and recording its success is another load: no lock, and nothing written
+//! to the state, so threads sharing a breaker do not wait for each other. Failures,
+//! successes after a failure, every outcome under a failure-rate policy (its window counts
+//! successes too), and everything outside Closed take the lock and run the state machine.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::BreakerConfig;
+use super::tally::Tally;
 
 /// The breaker's state as others see it.
 ///
@@ -27,7 +29,8 @@ use super::BreakerConfig;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BreakerState {
-    /// Requests flow; consecutive failures are counted.
+    /// Requests flow; outcomes are counted as the [`FailurePolicy`](super::FailurePolicy)
+    /// says.
     Closed,
     /// No permit is granted until the retest delay has passed.
     Open,
@@ -74,7 +77,7 @@ pub enum Transition {
 
 #[derive(Debug)]
 enum Phase {
-    Closed { failures: u32 },
+    Closed { tally: Tally },
     Open { until: Instant },
     Retest { probing: bool },
 }
@@ -90,7 +93,8 @@ struct Inner {
 
 /// The phase bits of the published word (its low two bits); the generation is above them.
 const CLOSED: u64 = 0;
-/// Closed, with consecutive failures counted: a success must reset them, under the lock.
+/// Closed, with outcomes that must be counted under the lock, successes included
+/// (consecutive failures that a success resets, or a failure-rate window).
 const CLOSED_FAILING: u64 = 1;
 const OPEN: u64 = 2;
 const RETEST: u64 = 3;
@@ -98,8 +102,8 @@ const PHASE_BITS: u64 = 0b11;
 
 /// The word the fast path reads for this state.
 fn word_of(inner: &Inner) -> u64 {
-    let phase = match inner.phase {
-        Phase::Closed { failures: 0 } => CLOSED,
+    let phase = match &inner.phase {
+        Phase::Closed { tally } if tally.is_quiet() => CLOSED,
         Phase::Closed { .. } => CLOSED_FAILING,
         Phase::Open { .. } => OPEN,
         Phase::Retest { .. } => RETEST,
@@ -116,17 +120,18 @@ struct Published(AtomicU64);
 /// A per-instance circuit breaker. Cheap to share behind an [`Arc`]; all methods take the
 /// current time so tests can drive it on paused tokio time. While it is Closed with no
 /// failure counted, granting a permit and recording its success read one atomic word each
-/// and take no lock (the permit holds a reference to the breaker); failures and the other
-/// states take a lock.
+/// and take no lock (the permit holds a reference to the breaker); failures, the other
+/// states and every outcome under [`FailurePolicy::FailureRate`](super::FailurePolicy)
+/// take a lock.
 ///
 /// ```
 /// use std::sync::Arc;
 /// use std::time::Duration;
-/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState};
+/// use discovery_client::breaker::{Breaker, BreakerConfig, BreakerState, FailurePolicy};
 /// use tokio::time::Instant;
 ///
 /// let breaker = Arc::new(Breaker::new(BreakerConfig {
-///     failure_limit: 2,
+///     policy: FailurePolicy::ConsecutiveFailures(2),
 ///     retest_delay: Duration::from_secs(30),
 ///     ..BreakerConfig::default()
 /// }));
@@ -151,16 +156,19 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// A closed breaker with these settings.
+    /// A closed breaker with these settings (a failure-rate window starts now).
     pub fn new(config: BreakerConfig) -> Self {
+        let inner = Inner {
+            phase: Phase::Closed {
+                tally: Tally::new(&config.policy, Instant::now()),
+            },
+            generation: 0,
+            reopen_count: 0,
+        };
         Self {
-            published: Published(AtomicU64::new(CLOSED)),
+            published: Published(AtomicU64::new(word_of(&inner))),
             config,
-            inner: Mutex::new(Inner {
-                phase: Phase::Closed { failures: 0 },
-                generation: 0,
-                reopen_count: 0,
-            }),
+            inner: Mutex::new(inner),
         }
     }
 
@@ -330,25 +338,21 @@ impl Breaker {
         if inner.generation != generation {
             return None;
         }
-        match inner.phase {
-            Phase::Closed { ref mut failures } => {
-                if success {
-                    *failures = 0;
-                    None
+        match &mut inner.phase {
+            Phase::Closed { tally } => {
+                if tally.record(!success, now) {
+                    inner.reopen_count = 0;
+                    Some(self.open(inner, now))
                 } else {
-                    *failures += 1;
-                    if *failures >= self.config.failure_limit {
-                        inner.reopen_count = 0;
-                        Some(self.open(inner, now))
-                    } else {
-                        None
-                    }
+                    None
                 }
             }
             Phase::Open { .. } => None,
             Phase::Retest { .. } => {
                 if success {
-                    inner.phase = Phase::Closed { failures: 0 };
+                    // The count starts afresh: a failure-rate window starts empty, now.
+                    let tally = Tally::new(&self.config.policy, now);
+                    inner.phase = Phase::Closed { tally };
                     inner.generation += 1;
                     inner.reopen_count = 0;
                     Some(Transition::Closed)

@@ -7,7 +7,7 @@ use super::*;
 
 fn breaker(failure_limit: u32, retest: Duration) -> Arc<Breaker> {
     Arc::new(Breaker::new(BreakerConfig {
-        failure_limit,
+        policy: FailurePolicy::ConsecutiveFailures(failure_limit),
         retest_delay: retest,
         ..BreakerConfig::default()
     }))
@@ -124,7 +124,6 @@ async fn late_results_from_an_earlier_state_are_ignored() {
 #[tokio::test(start_paused = true)]
 async fn backoff_grows_the_retest_delay_up_to_the_cap_and_resets_on_close() {
     let b = Arc::new(Breaker::new(BreakerConfig {
-        failure_limit: 1,
         retest_delay: Duration::from_secs(1),
         backoff_multiplier: 2.0,
         max_retest_delay: Duration::from_secs(3),
@@ -192,10 +191,28 @@ fn jitter_stays_within_bounds() {
 #[test]
 fn bad_settings_are_rejected_by_name() {
     let zero = BreakerConfig {
-        failure_limit: 0,
+        policy: FailurePolicy::ConsecutiveFailures(0),
         ..BreakerConfig::default()
     };
     assert!(zero.validate().unwrap_err().contains("failure_limit"));
+    let rate = |ratio, min_requests, window| BreakerConfig {
+        policy: FailurePolicy::FailureRate(FailureRate {
+            ratio,
+            min_requests,
+            window,
+        }),
+        ..BreakerConfig::default()
+    };
+    let ten = Duration::from_secs(10);
+    for ratio in [0.0, -0.5, 1.01, f64::NAN, f64::INFINITY] {
+        let refused = rate(ratio, 10, ten).validate().unwrap_err();
+        assert!(refused.contains("ratio"), "{ratio}: {refused}");
+    }
+    let refused = rate(0.5, 0, ten).validate().unwrap_err();
+    assert!(refused.contains("min_requests"), "{refused}");
+    let refused = rate(0.5, 10, Duration::ZERO).validate().unwrap_err();
+    assert!(refused.contains("window"), "{refused}");
+    assert!(rate(1.0, 1, Duration::from_nanos(1)).validate().is_ok());
     let jitter = BreakerConfig {
         jitter: 1.5,
         ..BreakerConfig::default()

@@ -58,6 +58,7 @@ impl Sent {
         now: Instant,
     ) -> Self {
         endpoint.gate.sending();
+        endpoint.gate.watch_stalls_until(now, now + limit);
         Self {
             index,
             in_flight: endpoint.load.start(),
@@ -78,6 +79,9 @@ impl Sent {
     /// times out on every instance it tries is more likely a slow request than sick
     /// instances, so it opens at most one breaker; its later timeouts (but a Retest probe's)
     /// count in the metrics and the figures, and their permits are dropped unrecorded.
+    ///
+    /// A timeout while the client itself was not running (see `Gate::client_stalled`) is
+    /// treated the same way, and does not set `timed_out`: it says nothing of the instance.
     pub(super) fn judge<D: Decode>(
         self,
         sent: Result<http::Response<Bytes>, SendError>,
@@ -105,9 +109,11 @@ impl Sent {
         let outcome = classify::judge(classifier, &result);
         let timeout = outcome == Outcome::Failure && matches!(result, Err(Error::Timeout { .. }));
         let probe = self.permit.is_probe();
+        // A timeout while the client itself was not running says nothing of the instance.
+        let excused = timeout && gate.client_stalled(self.started, self.limit);
         // A Retest probe's outcome is always recorded: the probe is there to find out.
-        let spared = timeout && std::mem::replace(timed_out, true) && !probe;
-        let judged_at = if spared {
+        let spared = timeout && !excused && std::mem::replace(timed_out, true) && !probe;
+        let judged_at = if spared || excused {
             gate.count(outcome, self.started)
         } else {
             gate.record(self.permit, outcome, self.started)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balance::Balance;
-use crate::breaker::{BreakerConfig, MAX_WAIT};
+use crate::breaker::{BreakerConfig, FailurePolicy, MAX_WAIT};
 use crate::cache::CacheConfig;
 use crate::classify::{Classify, DefaultClassifier};
 use crate::discovery::Discovery;
@@ -107,14 +107,52 @@ impl ServiceClientBuilder {
     }
 
     /// Per-attempt timeout, covering connect, send and reading the whole body (default 1 s).
+    ///
+    /// A timeout is the instance's failure only if the client was running for at least nine
+    /// tenths of it: the client watches its own lateness, and a timeout while it was not
+    /// scheduled (a container's CPU quota used up) opens no breaker; the call is retried as
+    /// usual.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// Consecutive failures that open an instance's breaker (default 1).
-    pub fn failure_limit(mut self, limit: u32) -> Self {
-        self.breaker.failure_limit = limit;
+    /// Consecutive failures that open an instance's breaker (default 1): short for
+    /// [`failure_policy(FailurePolicy::ConsecutiveFailures(limit))`](Self::failure_policy).
+    /// It replaces any policy set before, as `failure_policy` replaces it.
+    pub fn failure_limit(self, limit: u32) -> Self {
+        self.failure_policy(FailurePolicy::ConsecutiveFailures(limit))
+    }
+
+    /// What opens an instance's breaker (default: one failure,
+    /// [`FailurePolicy::ConsecutiveFailures(1)`](FailurePolicy::ConsecutiveFailures)). The
+    /// last of `failure_policy` and [`failure_limit`](Self::failure_limit) called wins.
+    ///
+    /// [`FailureRate`](crate::FailureRate) suits an instance that fails some of its calls but
+    /// never many in a row: with consecutive failures it is either never kept out or let back
+    /// in by every probe and kept out again at its next failure; with a failure rate it is
+    /// kept out once its window shows the rate, and its window starts empty each time its
+    /// probe closes the breaker.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use discovery_client::{FailureRate, RegistryDiscovery, ServiceClient};
+    ///
+    /// # async fn demo() -> Result<(), discovery_client::Error> {
+    /// let ratings = ServiceClient::builder("ratings")
+    ///     .discovery(RegistryDiscovery::new("http://127.0.0.1:8500"))
+    ///     // Out when a quarter of the last 10 s of calls failed, once 20 were seen.
+    ///     .failure_policy(FailureRate {
+    ///         ratio: 0.25,
+    ///         min_requests: 20,
+    ///         window: Duration::from_secs(10),
+    ///     })
+    ///     .build()?;
+    /// # let _ = ratings;
+    /// # Ok(()) }
+    /// ```
+    pub fn failure_policy(mut self, policy: impl Into<FailurePolicy>) -> Self {
+        self.breaker.policy = policy.into();
         self
     }
 
@@ -370,8 +408,9 @@ impl ServiceClientBuilder {
     ///
     /// [`Error::Config`] naming the first invalid setting: no discovery source, an empty or
     /// malformed service name, a zero timeout, hedge delay, failure limit or slow-start
-    /// window, slow start with a [`Balance`] other than the default, a retry budget outside
-    /// `0.0..=1000.0`, or no tokio runtime.
+    /// window, slow start with a [`Balance`] other than the default, a failure rate whose
+    /// ratio is outside `(0.0, 1.0]`, whose `min_requests` is 0 or whose window is zero, a
+    /// retry budget outside `0.0..=1000.0`, or no tokio runtime.
     pub fn build(self) -> Result<ServiceClient, Error> {
         self.validate().map_err(Error::Config)?;
         if tokio::runtime::Handle::try_current().is_err() {

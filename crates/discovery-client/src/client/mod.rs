@@ -42,6 +42,7 @@ use crate::cache::{Cached, ResponseCache};
 use crate::classify::Classify;
 use crate::discovery::InstanceStream;
 use crate::events::{Event, EventBus};
+use crate::stall::StallMonitor;
 use crate::telemetry::ServiceTelemetry;
 use crate::transport::{BoxTransport, HttpClient};
 
@@ -114,7 +115,8 @@ struct Inner {
     budget: RetryBudget,
     /// Bodies of successful GETs, fresh and stale, with the instance that gave each.
     cache: ResponseCache<CachedBody>,
-    /// The discovery follower (which owns discovery); aborted when the last clone is dropped.
+    /// The discovery follower (which owns discovery) and the stall monitor (see
+    /// [`StallMonitor`]); aborted when the last clone is dropped.
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -160,10 +162,13 @@ impl ServiceClient {
                 (BoxTransport::new(http), Some(names))
             }
         };
+        let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
+        // Nothing below fails: the monitor's task is aborted with the client's.
+        let (stalls, watch_stalls) = StallMonitor::start(&builder.service);
         let breakers = Breakers::with_telemetry(telemetry.clone(), builder.breaker.clone())
             .shared_classifier(Arc::clone(&builder.classifier))
-            .max_retry_after(builder.max_retry_after);
-        let instances = InstanceStream::start(telemetry.clone(), &*discovery)?;
+            .max_retry_after(builder.max_retry_after)
+            .stall_monitor(stalls);
         let (endpoints_tx, endpoints_rx) = watch::channel(Known::Nothing);
         let follow = endpoints::follow_discovery(instances, breakers, server_names, endpoints_tx);
         Ok(Self {
@@ -183,7 +188,7 @@ impl ServiceClient {
                 hedging: builder.hedging,
                 latency: LatencyEstimate::default(),
                 budget: RetryBudget::new(Duration::from_secs(10), 10, builder.retry_percent),
-                tasks: vec![tokio::spawn(follow)],
+                tasks: vec![tokio::spawn(follow), watch_stalls],
             }),
         })
     }

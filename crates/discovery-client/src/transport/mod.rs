@@ -28,7 +28,9 @@ mod http_client;
 mod tls;
 
 use std::fmt;
+use std::pin::pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -88,7 +90,8 @@ impl BoxTransport {
         }
     }
 
-    /// Sends `request` and reads the whole answer, giving up at `until`.
+    /// Sends `request` and reads the whole answer, giving up at `until` (or, if the timer
+    /// fires [`LATE`] or more past `until`, [`GRACE`] after it fires).
     #[inline]
     pub(crate) fn send(&self, request: http::Request<Bytes>, until: Instant) -> Sending {
         self.send.send(request, until)
@@ -114,6 +117,14 @@ impl fmt::Debug for BoxTransport {
     }
 }
 
+/// A timer firing this much past its deadline means the client was not running when it
+/// was due (see [`StallMonitor`](crate::stall::StallMonitor)).
+const LATE: Duration = Duration::from_millis(10);
+/// How long an attempt whose timer fired [`LATE`] is still given: its answer may have come
+/// while the client was not running, and be waiting in the socket for a task that has not
+/// run yet (hyper reads answers in the connection's own task).
+const GRACE: Duration = Duration::from_millis(20);
+
 /// Sends one request and reads the whole answer by a deadline; object-safe, so that the
 /// client can keep any transport behind one pointer.
 trait Send_: Send + Sync + 'static {
@@ -134,10 +145,18 @@ impl<T: Transport> Send_ for Whole<T> {
             Ok::<_, BoxError>(http::Response::from_parts(parts, body))
         };
         Box::pin(async move {
-            match tokio::time::timeout_at(until, exchange).await {
-                Ok(answer) => answer.map_err(SendError::Failed),
-                Err(_) => Err(SendError::TimedOut),
-            }
+            let mut exchange = pin!(exchange);
+            let answer = match tokio::time::timeout_at(until, &mut exchange).await {
+                Ok(answer) => answer,
+                Err(_) if Instant::now().saturating_duration_since(until) < LATE => {
+                    return Err(SendError::TimedOut);
+                }
+                Err(_) => match tokio::time::timeout(GRACE, exchange).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(SendError::TimedOut),
+                },
+            };
+            answer.map_err(SendError::Failed)
         })
     }
 }

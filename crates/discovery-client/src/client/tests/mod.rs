@@ -3,6 +3,7 @@
 //! exact instants; `sockets.rs` keeps a few against real sockets for the transport itself.
 //!
 //! - `picking.rs`: round-robin, breakers opening and closing, failures and their errors;
+//! - `policy.rs`: the failure policy (consecutive failures, failure rate);
 //! - `retries.rs`: retries, the retry budget, the deadline, non-idempotent requests;
 //! - `gray.rs`: latency-aware picking (a slow instance's share, its recovery) and slow start;
 //! - `hedging.rs`: hedged attempts;
@@ -11,7 +12,8 @@
 //! - `under_load.rs`: many callers while an instance hangs;
 //! - `cache.rs`: the response cache through the client;
 //! - `status.rs`: what the client says: metrics, events, instance figures;
-//! - `sockets.rs`: the default transport over real sockets.
+//! - `sockets.rs`: the default transport over real sockets;
+//! - `starved.rs`: a client that is not running for a while (a CPU quota) blames no instance.
 
 mod back_pressure;
 mod blame;
@@ -19,8 +21,10 @@ mod cache;
 mod gray;
 mod hedging;
 mod picking;
+mod policy;
 mod retries;
 mod sockets;
+mod starved;
 mod status;
 mod under_load;
 
