@@ -58,6 +58,7 @@ fn set_faults(instance: &AppState, latency_ms: u64, error_rate: f64) -> Result<(
         latency_ms: Some(latency_ms),
         error_rate: Some(error_rate),
         garbage_rate: Some(0.0),
+        throttle_rate: Some(0.0),
     };
     instance
         .faults()
