@@ -13,9 +13,14 @@ use tokio::time::Instant;
 /// rarely.
 pub(crate) const DECAY: Duration = Duration::from_secs(10);
 
-/// How long a latency window lasts: the estimate remembers the quickest answer for one to
-/// two of these.
+/// How long a latency window lasts at least: the estimate remembers the quickest answer for
+/// one to two of these.
 pub(crate) const WINDOW: Duration = Duration::from_millis(500);
+
+/// How many answers a latency window holds at least: at a low rate of calls a window lasts
+/// until it has these, so that one late answer (a busy moment of the client's, a garbage
+/// collection of the instance's) is not the estimate.
+pub(crate) const WINDOW_ANSWERS: u64 = 8;
 
 /// The requests one instance has been sent and has not answered yet, and a moving estimate
 /// of how long it takes to answer; shared by every clone.
@@ -26,7 +31,8 @@ pub(crate) const WINDOW: Duration = Duration::from_millis(500);
 ///   picker passes it over once it holds more than the others, long before a timeout opens
 ///   its breaker.
 /// - The latency estimate is its quickest recent answer: the least time among its answers
-///   of the current window of time ([`WINDOW`]) and the one before. Waiting in queues (the
+///   of the current window and the one before (a window lasts [`WINDOW`] and holds
+///   [`WINDOW_ANSWERS`] answers, at least). Waiting in queues (the
 ///   client's own, a burst of calls) delays some answers but rarely all of them, so
 ///   healthy instances are not told apart by chance, while an instance that is slow on
 ///   every answer (a gray failure) shows within one or two windows, and one
@@ -52,6 +58,8 @@ struct Shared {
     quickest_before: AtomicU64,
     /// When the current window opened, in nanoseconds since `origin`.
     window_from: AtomicU64,
+    /// Answers in the current window.
+    window_answers: AtomicU64,
     /// When the last answer came, in nanoseconds since `origin`, plus one; 0: never.
     sampled_at: AtomicU64,
     /// When its first answer came, in nanoseconds since `origin`, plus one; 0: not yet.
@@ -81,6 +89,7 @@ impl Load {
                 quickest: AtomicU64::new(u64::MAX),
                 quickest_before: AtomicU64::new(u64::MAX),
                 window_from: AtomicU64::new(0),
+                window_answers: AtomicU64::new(0),
                 sampled_at: AtomicU64::new(0),
                 warm_from: AtomicU64::new(0),
                 credit: AtomicU64::new(0),
@@ -140,12 +149,14 @@ impl Load {
             return;
         }
         let opened = shared.window_from.load(Ordering::Relaxed);
-        if at.saturating_sub(opened) >= WINDOW.as_nanos() as u64 {
+        let answers = shared.window_answers.fetch_add(1, Ordering::Relaxed);
+        if answers >= WINDOW_ANSWERS && at.saturating_sub(opened) >= WINDOW.as_nanos() as u64 {
             // The window closes: it becomes the one before, and this answer opens the next.
             // (Two threads may both close it; one of their answers is then a window's own.)
             let closed = shared.quickest.swap(sample, Ordering::Relaxed);
             shared.quickest_before.store(closed, Ordering::Relaxed);
             shared.window_from.store(at, Ordering::Relaxed);
+            shared.window_answers.store(1, Ordering::Relaxed);
         } else {
             shared.quickest.fetch_min(sample, Ordering::Relaxed);
         }
@@ -251,15 +262,21 @@ mod tests {
             observe(ms, warm);
         }
         assert_eq!(estimate(warm), Some(2.0 * MS), "the quickest");
-        // The window closes, and the next: the quickest is forgotten then.
+        // Half a second on, the window still lacks answers: it stays open until it has 8.
+        for _ in 0..4 {
+            observe(20, window);
+        }
+        assert_eq!(estimate(window), Some(2.0 * MS), "in the window still");
+        // It closes with the next answer, and the one after once it has 8 answers and half
+        // a second: the quickest is forgotten then.
         observe(20, window);
         assert_eq!(estimate(window), Some(2.0 * MS), "in the window before");
+        for _ in 0..8 {
+            observe(20, window);
+        }
         observe(20, window * 2);
-        assert_eq!(
-            estimate(window * 2),
-            Some(20.0 * MS),
-            "two windows of slow answers"
-        );
+        let slow = estimate(window * 2);
+        assert_eq!(slow, Some(20.0 * MS), "two windows of slow answers");
         // One quick answer shows at once.
         observe(3, window * 2);
         assert_eq!(estimate(window * 2), Some(3.0 * MS));

@@ -65,6 +65,27 @@ async fn equally_healthy_instances_keep_exact_turns_through_small_noise() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn late_answers_at_a_low_rate_of_calls_keep_exact_turns() {
+    // A call every 200 ms: each window of an instance's answers spans seconds. Two answers
+    // in a row of instance 2 come 10 ms late (a busy moment): its quickest is still quick.
+    let (transport, fakes) = instances(3);
+    set_all(&fakes, after(1, Behaviour::Ratings));
+    let c = client(&transport, &fakes)
+        .hedging(Hedging::Off)
+        .build()
+        .expect("client");
+    let mut seen = Vec::new();
+    for call in 0..60 {
+        let late = call == 31 || call == 34;
+        fakes[1].set(after(if late { 10 } else { 1 }, Behaviour::Ratings));
+        seen.push(instance_of(&c).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let turns: Vec<u32> = (0..60).map(|k| k % 3 + 1).collect();
+    assert_eq!(seen, turns);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_slow_instance_gets_a_trickle_then_its_share_back_when_it_heals() {
     let (transport, fakes) = instances(3);
     set_all(&fakes, after(1, Behaviour::Ratings));
