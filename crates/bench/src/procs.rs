@@ -253,8 +253,11 @@ fn collect(stream: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
             let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
-            // Bounded: a chatty child cannot grow the harness without limit.
-            if lines.len() < 10_000 {
+            // Bounded: a chatty child cannot grow the harness without limit. Past the first
+            // 10,000 lines only warnings and errors are kept (a breaker opening among them),
+            // so a count of them is not cut short by a flood of info lines.
+            let important = line.contains(" WARN ") || line.contains(" ERROR ");
+            if lines.len() < 10_000 || (important && lines.len() < 20_000) {
                 lines.push(line);
             }
         }
