@@ -155,4 +155,4 @@ pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

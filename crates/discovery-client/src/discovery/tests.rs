@@ -12,8 +12,8 @@ use crate::events::{Event, EventBus};
 
 /// A discovery source the test drives: `watch` hands the sink to the test.
 #[derive(Debug)]
-struct Scripted {
-    sinks: mpsc::UnboundedSender<DiscoverySink>,
+pub(crate) struct Scripted {
+    pub(crate) sinks: mpsc::UnboundedSender<DiscoverySink>,
 }
 
 impl Discovery for Scripted {

@@ -202,30 +202,44 @@ async fn every_instance_answering_429_is_overloaded_with_the_shortest_retry_afte
 }
 
 /// A 429 that does not say how long avoids its instance for a second.
-#[tokio::test(start_paused = true)]
-async fn a_429_without_retry_after_is_avoided_for_a_second() {
+/// Instance 1 pushes back once with `status` and `retry_after` (to a client set up by
+/// `settings`): calls go to instance 2 until exactly `avoided` has passed (to the
+/// millisecond), then to instance 1 again, whose breaker never opened.
+async fn avoided_exactly(
+    status: u16,
+    retry_after: Option<&str>,
+    settings: impl FnOnce(ServiceClientBuilder) -> ServiceClientBuilder,
+    avoided: Duration,
+) {
     let (transport, fakes) = instances(2);
     let push_backs = PushBacks::default();
-    push_backs.set(&fakes[0], 429, None);
-    let c = pushed_client(&transport, &fakes, &push_backs)
+    push_backs.set(&fakes[0], status, retry_after);
+    let c = settings(pushed_client(&transport, &fakes, &push_backs))
         .build()
         .expect("client");
     let started = Instant::now();
     assert_eq!(instance_of(&c).await, 2);
     push_backs.clear(&fakes[0]);
-    until(started + Duration::from_millis(999)).await;
-    assert_eq!(instance_of(&c).await, 2);
-    until(started + Duration::from_secs(1)).await;
-    assert_eq!(instance_of(&c).await, 1);
+    until(started + avoided - Duration::from_millis(1)).await;
+    assert_eq!(instance_of(&c).await, 2, "still avoided");
+    until(started + avoided).await;
+    assert_eq!(instance_of(&c).await, 1, "used again after {avoided:?}");
+    assert_eq!(states(&c), [Closed, Closed]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_retry_after_is_avoided_for_a_second() {
+    avoided_exactly(429, None, |c| c, Duration::from_secs(1)).await;
 }
 
 /// `Retry-After` as an HTTP date is honoured too (to the second it names), and a long one is
 /// capped by `max_retry_after`.
 #[tokio::test(start_paused = true)]
 async fn retry_after_as_a_date_is_honoured_and_a_long_one_capped() {
+    // A date ten seconds on is to the second: between 9 and 10 s from now.
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(10));
     let (transport, fakes) = instances(2);
     let push_backs = PushBacks::default();
-    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(10));
     push_backs.set(&fakes[0], 503, Some(&date));
     let c = pushed_client(&transport, &fakes, &push_backs)
         .build()
@@ -233,27 +247,14 @@ async fn retry_after_as_a_date_is_honoured_and_a_long_one_capped() {
     let started = Instant::now();
     assert_eq!(instance_of(&c).await, 2);
     push_backs.clear(&fakes[0]);
-    // The date is to the second: between 9 and 10 s from now.
     until(started + Duration::from_secs(9)).await;
     assert_eq!(instance_of(&c).await, 2);
     until(started + Duration::from_secs(10)).await;
     assert_eq!(instance_of(&c).await, 1);
     assert_eq!(states(&c), [Closed, Closed]);
-
-    let (transport, fakes) = instances(2);
-    let push_backs = PushBacks::default();
-    push_backs.set(&fakes[0], 429, Some("3600"));
-    let c = pushed_client(&transport, &fakes, &push_backs)
-        .max_retry_after(Duration::from_secs(3))
-        .build()
-        .expect("client");
-    let started = Instant::now();
-    assert_eq!(instance_of(&c).await, 2);
-    push_backs.clear(&fakes[0]);
-    until(started + Duration::from_millis(2999)).await;
-    assert_eq!(instance_of(&c).await, 2);
-    until(started + Duration::from_secs(3)).await;
-    assert_eq!(instance_of(&c).await, 1);
+    // An hour, capped at 3 s.
+    let cap = |c: ServiceClientBuilder| c.max_retry_after(Duration::from_secs(3));
+    avoided_exactly(429, Some("3600"), cap, Duration::from_secs(3)).await;
 }
 
 /// A request that is not retried (a POST) is not retried after a push-back either: the

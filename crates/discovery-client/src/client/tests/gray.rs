@@ -1,13 +1,13 @@
 //! Latency-aware picking and slow start, on paused time: exact turns while instances are
 //! equally healthy, a slow instance's share, its recovery, and the slow-start ramp.
 
-use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
 use crate::Instance;
 use crate::breaker::BreakerState;
+use crate::discovery::tests::Scripted;
 /// `then`, after `micros` microseconds.
 fn after_micros(micros: u64, then: Behaviour) -> Behaviour {
     Behaviour::delay(Duration::from_micros(micros), then)
@@ -158,19 +158,6 @@ async fn plain_round_robin_keeps_sending_a_third_to_the_slow_instance() {
         .expect("client");
     let window = hits_over(&c, &fakes, Duration::from_secs(2)).await;
     assert_eq!(window[0], window[1], "{window:?}");
-}
-
-/// A discovery source the test drives: `watch` hands the sink to the test.
-#[derive(Debug)]
-struct Scripted {
-    sinks: mpsc::UnboundedSender<DiscoverySink>,
-}
-
-impl Discovery for Scripted {
-    fn watch(&self, _service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()> {
-        let _ = self.sinks.send(sink);
-        futures::future::pending().boxed()
-    }
 }
 
 fn instances_of(fakes: &[FakeRatings]) -> Vec<Instance> {
