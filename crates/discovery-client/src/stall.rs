@@ -12,7 +12,7 @@
 //! The monitor is a task per client that wakes every [`TICK`] while an attempt could time
 //! out (from an attempt's start until a second after its deadline), and sleeps otherwise,
 //! so that an idle client costs nothing. When it wakes more than [`STALL`] later than it
-//! asked, the client was not running in between, and it records that stall (the last few
+//! asked, the client was not running in between, and it records that stall (the last 64
 //! are kept). The attempt's judge asks
 //! [`stalled_between`](StallMonitor::stalled_between) its start and its end: a timed-out
 //! attempt during which the client was running for less than nine tenths of the attempt's
@@ -59,8 +59,12 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// How late a wake must be to count as a stall of the client. Tokio's timers are precise to
 /// a millisecond; a busy runtime delays them by a few.
 pub(crate) const STALL: Duration = Duration::from_millis(20);
-/// The stalls kept (the latest ones): an attempt's time limit rarely spans more than one.
-const KEPT: usize = 4;
+/// The stalls kept (the latest ones). A client that is frozen now and then is also busy
+/// when it runs, catching up, and its monitor then wakes a little late at most ticks: each
+/// of those is a short stall too, and with only a few kept they pushed the long freeze out
+/// before the attempts that spanned it were judged. A minute of ticks' worth would be too
+/// many to add up at each timeout; 64 cover several freezes and their catching up.
+const KEPT: usize = 64;
 /// How long the monitor keeps waking past the latest deadline it was asked to watch: the
 /// deadline it keeps is moved at most once per this, not at every attempt.
 const SLACK: Duration = Duration::from_secs(1);
@@ -88,10 +92,19 @@ struct Shared {
     stalls: Mutex<Stalls>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stalls {
     kept: [Option<(Instant, Instant)>; KEPT],
     next: usize,
+}
+
+impl Default for Stalls {
+    fn default() -> Self {
+        Self {
+            kept: [None; KEPT],
+            next: 0,
+        }
+    }
 }
 
 impl StallMonitor {
@@ -220,24 +233,32 @@ impl StallMonitor {
     /// can tell: the stalls it recorded, and the one still being caught up from if the
     /// monitor has not run for longer than a tick and a stall.
     pub(crate) fn stalled_between(&self, from: Instant, to: Instant) -> Duration {
+        self.stalled_within(from, to, to)
+    }
+
+    /// The same, asked at `now` (which may be later than `to`): a stall still being caught
+    /// up from at `now` counts for its part before `to`.
+    fn stalled_within(&self, from: Instant, to: Instant, now: Instant) -> Duration {
         let overlap = |(a, b): (Instant, Instant)| b.min(to).saturating_duration_since(a.max(from));
         let stalls = self.lock();
         let last_tick = self.last_tick();
         let recorded: Duration = stalls.kept.iter().flatten().copied().map(overlap).sum();
         let since = last_tick + TICK;
-        let ongoing = match to.saturating_duration_since(since) > STALL {
-            true => overlap((since, to)),
+        let ongoing = match now.saturating_duration_since(since) > STALL {
+            true => overlap((since, now)),
             false => Duration::ZERO,
         };
         recorded + ongoing
     }
 
-    /// Whether an attempt sent at `started` and given `limit`, ending (timed out) at `now`,
-    /// had the client running for less than nine tenths of `limit`: then its timeout says
-    /// nothing about the instance.
+    /// Whether an attempt sent at `started` and given `limit`, judged (timed out) at `now`,
+    /// had the client running for less than nine tenths of `limit` within that limit: then
+    /// its timeout says nothing about the instance. What the client did after the deadline
+    /// (a busy client catching up judges late) does not count.
     pub(crate) fn excuses(&self, started: Instant, limit: Duration, now: Instant) -> bool {
-        let stalled = self.stalled_between(started, now);
-        let running = now
+        let end = (started + limit).min(now);
+        let stalled = self.stalled_within(started, end, now);
+        let running = end
             .saturating_duration_since(started)
             .saturating_sub(stalled);
         running < limit.mul_f64(0.9)
@@ -295,6 +316,29 @@ mod tests {
         );
         tokio::time::advance(ms(935)).await;
         assert_eq!(monitor.stalled_between(start, Instant::now()), ms(950));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_freeze_is_remembered_through_the_short_stalls_of_catching_up() {
+        // Frozen 900 ms, then busy: 30 ticks each 25 ms late, before a timed-out attempt
+        // that spanned the freeze is judged.
+        let (monitor, task) = awake();
+        tokio::time::sleep(ms(5)).await;
+        let started = Instant::now();
+        tokio::time::advance(ms(900)).await;
+        tokio::task::yield_now().await;
+        for _ in 0..30 {
+            tokio::time::sleep(ms(1)).await;
+            tokio::time::advance(ms(34)).await;
+            tokio::task::yield_now().await;
+        }
+        let now = Instant::now();
+        assert!(
+            monitor.stalled_between(started, now) >= ms(900),
+            "the freeze is kept"
+        );
+        assert!(monitor.excuses(started, ms(300), now));
+        task.abort();
     }
 
     #[tokio::test(start_paused = true)]
