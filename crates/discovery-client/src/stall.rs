@@ -14,7 +14,7 @@
 //! so that an idle client costs nothing. When it wakes more than [`STALL`] later than it
 //! asked, the client was not running in between, and it records that stall (the last 64
 //! are kept). The attempt's judge asks
-//! [`stalled_between`](StallMonitor::stalled_between) its start and its end: a timed-out
+//! [`running_within`](StallMonitor::running_within) the attempt's limit: a timed-out
 //! attempt during which the client was running for less than nine tenths of the attempt's
 //! time limit is not the instance's failure (see `Gate::client_stalled`).
 //!
@@ -232,6 +232,7 @@ impl StallMonitor {
     /// How long the client was not running between `from` and `to`, as far as the monitor
     /// can tell: the stalls it recorded, and the one still being caught up from if the
     /// monitor has not run for longer than a tick and a stall.
+    #[cfg(test)]
     pub(crate) fn stalled_between(&self, from: Instant, to: Instant) -> Duration {
         self.stalled_within(from, to, to)
     }
@@ -251,17 +252,33 @@ impl StallMonitor {
         recorded + ongoing
     }
 
-    /// Whether an attempt sent at `started` and given `limit`, judged (timed out) at `now`,
-    /// had the client running for less than nine tenths of `limit` within that limit: then
-    /// its timeout says nothing about the instance. What the client did after the deadline
-    /// (a busy client catching up judges late) does not count.
-    pub(crate) fn excuses(&self, started: Instant, limit: Duration, now: Instant) -> bool {
+    /// How long the client was running, within `limit` from `started`, for an attempt
+    /// judged (timed out) at `now`. What the client did after the deadline (a busy client
+    /// catching up judges late) does not count.
+    pub(crate) fn running_within(
+        &self,
+        started: Instant,
+        limit: Duration,
+        now: Instant,
+    ) -> Duration {
         let end = (started + limit).min(now);
         let stalled = self.stalled_within(started, end, now);
-        let running = end
-            .saturating_duration_since(started)
-            .saturating_sub(stalled);
+        end.saturating_duration_since(started)
+            .saturating_sub(stalled)
+    }
+
+    /// Whether a timed-out attempt during whose `limit` the client ran only `running` says
+    /// nothing about the instance: the client ran less than nine tenths of it.
+    pub(crate) fn excuses_running(running: Duration, limit: Duration) -> bool {
         running < limit.mul_f64(0.9)
+    }
+
+    /// Whether an attempt sent at `started` and given `limit`, judged (timed out) at `now`,
+    /// had the client running for less than nine tenths of `limit` within that limit: then
+    /// its timeout says nothing about the instance.
+    #[cfg(test)]
+    pub(crate) fn excuses(&self, started: Instant, limit: Duration, now: Instant) -> bool {
+        Self::excuses_running(self.running_within(started, limit, now), limit)
     }
 }
 

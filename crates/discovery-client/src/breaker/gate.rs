@@ -147,18 +147,24 @@ impl Gate {
     /// after `limit` says nothing about the instance, and its permit is dropped unrecorded.
     /// Logs it when so.
     pub(crate) fn client_stalled(&self, started: Instant, limit: Duration) -> bool {
-        let now = Instant::now();
-        let Some(stalls) = self
-            .stalls
-            .as_ref()
-            .filter(|s| s.excuses(started, limit, now))
-        else {
+        let Some(stalls) = &self.stalls else {
             return false;
         };
+        let now = Instant::now();
+        let ran = stalls.running_within(started, limit, now);
         let (service, id) = (self.telemetry.service(), self.telemetry.id());
-        let stalled = stalls.stalled_between(started, now).as_millis();
-        tracing::debug!(service = %service, instance = %id, stalled_ms = stalled,
-            "{service} attempt on instance {id} timed out while the client was not running for {stalled} ms: not held against the instance");
-        true
+        let (ran_ms, late_ms) = (
+            ran.as_millis(),
+            (now - started).saturating_sub(limit).as_millis(),
+        );
+        let excused = StallMonitor::excuses_running(ran, limit);
+        if excused {
+            tracing::debug!(service = %service, instance = %id, ran_ms, late_ms,
+                "{service} attempt on instance {id} timed out while the client ran {ran_ms} ms of its limit: not held against the instance");
+        } else {
+            tracing::debug!(service = %service, instance = %id, ran_ms, late_ms,
+                "{service} attempt on instance {id} timed out while the client ran {ran_ms} ms of its limit (judged {late_ms} ms after it): held against the instance");
+        }
+        excused
     }
 }
