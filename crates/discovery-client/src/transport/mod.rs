@@ -156,7 +156,16 @@ impl<T: Transport> Send_ for Whole<T> {
                     Err(_) => return Err(SendError::TimedOut),
                 },
             };
-            answer.map_err(SendError::Failed)
+            match answer {
+                Ok(answer) => Ok(answer),
+                // Failed, but past its deadline: out of time all the same. The connector's
+                // own timeout (the client's default transport connects within the attempt's
+                // timeout) fires at the same moment as the attempt's, and when both are
+                // overdue (the client was frozen) either may be seen first: the attempt is
+                // judged as timed out either way, which the stall rule can excuse.
+                Err(_) if Instant::now() >= until => Err(SendError::TimedOut),
+                Err(error) => Err(SendError::Failed(error)),
+            }
         })
     }
 }

@@ -7,6 +7,9 @@
 //! timer is due when the client runs again sees its timer before its answer, as a real
 //! starved client does.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::time::Instant;
 
 use super::*;
@@ -168,4 +171,56 @@ async fn every_instance_refusing_after_a_freeze_is_all_down_at_once() {
         all_down()
     );
     assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+/// Three instances whose connections, while `failing` is set, take as long as the attempt's
+/// timeout to fail (as a connector with its own timeout equal to the attempt's does), and
+/// answer at once otherwise.
+fn slow_failing_three(failing: &Arc<AtomicBool>) -> ServiceClient {
+    let (_, fakes) = instances(3);
+    let failing = Arc::clone(failing);
+    let transport = tower::service_fn(move |_: http::Request<Bytes>| {
+        let failing = failing.load(Ordering::SeqCst);
+        async move {
+            if !failing {
+                let body = Bytes::from_static(br#"{"item_id":"widget","rating":4,"instance":1}"#);
+                return Ok(http::Response::new(Full::new(body)));
+            }
+            tokio::time::sleep(TIMEOUT).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "tcp connect error: connection timed out",
+            ))
+        }
+    });
+    ServiceClient::builder("ratings")
+        .discovery(StaticDiscovery::new(fakes.iter().map(|f| f.url.clone())))
+        .transport(transport)
+        .timeout(TIMEOUT)
+        .retest_delay(RETEST)
+        .hedging(Hedging::Off)
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transport_error_seen_past_the_deadline_of_a_frozen_client_is_excused_too() {
+    let failing = Arc::new(AtomicBool::new(true));
+    let c = slow_failing_three(&failing);
+    discovered(&c).await;
+    let calls = in_flight(&c, 6).await;
+    // Frozen past the attempts' deadlines and the connector's, whichever is seen first; the
+    // instances are reachable again by the time the calls retry.
+    tokio::time::advance(FREEZE).await;
+    failing.store(false, Ordering::SeqCst);
+    for call in calls {
+        call.await.expect("no panic").expect("answered on a retry");
+    }
+    assert_eq!(states(&c), [BreakerState::Closed; 3], "no breaker opened");
+    // The same failure while the client runs is the instance's: a timeout, whose breaker
+    // opened (and, the retest delay passed while the call retried, is in Retest by now).
+    failing.store(true, Ordering::SeqCst);
+    let error = c.get_json::<Rating>("/ratings/widget").await.unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert_ne!(states(&c), [BreakerState::Closed; 3], "its breaker opened");
 }
