@@ -182,7 +182,12 @@ impl Picker {
             }
         };
         // Shares are against the largest, so instances ramping up together are all full.
-        let top = (0..n).map(weight).fold(f64::MIN_POSITIVE, f64::max);
+        // Without slow start the largest is always 1 (the fastest instance, or one not
+        // answered yet, has a full share): no second pass over the instances.
+        let top = match self.slow_start {
+            Some(_) => (0..n).map(weight).fold(f64::MIN_POSITIVE, f64::max),
+            None => 1.0,
+        };
         let share = |i: usize| ((weight(i) / top * FULL as f64) as u64).clamp(1, FULL);
         let cursor = &self.next;
         // The instance with the largest weight has a full share and takes its turn: at most
