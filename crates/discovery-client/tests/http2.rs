@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use discovery_client::breaker::BreakerState;
 use discovery_client::http::Version;
-use discovery_client::{ServiceClient, ServiceClientBuilder, StaticDiscovery};
+use discovery_client::{Balance, Hedging, ServiceClient, ServiceClientBuilder, StaticDiscovery};
 use fake_ratings::{Behaviour, FakeRatings, Serve};
 use futures::future::join_all;
 use test_certs::TestCa;
@@ -38,7 +38,19 @@ async fn tls_pair(ca: &TestCa, first: Behaviour) -> (FakeRatings, FakeRatings) {
     )
 }
 
-/// 200 calls at once, none cached: all answered, half by each instance, over HTTP/2.
+/// A client for the bursts below: plain round-robin and no hedging, so each instance gets
+/// exactly half of a burst. What they test is the transport. With the defaults the split
+/// of a cold burst depends on the machine: while an instance's TLS handshake is under way,
+/// its calls are hedged onto the other after 50 ms (seen on a busy machine: 169 and 31,
+/// even with round-robin), and latency-aware picking splits by requests in flight. Those
+/// rules are tested on their own.
+fn burst_client(instances: &[&FakeRatings]) -> ServiceClientBuilder {
+    client(instances)
+        .balance(Balance::RoundRobin)
+        .hedging(Hedging::Off)
+}
+
+/// 200 calls at once, none cached: all answered, exactly half by each instance, over HTTP/2.
 async fn two_hundred_at_once(c: &ServiceClient) {
     let calls = (0..200).map(|_| c.get("/ratings/widget").no_cache().send());
     let mut by_instance = [0_usize; 2];
@@ -48,15 +60,14 @@ async fn two_hundred_at_once(c: &ServiceClient) {
         let rating: Rating = answer.json().expect("rating");
         by_instance[rating.instance as usize - 1] += 1;
     }
-    assert_eq!(by_instance[0] + by_instance[1], 200);
-    assert!(by_instance.iter().all(|n| *n >= 50), "{by_instance:?}");
+    assert_eq!(by_instance, [100, 100]);
 }
 
 #[tokio::test]
 async fn concurrent_calls_share_one_h2_connection_per_instance_over_tls() {
     let ca = TestCa::new("CA");
     let (one, two) = tls_pair(&ca, Behaviour::Ratings).await;
-    let c = client(&[&one, &two])
+    let c = burst_client(&[&one, &two])
         .tls_roots_only(ca.cert_pem())
         .build()
         .expect("client");
@@ -73,7 +84,7 @@ async fn concurrent_calls_share_one_h2_connection_per_instance_over_tls() {
 async fn prior_knowledge_speaks_h2c_on_one_connection_per_instance() {
     let one = FakeRatings::serve(1, Behaviour::Ratings, Serve::plain()).await;
     let two = FakeRatings::serve(2, Behaviour::Ratings, Serve::plain()).await;
-    let c = client(&[&one, &two])
+    let c = burst_client(&[&one, &two])
         .http2_prior_knowledge()
         .build()
         .expect("client");

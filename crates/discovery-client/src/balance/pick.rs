@@ -41,7 +41,11 @@ pub enum Balance {
     /// deterministic, lock-free, and exactly round-robin when the shares are equal. Among
     /// instances at full share, the one whose turn it is is compared with one other drawn
     /// at random and the one with fewer requests in flight goes, as in
-    /// [`PowerOfTwoChoices`](Balance::PowerOfTwoChoices).
+    /// [`PowerOfTwoChoices`](Balance::PowerOfTwoChoices). A slower instance drawn that way
+    /// goes instead when its estimate times its requests in flight plus one is less than
+    /// the turn's (peak-EWMA's cost): never while the instances are idle, but under a burst
+    /// the quicker instances' queues grow until it does, so a burst is spread by expected
+    /// wait rather than piled onto the instances that happened to answer a little quicker.
     ///
     /// With [`slow_start`](crate::ServiceClientBuilder::slow_start), an instance's share
     /// also ramps up over a window after it appears or its breaker closes.
@@ -201,13 +205,28 @@ impl Picker {
             }
         }
         let turn = turn.unwrap_or_else(|| (0..n).max_by_key(|&i| share(i)).unwrap_or(0));
-        // Two choices by requests in flight, among full shares only: a slow instance's
-        // few requests in flight do not make it look free.
+        // Two choices: the turn's instance or one other drawn at random. Among full shares,
+        // by requests in flight. A slower instance (a partial share for its answer time,
+        // not for a ramp) goes instead once its expected wait is the shorter: its estimate
+        // times its requests in flight plus one, against the turn's. Idle, that never
+        // happens (it is slower); under a burst, the fast instances' queues grow until it
+        // does, so a burst is not piled onto the instances that were a little quicker.
         let mut chosen = turn;
         let pending = load(turn).in_flight();
         if pending > 0 && n > 1 {
             let other = (turn + rand::random_range(1..n)) % n;
-            if share(other) == FULL && load(other).in_flight() < pending {
+            let wait =
+                |i: usize| load(i).latency(now).unwrap_or(best) * (load(i).in_flight() + 1) as f64;
+            let ramping = |i: usize| {
+                self.slow_start
+                    .is_some_and(|window| load(i).ramp(window, now) < 1.0)
+            };
+            let takes_it = if share(other) == FULL {
+                load(other).in_flight() < pending
+            } else {
+                !ramping(other) && wait(other) < wait(turn)
+            };
+            if takes_it {
                 chosen = other;
             }
         }
