@@ -193,7 +193,8 @@ pub fn status(report: &StatusReport) -> String {
              <td>{id}</td><td>{address}</td><td class=\"breaker {state}\">{state}</td>\
              <td class=\"num in-flight\">{in_flight}</td>\
              <td class=\"num requests\">{requests}</td><td class=\"num failures\">{failures}</td>\
-             <td class=\"num p50\">{p50}</td><td class=\"num p99\">{p99}</td></tr>\n",
+             <td class=\"num p50\">{p50}</td><td class=\"num p99\">{p99}</td>\
+             <td class=\"num share\">{share:.1}{pushed_back}</td></tr>\n",
             id = escape(&instance.id),
             address = escape(&instance.address),
             state = escape(&instance.state),
@@ -202,11 +203,16 @@ pub fn status(report: &StatusReport) -> String {
             failures = instance.failures,
             p50 = latency(instance.latency_p50_ms),
             p99 = latency(instance.latency_p99_ms),
+            share = instance.share_percent,
+            pushed_back = match instance.pushed_back_ms {
+                Some(_) => " <span class=\"pushed-back\">(pushed back)</span>",
+                None => "",
+            },
         ));
     }
     if report.instances.is_empty() {
         rows.push_str(
-            "<tr><td colspan=\"8\" id=\"no-instances\">No instance known: \
+            "<tr><td colspan=\"9\" id=\"no-instances\">No instance known: \
              is any ratings instance running?</td></tr>\n",
         );
     }
@@ -220,7 +226,8 @@ pub fn status(report: &StatusReport) -> String {
          <h2>{service} instances</h2>\n\
          <table id=\"instances\">\n<thead><tr><th>Instance</th><th>Address</th><th>Breaker</th>\
          <th class=\"num\">In flight</th><th class=\"num\">Requests</th><th class=\"num\">Failures</th>\
-         <th class=\"num\">p50 ms</th><th class=\"num\">p99 ms</th></tr></thead>\n\
+         <th class=\"num\">p50 ms</th><th class=\"num\">p99 ms</th>\
+         <th class=\"num\">Share %</th></tr></thead>\n\
          <tbody>\n{rows}</tbody>\n</table>\n\
          <p id=\"rating-sources\">Ratings shown: {live} live, {cache} from cache, {stale} stale, \
          {none} none.</p>\n\
@@ -228,7 +235,9 @@ pub fn status(report: &StatusReport) -> String {
          requests are the attempts sent to the instance whose outcome is known (a call retried \
          or hedged elsewhere counts on each instance it tried); failures are those that were the \
          instance's own (timeouts, transport errors, 5xx answers, bodies that did not decode); \
-         latencies are the median and 99th percentile of its latest 128 attempts. \
+         latencies are the median and 99th percentile of its latest 128 attempts; the share is \
+         its part of the balancer's turns, below 100 while it answers much slower than the \
+         fastest instance or ramps up after slow start. \
          Refreshes every {STATUS_REFRESH_SECS} s; \
          <a href=\"/api/status\">JSON</a>, <a href=\"/metrics\">metrics</a>.</p>\n\
          </main>\n</body>\n</html>\n",
@@ -273,6 +282,9 @@ mod tests {
                 failures: 2,
                 latency_p50_ms: Some(1.5),
                 latency_p99_ms: None,
+                latency_estimate_ms: Some(1.2),
+                share_percent: 12.5,
+                pushed_back_ms: Some(900.0),
             }],
             ratings: SourceCounts {
                 live: 3,
@@ -288,6 +300,12 @@ mod tests {
         );
         assert!(page.contains("<tr class=\"instance\" id=\"instance-1\" data-state=\"open\">"));
         assert!(page.contains("http://127.0.0.1:8001/&lt;x&gt;"), "escaped");
+        assert!(
+            page.contains(
+                "<td class=\"num share\">12.5 <span class=\"pushed-back\">(pushed back)</span></td>"
+            ),
+            "{page}"
+        );
         assert!(
             page.contains(
                 "<td class=\"num in-flight\">1</td>\

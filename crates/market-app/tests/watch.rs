@@ -59,7 +59,7 @@ async fn watch_prints_the_markets_status_as_a_table() {
     assert!(!out.contains('\x1b'), "plain text into a pipe: {out:?}");
     assert!(
         out.contains("ID  ADDRESS")
-            && out.contains("IN FLIGHT  REQUESTS  FAILURES  P50 MS  P99 MS"),
+            && out.contains("IN FLIGHT  REQUESTS  FAILURES  P50 MS  P99 MS  SHARE %"),
         "{out}"
     );
     let row: Vec<&str> = out
@@ -70,10 +70,12 @@ async fn watch_prints_the_markets_status_as_a_table() {
         .collect();
     // Id, address, breaker, in flight, requests, failures: the page load's four calls.
     assert_eq!(row[..6], ["1", &fake.url, "closed", "0", "4", "0"], "{out}");
-    for latency in &row[6..] {
+    for latency in &row[6..8] {
         assert!(latency.parse::<f64>().is_ok_and(|ms| ms > 0.0), "{out}");
     }
-    assert_eq!(row.len(), 8, "{out}");
+    // The only instance has a full share.
+    assert_eq!(row[8], "100.0", "{out}");
+    assert_eq!(row.len(), 9, "{out}");
     assert!(
         out.contains("ratings shown: 4 live, 0 cache, 0 stale, 0 none"),
         "{out}"

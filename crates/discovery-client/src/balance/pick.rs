@@ -130,6 +130,25 @@ impl Picker {
         }
     }
 
+    /// Each candidate's share of the turns at `now` under `balance`, against a full one
+    /// (`1.0`): what [`Balance::LatencyAware`] gives it for its answer time and slow-start
+    /// ramp; a full share each under the other rules.
+    pub(crate) fn shares<'l>(
+        &self,
+        balance: Balance,
+        n: usize,
+        load: impl Fn(usize) -> &'l Load,
+        now: Instant,
+    ) -> Vec<f64> {
+        if balance != Balance::LatencyAware {
+            return vec![1.0; n];
+        }
+        let weights = Weights::at(self.slow_start, n, &load, now);
+        (0..n)
+            .map(|i| weights.share(load(i)) as f64 / FULL as f64)
+            .collect()
+    }
+
     /// Picks by `balance` among candidates `0..n`, whose loads are `load`, at `now`; the
     /// index chosen and what `acquire` granted it, or `None` at once when no candidate
     /// grants anything.
@@ -175,24 +194,9 @@ impl Picker {
         now: Instant,
         mut acquire: impl FnMut(usize) -> Option<T>,
     ) -> Option<(usize, T)> {
-        let best = (0..n)
-            .filter_map(|i| load(i).latency(now))
-            .fold(f64::INFINITY, f64::min);
-        let weight = |i: usize| {
-            let latency = latency_weight(load(i).latency(now), best);
-            match self.slow_start {
-                Some(window) => latency * load(i).ramp(window, now).max(MIN_RAMP),
-                None => latency,
-            }
-        };
-        // Shares are against the largest, so instances ramping up together are all full.
-        // Without slow start the largest is always 1 (the fastest instance, or one not
-        // answered yet, has a full share): no second pass over the instances.
-        let top = match self.slow_start {
-            Some(_) => (0..n).map(weight).fold(f64::MIN_POSITIVE, f64::max),
-            None => 1.0,
-        };
-        let share = |i: usize| ((weight(i) / top * FULL as f64) as u64).clamp(1, FULL);
+        let weights = Weights::at(self.slow_start, n, &load, now);
+        let share = |i: usize| weights.share(load(i));
+        let best = weights.best;
         let cursor = &self.next;
         // The instance with the largest weight has a full share and takes its turn: at most
         // one round of turns is needed; two bound it against concurrent pickers.
@@ -241,6 +245,62 @@ impl Picker {
             cursor.fetch_add(offset, Ordering::Relaxed);
         }
         Some((index, granted))
+    }
+}
+
+/// How [`Balance::LatencyAware`] weighs the candidates at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Weights {
+    /// The fastest candidate's latency estimate, in nanoseconds (infinite: none has one).
+    best: f64,
+    /// The largest weight: shares are against it, so instances ramping up together are
+    /// all full.
+    top: f64,
+    /// The slow-start window, if shares ramp up.
+    slow_start: Option<Duration>,
+    /// The moment weighed.
+    now: Instant,
+}
+
+impl Weights {
+    /// The weights of candidates `0..n`, whose loads are `load`, at `now`.
+    fn at<'l>(
+        slow_start: Option<Duration>,
+        n: usize,
+        load: &impl Fn(usize) -> &'l Load,
+        now: Instant,
+    ) -> Self {
+        let best = (0..n)
+            .filter_map(|i| load(i).latency(now))
+            .fold(f64::INFINITY, f64::min);
+        let mut weights = Self {
+            best,
+            top: 1.0,
+            slow_start,
+            now,
+        };
+        // Without slow start the largest is always 1 (the fastest instance, or one not
+        // answered yet, has a full share): no second pass over the instances.
+        if slow_start.is_some() {
+            weights.top = (0..n)
+                .map(|i| weights.weight(load(i)))
+                .fold(f64::MIN_POSITIVE, f64::max);
+        }
+        weights
+    }
+
+    /// One candidate's weight: its share for its answer time, times its ramp.
+    fn weight(&self, load: &Load) -> f64 {
+        let latency = latency_weight(load.latency(self.now), self.best);
+        match self.slow_start {
+            Some(window) => latency * load.ramp(window, self.now).max(MIN_RAMP),
+            None => latency,
+        }
+    }
+
+    /// One candidate's share of the turns, out of [`FULL`] (never none).
+    fn share(&self, load: &Load) -> u64 {
+        ((self.weight(load) / self.top * FULL as f64) as u64).clamp(1, FULL)
     }
 }
 

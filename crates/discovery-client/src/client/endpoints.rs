@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use futures::future::poll_fn;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tower::discover::Change;
 
 use crate::Instance;
-use crate::balance::Load;
+use crate::balance::{Balance, Load, Picker};
 use crate::breaker::{BreakerState, Breakers, Gate};
 use crate::discovery::{InstanceStream, Update};
 use crate::transport::{BaseUrl, ServerNames};
@@ -120,7 +121,7 @@ pub(crate) async fn follow_discovery(
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceStatus {
     /// Instance id.
     pub id: String,
@@ -139,10 +140,21 @@ pub struct InstanceStatus {
     pub latency_p50: Option<Duration>,
     /// The 99th percentile of the same.
     pub latency_p99: Option<Duration>,
+    /// The answer time the balancer weighs it by: its quickest recent answer
+    /// ([`Balance::LatencyAware`](crate::Balance::LatencyAware)), if it has answered since
+    /// it was last added.
+    pub latency_estimate: Option<Duration>,
+    /// Its share of the balancer's turns against a full one, in `0.0..=1.0`: below 1 while
+    /// it answers much slower than the fastest instance or ramps up after slow start; 1
+    /// under the rules that do not weigh instances.
+    pub share: f64,
+    /// How much longer it is left alone after it pushed back (a 429, or a 503 with
+    /// `Retry-After`); `None` if it is not.
+    pub pushed_back_for: Option<Duration>,
 }
 
 impl InstanceStatus {
-    fn of(endpoint: &Endpoint) -> Self {
+    fn of(endpoint: &Endpoint, share: f64, now: Instant) -> Self {
         let telemetry = endpoint.gate.telemetry();
         let stats = telemetry.stats();
         let latency = stats.recent_latency();
@@ -155,11 +167,28 @@ impl InstanceStatus {
             failures: stats.failures(),
             latency_p50: latency.map(|(p50, _)| p50),
             latency_p99: latency.map(|(_, p99)| p99),
+            latency_estimate: endpoint
+                .load
+                .latency(now)
+                .map(|nanos| Duration::from_nanos(nanos as u64)),
+            share,
+            pushed_back_for: endpoint.gate.avoided_for(now),
         }
     }
 }
 
-/// Snapshots of `endpoints`, in their order.
-pub(crate) fn status_of(endpoints: &[Endpoint]) -> Vec<InstanceStatus> {
-    endpoints.iter().map(InstanceStatus::of).collect()
+/// Snapshots of `endpoints`, in their order, with their shares of `picker`'s turns under
+/// `balance`.
+pub(crate) fn status_of(
+    endpoints: &[Endpoint],
+    picker: &Picker,
+    balance: Balance,
+) -> Vec<InstanceStatus> {
+    let now = Instant::now();
+    let shares = picker.shares(balance, endpoints.len(), |i| &endpoints[i].load, now);
+    endpoints
+        .iter()
+        .zip(shares)
+        .map(|(endpoint, share)| InstanceStatus::of(endpoint, share, now))
+        .collect()
 }

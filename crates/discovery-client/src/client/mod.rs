@@ -207,7 +207,9 @@ impl ServiceClient {
     /// seen of their attempts (requests, failures, recent latency).
     pub fn instances(&self) -> Vec<InstanceStatus> {
         match &*self.inner.endpoints.borrow() {
-            Known::Endpoints(endpoints) => endpoints::status_of(endpoints),
+            Known::Endpoints(endpoints) => {
+                endpoints::status_of(endpoints, &self.inner.picker, self.inner.balance)
+            }
             Known::Nothing | Known::Unavailable(_) => Vec::new(),
         }
     }

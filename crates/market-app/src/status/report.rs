@@ -6,7 +6,8 @@
 //!   "service": "ratings",
 //!   "instances": [
 //!     {"id": "1", "address": "http://127.0.0.1:8001", "state": "closed", "in_flight": 0,
-//!      "requests": 12, "failures": 0, "latency_p50_ms": 1.23, "latency_p99_ms": 4.56}
+//!      "requests": 12, "failures": 0, "latency_p50_ms": 1.23, "latency_p99_ms": 4.56,
+//!      "latency_estimate_ms": 0.98, "share_percent": 100.0, "pushed_back_ms": null}
 //!   ],
 //!   "ratings": {"live": 12, "cache": 0, "stale": 0, "none": 0}
 //! }
@@ -68,6 +69,23 @@ pub struct InstanceReport {
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile of the same.
     pub latency_p99_ms: Option<f64>,
+    /// The answer time the balancer weighs it by (its quickest recent answer), in
+    /// milliseconds to a hundredth; `null` before its first counted answer.
+    #[serde(default)]
+    pub latency_estimate_ms: Option<f64>,
+    /// Its share of the balancer's turns, in percent of a full share to a tenth: below 100
+    /// while it answers much slower than the fastest instance, or ramps up after slow start.
+    #[serde(default = "full_share")]
+    pub share_percent: f64,
+    /// How much longer it is left alone after it pushed back (429, or 503 with
+    /// `Retry-After`), in milliseconds; `null` when it is not.
+    #[serde(default)]
+    pub pushed_back_ms: Option<f64>,
+}
+
+/// A full share, for reports from a market that did not send one.
+fn full_share() -> f64 {
+    100.0
 }
 
 impl From<&InstanceStatus> for InstanceReport {
@@ -81,6 +99,9 @@ impl From<&InstanceStatus> for InstanceReport {
             failures: status.failures,
             latency_p50_ms: status.latency_p50.map(millis),
             latency_p99_ms: status.latency_p99.map(millis),
+            latency_estimate_ms: status.latency_estimate.map(millis),
+            share_percent: (status.share * 1000.0).round() / 10.0,
+            pushed_back_ms: status.pushed_back_for.map(millis),
         }
     }
 }
@@ -116,6 +137,9 @@ mod tests {
             failures: 3,
             latency_p50: latency.map(|(p50, _)| Duration::from_micros(p50)),
             latency_p99: latency.map(|(_, p99)| Duration::from_micros(p99)),
+            latency_estimate: latency.map(|(p50, _)| Duration::from_micros(p50 / 2)),
+            share: 0.0312,
+            pushed_back_for: latency.map(|_| Duration::from_millis(1500)),
         }
     }
 
@@ -152,6 +176,9 @@ mod tests {
                 failures: 3,
                 latency_p50_ms: Some(1.23),
                 latency_p99_ms: Some(56.79),
+                latency_estimate_ms: Some(0.62),
+                share_percent: 3.1,
+                pushed_back_ms: Some(1500.0),
             }
         );
         assert_eq!(report.instances[0].state, "retest");
@@ -173,6 +200,7 @@ mod tests {
                 "instances": [{
                     "id": "1", "address": "http://h1", "state": "closed", "in_flight": 2,
                     "requests": 7, "failures": 3, "latency_p50_ms": null, "latency_p99_ms": null,
+                    "latency_estimate_ms": null, "share_percent": 3.1, "pushed_back_ms": null,
                 }],
                 "ratings": {"live": 0, "cache": 0, "stale": 0, "none": 0},
             })

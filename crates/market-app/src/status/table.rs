@@ -2,11 +2,15 @@
 //!
 //! ```text
 //! ratings instances (as the market at http://127.0.0.1:5000 sees them)
-//! ID  ADDRESS                BREAKER  IN FLIGHT  REQUESTS  FAILURES  P50 MS  P99 MS
-//! 1   http://127.0.0.1:8001  closed           0        12         0    1.23    4.56
-//! 2   http://127.0.0.1:8002  open             1         7         1       —       —
+//! ID  ADDRESS                BREAKER  IN FLIGHT  REQUESTS  FAILURES  P50 MS  P99 MS  SHARE %
+//! 1   http://127.0.0.1:8001  closed           0        12         0    1.23    4.56    100.0
+//! 2   http://127.0.0.1:8002  open             1         7         1       —       —    100.0
 //! ratings shown: 17 live, 0 cache, 1 stale, 0 none
 //! ```
+//!
+//! SHARE % is the instance's share of the balancer's turns (below 100 while it answers much
+//! slower than the others, or ramps up after slow start); an instance that pushed back shows
+//! `closed, pushed back` in the breaker column while it is left alone.
 //!
 //! With `colour`, breaker states are green (closed), yellow (retest) or red (open); the
 //! columns are padded before colouring, so they line up either way.
@@ -21,7 +25,7 @@ const RED: &str = "\x1b[31m";
 const RESET: &str = "\x1b[0m";
 
 /// Column titles; the first three are aligned left, the numbers right.
-const TITLES: [&str; 8] = [
+const TITLES: [&str; COLUMNS] = [
     "ID",
     "ADDRESS",
     "BREAKER",
@@ -30,7 +34,11 @@ const TITLES: [&str; 8] = [
     "FAILURES",
     "P50 MS",
     "P99 MS",
+    "SHARE %",
 ];
+
+/// How many columns there are.
+const COLUMNS: usize = 9;
 
 /// Which column holds the breaker state (coloured after padding).
 const STATE: usize = 2;
@@ -44,7 +52,7 @@ pub fn render(report: &StatusReport, market: &str, colour: bool) -> String {
         "{} instances (as the market at {market} sees them)",
         report.service
     );
-    let rows: Vec<[String; 8]> = report.instances.iter().map(cells).collect();
+    let rows: Vec<[String; COLUMNS]> = report.instances.iter().map(cells).collect();
     let mut widths = TITLES.map(|title| title.chars().count());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -67,21 +75,26 @@ pub fn render(report: &StatusReport, market: &str, colour: bool) -> String {
 }
 
 /// One instance's cells, in [`TITLES`] order.
-fn cells(instance: &InstanceReport) -> [String; 8] {
+fn cells(instance: &InstanceReport) -> [String; COLUMNS] {
+    let state = match instance.pushed_back_ms {
+        Some(_) => format!("{}, pushed back", instance.state),
+        None => instance.state.clone(),
+    };
     [
         instance.id.clone(),
         instance.address.clone(),
-        instance.state.clone(),
+        state,
         instance.in_flight.to_string(),
         instance.requests.to_string(),
         instance.failures.to_string(),
         figure(instance.latency_p50_ms),
         figure(instance.latency_p99_ms),
+        format!("{:.1}", instance.share_percent),
     ]
 }
 
 /// `cells` padded to `widths` and joined by two spaces, the state in `colour` if given.
-fn line(cells: &[String; 8], widths: &[usize; 8], colour: Option<&str>) -> String {
+fn line(cells: &[String; COLUMNS], widths: &[usize; COLUMNS], colour: Option<&str>) -> String {
     let padded: Vec<String> = cells
         .iter()
         .zip(widths)
@@ -125,13 +138,15 @@ mod tests {
                 "instances": [
                     {"id": "1", "address": "http://127.0.0.1:8001", "state": "closed",
                      "in_flight": 0, "requests": 12, "failures": 0,
-                     "latency_p50_ms": 1.23, "latency_p99_ms": 4.5},
+                     "latency_p50_ms": 1.23, "latency_p99_ms": 4.5,
+                     "share_percent": 100.0, "pushed_back_ms": null},
                     {"id": "2", "address": "http://127.0.0.1:8002", "state": "open",
                      "in_flight": 1, "requests": 7, "failures": 1,
                      "latency_p50_ms": null, "latency_p99_ms": null},
                     {"id": "3", "address": "http://127.0.0.1:8003", "state": "retest",
                      "in_flight": 0, "requests": 0, "failures": 0,
-                     "latency_p50_ms": 1024.5, "latency_p99_ms": 1024.5}
+                     "latency_p50_ms": 1024.5, "latency_p99_ms": 1024.5,
+                     "share_percent": 0.4, "pushed_back_ms": 1500.0}
                 ],
                 "ratings": {"live": 17, "cache": 0, "stale": 1, "none": 0}
             }"#,
@@ -147,10 +162,10 @@ mod tests {
             lines,
             [
                 "ratings instances (as the market at http://127.0.0.1:5000 sees them)",
-                "ID  ADDRESS                BREAKER  IN FLIGHT  REQUESTS  FAILURES   P50 MS   P99 MS",
-                "1   http://127.0.0.1:8001  closed           0        12         0     1.23     4.50",
-                "2   http://127.0.0.1:8002  open             1         7         1        —        —",
-                "3   http://127.0.0.1:8003  retest           0         0         0  1024.50  1024.50",
+                "ID  ADDRESS                BREAKER              IN FLIGHT  REQUESTS  FAILURES   P50 MS   P99 MS  SHARE %",
+                "1   http://127.0.0.1:8001  closed                       0        12         0     1.23     4.50    100.0",
+                "2   http://127.0.0.1:8002  open                         1         7         1        —        —    100.0",
+                "3   http://127.0.0.1:8003  retest, pushed back          0         0         0  1024.50  1024.50      0.4",
                 "ratings shown: 17 live, 0 cache, 1 stale, 0 none",
             ]
         );
@@ -160,9 +175,15 @@ mod tests {
     #[test]
     fn colour_marks_states_without_moving_columns() {
         let coloured = render(&sample(), "m", true);
-        assert!(coloured.contains("\x1b[32mclosed \x1b[0m"), "{coloured}");
-        assert!(coloured.contains("\x1b[31mopen   \x1b[0m"), "{coloured}");
-        assert!(coloured.contains("\x1b[33mretest \x1b[0m"), "{coloured}");
+        // The breaker column is as wide as "retest, pushed back".
+        for (colour, state) in [
+            (GREEN, "closed"),
+            (RED, "open"),
+            (YELLOW, "retest, pushed back"),
+        ] {
+            let cell = format!("{colour}{state:<19}{RESET}");
+            assert!(coloured.contains(&cell), "{coloured}");
+        }
         let stripped = coloured
             .replace(GREEN, "")
             .replace(YELLOW, "")

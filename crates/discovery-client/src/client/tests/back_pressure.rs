@@ -117,7 +117,12 @@ async fn a_429_instance_is_avoided_for_its_retry_after_then_used_again() {
     for _ in 0..3 {
         assert_eq!(instance_of(&c).await, 2);
     }
+    let pushed_back = |c: &ServiceClient| -> Vec<Option<Duration>> {
+        c.instances().iter().map(|i| i.pushed_back_for).collect()
+    };
+    assert_eq!(pushed_back(&c), [Some(Duration::from_secs(2)), None]);
     until(started + Duration::from_millis(1999)).await;
+    assert_eq!(pushed_back(&c), [Some(Duration::from_millis(1)), None]);
     assert_eq!(instance_of(&c).await, 2);
     assert_eq!(
         hits(&fakes),
@@ -125,6 +130,7 @@ async fn a_429_instance_is_avoided_for_its_retry_after_then_used_again() {
         "instance 1 passed over for two seconds"
     );
     until(started + Duration::from_secs(2)).await;
+    assert_eq!(pushed_back(&c), [None, None]);
     assert_eq!(instance_of(&c).await, 1, "and used again after them");
     assert_eq!(instance_of(&c).await, 2);
     assert_eq!(states(&c), [Closed, Closed]);

@@ -114,8 +114,14 @@ async fn instance_status_has_the_requests_failures_and_recent_latency_of_each_in
             failures: 1,
             latency_p50: Some(Duration::from_millis(10)),
             latency_p99: Some(Duration::from_millis(10)),
+            latency_estimate: status[0].latency_estimate,
+            share: 1.0,
+            pushed_back_for: None,
         }
     );
+    // Its quickest answer, 10 ms, decayed for the 280 ms since (τ = 10 s): 9.72 ms.
+    let estimate = status[0].latency_estimate.expect("an estimate");
+    assert_eq!(estimate.as_micros(), 9723, "{estimate:?}");
     assert_eq!(
         (status[1].requests, status[1].failures),
         (51, 0),
@@ -123,4 +129,36 @@ async fn instance_status_has_the_requests_failures_and_recent_latency_of_each_in
     );
     assert_eq!(status[1].latency_p50, Some(Duration::from_millis(30)));
     assert_eq!(status[1].latency_p99, Some(Duration::from_millis(250)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn instance_status_has_the_latency_estimate_and_share_the_balancer_weighs() {
+    let (transport, fakes) = instances(3);
+    for (fake, ms) in fakes.iter().zip([10, 10, 40]) {
+        fake.set(after(ms, Behaviour::Ratings));
+    }
+    let c = client(&transport, &fakes)
+        .hedging(Hedging::Off)
+        .build()
+        .expect("client");
+    let before = discovered(&c).await;
+    assert!(
+        before
+            .iter()
+            .all(|i| i.latency_estimate.is_none() && i.share == 1.0),
+        "no answer yet: a full share each"
+    );
+    // Two calls each: the first answer is left out of the estimate.
+    for _ in 0..6 {
+        c.get("/ratings/widget").no_cache().await.expect("answer");
+    }
+    let status = c.instances();
+    let estimates: Vec<_> = status.iter().map(|i| i.latency_estimate).collect();
+    let ms = |ms| Some(Duration::from_millis(ms));
+    assert_eq!(estimates, [ms(10), ms(10), ms(40)]);
+    // Instance 3 is 40 / 13.5 of the tolerance (10 ms × 1.25 + 1 ms) slow: (13.5 / 40)^6
+    // of a share, about 0.15 %, held at the floor of 1/256.
+    let shares: Vec<f64> = status.iter().map(|i| i.share).collect();
+    assert_eq!(&shares[..2], [1.0, 1.0]);
+    assert!((shares[2] - 1.0 / 256.0).abs() < 1e-4, "{shares:?}");
 }
