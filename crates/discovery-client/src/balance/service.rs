@@ -22,9 +22,11 @@ use crate::telemetry::ServiceTelemetry;
 /// - `poll_ready` applies the discovery changes that have arrived, then picks: it asks the
 ///   endpoint it would choose for a permit ([`AcquirePermit::try_acquire`]) and readiness,
 ///   then the others, fewest calls in flight first, and keeps the first that gives both for
-///   the next `call`. When no endpoint grants a permit it is ready all the same, and `call`
-///   answers [`Error::AllInstancesDown`] at once: a caller never waits for a breaker. It
-///   waits only when an endpoint that granted a permit is not ready yet.
+///   the next `call`. An endpoint that pushed back (a 429, or a 503 with `Retry-After`) is
+///   refused a permit for its `Retry-After`. When no endpoint grants a permit it is ready
+///   all the same, and `call` answers at once: [`Error::Overloaded`] if some pushed back,
+///   otherwise [`Error::AllInstancesDown`]. A caller never waits for a breaker. It waits
+///   only when an endpoint that granted a permit is not ready yet.
 /// - Until discovery has said anything (a first endpoint, or an error), `poll_ready` waits
 ///   for it, at most [`wait_for_discovery`](Balancer::wait_for_discovery) (1 s by default),
 ///   so that the first calls of a freshly built stack are not told "all services are down"
@@ -209,6 +211,24 @@ impl<D: Discover> Balancer<D> {
         }
     }
 
+    /// Why no endpoint took a call: every one that could have pushed back
+    /// ([`Error::Overloaded`], with the soonest one may be called again), or
+    /// [`Error::AllInstancesDown`].
+    fn none_available(&self) -> Error
+    where
+        D::Service: AcquirePermit,
+    {
+        let now = Instant::now();
+        let pushed_back = self.endpoints.iter();
+        match pushed_back
+            .filter_map(|(_, svc)| svc.pushed_back_for(now))
+            .min()
+        {
+            Some(retry_after) => self.telemetry.overloaded(Some(retry_after)),
+            None => self.telemetry.all_down(),
+        }
+    }
+
     /// Whether `poll_ready` must still wait for discovery's first word.
     fn awaiting_discovery(&mut self, cx: &mut Context<'_>) -> bool {
         let FirstWord::Awaited(sleep) = &mut self.first_word else {
@@ -293,7 +313,7 @@ where
             Some(((_, svc), load)) => ResponseFuture::called(svc.call(request), load.start()),
             None => match &self.unavailable {
                 Some(error) => ResponseFuture::failed(error.clone()),
-                None => ResponseFuture::failed(self.telemetry.all_down()),
+                None => ResponseFuture::failed(self.none_available()),
             },
         }
     }

@@ -141,6 +141,38 @@ async fn skips_endpoints_whose_breaker_is_open_and_says_all_down_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn passes_over_an_endpoint_that_pushed_back_for_its_wait_and_says_overloaded() {
+    let (mut rr, _tx, statuses) = balancer(3);
+    statuses[1].store(429, Ordering::SeqCst);
+    let first = call(&mut rr).await.expect("answer");
+    assert_eq!(first.body().as_ref(), b"1");
+    let pushed = call(&mut rr).await.expect("the 429 itself is the answer");
+    assert_eq!(pushed.status(), StatusCode::TOO_MANY_REQUESTS);
+    let started = Instant::now();
+    // A 429 without `Retry-After`: left alone for a second, its breaker closed.
+    statuses[1].store(200, Ordering::SeqCst);
+    assert_eq!(sequence(&mut rr, 4).await, ["3", "1", "3", "1"]);
+    tokio::time::sleep_until(started + Duration::from_millis(999)).await;
+    assert_eq!(sequence(&mut rr, 2).await, ["3", "1"]);
+    tokio::time::sleep_until(started + Duration::from_secs(1)).await;
+    assert_eq!(sequence(&mut rr, 3).await, ["2", "3", "1"], "used again");
+    // Every endpoint pushes back: the caller is told so, with the soonest wait.
+    for status in &statuses {
+        status.store(429, Ordering::SeqCst);
+    }
+    let _ = sequence(&mut rr, 3).await;
+    tokio::time::advance(Duration::from_millis(300)).await;
+    let error = call(&mut rr).await.unwrap_err();
+    assert_eq!(
+        error,
+        Error::Overloaded {
+            service: "ratings".into(),
+            retry_after: Some(Duration::from_millis(700)),
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn follows_inserts_and_removes() {
     let (mut rr, tx, _) = balancer(3);
     assert_eq!(sequence(&mut rr, 3).await, ["1", "2", "3"]);

@@ -12,7 +12,8 @@ use tower::BoxError;
 
 use super::{Gate, Permit};
 use crate::Error;
-use crate::classify::{self, Classify};
+use crate::classify::{self, Classify, Outcome};
+use crate::error::retry_after_of;
 
 pin_project! {
     /// The future of [`BreakerService::call`](tower::Service::call): the judged answer of an
@@ -105,7 +106,15 @@ where
                     ready!(future.poll(cx)).map_err(|e| Error::from_leaf(e.into(), gate.address()));
                 let outcome = classify::judge(&**classifier, &result);
                 if let Some(permit) = permit.take() {
-                    gate.record(permit, outcome, *started);
+                    let now = gate.record(permit, outcome, *started);
+                    if outcome == Outcome::Overloaded {
+                        // Left alone for its `Retry-After` (capped): a balancer passes it over.
+                        let asked = result
+                            .as_ref()
+                            .ok()
+                            .and_then(|a| retry_after_of(a.headers()));
+                        gate.push_back(now, asked);
+                    }
                 }
                 Poll::Ready(result)
             }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tower::{BoxError, Service};
@@ -193,17 +194,28 @@ where
 /// ```
 pub trait AcquirePermit {
     /// Asks the breaker for a permit to send the next call at `now`; `true` when granted.
-    /// The permit is kept for the next call.
+    /// The permit is kept for the next call. Refused, without asking the breaker, while the
+    /// instance is left alone after it pushed back.
     fn try_acquire(&mut self, now: Instant) -> bool;
 
     /// Hands back a permit taken by [`try_acquire`](AcquirePermit::try_acquire) that will
     /// not be used.
     fn release(&mut self);
+
+    /// How much longer the instance is left alone at `now` after it pushed back (a 429, or
+    /// a 503 with `Retry-After`); `None` if it is not, the default.
+    fn pushed_back_for(&self, now: Instant) -> Option<Duration> {
+        let _ = now;
+        None
+    }
 }
 
 impl<S> AcquirePermit for BreakerService<S> {
     fn try_acquire(&mut self, now: Instant) -> bool {
         if self.permit.is_none() {
+            if self.gate.avoided_for(now).is_some() {
+                return false;
+            }
             self.permit = self.gate.acquire(now);
         }
         self.permit.is_some()
@@ -211,5 +223,9 @@ impl<S> AcquirePermit for BreakerService<S> {
 
     fn release(&mut self) {
         self.permit = None;
+    }
+
+    fn pushed_back_for(&self, now: Instant) -> Option<Duration> {
+        self.gate.avoided_for(now)
     }
 }
