@@ -22,6 +22,12 @@ pub(crate) const WINDOW: Duration = Duration::from_millis(500);
 /// collection of the instance's) is not the estimate.
 pub(crate) const WINDOW_ANSWERS: u64 = 8;
 
+/// How many answers an instance must have given (besides those left out) before its estimate
+/// counts: until then it has a full share. One answer is a poor estimate: a busy moment of
+/// the client's can make it several times the instance's usual time, and the share that
+/// follows (a few percent) would take tens of turns to correct.
+pub(crate) const TRUSTED_AFTER: u64 = 4;
+
 /// The requests one instance has been sent and has not answered yet, and a moving estimate
 /// of how long it takes to answer; shared by every clone.
 ///
@@ -39,7 +45,8 @@ pub(crate) const WINDOW_ANSWERS: u64 = 8;
 ///   quick answer shows its recovery at once. Failures are left out (they are the
 ///   breaker's business), and so are the first answer and every attempt sent before it
 ///   came: they waited for the first connection's set-up (a TCP, maybe a TLS, handshake).
-///   The estimate decays toward zero over [`DECAY`] while no answer comes.
+///   There is no estimate until [`TRUSTED_AFTER`] answers have counted, and it decays
+///   toward zero over [`DECAY`] while no answer comes.
 /// - The ramp starts when the instance is first seen, and again when its breaker closes.
 ///
 /// Relaxed atomics and no lock: these figures only steer the choice of instance.
@@ -60,6 +67,9 @@ struct Shared {
     window_from: AtomicU64,
     /// Answers in the current window.
     window_answers: AtomicU64,
+    /// Answers counted in the estimate since the instance was first seen (up to
+    /// [`TRUSTED_AFTER`]: only whether there are that many matters).
+    answers: AtomicU64,
     /// When the last answer came, in nanoseconds since `origin`, plus one; 0: never.
     sampled_at: AtomicU64,
     /// When its first answer came, in nanoseconds since `origin`, plus one; 0: not yet.
@@ -90,6 +100,7 @@ impl Load {
                 quickest_before: AtomicU64::new(u64::MAX),
                 window_from: AtomicU64::new(0),
                 window_answers: AtomicU64::new(0),
+                answers: AtomicU64::new(0),
                 sampled_at: AtomicU64::new(0),
                 warm_from: AtomicU64::new(0),
                 credit: AtomicU64::new(0),
@@ -117,13 +128,13 @@ impl Load {
     }
 
     /// The latency estimate at `now` (its quickest recent answer, decayed for the time since
-    /// its last answer), in nanoseconds; `None` if it has not answered yet.
+    /// its last answer), in nanoseconds; `None` until [`TRUSTED_AFTER`] answers counted.
     #[inline]
     pub(crate) fn latency(&self, now: Instant) -> Option<f64> {
-        let sampled_at = self.shared.sampled_at.load(Ordering::Relaxed);
-        if sampled_at == 0 {
+        if self.shared.answers.load(Ordering::Relaxed) < TRUSTED_AFTER {
             return None;
         }
+        let sampled_at = self.shared.sampled_at.load(Ordering::Relaxed);
         let quickest = self.shared.quickest.load(Ordering::Relaxed);
         let before = self.shared.quickest_before.load(Ordering::Relaxed);
         let age = self.nanos_at(now).saturating_sub(sampled_at - 1);
@@ -163,6 +174,9 @@ impl Load {
         shared
             .sampled_at
             .store(at.saturating_add(1), Ordering::Relaxed);
+        if shared.answers.load(Ordering::Relaxed) < TRUSTED_AFTER {
+            shared.answers.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether the instance takes the turn it is offered, with `share` of the turns (out of
@@ -256,11 +270,17 @@ mod tests {
         observe(12, late);
         assert_eq!(estimate(late), None, "sent before the first answer");
         let warm = Duration::from_millis(100);
-        observe(4, warm);
-        assert_eq!(estimate(warm), Some(4.0 * MS), "the next is the estimate");
-        for ms in [30, 2, 9] {
+        for ms in [4, 30, 9] {
             observe(ms, warm);
+            assert_eq!(estimate(warm), None, "not trusted yet");
         }
+        observe(5, warm);
+        assert_eq!(
+            estimate(warm),
+            Some(4.0 * MS),
+            "the quickest of the first four"
+        );
+        observe(2, warm);
         assert_eq!(estimate(warm), Some(2.0 * MS), "the quickest");
         // Half a second on, the window still lacks answers: it stays open until it has 8.
         for _ in 0..4 {

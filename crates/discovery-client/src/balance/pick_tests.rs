@@ -313,13 +313,13 @@ async fn a_busier_instance_in_retest_keeps_its_probe() {
     assert_eq!(transition, Some(Transition::Retesting));
 }
 
-/// Loads whose estimates are these answer times (each observed twice: the first answer is
-/// left out).
+/// Loads whose estimates are these answer times (the first answer is left out, and an
+/// estimate counts after [`TRUSTED_AFTER`](super::load::TRUSTED_AFTER) more).
 fn answering(millis: &[u64]) -> Vec<Load> {
     let now = Instant::now();
     let loads = counts(millis.len());
     for (load, &ms) in loads.iter().zip(millis) {
-        for _ in 0..2 {
+        for _ in 0..=super::load::TRUSTED_AFTER {
             load.observe(Duration::from_millis(ms), now);
         }
     }

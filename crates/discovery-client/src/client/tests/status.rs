@@ -148,8 +148,8 @@ async fn instance_status_has_the_latency_estimate_and_share_the_balancer_weighs(
             .all(|i| i.latency_estimate.is_none() && i.share == 1.0),
         "no answer yet: a full share each"
     );
-    // Two calls each: the first answer is left out of the estimate.
-    for _ in 0..6 {
+    // Five calls each: the first answer is left out, and an estimate counts after four.
+    for _ in 0..15 {
         c.get("/ratings/widget").no_cache().await.expect("answer");
     }
     let status = c.instances();
