@@ -381,8 +381,7 @@ fn latency_aware_falls_back_to_the_largest_share_when_the_turn_refuses() {
 
 /// Picks `times` times by [`Balance::LatencyAware`] over `loads`, no call answering: every
 /// pick stays in flight. How many each instance got.
-fn burst(loads: &[Load], times: usize) -> Vec<usize> {
-    let picker = Picker::new();
+fn burst(picker: &Picker, loads: &[Load], times: usize) -> Vec<usize> {
     let mut held = Vec::new();
     let mut count = vec![0; loads.len()];
     for _ in 0..times {
@@ -406,14 +405,14 @@ fn latency_aware_spreads_a_burst_by_expected_wait() {
     // 2 ms against 5 ms: idle, the slower one has (3.5 / 5)^6, about 12 % of a share.
     // Under a burst of 200 it takes turns once 2 ms × (in flight + 1) exceeds its own
     // 5 ms × (in flight + 1): about 57 of them, not 200 × 12 / 112 ≈ 21.
-    let split = burst(&answering(&[2, 5]), 200);
+    let split = burst(&Picker::new(), &answering(&[2, 5]), 200);
     assert!((50..=65).contains(&split[1]), "{split:?}");
     // A gray failure (20 times slower) still gets only what the wait makes worth it: one in
     // about 21.
-    let split = burst(&answering(&[1, 20]), 200);
+    let split = burst(&Picker::new(), &answering(&[1, 20]), 200);
     assert!((7..=12).contains(&split[1]), "{split:?}");
     // Equally quick: an even split.
-    let split = burst(&answering(&[3, 3]), 200);
+    let split = burst(&Picker::new(), &answering(&[3, 3]), 200);
     assert_eq!(split, [100, 100]);
 }
 
@@ -425,21 +424,7 @@ async fn latency_aware_does_not_spread_a_burst_onto_an_instance_ramping_up() {
     tokio::time::advance(Duration::from_secs(11)).await;
     loads[1].restart_ramp(Instant::now());
     let picker = Picker::with_slow_start(Some(Duration::from_secs(10)));
-    let mut held = Vec::new();
-    let mut count = [0; 2];
-    for _ in 0..220 {
-        let (index, ()) = picker
-            .pick(
-                Balance::LatencyAware,
-                2,
-                |i| &loads[i],
-                Instant::now(),
-                |_| Some(()),
-            )
-            .expect("both grant");
-        held.push(loads[index].start());
-        count[index] += 1;
-    }
+    let count = burst(&picker, &loads, 220);
     // A tenth of the turns (a tenth of a share, rounded down in fixed point).
     assert!((18..=20).contains(&count[1]), "{count:?}");
 }

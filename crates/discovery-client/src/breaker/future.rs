@@ -13,7 +13,6 @@ use tower::BoxError;
 use super::{Gate, Permit};
 use crate::Error;
 use crate::classify::{self, Classify, Outcome};
-use crate::error::retry_after_of;
 
 pin_project! {
     /// The future of [`BreakerService::call`](tower::Service::call): the judged answer of an
@@ -109,11 +108,7 @@ where
                     let now = gate.record(permit, outcome, *started);
                     if outcome == Outcome::Overloaded {
                         // Left alone for its `Retry-After` (capped): a balancer passes it over.
-                        let asked = result
-                            .as_ref()
-                            .ok()
-                            .and_then(|a| retry_after_of(a.headers()));
-                        gate.push_back(now, asked);
+                        gate.push_back(now, &result);
                     }
                 }
                 Poll::Ready(result)

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{Breaker, Permit, PushBack};
 use crate::classify::Outcome;
+use crate::error::retry_after_of;
 use crate::stall::StallMonitor;
 use crate::telemetry::InstanceTelemetry;
 
@@ -117,9 +118,14 @@ impl Gate {
         now
     }
 
-    /// Avoids the instance from `now` for what it `asked` when it pushed back (its
-    /// `Retry-After`, capped; a short default if it did not say), and logs it.
-    pub(crate) fn push_back(&self, now: Instant, asked: Option<Duration>) {
+    /// Avoids the instance from `now` for what it asked in `answer`, which pushed back: its
+    /// `Retry-After`, capped, or a short default if it did not say (or there is no answer to
+    /// read, the push-back being an error); and logs it.
+    pub(crate) fn push_back<B, E>(&self, now: Instant, answer: &Result<http::Response<B>, E>) {
+        let asked = answer
+            .as_ref()
+            .ok()
+            .and_then(|a| retry_after_of(a.headers()));
         let wait = self.push_back.push_back(now, asked);
         self.telemetry.pushed_back(asked, wait);
     }

@@ -12,7 +12,6 @@ use crate::Error;
 use crate::balance::InFlightGuard;
 use crate::breaker::{Gate, Permit};
 use crate::classify::{self, Classify, Outcome};
-use crate::error::retry_after_of;
 use crate::transport::{BoxTransport, SendError, Sending};
 
 /// An attempt under way on one instance.
@@ -119,11 +118,7 @@ impl Sent {
             gate.record(self.permit, outcome, self.started)
         };
         if outcome == Outcome::Overloaded {
-            let asked = result
-                .as_ref()
-                .ok()
-                .and_then(|a| retry_after_of(a.headers()));
-            gate.push_back(judged_at, asked);
+            gate.push_back(judged_at, &result);
         } else if outcome != Outcome::Failure {
             // An answer: how fast the instance answers (a push-back says nothing of it).
             load.observe(judged_at.saturating_duration_since(self.started), judged_at);
