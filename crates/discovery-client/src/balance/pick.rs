@@ -27,8 +27,9 @@ pub enum Balance {
     /// Each instance's answer time is estimated as its quickest answer over the last half
     /// second to second: queueing (the client's own, a burst of calls) delays some answers
     /// but rarely all of them, so healthy instances are not told apart by chance. Answers
-    /// that waited for an instance's first connection are left out, and the estimate
-    /// decays while the instance is not used.
+    /// that waited for an instance's first connection are left out, an instance has a full
+    /// share until four answers have counted (one answer slowed by a busy moment is no
+    /// estimate), and the estimate decays while the instance is not used.
     ///
     /// An instance whose estimate is within 25 % + 1 ms of the fastest instance's has a
     /// full share, so small differences between healthy instances change nothing and turns
