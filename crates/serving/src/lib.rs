@@ -9,6 +9,7 @@
 //!   A header-read timeout, an idle timeout and a cap on open connections close clients
 //!   that hold a connection without using it (slowloris, idle), so they cannot exhaust the
 //!   process's file descriptors.
+//! - [`flags`]: parsing the connection-limit flags the three binaries share.
 //! - [`tls`]: [`ServerTls`], the certificate chain and key a TLS server presents
 //!   (`--tls-cert` / `--tls-key`), with errors that name the file at fault ([`TlsError`]).
 //!
@@ -40,6 +41,7 @@
 
 mod burst_log;
 mod drain;
+pub mod flags;
 pub mod server;
 pub mod tls;
 
