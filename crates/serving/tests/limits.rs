@@ -181,6 +181,8 @@ async fn at_the_cap_a_new_client_takes_the_place_of_an_idle_connection() {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         assert_eq!(request(&mut stream, "/").await, "ok");
         idle.push(stream);
+        // Each idle for a different time.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // The cap is full of idle keep-alive connections; new clients are still served, each
     // in place of the longest-idle one.

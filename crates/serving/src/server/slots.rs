@@ -132,12 +132,13 @@ impl Slots {
     /// request in flight (or is already closing).
     fn evict_longest_idle(&self) -> bool {
         let open = self.open();
+        // Ties (connections idle since the same instant) go to the one opened first.
         let longest = open
-            .values()
-            .filter_map(|activity| activity.idle_since().map(|since| (since, activity)))
-            .min_by_key(|(since, _)| *since);
+            .iter()
+            .filter_map(|(id, activity)| activity.idle_since().map(|since| (since, *id, activity)))
+            .min_by_key(|(since, id, _)| (*since, *id));
         match longest {
-            Some((_, activity)) => {
+            Some((_, _, activity)) => {
                 activity.evict();
                 true
             }
