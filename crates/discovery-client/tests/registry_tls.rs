@@ -128,6 +128,10 @@ impl Store for CountingStore {
         Store::services(&self.inner)
     }
 
+    fn epoch(&self) -> u64 {
+        Store::epoch(&self.inner)
+    }
+
     fn snapshot(&self, service: &str) -> Arc<Snapshot> {
         Store::snapshot(&self.inner, service)
     }

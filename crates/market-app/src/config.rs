@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 use discovery_client::transport::TlsConfig;
-use serving::{ServerTls, TlsError};
+use serving::{Server, ServerTls, TlsError};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
@@ -43,6 +43,21 @@ pub struct Config {
     /// The PEM private key of --tls-cert (needs --tls-cert).
     #[arg(long, env = "MARKET_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Close a connection whose TLS handshake and request headers have not arrived within
+    /// this (slowloris, or a client that connects and sends nothing).
+    #[arg(long, env = "MARKET_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = serving::flags::parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Close a keep-alive connection with no request begun for this long.
+    #[arg(long, env = "MARKET_IDLE_TIMEOUT", default_value = "75s", value_parser = serving::flags::parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Most client connections open at once (keep it under the file-descriptor limit,
+    /// `ulimit -n`). At the cap a new connection takes the place of the longest-idle one,
+    /// or is refused after 250 ms when every connection has a request in flight.
+    #[arg(long, env = "MARKET_MAX_CONNECTIONS", default_value = "768", value_parser = serving::flags::parse_max_connections)]
+    pub max_connections: usize,
 
     /// Also trust the CA certificates in this PEM file when calling https:// ratings
     /// instances and an https:// registry (besides the system's roots).
@@ -119,6 +134,9 @@ impl Default for Config {
             allow_remote: false,
             tls_cert: None,
             tls_key: None,
+            header_read_timeout: serving::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: serving::DEFAULT_IDLE_TIMEOUT,
+            max_connections: serving::DEFAULT_MAX_CONNECTIONS,
             ca_file: None,
             registry: "http://127.0.0.1:8500".into(),
             ratings_service: "ratings".into(),
@@ -244,6 +262,15 @@ impl Config {
         parse_service_name(&self.ratings_service).map_err(ConfigError)?;
         parse_base_url(&self.registry).map_err(ConfigError)?;
         Ok(())
+    }
+
+    /// `server` with the connection limits of `--header-read-timeout`, `--idle-timeout` and
+    /// `--max-connections`.
+    pub fn limit_connections(&self, server: Server) -> Server {
+        server
+            .header_read_timeout(self.header_read_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_connections(self.max_connections)
     }
 
     /// The certificate and key of `--tls-cert` / `--tls-key`, read and checked; `None` for

@@ -36,6 +36,7 @@ async fn main() -> ExitCode {
         Some(tls) => Server::new(listener).tls(tls),
         None => Server::new(listener),
     };
+    let server = config.limit_connections(server);
     // Installed before `listening on`: a SIGTERM sent on reading that line shuts down cleanly.
     let shutdown = service_telemetry::shutdown::signal();
     match server.url() {

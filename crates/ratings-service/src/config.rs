@@ -10,7 +10,7 @@ use clap::Parser;
 use clap::builder::BoolishValueParser;
 use discovery_client::registration::{RegistrationConfig, RegistrationError};
 use discovery_client::transport::TlsConfig;
-use serving::{ServerTls, TlsError};
+use serving::{Server, ServerTls, TlsError};
 
 use crate::faults::{Faults, FaultsError, MAX_LATENCY};
 use crate::state::AdminAccess;
@@ -47,6 +47,21 @@ pub struct Config {
     /// The PEM private key of --tls-cert (needs --tls-cert).
     #[arg(long, env = "RATINGS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Close a connection whose TLS handshake and request headers have not arrived within
+    /// this (slowloris, or a client that connects and sends nothing).
+    #[arg(long, env = "RATINGS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = serving::flags::parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Close a keep-alive connection with no request begun for this long.
+    #[arg(long, env = "RATINGS_IDLE_TIMEOUT", default_value = "75s", value_parser = serving::flags::parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Most client connections open at once (keep it under the file-descriptor limit,
+    /// `ulimit -n`). At the cap a new connection takes the place of the longest-idle one,
+    /// or is refused after 250 ms when every connection has a request in flight.
+    #[arg(long, env = "RATINGS_MAX_CONNECTIONS", default_value = "768", value_parser = serving::flags::parse_max_connections)]
+    pub max_connections: usize,
 
     /// Base URL of the registry (http:// or https://).
     #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500")]
@@ -170,6 +185,15 @@ impl Config {
         Ok(())
     }
 
+    /// `server` with the connection limits of `--header-read-timeout`, `--idle-timeout` and
+    /// `--max-connections`.
+    pub fn limit_connections(&self, server: Server) -> Server {
+        server
+            .header_read_timeout(self.header_read_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_connections(self.max_connections)
+    }
+
     /// The certificate and key of `--tls-cert` / `--tls-key`, read and checked; `None` for
     /// plain HTTP. Run before binding.
     ///
@@ -271,6 +295,9 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
             .field("registry", &self.registry)
             .field("ca_file", &self.ca_file)
             .field("registry_token", &redacted(&self.registry_token))

@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 
-use serving::{ServerTls, TlsError};
+use serving::{Server, ServerTls, TlsError};
 
 use crate::store::StoreLimits;
 use crate::validate::TtlPolicy;
@@ -50,6 +50,21 @@ pub struct Config {
     /// The PEM private key of --tls-cert (needs --tls-cert).
     #[arg(long, env = "REGISTRY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Close a connection whose TLS handshake and request headers have not arrived within
+    /// this (slowloris, or a client that connects and sends nothing).
+    #[arg(long, env = "REGISTRY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = serving::flags::parse_timeout)]
+    pub header_read_timeout: Duration,
+
+    /// Close a keep-alive connection with no request begun for this long.
+    #[arg(long, env = "REGISTRY_IDLE_TIMEOUT", default_value = "75s", value_parser = serving::flags::parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Most client connections open at once (keep it under the file-descriptor limit,
+    /// `ulimit -n`). At the cap a new connection takes the place of the longest-idle one,
+    /// or is refused after 250 ms when every connection has a request in flight.
+    #[arg(long, env = "REGISTRY_MAX_CONNECTIONS", default_value = "768", value_parser = serving::flags::parse_max_connections)]
+    pub max_connections: usize,
 
     /// Where registrations live: `memory` (in this process; the default) or `etcd` (shared
     /// by every registry on the same etcd and surviving their restarts; needs the `etcd`
@@ -133,6 +148,9 @@ impl Default for Config {
             allow_remote: false,
             tls_cert: None,
             tls_key: None,
+            header_read_timeout: serving::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: serving::DEFAULT_IDLE_TIMEOUT,
+            max_connections: serving::DEFAULT_MAX_CONNECTIONS,
             store: StoreKind::Memory,
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: "/discovery/".into(),
@@ -220,6 +238,15 @@ impl Config {
     /// A [`TlsError`] naming the file that cannot be used.
     pub fn server_tls(&self) -> Result<Option<ServerTls>, TlsError> {
         ServerTls::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
+
+    /// `server` with the connection limits of `--header-read-timeout`, `--idle-timeout` and
+    /// `--max-connections`.
+    pub fn limit_connections(&self, server: Server) -> Server {
+        server
+            .header_read_timeout(self.header_read_timeout)
+            .idle_timeout(self.idle_timeout)
+            .max_connections(self.max_connections)
     }
 
     /// The TTL rules for registrations.
@@ -316,6 +343,30 @@ mod tests {
         assert_eq!(config.max_wait, Duration::from_millis(500));
         assert_eq!(config.default_ttl, Duration::from_secs(120));
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn connection_limits_parse_and_refuse_zero() {
+        let config = parse(&[
+            "--header-read-timeout",
+            "5s",
+            "--idle-timeout",
+            "2m",
+            "--max-connections",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(config.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(config.idle_timeout, Duration::from_secs(120));
+        assert_eq!(config.max_connections, 100);
+        assert_eq!(Config::default().max_connections, 768);
+        for args in [
+            &["--header-read-timeout", "0s"][..],
+            &["--idle-timeout", "0s"],
+            &["--max-connections", "0"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
     }
 
     #[test]

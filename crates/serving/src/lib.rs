@@ -6,6 +6,10 @@
 //!   hyper's automatic HTTP/1.1-or-HTTP/2 connection, the peer's address given to handlers
 //!   as axum's [`ConnectInfo`](axum::extract::ConnectInfo); on shutdown it stops accepting,
 //!   lets every request in flight finish, and returns once every connection has closed.
+//!   A header-read timeout, an idle timeout and a cap on open connections close clients
+//!   that hold a connection without using it (slowloris, idle), so they cannot exhaust the
+//!   process's file descriptors.
+//! - [`flags`]: parsing the connection-limit flags the three binaries share.
 //! - [`tls`]: [`ServerTls`], the certificate chain and key a TLS server presents
 //!   (`--tls-cert` / `--tls-key`), with errors that name the file at fault ([`TlsError`]).
 //!
@@ -35,9 +39,13 @@
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod burst_log;
 mod drain;
+pub mod flags;
 pub mod server;
 pub mod tls;
 
-pub use server::Server;
+pub use server::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Server,
+};
 pub use tls::{ServerTls, TlsError};

@@ -78,6 +78,8 @@ pub struct WatchQuery {
     pub index: Option<u64>,
     /// How long to block at most (before capping at `--max-wait`).
     pub wait: Option<Duration>,
+    /// The store epoch `index` was read in, if the client says.
+    pub epoch: Option<u64>,
 }
 
 /// The raw strings, parsed by hand so the error names the parameter.
@@ -85,6 +87,7 @@ pub struct WatchQuery {
 struct RawWatchQuery {
     index: Option<String>,
     wait: Option<String>,
+    epoch: Option<String>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for WatchQuery {
@@ -107,7 +110,15 @@ impl<S: Send + Sync> FromRequestParts<S> for WatchQuery {
                     .map_err(|_| ValidationError::new("wait must be a duration like 500ms or 30s"))
             })
             .transpose()?;
-        Ok(Self { index, wait })
+        let epoch = raw
+            .epoch
+            .map(|epoch| {
+                epoch
+                    .parse::<u64>()
+                    .map_err(|_| ValidationError::new("epoch must be a non-negative integer"))
+            })
+            .transpose()?;
+        Ok(Self { index, wait, epoch })
     }
 }
 

@@ -6,7 +6,7 @@
 //! | `PUT /v1/services/{service}/instances/{id}/heartbeat` | renew (`X-Lease`); `{"ttl_secs"}` |
 //! | `DELETE /v1/services/{service}/instances/{id}` | deregister (`X-Lease`); 204 |
 //! | `GET /v1/services` | `{"services": [...]}` |
-//! | `GET /v1/services/{service}?index=N&wait=30s` | `{"index", "instances"}`, blocking with `index` |
+//! | `GET /v1/services/{service}?index=N&wait=30s&epoch=E` | `{"index", "instances"}` and `X-Registry-Epoch`, blocking with `index` (not across epochs) |
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `GET /metrics` | Prometheus text ([`crate::store_metrics`] and per-route requests) |
 //!
@@ -35,7 +35,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 pub use extract::LEASE_HEADER;
-pub use routes::INDEX_HEADER;
+pub use routes::{EPOCH_HEADER, INDEX_HEADER};
 
 use self::per_client::PerClientLimit;
 use crate::config::{BearerToken, Config};

@@ -16,6 +16,11 @@ use crate::validate;
 /// Response header carrying the service index of a read.
 pub const INDEX_HEADER: HeaderName = HeaderName::from_static("x-registry-index");
 
+/// Response header carrying the store's epoch (see [`crate::store`]'s docs on epochs) on
+/// every read of a service: a client that sees it change knows the registry's
+/// registrations may have been lost (a restarted memory registry), whatever the index did.
+pub const EPOCH_HEADER: HeaderName = HeaderName::from_static("x-registry-epoch");
+
 /// Body of `PUT /v1/services/{service}/instances/{id}`.
 #[derive(Debug, Deserialize)]
 pub struct RegisterRequest {
@@ -62,10 +67,11 @@ pub async fn list_services(State(state): State<AppState>) -> Json<ServicesRespon
     })
 }
 
-/// `GET /v1/services/{service}[?index=N[&wait=D]]`.
+/// `GET /v1/services/{service}[?index=N[&wait=D][&epoch=E]]`.
 ///
 /// A query that would block needs a slot of its client (peer IP) and a global one; without
-/// either it is refused with 429 at once.
+/// either it is refused with 429 at once. One whose `epoch` is not this store's answers at
+/// once: its index belongs to another history and says nothing here.
 pub async fn get_service(
     State(state): State<AppState>,
     ServicePath(service): ServicePath,
@@ -73,13 +79,15 @@ pub async fn get_service(
     query: WatchQuery,
 ) -> Result<Response, ApiError> {
     let store = state.store();
+    let epoch = store.epoch();
     let current = store.snapshot(&service);
     let Some(index) = query.index else {
-        return Ok(snapshot_response(&current));
+        return Ok(snapshot_response(&current, epoch));
     };
     let wait = query.wait.unwrap_or(state.max_wait()).min(state.max_wait());
-    if current.index != index || wait.is_zero() || state.shutdown().is_triggered() {
-        return Ok(snapshot_response(&current));
+    let other_epoch = query.epoch.is_some_and(|theirs| theirs != epoch);
+    if current.index != index || other_epoch || wait.is_zero() || state.shutdown().is_triggered() {
+        return Ok(snapshot_response(&current, epoch));
     }
     let _client_permit = match peer {
         Some(peer) => Some(state.per_client().try_acquire(peer).ok_or(
@@ -98,12 +106,15 @@ pub async fn get_service(
         snapshot = store.wait_for_change(&service, index, deadline) => snapshot,
         () = state.shutdown().triggered() => store.snapshot(&service),
     };
-    Ok(snapshot_response(&snapshot))
+    Ok(snapshot_response(&snapshot, epoch))
 }
 
-fn snapshot_response(snapshot: &Snapshot) -> Response {
+fn snapshot_response(snapshot: &Snapshot, epoch: u64) -> Response {
     (
-        [(INDEX_HEADER, HeaderValue::from(snapshot.index))],
+        [
+            (INDEX_HEADER, HeaderValue::from(snapshot.index)),
+            (EPOCH_HEADER, HeaderValue::from(epoch)),
+        ],
         Json(snapshot),
     )
         .into_response()

@@ -62,6 +62,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Removes lapsed leases now and says how many; called by the sweeper. A store whose
     /// backend expires leases by itself (etcd) has nothing to do and returns 0.
     fn expire(&self) -> usize;
+
+    /// Which history of registrations this store serves (see the [module docs](super) on
+    /// epochs): the same number for as long as registrations and indexes carry on from
+    /// one answer to the next, a different one when they may have been lost.
+    fn epoch(&self) -> u64;
 }
 
 impl Store for MemoryStore {
@@ -113,5 +118,9 @@ impl Store for MemoryStore {
 
     fn expire(&self) -> usize {
         MemoryStore::expire(self)
+    }
+
+    fn epoch(&self) -> u64 {
+        MemoryStore::epoch(self)
     }
 }

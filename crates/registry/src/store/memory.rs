@@ -27,6 +27,9 @@ pub struct MemoryStore {
     state: Mutex<State>,
     /// Bounds on services and instances.
     limits: StoreLimits,
+    /// Chosen at random when the store is made: this store's history of registrations (see
+    /// the [module docs](super) on epochs).
+    epoch: u64,
 }
 
 /// The mutable part of the store.
@@ -82,7 +85,13 @@ impl MemoryStore {
                 next_seq: 0,
             }),
             limits,
+            epoch: rand::random(),
         }
+    }
+
+    /// This store's epoch: random, chosen when it was made (see the [module docs](super)).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// The limits this store enforces.

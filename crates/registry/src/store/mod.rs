@@ -14,6 +14,25 @@
 //! index is the counter value at its last visible change, so it only ever grows, and
 //! heartbeats or identical re-registrations leave it alone. Blocking readers wait on that
 //! index (see [`MemoryStore::wait_for_change`]).
+//!
+//! ## Epochs
+//!
+//! Indexes only say what changed within one history of registrations. A memory store's
+//! history ends with its process: a restarted registry starts empty, and its counter
+//! starts again from 0, so a service's new index can be lower *or higher* than the one a
+//! client last saw (other services may have registered first). So every store also has an
+//! **epoch** ([`Store::epoch`]), sent with every read as `X-Registry-Epoch`: a client that
+//! sees it change knows the registrations it knew may be gone for a while (until the
+//! instances notice and re-register) and can hold on to them, whatever the indexes did.
+//!
+//! - [`MemoryStore`]: a random number chosen when the store is made, so each registry
+//!   process has its own.
+//! - `EtcdStore`: a random number kept in etcd under the prefix (`<prefix>registry-epoch`),
+//!   written by the first registry to use that etcd and prefix and read by every later one.
+//!   Registrations live in etcd and indexes are etcd revisions, so both carry on across
+//!   registry restarts and between registries on the same etcd: nothing was lost, and the
+//!   epoch stays the same. Only if the etcd data is lost (a new cluster, the prefix
+//!   deleted) does the next registry write a new epoch.
 
 mod backend;
 #[cfg(feature = "etcd")]

@@ -20,6 +20,9 @@
 //!   at its revision is an expiry, which every registry following the etcd counts in
 //!   `registry_lease_expiries_total` as it sees it (see [`mirror`]).
 //! - **Index**: the etcd revision of the last change readers can see (see [`mirror`]).
+//! - **Epoch**: a random number kept in etcd (see [`epoch`]), the same for every registry
+//!   on this etcd and prefix and across their restarts, since registrations and revisions
+//!   carry on.
 //! - **Reads and blocking queries**: served from an in-memory mirror of the prefix kept up
 //!   to date by an etcd watch, so a blocking query answers as soon as the watch delivers
 //!   the change. Writes wait until the mirror has seen their revision, so a registry always
@@ -30,6 +33,7 @@
 //! [`connection`]).
 
 mod connection;
+mod epoch;
 mod follow;
 pub mod mirror;
 pub mod record;
@@ -96,6 +100,8 @@ pub struct EtcdStore {
     follower: JoinHandle<()>,
     /// Tells `follower` to stop backing off and reconnect now.
     retry_now: Arc<Notify>,
+    /// The epoch kept in etcd for this prefix (see [`epoch`]).
+    epoch: u64,
 }
 
 /// An instance key as etcd has it now.
@@ -145,6 +151,7 @@ impl EtcdStore {
         .map_err(|error| fail(error.to_string()))?;
         let conn = Arc::new(conn);
         let layout = KeyLayout::new(&options.prefix);
+        let epoch = epoch::load_or_create(&conn, &layout).await.map_err(fail)?;
         let mirror = Arc::new(Mirror::new(options.limits.max_services));
         follow::load(&conn, &layout, &mirror)
             .await
@@ -160,10 +167,12 @@ impl EtcdStore {
             endpoints = %conn.endpoints(),
             prefix = layout.prefix(),
             revision = mirror.applied(),
+            epoch,
             "using the etcd store"
         );
         Ok(Self {
             conn,
+            epoch,
             layout,
             mirror,
             limits: options.limits,
@@ -538,6 +547,10 @@ impl Store for EtcdStore {
     fn expire(&self) -> usize {
         // etcd expires leases and deletes their keys itself; the watch sees and counts it.
         0
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 

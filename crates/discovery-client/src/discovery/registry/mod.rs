@@ -1,6 +1,11 @@
 //! Discovery through the registry's blocking query.
+//!
+//! - [`RegistryDiscovery`]: the watch loop, its queries and outage handling.
+//! - [`restart`]: noticing a restarted registry (by its epoch) and keeping the instances
+//!   it forgot for a grace period.
 
-use std::collections::BTreeMap;
+mod restart;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +15,7 @@ use http::HeaderValue;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use self::restart::{Answer, RestartGrace};
 use super::{Discovery, DiscoverySink};
 use crate::transport::{BoxTransport, HttpClient, SendError, TlsConfig};
 use crate::{Error, Instance};
@@ -22,11 +28,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// set changes, so changes reach the client in milliseconds.
 ///
 /// When the registry cannot be reached, the last known set stays in use and the outage is
-/// reported once; queries are retried with a capped backoff. When the registry comes back
-/// empty (it was restarted and its instances have not re-registered yet), instances it no
-/// longer lists are kept for a grace period (default 60 s, longer than an instance
-/// heartbeating every third of the registry's default 120 s TTL needs to notice and re-register) instead of being dropped at once;
-/// instances that are really gone are caught by their breakers meanwhile.
+/// reported once; queries are retried with a capped backoff. When the registry was
+/// restarted (its `X-Registry-Epoch` changed; for a registry that sends none, its index
+/// went down) and its instances have not all re-registered yet, instances it no longer
+/// lists are kept for a grace period (default 60 s, longer than an instance heartbeating
+/// every third of the registry's default 120 s TTL needs to notice and re-register) instead
+/// of being dropped at once; instances that are really gone are caught by their breakers
+/// meanwhile.
 ///
 /// Queries go through this crate's [`HttpClient`], so an `https://` registry works: with the
 /// system's roots by default, or with a private CA given to [`tls`](Self::tls). A failed
@@ -55,11 +63,15 @@ pub struct RegistryDiscovery {
     tls: TlsConfig,
 }
 
+/// The registry's answer: the body of `GET /v1/services/{service}`.
 #[derive(Debug, Deserialize)]
 struct ServiceAnswer {
     index: u64,
     instances: Vec<Instance>,
 }
+
+/// The response header with the registry's epoch (see [`restart`]).
+const EPOCH_HEADER: &str = "x-registry-epoch";
 
 impl RegistryDiscovery {
     /// Watches the registry at this base URL, such as `http://127.0.0.1:8500`.
@@ -144,55 +156,31 @@ struct Watcher {
     http: Result<BoxTransport, String>,
 }
 
-/// Instances a restarted registry no longer lists, kept until `until`.
-struct Grace {
-    until: Instant,
-    kept: BTreeMap<String, Instance>,
-}
-
 impl Watcher {
     async fn run(self, sink: DiscoverySink) {
         let mut query_index = 0;
-        let mut last_index = 0;
-        let mut last_set: Vec<Instance> = Vec::new();
-        let mut grace: Option<Grace> = None;
+        let mut grace = RestartGrace::new(self.config.restart_grace);
         let mut in_outage = false;
         let mut backoff = FIRST_BACKOFF;
         while !sink.is_closed() {
             // While a grace period runs, wake up in time to end it.
-            let wait = match &grace {
-                Some(g) => self
+            let wait = match grace.until() {
+                Some(until) => self
                     .config
                     .wait
-                    .min(g.until.saturating_duration_since(Instant::now()))
+                    .min(until.saturating_duration_since(Instant::now()))
                     .max(Duration::from_millis(10)),
                 None => self.config.wait,
             };
-            match self.query(query_index, wait).await {
+            match self.query(query_index, grace.epoch(), wait).await {
                 Ok(answer) => {
                     if in_outage {
                         in_outage = false;
                         sink.recovered();
                     }
                     backoff = FIRST_BACKOFF;
-                    if answer.index < last_index {
-                        // The registry restarted: keep what it forgot for a while.
-                        let listed: Vec<&str> =
-                            answer.instances.iter().map(|i| i.id.as_str()).collect();
-                        let kept = last_set
-                            .iter()
-                            .filter(|i| !listed.contains(&i.id.as_str()))
-                            .map(|i| (i.id.clone(), i.clone()))
-                            .collect();
-                        grace = Some(Grace {
-                            until: Instant::now() + self.config.restart_grace,
-                            kept,
-                        });
-                    }
-                    last_index = answer.index;
                     query_index = answer.index;
-                    last_set = answer.instances;
-                    if !sink.publish(with_grace(&last_set, &mut grace)) {
+                    if !sink.publish(grace.answer(answer)) {
                         return;
                     }
                 }
@@ -208,21 +196,24 @@ impl Watcher {
                 }
             }
             // Drop kept instances once the grace period is over, even if nothing changed.
-            if let Some(g) = &grace {
-                if Instant::now() >= g.until {
-                    grace = None;
-                    sink.publish(last_set.clone());
-                }
+            if let Some(set) = grace.expire() {
+                sink.publish(set);
             }
         }
     }
 
-    async fn query(&self, index: u64, wait: Duration) -> Result<ServiceAnswer, String> {
+    /// One blocking query: the answer, or why there is none (an outage).
+    async fn query(
+        &self,
+        index: u64,
+        epoch: Option<u64>,
+        wait: Duration,
+    ) -> Result<Answer, String> {
         let base = &self.config.base_url;
         let http = self.http.as_ref().map_err(String::clone)?;
         let limit = wait + Duration::from_secs(5);
         let response = match http
-            .send(self.request(index, wait)?, Instant::now() + limit)
+            .send(self.request(index, epoch, wait)?, Instant::now() + limit)
             .await
         {
             Ok(response) => response,
@@ -248,13 +239,35 @@ impl Watcher {
             let body = String::from_utf8_lossy(response.body());
             return Err(format!("registry answered {status}: {}", body.trim()));
         }
-        serde_json::from_slice::<ServiceAnswer>(response.body())
-            .map_err(|e| format!("registry answer undecodable: {e}"))
+        // An epoch that is not a number is taken as none: the index rule still applies.
+        let epoch = response
+            .headers()
+            .get(EPOCH_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|text| text.parse::<u64>().ok());
+        let ServiceAnswer { index, instances } =
+            serde_json::from_slice::<ServiceAnswer>(response.body())
+                .map_err(|e| format!("registry answer undecodable: {e}"))?;
+        Ok(Answer {
+            index,
+            epoch,
+            instances,
+        })
     }
 
-    /// `GET {url}?index=N&wait=Wms`, with the token if there is one.
-    fn request(&self, index: u64, wait: Duration) -> Result<http::Request<Bytes>, String> {
-        let url = format!("{}?index={index}&wait={}ms", self.url, wait.as_millis());
+    /// `GET {url}?index=N&wait=Wms[&epoch=E]`, with the token if there is one. With the
+    /// epoch the index was read in, a restarted registry answers at once even if its index
+    /// happens to equal `index`.
+    fn request(
+        &self,
+        index: u64,
+        epoch: Option<u64>,
+        wait: Duration,
+    ) -> Result<http::Request<Bytes>, String> {
+        let mut url = format!("{}?index={index}&wait={}ms", self.url, wait.as_millis());
+        if let Some(epoch) = epoch {
+            url.push_str(&format!("&epoch={epoch}"));
+        }
         // Parsed as a URL first, so that what needs percent-encoding gets it.
         let uri = url::Url::parse(&url)
             .map_err(|e| e.to_string())
@@ -276,16 +289,4 @@ impl Watcher {
             .body(Bytes::new())
             .map_err(|e| format!("registry request: {e}"))
     }
-}
-
-fn with_grace(current: &[Instance], grace: &mut Option<Grace>) -> Vec<Instance> {
-    let mut set = current.to_vec();
-    if let Some(g) = grace {
-        g.kept.retain(|id, _| !current.iter().any(|i| &i.id == id));
-        set.extend(g.kept.values().cloned());
-        if g.kept.is_empty() {
-            *grace = None;
-        }
-    }
-    set
 }
