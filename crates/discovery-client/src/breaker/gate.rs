@@ -117,6 +117,14 @@ impl Gate {
         now
     }
 
+    /// After an attempt that could not connect was recorded: if that left the breaker open,
+    /// the instance may be gone, so the service's discovery is asked to look again.
+    pub(crate) fn connect_failed(&self) {
+        if self.breaker.state() == super::BreakerState::Open {
+            self.telemetry.unreachable();
+        }
+    }
+
     /// Avoids the instance from `now` for what it `asked` when it pushed back (its
     /// `Retry-After`, capped; a short default if it did not say), and logs it.
     pub(crate) fn push_back(&self, now: Instant, asked: Option<Duration>) {
