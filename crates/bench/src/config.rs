@@ -248,6 +248,8 @@ pub struct Plan {
     pub sick_retest: Duration,
     /// Propagation: trials (each one registration and one deregistration).
     pub propagation_trials: usize,
+    /// Propagation over DNS: trials per TTL (each one record added and removed).
+    pub dns_propagation_trials: usize,
     /// Registry: instances registered.
     pub registry_instances: usize,
     /// Registry: services they are spread over.
@@ -309,6 +311,7 @@ impl Plan {
                 Duration::from_secs(30)
             }),
             propagation_trials: if quick { 30 } else { 100 },
+            dns_propagation_trials: if quick { 10 } else { 30 },
             registry_instances: 10_000,
             registry_services: 1_000,
             registry_window: Duration::from_secs(if quick { 2 } else { 10 }),

@@ -96,8 +96,8 @@
 //!
 //! - [`ServiceClient`] and its builder: one call reads top to bottom in `client/call.rs`
 //!   (pick → attempt → maybe hedge → maybe retry → answer).
-//! - [`discovery`]: where instances come from (the registry's blocking query, a static list,
-//!   etcd), and [`InstanceStream`](discovery::InstanceStream), any source as a tower
+//! - [`discovery`]: where instances come from (the registry's blocking query, DNS A/AAAA
+//!   and SRV records, a static list, etcd), and [`InstanceStream`](discovery::InstanceStream), any source as a tower
 //!   `Discover`.
 //! - [`balance`]: the picking rules ([`Balance`]) and [`Balancer`](balance::Balancer), the
 //!   tower balancer that applies them.
@@ -236,7 +236,7 @@ pub use client::{
 };
 #[cfg(feature = "etcd")]
 pub use discovery::etcd::EtcdDiscovery;
-pub use discovery::{Discovery, RegistryDiscovery, StaticDiscovery};
+pub use discovery::{Discovery, DnsDiscovery, RegistryDiscovery, StaticDiscovery};
 pub use error::{Error, STATUS_BODY_LIMIT};
 pub use events::Event;
 /// The `http` crate, whose types ([`Method`](http::Method), [`HeaderMap`](http::HeaderMap),

@@ -48,6 +48,22 @@ impl FakeRatings {
         }
     }
 
+    /// Instance `instance` behaving as `behaviour`, served on `listener` (for an instance at
+    /// an address of the test's choosing, such as one port on several loopback addresses
+    /// behind one DNS name).
+    pub fn start_on(instance: u32, behaviour: Behaviour, listener: TcpListener) -> FakeRatings {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("fake ratings has no local address: {e}"));
+        let state = InstanceState::new(instance, behaviour);
+        let server = Server::spawn(listener, Arc::clone(&state));
+        FakeRatings {
+            url: format!("http://{addr}"),
+            state,
+            serving: Serving::Socket(server),
+        }
+    }
+
     /// Instance `instance` behaving as `behaviour`, served on `127.0.0.1:0` by hyper as
     /// `serve` says: keep-alive HTTP/1.1 and HTTP/2 (h2c by prior knowledge; ALPN over
     /// TLS, with the URL `https://127.0.0.1:PORT`), counting connections

@@ -116,6 +116,18 @@ pub struct Config {
     #[arg(long, env = "RATINGS_STATIC_URLS", value_delimiter = ',', value_parser = parse_base_url)]
     pub static_ratings: Option<Vec<String>>,
 
+    /// Where the ratings instances are found: `registry` (the registry at --registry),
+    /// `dns:NAME:PORT` (the A/AAAA records of NAME, one instance per address, on PORT: a
+    /// Kubernetes headless Service) or `srv:NAME` (the SRV records of NAME: Consul DNS).
+    /// DNS names are looked up again as their TTLs run out (at least 1 s, at most 30 s apart).
+    #[arg(long, env = "RATINGS_DISCOVERY", default_value = "registry", value_parser = parse_discovery)]
+    pub discovery: RatingsDiscovery,
+
+    /// With `--discovery dns:..` or `srv:..`: ask this name server (`IP:PORT`, such as
+    /// `127.0.0.1:8600` for a Consul agent) instead of those in /etc/resolv.conf.
+    #[arg(long, env = "RATINGS_DNS_SERVER", value_parser = parse_dns_server)]
+    pub dns_server: Option<SocketAddr>,
+
     /// Bearer token for the registry's reads, when it was started with `--protect-reads`.
     #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
     pub registry_token: Option<RegistryToken>,
@@ -149,6 +161,8 @@ impl Default for Config {
             cache_ttl: Duration::ZERO,
             slow_start: None,
             static_ratings: None,
+            discovery: RatingsDiscovery::Registry,
+            dns_server: None,
             registry_token: None,
             max_carts: 10_000,
         }
@@ -180,6 +194,86 @@ impl std::str::FromStr for FailureRatio {
             )),
         }
     }
+}
+
+/// Where the market finds ratings instances (`--discovery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RatingsDiscovery {
+    /// The registry at `--registry` (the default).
+    Registry,
+    /// The A/AAAA records of `name`, each address on `port`.
+    Dns {
+        /// The DNS name.
+        name: String,
+        /// The port every address serves on.
+        port: u16,
+    },
+    /// The SRV records of `name`.
+    Srv {
+        /// The SRV name, such as `_http._tcp.ratings.service.consul`.
+        name: String,
+    },
+}
+
+impl std::fmt::Display for RatingsDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RatingsDiscovery::Registry => f.write_str("registry"),
+            RatingsDiscovery::Dns { name, port } => write!(f, "dns:{name}:{port}"),
+            RatingsDiscovery::Srv { name } => write!(f, "srv:{name}"),
+        }
+    }
+}
+
+/// `--discovery`: `registry`, `dns:NAME:PORT` or `srv:NAME`.
+fn parse_discovery(value: &str) -> Result<RatingsDiscovery, String> {
+    let value = value.trim();
+    let usage = "registry, dns:NAME:PORT or srv:NAME";
+    if value == "registry" {
+        return Ok(RatingsDiscovery::Registry);
+    }
+    if let Some(rest) = value.strip_prefix("dns:") {
+        let (name, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{value:?} has no port: give dns:NAME:PORT"))?;
+        let port =
+            port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                format!("{value:?}: port {port:?} is not a number from 1 to 65535")
+            })?;
+        return Ok(RatingsDiscovery::Dns {
+            name: parse_dns_name(name)?,
+            port,
+        });
+    }
+    if let Some(name) = value.strip_prefix("srv:") {
+        return Ok(RatingsDiscovery::Srv {
+            name: parse_dns_name(name)?,
+        });
+    }
+    Err(format!("{value:?} is not one of {usage}"))
+}
+
+/// A DNS name: 1 to 253 characters of `[A-Za-z0-9._-]`, labels of 1 to 63 (a final dot
+/// allowed).
+fn parse_dns_name(name: &str) -> Result<String, String> {
+    let labels = name.strip_suffix('.').unwrap_or(name);
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if labels.is_empty()
+        || labels.len() > 253
+        || !labels.chars().all(valid)
+        || labels.split('.').any(|l| l.is_empty() || l.len() > 63)
+    {
+        return Err(format!("{name:?} is not a DNS name"));
+    }
+    Ok(name.to_string())
+}
+
+/// `--dns-server`: an `IP:PORT` (a name server cannot be found by name).
+fn parse_dns_server(value: &str) -> Result<SocketAddr, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not an IP:PORT such as 127.0.0.1:53"))
 }
 
 /// A registry bearer token. `Debug` never prints it.
@@ -236,6 +330,20 @@ impl Config {
                     "--static-ratings needs at least one URL".into(),
                 ));
             }
+        }
+        match (&self.discovery, &self.static_ratings, self.dns_server) {
+            (RatingsDiscovery::Registry, _, Some(server)) => {
+                return Err(ConfigError(format!(
+                    "--dns-server {server} is for --discovery dns:NAME:PORT or srv:NAME"
+                )));
+            }
+            (RatingsDiscovery::Dns { .. } | RatingsDiscovery::Srv { .. }, Some(_), _) => {
+                return Err(ConfigError(format!(
+                    "--discovery {} and --static-ratings are two sources: give one",
+                    self.discovery
+                )));
+            }
+            _ => {}
         }
         // Flags are checked by their parsers; these repeat the checks for a `Config` built
         // in code, such as `Config { timeout: Duration::ZERO, ..Config::default() }`.
@@ -466,6 +574,82 @@ mod tests {
             let error = parse(args).expect_err(&format!("{args:?} was accepted"));
             assert_eq!(error.exit_code(), 2, "{args:?}");
         }
+    }
+
+    #[test]
+    fn discovery_takes_the_registry_a_dns_name_or_an_srv_name() {
+        assert_eq!(parse(&[]).unwrap().discovery, RatingsDiscovery::Registry);
+        let config = parse(&["--discovery", "dns:ratings.default.svc.cluster.local:8080"]).unwrap();
+        assert_eq!(
+            config.discovery,
+            RatingsDiscovery::Dns {
+                name: "ratings.default.svc.cluster.local".into(),
+                port: 8080
+            }
+        );
+        let config = parse(&[
+            "--discovery",
+            "srv:_http._tcp.ratings.service.consul",
+            "--dns-server",
+            "127.0.0.1:8600",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.discovery,
+            RatingsDiscovery::Srv {
+                name: "_http._tcp.ratings.service.consul".into()
+            }
+        );
+        assert_eq!(config.dns_server, Some("127.0.0.1:8600".parse().unwrap()));
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.discovery.to_string(),
+            "srv:_http._tcp.ratings.service.consul"
+        );
+    }
+
+    #[test]
+    fn bad_discovery_values_name_the_problem_with_exit_code_2() {
+        for (args, says) in [
+            (&["--discovery", "dns:ratings.test"][..], "has no port"),
+            (
+                &["--discovery", "dns:ratings.test:0"],
+                "not a number from 1 to 65535",
+            ),
+            (
+                &["--discovery", "dns:ratings.test:http"],
+                "not a number from 1 to 65535",
+            ),
+            (&["--discovery", "dns::8080"], "not a DNS name"),
+            (&["--discovery", "srv:"], "not a DNS name"),
+            (&["--discovery", "srv:bad name"], "not a DNS name"),
+            (
+                &["--discovery", "consul:ratings"],
+                "registry, dns:NAME:PORT or srv:NAME",
+            ),
+            (&["--dns-server", "dns.internal:53"], "is not an IP:PORT"),
+            (&["--dns-server", "127.0.0.1"], "is not an IP:PORT"),
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?} was accepted"));
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(says), "{args:?}: {error}");
+        }
+        // Parsed, but inconsistent: refused by `validate` (a usage error in `main`).
+        let config = parse(&["--dns-server", "127.0.0.1:53"]).unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(
+            error.contains("--dns-server 127.0.0.1:53 is for --discovery"),
+            "{error}"
+        );
+        let config = parse(&[
+            "--discovery",
+            "srv:_http._tcp.r.test",
+            "--static-ratings",
+            "http://127.0.0.1:8001",
+        ])
+        .unwrap();
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("two sources"), "{error}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ pub mod server;
 pub mod state;
 pub mod status;
 
-pub use config::Config;
+pub use config::{Config, RatingsDiscovery};
 pub use routes::app;
 pub use server::{ratings_client, run};
 pub use state::AppState;

@@ -3,12 +3,14 @@
 use std::future::Future;
 use std::io;
 
-use discovery_client::{FailureRate, RegistryDiscovery, ServiceClient, StaticDiscovery};
+use discovery_client::{
+    DnsDiscovery, FailureRate, RegistryDiscovery, ServiceClient, StaticDiscovery,
+};
 use serving::Server;
 
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, RatingsDiscovery};
 use crate::routes::app;
 use crate::state::AppState;
 
@@ -24,13 +26,19 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
         .client_tls()
         .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
     let builder = ServiceClient::builder(config.ratings_service.clone()).tls(tls.clone());
-    let builder = match &config.static_ratings {
-        Some(urls) => {
+    let builder = match (&config.static_ratings, &config.discovery) {
+        (_, RatingsDiscovery::Dns { name, port }) => {
+            builder.discovery(dns_discovery(config, DnsDiscovery::a(name.clone(), *port)))
+        }
+        (_, RatingsDiscovery::Srv { name }) => {
+            builder.discovery(dns_discovery(config, DnsDiscovery::srv(name.clone())))
+        }
+        (Some(urls), RatingsDiscovery::Registry) => {
             tracing::info!(service = %config.ratings_service, "{}: using the static instances {}",
                 config.ratings_service, urls.join(", "));
             builder.discovery(StaticDiscovery::new(urls.clone()))
         }
-        None => {
+        (None, RatingsDiscovery::Registry) => {
             tracing::info!(service = %config.ratings_service, registry = %config.registry,
                 "{}: discovering instances through the registry at {}",
                 config.ratings_service, config.registry);
@@ -95,4 +103,19 @@ pub async fn run(
     listener.into().serve(app(state), shutdown).await?;
     tracing::info!("market stopped");
     Ok(())
+}
+
+/// `discovery` asking `--dns-server` if given (else /etc/resolv.conf's name servers), logged.
+fn dns_discovery(config: &Config, discovery: DnsDiscovery) -> DnsDiscovery {
+    let servers = config.dns_server.map_or_else(
+        || "the name servers of /etc/resolv.conf".to_string(),
+        |server| format!("the name server at {server}"),
+    );
+    tracing::info!(service = %config.ratings_service, discovery = %config.discovery,
+        "{}: discovering instances in DNS ({}) through {servers}",
+        config.ratings_service, config.discovery);
+    match config.dns_server {
+        Some(server) => discovery.name_servers([server]),
+        None => discovery,
+    }
 }

@@ -118,6 +118,14 @@ impl Gate {
         now
     }
 
+    /// After an attempt that could not connect was recorded: if that left the breaker open,
+    /// the instance may be gone, so the service's discovery is asked to look again.
+    pub(crate) fn connect_failed(&self) {
+        if self.breaker.state() == super::BreakerState::Open {
+            self.telemetry.unreachable();
+        }
+    }
+
     /// Avoids the instance from `now` for what it asked in `answer`, which pushed back: its
     /// `Retry-After`, capped, or a short default if it did not say (or there is no answer to
     /// read, the push-back being an error); and logs it.

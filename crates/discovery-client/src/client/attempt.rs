@@ -93,6 +93,8 @@ impl Sent {
         let load = self.in_flight.load().clone();
         drop(self.in_flight);
         let address = gate.address();
+        let connect_failed =
+            matches!(&sent, Err(SendError::Failed(error)) if is_connect_failure(&**error));
         let (result, value) = match sent {
             Ok(answer) if answer.status().is_success() => match decode.decode(answer.body()) {
                 Ok(value) => (Ok(answer), Some(value)),
@@ -117,6 +119,9 @@ impl Sent {
         } else {
             gate.record(self.permit, outcome, self.started)
         };
+        if connect_failed {
+            gate.connect_failed();
+        }
         if outcome == Outcome::Overloaded {
             gate.push_back(judged_at, &result);
         } else if outcome != Outcome::Failure {
@@ -156,4 +161,32 @@ impl Sent {
                 "{service} hedged-over attempt on instance {id} ended: {outcome:?}");
         });
     }
+}
+
+/// Whether a transport error is a failure to connect: hyper-util's connect errors, or a
+/// refused, reset-before-connect or unreachable socket anywhere in the chain. An instance
+/// that cannot be connected to may be gone, where one that timed out may only be slow.
+fn is_connect_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+                    | ErrorKind::AddrNotAvailable
+            ) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }

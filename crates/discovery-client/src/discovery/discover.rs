@@ -116,6 +116,7 @@ impl InstanceStream {
         let sink = DiscoverySink {
             sets: sets_tx,
             reports: reports_tx,
+            refresh: telemetry.refresh_hint(),
         };
         let task = runtime.spawn(discovery.watch(telemetry.service(), sink));
         Ok(Self {

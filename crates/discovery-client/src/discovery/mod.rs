@@ -8,6 +8,10 @@
 //!   until the set changes, so a new or departed instance is seen within milliseconds. When
 //!   the registry cannot be reached the last known set is kept, and the outage is logged once
 //!   (and once more when it ends), not per request.
+//! - [`DnsDiscovery`]: DNS A/AAAA or SRV records (a Kubernetes headless Service, Consul
+//!   DNS), looked up again as their TTLs run out (clamped), and at once when an instance's
+//!   breaker opens on a connection failure. A failed lookup keeps the last set; an empty
+//!   answer keeps it for a grace period.
 //! - [`StaticDiscovery`]: a fixed list of addresses.
 //!
 //! Sources report outages and recoveries through their [`DiscoverySink`] so the client can
@@ -18,6 +22,7 @@
 //! `Change::Remove(address)`; [`ServiceClient`](crate::ServiceClient) follows the same stream.
 
 mod discover;
+pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod registry;
@@ -26,12 +31,13 @@ mod static_list;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::Instance;
 
 pub(crate) use discover::Update;
 pub use discover::{EndpointStream, InstanceStream};
+pub use dns::DnsDiscovery;
 pub use registry::RegistryDiscovery;
 pub use static_list::StaticDiscovery;
 
@@ -74,6 +80,9 @@ pub(crate) type InstanceSet = Arc<[Instance]>;
 pub struct DiscoverySink {
     pub(crate) sets: watch::Sender<Option<InstanceSet>>,
     pub(crate) reports: tokio::sync::mpsc::UnboundedSender<DiscoveryReport>,
+    /// Signalled by the client when an instance may be gone (see
+    /// [`DiscoverySink::refresh_requested`]).
+    pub(crate) refresh: Arc<Notify>,
 }
 
 impl DiscoverySink {
@@ -106,6 +115,17 @@ impl DiscoverySink {
     /// Whether every reader is gone (the client was dropped).
     pub fn is_closed(&self) -> bool {
         self.sets.is_closed()
+    }
+
+    /// Waits until the client asks for a fresh look at the service: a
+    /// [`ServiceClient`](crate::ServiceClient) asks when an instance's breaker opens on a
+    /// connection failure (refused, unreachable), since the instance may be gone. A source
+    /// that polls (such as [`DnsDiscovery`]) looks again at once; a source that is told of
+    /// every change (such as [`RegistryDiscovery`]) can ignore it. A request made while
+    /// nobody waits is kept until the next call, and several requests made meanwhile count
+    /// as one.
+    pub async fn refresh_requested(&self) {
+        self.refresh.notified().await;
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Unit};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, BreakerState, Transition};
@@ -111,6 +112,10 @@ pub(crate) struct ServiceTelemetry {
     hedges: [Counter; 2],
     /// `discovery_client_overloaded_total{service}`.
     overloaded: Counter,
+    /// Asks the service's discovery source for a fresh look (an instance may be gone);
+    /// shared by every clone, and handed to the source's
+    /// [`DiscoverySink`](crate::discovery::DiscoverySink).
+    refresh: Arc<Notify>,
 }
 
 impl ServiceTelemetry {
@@ -130,7 +135,13 @@ impl ServiceTelemetry {
             retries,
             hedges,
             overloaded,
+            refresh: Arc::new(Notify::new()),
         }
+    }
+
+    /// What the discovery source of this service waits on for a fresh look.
+    pub(crate) fn refresh_hint(&self) -> Arc<Notify> {
+        Arc::clone(&self.refresh)
     }
 
     pub(crate) fn service(&self) -> &str {
@@ -434,6 +445,16 @@ impl InstanceTelemetry {
         };
         self.transitions[target].increment(1);
         self.service.send(event);
+    }
+
+    /// The instance's breaker is open after it could not be connected to: it may be gone,
+    /// so ask discovery to look again now rather than when its next look is due. Logged at
+    /// debug.
+    pub(crate) fn unreachable(&self) {
+        let (service, id, address) = (self.service.service(), &self.id, &self.address);
+        tracing::debug!(service = %service, instance = %id, address = %address,
+            "{service} instance {id} unreachable with its breaker open: asking discovery to look again");
+        self.service.refresh.notify_one();
     }
 
     fn arm_retest_timer(self: &Arc<Self>, breaker: &Arc<Breaker>, retest_at: Instant) {

@@ -14,6 +14,7 @@
 //! - `status.rs`: what the client says: metrics, events, instance figures;
 //! - `sockets.rs`: the default transport over real sockets;
 //! - `starved.rs`: a client that is not running for a while (a CPU quota) blames no instance.
+//! - `unreachable.rs`: a breaker opened on a refused connection asks discovery to look again.
 
 mod back_pressure;
 mod blame;
@@ -27,6 +28,7 @@ mod sockets;
 mod starved;
 mod status;
 mod under_load;
+mod unreachable;
 
 use std::time::Duration;
 
