@@ -3,12 +3,14 @@
 use std::future::Future;
 use std::io;
 
+use discovery_client::grpc::{self, GrpcChannel, GrpcConfig};
 use discovery_client::{FailureRate, RegistryDiscovery, ServiceClient, StaticDiscovery};
+use ratings_api::ratings_client::RatingsClient;
 use serving::Server;
 
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, RatingsProtocol};
 use crate::routes::app;
 use crate::state::AppState;
 
@@ -59,6 +61,35 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
     }
 }
 
+/// The gRPC channel to ratings that `config` describes (`--ratings-protocol grpc`): the
+/// same discovery and breaker settings as [`ratings_client`]. A `--failure-rate` policy
+/// applies to the HTTP client only; the channel opens on `--failure-limit`.
+///
+/// # Errors
+///
+/// As [`ratings_client`]. Must be called inside a tokio runtime.
+pub fn ratings_grpc_channel(config: &Config) -> Result<GrpcChannel, discovery_client::Error> {
+    let tls = config
+        .client_tls()
+        .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
+    let settings = GrpcConfig::default()
+        .timeout(config.timeout)
+        .failure_limit(config.failure_limit)
+        .retest_delay(config.retest_delay);
+    let service = config.ratings_service.as_str();
+    tracing::info!(service, "{service}: calling ratings over gRPC");
+    match &config.static_ratings {
+        Some(urls) => grpc::channel(service, StaticDiscovery::new(urls.clone()), settings),
+        None => {
+            let mut discovery = RegistryDiscovery::new(config.registry.clone()).tls(tls);
+            if let Some(token) = &config.registry_token {
+                discovery = discovery.token(token.as_str());
+            }
+            grpc::channel(service, discovery, settings)
+        }
+    }
+}
+
 /// Serves the market on `listener` until `shutdown` completes, then finishes the requests in
 /// flight and returns.
 ///
@@ -91,7 +122,16 @@ pub async fn run(
         )
     })?;
     let max_carts = usize::try_from(config.max_carts).unwrap_or(usize::MAX);
-    let state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
+    let mut state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
+    if config.ratings_protocol == RatingsProtocol::Grpc {
+        let channel = ratings_grpc_channel(&config).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot set up the ratings gRPC channel: {e}"),
+            )
+        })?;
+        state = state.with_grpc(RatingsClient::new(channel));
+    }
     listener.into().serve(app(state), shutdown).await?;
     tracing::info!("market stopped");
     Ok(())
