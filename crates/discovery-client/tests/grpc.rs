@@ -2,6 +2,8 @@
 //! statuses open which breakers, a paused instance, a stream longer than the per-attempt
 //! timeout, and connection sharing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};

@@ -2,6 +2,8 @@
 //! has a Rust type whose field names (from its `Debug`) and wire tags (from its encoding,
 //! every field set) are the file's.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
 use std::collections::BTreeMap;
 
 use prost::Message;

@@ -1,5 +1,7 @@
 //! The gRPC API on the same port as the HTTP routes, called through the library.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
 use clap::Parser;
 use discovery_client::StaticDiscovery;
 use discovery_client::grpc::{self, GrpcConfig};
