@@ -216,6 +216,8 @@ mod client;
 pub mod discovery;
 mod error;
 pub mod events;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod instance;
 pub mod registration;
 mod stall;

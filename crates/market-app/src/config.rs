@@ -111,6 +111,13 @@ pub struct Config {
     #[arg(long, env = "RATINGS_SLOW_START", value_parser = parse_positive_duration)]
     pub slow_start: Option<Duration>,
 
+    /// How the market calls ratings: `http` (`GET /ratings/{id}`, with the response cache
+    /// and its stale fallback) or `grpc` (`ratings.v1.Ratings/GetRating` through the
+    /// library's gRPC channel: the same picking, breakers, timeouts and log lines, no
+    /// cache).
+    #[arg(long, env = "RATINGS_PROTOCOL", value_enum, default_value_t = RatingsProtocol::Http)]
+    pub ratings_protocol: RatingsProtocol,
+
     /// Comma-separated base URLs of ratings instances to use instead of the registry
     /// (instances are numbered 1, 2, ... in this order).
     #[arg(long, env = "RATINGS_STATIC_URLS", value_delimiter = ',', value_parser = parse_base_url)]
@@ -138,6 +145,16 @@ pub struct Config {
     pub max_carts: u64,
 }
 
+/// How the market calls the ratings service (`--ratings-protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RatingsProtocol {
+    /// JSON over HTTP, through the library's `ServiceClient` (with its response cache).
+    #[default]
+    Http,
+    /// gRPC (`ratings.v1.Ratings`), through the library's gRPC channel.
+    Grpc,
+}
+
 impl Default for Config {
     /// The same values as running `market` with no flags and no environment.
     fn default() -> Self {
@@ -160,6 +177,7 @@ impl Default for Config {
             retest_delay: Duration::from_secs(30),
             cache_ttl: Duration::ZERO,
             slow_start: None,
+            ratings_protocol: RatingsProtocol::Http,
             static_ratings: None,
             discovery: RatingsDiscovery::Registry,
             dns_server: None,

@@ -17,8 +17,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use discovery_client::grpc::GrpcChannel;
 use discovery_client::{ServiceClient, Source};
 use futures::future::join_all;
+use ratings_api::GetRatingRequest;
+use ratings_api::ratings_client::RatingsClient;
 use serde::{Deserialize, Serialize};
 use service_telemetry::TraceContext;
 use tracing::Instrument;
@@ -100,6 +103,8 @@ impl RatingView {
 pub struct Fetch<'a> {
     /// The ratings client.
     pub client: &'a ServiceClient,
+    /// With `--ratings-protocol grpc`: the gRPC client used instead of `client`.
+    pub grpc: Option<&'a RatingsClient<GrpcChannel>>,
     /// The page load's trace; each call is sent as a child of it.
     pub trace: &'a TraceContext,
     /// Where each rating's source is counted.
@@ -118,6 +123,9 @@ async fn fetch_one(fetch: Fetch<'_>, item: &Item) -> RatingView {
 }
 
 async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
+    if let Some(grpc) = fetch.grpc {
+        return call_grpc(grpc.clone(), item).await;
+    }
     let path = format!("/ratings/{}", item.id);
     // A new span id for each call (the exported client span's, with the `otlp` feature).
     let (trace, span) = service_telemetry::span_link::outgoing(fetch.trace);
@@ -136,6 +144,28 @@ async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
             // The client already logs "all services are down" and breaker changes; this
             // detail (a 404 for an item ratings does not know, say) is for debugging.
             tracing::debug!(item = %item.id, %error, "no rating for {}: {error}", item.id);
+            RatingView::none()
+        }
+    }
+}
+
+/// `GetRating` over gRPC: a live rating, or none (the channel logs breaker changes and
+/// "all services are down"; there is no response cache on this path).
+async fn call_grpc(mut client: RatingsClient<GrpcChannel>, item: &Item) -> RatingView {
+    let request = GetRatingRequest {
+        item_id: item.id.to_string(),
+    };
+    match client.get_rating(request).await {
+        Ok(answer) => {
+            let rating = answer.into_inner();
+            RatingView {
+                rating: u8::try_from(rating.rating).ok(),
+                source: RatingSource::Live,
+                instance: Some(rating.instance.to_string()),
+            }
+        }
+        Err(status) => {
+            tracing::debug!(item = %item.id, %status, "no rating for {}: {status}", item.id);
             RatingView::none()
         }
     }

@@ -3,14 +3,17 @@
 use std::future::Future;
 use std::io;
 
+use discovery_client::discovery::Discovery;
+use discovery_client::grpc::{self, GrpcChannel, GrpcConfig};
 use discovery_client::{
     DnsDiscovery, FailureRate, RegistryDiscovery, ServiceClient, StaticDiscovery,
 };
+use ratings_api::ratings_client::RatingsClient;
 use serving::Server;
 
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
-use crate::config::{Config, RatingsDiscovery};
+use crate::config::{Config, RatingsDiscovery, RatingsProtocol};
 use crate::routes::app;
 use crate::state::AppState;
 
@@ -25,30 +28,9 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
     let tls = config
         .client_tls()
         .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
-    let builder = ServiceClient::builder(config.ratings_service.clone()).tls(tls.clone());
-    let builder = match (&config.static_ratings, &config.discovery) {
-        (_, RatingsDiscovery::Dns { name, port }) => {
-            builder.discovery(dns_discovery(config, DnsDiscovery::a(name.clone(), *port)))
-        }
-        (_, RatingsDiscovery::Srv { name }) => {
-            builder.discovery(dns_discovery(config, DnsDiscovery::srv(name.clone())))
-        }
-        (Some(urls), RatingsDiscovery::Registry) => {
-            tracing::info!(service = %config.ratings_service, "{}: using the static instances {}",
-                config.ratings_service, urls.join(", "));
-            builder.discovery(StaticDiscovery::new(urls.clone()))
-        }
-        (None, RatingsDiscovery::Registry) => {
-            tracing::info!(service = %config.ratings_service, registry = %config.registry,
-                "{}: discovering instances through the registry at {}",
-                config.ratings_service, config.registry);
-            let mut discovery = RegistryDiscovery::new(config.registry.clone()).tls(tls);
-            if let Some(token) = &config.registry_token {
-                discovery = discovery.token(token.as_str());
-            }
-            builder.discovery(discovery)
-        }
-    };
+    let builder = ServiceClient::builder(config.ratings_service.clone())
+        .tls(tls)
+        .discovery(ratings_discovery(config)?);
     let builder = match config.failure_rate {
         Some(ratio) => builder.failure_policy(FailureRate {
             ratio: ratio.get(),
@@ -65,6 +47,55 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
         Some(window) => builder.slow_start(window).build(),
         None => builder.build(),
     }
+}
+
+/// The gRPC channel to ratings that `config` describes (`--ratings-protocol grpc`): the
+/// same discovery and breaker settings as [`ratings_client`]. A `--failure-rate` policy
+/// applies to the HTTP client only; the channel opens on `--failure-limit`.
+///
+/// # Errors
+///
+/// As [`ratings_client`]. Must be called inside a tokio runtime.
+pub fn ratings_grpc_channel(config: &Config) -> Result<GrpcChannel, discovery_client::Error> {
+    let settings = GrpcConfig::default()
+        .timeout(config.timeout)
+        .failure_limit(config.failure_limit)
+        .retest_delay(config.retest_delay);
+    let service = config.ratings_service.as_str();
+    tracing::info!(service, "{service}: calling ratings over gRPC");
+    grpc::channel(service, ratings_discovery(config)?, settings)
+}
+
+/// Where `config` says the ratings instances are found: DNS (`--discovery dns:`/`srv:`),
+/// the `--static-ratings` list, or the registry (trusting `--ca-file` besides the system's
+/// roots); logged.
+fn ratings_discovery(config: &Config) -> Result<Box<dyn Discovery>, discovery_client::Error> {
+    let service = &config.ratings_service;
+    Ok(match (&config.static_ratings, &config.discovery) {
+        (_, RatingsDiscovery::Dns { name, port }) => {
+            Box::new(dns_discovery(config, DnsDiscovery::a(name.clone(), *port)))
+        }
+        (_, RatingsDiscovery::Srv { name }) => {
+            Box::new(dns_discovery(config, DnsDiscovery::srv(name.clone())))
+        }
+        (Some(urls), RatingsDiscovery::Registry) => {
+            tracing::info!(service = %service, "{service}: using the static instances {}",
+                urls.join(", "));
+            Box::new(StaticDiscovery::new(urls.clone()))
+        }
+        (None, RatingsDiscovery::Registry) => {
+            tracing::info!(service = %service, registry = %config.registry,
+                "{service}: discovering instances through the registry at {}", config.registry);
+            let tls = config
+                .client_tls()
+                .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
+            let mut discovery = RegistryDiscovery::new(config.registry.clone()).tls(tls);
+            if let Some(token) = &config.registry_token {
+                discovery = discovery.token(token.as_str());
+            }
+            Box::new(discovery)
+        }
+    })
 }
 
 /// Serves the market on `listener` until `shutdown` completes, then finishes the requests in
@@ -99,7 +130,16 @@ pub async fn run(
         )
     })?;
     let max_carts = usize::try_from(config.max_carts).unwrap_or(usize::MAX);
-    let state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
+    let mut state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
+    if config.ratings_protocol == RatingsProtocol::Grpc {
+        let channel = ratings_grpc_channel(&config).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot set up the ratings gRPC channel: {e}"),
+            )
+        })?;
+        state = state.with_grpc(RatingsClient::new(channel));
+    }
     listener.into().serve(app(state), shutdown).await?;
     tracing::info!("market stopped");
     Ok(())

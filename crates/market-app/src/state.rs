@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use discovery_client::ServiceClient;
+use discovery_client::grpc::GrpcChannel;
+use ratings_api::ratings_client::RatingsClient;
 use service_telemetry::PrometheusHandle;
 
 use crate::cart::CartStore;
@@ -17,6 +19,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// The resilient client for the ratings service.
     pub ratings: ServiceClient,
+    /// With `--ratings-protocol grpc`: the gRPC client ratings are fetched with instead.
+    pub ratings_grpc: Option<RatingsClient<GrpcChannel>>,
     /// Every visitor's cart.
     pub carts: CartStore,
     /// How many ratings shown came from each source, for `/status` (the per-instance
@@ -33,9 +37,18 @@ impl AppState {
         Self {
             catalog: Arc::new(catalog),
             ratings,
+            ratings_grpc: None,
             carts,
             shown: SourceCounter::new(),
             metrics: service_telemetry::prometheus::install(),
+        }
+    }
+
+    /// The same state, fetching ratings over gRPC with `client`.
+    pub fn with_grpc(self, client: RatingsClient<GrpcChannel>) -> Self {
+        Self {
+            ratings_grpc: Some(client),
+            ..self
         }
     }
 

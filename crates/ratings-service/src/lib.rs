@@ -7,6 +7,7 @@
 //! - [`catalog`]: the ratings shared by all instances (`data/ratings.json`, embedded).
 //! - [`faults`]: injected latency, errors and garbage bodies, for demos and tests.
 //! - [`routes`]: `GET /ratings/{item_id}`, `GET /health`, JSON 404/405 answers ([`app`]).
+//! - [`grpc`]: the same ratings over gRPC (`ratings.v1.Ratings`), on the same port.
 //! - [`admin`]: `GET`/`PUT /admin/faults`, mounted only with `--admin`.
 //! - [`error`]: every error answer as `{"error": "..."}`.
 //! - [`state`]: what handlers share.
@@ -20,6 +21,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod faults;
+pub mod grpc;
 pub mod routes;
 pub mod server;
 pub mod state;

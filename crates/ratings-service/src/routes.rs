@@ -1,5 +1,6 @@
-//! The public routes: `GET /ratings/{item_id}`, `GET /health`, `GET /metrics`, and JSON
-//! 404/405 answers for everything else.
+//! The public routes: `GET /ratings/{item_id}`, `GET /health`, `GET /metrics`, the gRPC
+//! API under `/ratings.v1.Ratings/` (see [`crate::grpc`]), and JSON 404/405 answers for
+//! everything else.
 //!
 //! Every route runs under [`service_telemetry::observe`]: requests are counted per route in
 //! `/metrics`, and a request that arrives with a valid W3C `traceparent` (the market sends
@@ -50,7 +51,11 @@ pub fn app(state: AppState) -> Router {
         .route("/ratings/{item_id}", get(rating))
         .route("/ratings/", get(empty_item_id))
         .route("/health", get(health))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route_service(
+            &format!("/{}/{{*method}}", ratings_api::SERVICE_NAME),
+            crate::grpc::service(state.clone()),
+        );
     if *state.admin() != AdminAccess::Disabled {
         router = router.merge(admin::routes());
     }

@@ -119,7 +119,36 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let _r2 = ratings(2, &registry, &[]).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
     let mut market = market(&registry, &["--timeout", "300ms", "--retest-delay", "2s"]).await;
-    pause_open_retest_resume_close(&mut market, &mut r1).await;
+    pause_open_retest_resume_close(&mut market, &mut r1, Calls::Hedged).await;
+}
+
+/// Step 5 with the market calling ratings over gRPC (`--ratings-protocol grpc`, on the
+/// instances' one port): the same lines, the same breaker story. The gRPC channel does not
+/// hedge, so the calls sent to the paused instance time out and those ratings are missing
+/// from that one page.
+#[tokio::test]
+async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let _r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let grpc = ["--ratings-protocol", "grpc"];
+    let args = [&grpc[..], &["--timeout", "300ms", "--retest-delay", "2s"]].concat();
+    let mut market = market(&registry, &args).await;
+    market
+        .wait_for_log("ratings: calling ratings over gRPC", Duration::from_secs(2))
+        .await;
+    let items = market_items(&market).await;
+    for (id, rating, source, _) in &items {
+        assert!(matches!(rating, Some(1..=5)), "{id}: {rating:?}");
+        assert_eq!(source, "live", "{id}");
+    }
+    market
+        .wait_for_nth_log("ratings using instance", 4, Duration::from_secs(2))
+        .await;
+    assert!(market.count("ratings using instance 1: http://127.0.0.1:") >= 1);
+    assert!(market.count("ratings using instance 2: http://127.0.0.1:") >= 1);
+    pause_open_retest_resume_close(&mut market, &mut r1, Calls::Unhedged).await;
 }
 
 /// The whole walkthrough over TLS: the registry, three instances and the market serve
@@ -191,14 +220,22 @@ async fn over_tls_the_page_shows_live_ratings_and_a_paused_instance_opens_and_cl
         "every call names an https:// instance: {calls:#?}"
     );
 
-    pause_open_retest_resume_close(&mut market, &mut r1).await;
+    pause_open_retest_resume_close(&mut market, &mut r1, Calls::Hedged).await;
+}
+
+/// Whether the market hedges its ratings calls (its HTTP client does; its gRPC channel
+/// does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Calls {
+    Hedged,
+    Unhedged,
 }
 
 /// Step 5 of the walkthrough, with `r1` among the market's instances (the market started
-/// with `--timeout 300ms --retest-delay 2s`): pausing it opens its breaker after a hedged
-/// call, nothing is sent to it until the retest, and once resumed the probe closes it and
+/// with `--timeout 300ms --retest-delay 2s`): pausing it opens its breaker (after a hedged
+/// call, with `Calls::Hedged`), nothing is sent to it until the retest, and once resumed the probe closes it and
 /// traffic reaches it again.
-async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc) {
+async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc, calls: Calls) {
     market_items(market).await;
     let url1 = r1.url.clone();
     let using1 = format!("ratings using instance 1: {url1}");
@@ -206,20 +243,9 @@ async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc) {
     // Ctrl-Z instance 1: the attempts sent to it time out and open its breaker.
     r1.pause();
     let items = market_items(market).await;
-    assert!(
-        items.iter().all(|i| i.1.is_some()),
-        "every rating still shown: {items:?}"
-    );
-    // Those calls did not wait for the timeout: they were hedged on another instance, and
-    // the terminal says so. (The hedge delay is twice the recent p99 latency, at least
-    // 50 ms: over TLS the first calls' handshakes can make it a few ms more.)
-    let hedged = market
-        .wait_for_log(
-            "ratings instance 1 has not answered in ",
-            Duration::from_secs(2),
-        )
-        .await;
-    assert!(hedged.contains("ms: hedging on instance "), "{hedged}");
+    if calls == Calls::Hedged {
+        hedged_around(market, &items).await;
+    }
     let open = format!("OPEN breaker on [ratings at {url1}]");
     market.wait_for_log(&open, Duration::from_secs(2)).await;
 
@@ -268,4 +294,22 @@ async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc) {
         "{served_by:?}"
     );
     assert_eq!(market.count(&open), 1, "opened once");
+}
+
+/// The page loaded while instance 1 is paused, with hedging: every rating is still shown,
+/// as the calls did not wait for the timeout: they were hedged on another instance, and the
+/// terminal says so. (The hedge delay is twice the recent p99 latency, at least 50 ms: over
+/// TLS the first calls' handshakes can make it a few ms more.)
+async fn hedged_around(market: &mut Proc, items: &[(String, Option<u64>, String, Option<u64>)]) {
+    assert!(
+        items.iter().all(|i| i.1.is_some()),
+        "every rating still shown: {items:?}"
+    );
+    let hedged = market
+        .wait_for_log(
+            "ratings instance 1 has not answered in ",
+            Duration::from_secs(2),
+        )
+        .await;
+    assert!(hedged.contains("ms: hedging on instance "), "{hedged}");
 }

@@ -108,7 +108,7 @@ where
                     let now = gate.record(permit, outcome, *started);
                     if outcome == Outcome::Overloaded {
                         // Left alone for its `Retry-After` (capped): a balancer passes it over.
-                        gate.push_back(now, &result);
+                        gate.push_back_by(now, &result);
                     }
                 }
                 Poll::Ready(result)

@@ -127,13 +127,16 @@ impl Gate {
     }
 
     /// Avoids the instance from `now` for what it asked in `answer`, which pushed back: its
-    /// `Retry-After`, capped, or a short default if it did not say (or there is no answer to
-    /// read, the push-back being an error); and logs it.
-    pub(crate) fn push_back<B, E>(&self, now: Instant, answer: &Result<http::Response<B>, E>) {
-        let asked = answer
-            .as_ref()
-            .ok()
-            .and_then(|a| retry_after_of(a.headers()));
+    /// `Retry-After` (see [`push_back`](Self::push_back)), if there is an answer to read
+    /// rather than an error.
+    pub(crate) fn push_back_by<B, E>(&self, now: Instant, answer: &Result<http::Response<B>, E>) {
+        let headers = answer.as_ref().ok().map(http::Response::headers);
+        self.push_back(now, headers.and_then(retry_after_of));
+    }
+
+    /// Avoids the instance from `now` for what it `asked` when it pushed back (its
+    /// `Retry-After`, capped; a short default if it did not say), and logs it.
+    pub(crate) fn push_back(&self, now: Instant, asked: Option<Duration>) {
         let wait = self.push_back.push_back(now, asked);
         self.telemetry.pushed_back(asked, wait);
     }

@@ -1,11 +1,12 @@
 //! [`BreakerLayer`]: wraps one instance's service in a [`BreakerService`].
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tower::Layer;
 
-use super::{Breaker, BreakerConfig, BreakerService, Breakers, Gate};
+use super::{Breaker, BreakerConfig, BreakerService, Breakers, Gate, StreamedAnswer, WholeAnswer};
 use crate::Instance;
 use crate::classify::Classify;
 use crate::events::EventBus;
@@ -34,12 +35,26 @@ use crate::events::EventBus;
 ///     .events(bus.clone());
 /// # let _ = layer;
 /// ```
-#[derive(Clone)]
-pub struct BreakerLayer {
+///
+/// [`streamed`](BreakerLayer::streamed) makes the layer for services whose answers are
+/// streamed (any [`http_body::Body`], gRPC included): see [`StreamedAnswer`].
+pub struct BreakerLayer<A = WholeAnswer> {
     /// The instance's breaker and its reporting, shared by every service this layer makes.
     gate: Gate,
     /// Decides whether an attempt failed.
     classifier: Arc<dyn Classify>,
+    /// How the services it makes judge answers.
+    answers: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for BreakerLayer<A> {
+    fn clone(&self) -> Self {
+        Self {
+            gate: self.gate.clone(),
+            classifier: Arc::clone(&self.classifier),
+            answers: PhantomData,
+        }
+    }
 }
 
 impl BreakerLayer {
@@ -50,9 +65,34 @@ impl BreakerLayer {
     }
 
     pub(crate) fn from_parts(gate: Gate, classifier: Arc<dyn Classify>) -> Self {
-        Self { gate, classifier }
+        Self {
+            gate,
+            classifier,
+            answers: PhantomData,
+        }
     }
 
+    /// The same layer for services whose answers are streamed: any response body, judged
+    /// by its head, and a gRPC answer by its `grpc-status` (see [`StreamedAnswer`]).
+    ///
+    /// ```
+    /// use discovery_client::breaker::{BreakerConfig, BreakerLayer};
+    /// use discovery_client::Instance;
+    ///
+    /// let instance = Instance::new("1", "http://127.0.0.1:50051");
+    /// let layer = BreakerLayer::new("ratings", &instance, BreakerConfig::default()).streamed();
+    /// # let _ = layer;
+    /// ```
+    pub fn streamed(self) -> BreakerLayer<StreamedAnswer> {
+        BreakerLayer {
+            gate: self.gate,
+            classifier: self.classifier,
+            answers: PhantomData,
+        }
+    }
+}
+
+impl<A> BreakerLayer<A> {
     /// Judges attempts with this rule instead.
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
         self.classifier = Arc::new(classifier);
@@ -73,15 +113,15 @@ impl BreakerLayer {
     }
 }
 
-impl<S> Layer<S> for BreakerLayer {
-    type Service = BreakerService<S>;
+impl<S, A> Layer<S> for BreakerLayer<A> {
+    type Service = BreakerService<S, A>;
 
     fn layer(&self, inner: S) -> Self::Service {
         BreakerService::new(inner, self.gate.clone(), Arc::clone(&self.classifier))
     }
 }
 
-impl fmt::Debug for BreakerLayer {
+impl<A> fmt::Debug for BreakerLayer<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerLayer")
             .field("address", &self.gate.address())

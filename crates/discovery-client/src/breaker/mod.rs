@@ -37,6 +37,10 @@
 //! [`BreakerService`]'s permit ahead of the call through [`AcquirePermit`].
 //! [`ServiceClient`](crate::ServiceClient) asks the same breakers, through the same code.
 //!
+//! A [`BreakerService`] judges whole answers (`Bytes` bodies) by default; made with
+//! [`BreakerLayer::streamed`] it takes any body and judges an answer by its head, and a gRPC
+//! answer by its `grpc-status` when the stream ends ([`StreamedAnswer`]).
+//!
 //! ```
 //! use std::time::Duration;
 //! use discovery_client::breaker::{BreakerConfig, Breakers};
@@ -60,11 +64,13 @@ mod by_address;
 mod config;
 mod future;
 mod gate;
+mod judged_body;
 mod layer;
 mod policy;
 mod push_back;
 mod service;
 mod state;
+mod streamed;
 mod tally;
 
 pub use by_address::Breakers;
@@ -76,10 +82,13 @@ pub use policy::{FailurePolicy, FailureRate};
 pub(crate) use push_back::{MAX_WAIT, PushBack};
 pub use service::{AcquirePermit, BreakerService};
 pub use state::{Breaker, BreakerState, Permit, Transition};
+pub use streamed::{JudgedBody, StreamedAnswer, StreamedResponseFuture, WholeAnswer};
 
 #[cfg(test)]
 mod rate_tests;
 #[cfg(test)]
 mod service_tests;
+#[cfg(test)]
+mod streamed_tests;
 #[cfg(test)]
 mod tests;

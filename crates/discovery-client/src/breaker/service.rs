@@ -1,6 +1,7 @@
 //! [`BreakerService`]: one instance's service, guarded by its [`Breaker`](super::Breaker).
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::future::ResponseFuture;
+use super::streamed::{JudgedBody, StreamedAnswer, StreamedResponseFuture, Verdict, WholeAnswer};
 use super::{Gate, Permit};
 use crate::Error;
 use crate::classify::Classify;
@@ -36,8 +38,12 @@ use crate::classify::Classify;
 /// else is [`Error::Middleware`], which is not. A leaf of your own reports a transport
 /// failure with [`Error::http`].
 ///
-/// The breaker judges whole answers: the response body must be at hand (`AsRef<[u8]>`, such
-/// as [`Bytes`](bytes::Bytes)), as [`HttpEndpoint`](crate::transport::HttpEndpoint) gives.
+/// By default ([`WholeAnswer`]) the breaker judges whole answers: the response body must be
+/// at hand (`AsRef<[u8]>`, such as [`Bytes`](bytes::Bytes)), as
+/// [`HttpEndpoint`](crate::transport::HttpEndpoint) gives. Made with
+/// [`BreakerLayer::streamed`](super::BreakerLayer::streamed) ([`StreamedAnswer`]) it takes
+/// any [`http_body::Body`] and judges the answer by its head, and a gRPC answer by the
+/// `grpc-status` of its trailers when the stream ends (see [`StreamedAnswer`]).
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -63,7 +69,7 @@ use crate::classify::Classify;
 /// assert!(matches!(refused, Err(Error::CircuitOpen { .. })));
 /// # }
 /// ```
-pub struct BreakerService<S> {
+pub struct BreakerService<S, A = WholeAnswer> {
     /// The instance's own service (a timeout around an HTTP endpoint, typically).
     inner: S,
     /// The instance's breaker and reporting, shared by every clone.
@@ -72,15 +78,39 @@ pub struct BreakerService<S> {
     classifier: Arc<dyn Classify>,
     /// A permit taken ahead of the next call by [`AcquirePermit::try_acquire`].
     permit: Option<Permit>,
+    /// How answers are judged: whole, or by their head and trailers.
+    answers: PhantomData<fn() -> A>,
 }
 
-impl<S> BreakerService<S> {
+impl<S, A> BreakerService<S, A> {
     pub(crate) fn new(inner: S, gate: Gate, classifier: Arc<dyn Classify>) -> Self {
         Self {
             inner,
             gate,
             classifier,
             permit: None,
+            answers: PhantomData,
+        }
+    }
+
+    /// The permit for a call made at `started`: the one taken ahead, or one asked for now.
+    /// Without one, counts the refusal and answers [`Error::CircuitOpen`].
+    fn permit_for_call(&mut self, started: Instant) -> Result<Permit, Error> {
+        let permit = match self.permit.take() {
+            Some(permit) => Some(permit),
+            None => self.gate.acquire(started),
+        };
+        match permit {
+            Some(permit) => {
+                self.gate.sending();
+                Ok(permit)
+            }
+            None => {
+                self.gate.rejected();
+                Err(Error::CircuitOpen {
+                    address: self.address().to_string(),
+                })
+            }
         }
     }
 
@@ -100,7 +130,7 @@ impl<S> BreakerService<S> {
     }
 }
 
-impl<S: Clone> Clone for BreakerService<S> {
+impl<S: Clone, A> Clone for BreakerService<S, A> {
     /// A clone shares the breaker; a permit taken ahead stays with the original.
     fn clone(&self) -> Self {
         Self::new(
@@ -111,7 +141,7 @@ impl<S: Clone> Clone for BreakerService<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for BreakerService<S> {
+impl<S: fmt::Debug, A> fmt::Debug for BreakerService<S, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerService")
             .field("address", &self.address())
@@ -122,7 +152,7 @@ impl<S: fmt::Debug> fmt::Debug for BreakerService<S> {
     }
 }
 
-impl<S, B, ResB> Service<http::Request<B>> for BreakerService<S>
+impl<S, B, ResB> Service<http::Request<B>> for BreakerService<S, WholeAnswer>
 where
     S: Service<http::Request<B>, Response = http::Response<ResB>>,
     S::Error: Into<BoxError>,
@@ -141,24 +171,50 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
-        let permit = match self.permit.take() {
-            Some(permit) => Some(permit),
-            None => self.gate.acquire(started),
-        };
-        let Some(permit) = permit else {
-            self.gate.rejected();
-            return ResponseFuture::rejected(Error::CircuitOpen {
-                address: self.address().to_string(),
-            });
-        };
-        self.gate.sending();
-        ResponseFuture::called(
-            self.inner.call(request),
-            permit,
-            self.gate.clone(),
-            Arc::clone(&self.classifier),
-            started,
-        )
+        match self.permit_for_call(started) {
+            Ok(permit) => ResponseFuture::called(
+                self.inner.call(request),
+                permit,
+                self.gate.clone(),
+                Arc::clone(&self.classifier),
+                started,
+            ),
+            Err(refused) => ResponseFuture::rejected(refused),
+        }
+    }
+}
+
+impl<S, B, ResB> Service<http::Request<B>> for BreakerService<S, StreamedAnswer>
+where
+    S: Service<http::Request<B>, Response = http::Response<ResB>>,
+    S::Error: Into<BoxError>,
+    ResB: http_body::Body,
+{
+    type Response = http::Response<JudgedBody<ResB>>;
+    type Error = Error;
+    type Future = StreamedResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The breaker never holds readiness back: an open breaker turns calls away in `call`.
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Error::from_leaf(e.into(), self.gate.address()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        match self.permit_for_call(started) {
+            Ok(permit) => StreamedResponseFuture::called(
+                self.inner.call(request),
+                Verdict::new(
+                    permit,
+                    self.gate.clone(),
+                    Arc::clone(&self.classifier),
+                    started,
+                ),
+            ),
+            Err(refused) => StreamedResponseFuture::rejected(refused),
+        }
     }
 }
 
@@ -210,7 +266,7 @@ pub trait AcquirePermit {
     }
 }
 
-impl<S> AcquirePermit for BreakerService<S> {
+impl<S, A> AcquirePermit for BreakerService<S, A> {
     fn try_acquire(&mut self, now: Instant) -> bool {
         if self.permit.is_none() {
             if self.gate.avoided_for(now).is_some() {

@@ -123,7 +123,7 @@ impl Sent {
             gate.connect_failed();
         }
         if outcome == Outcome::Overloaded {
-            gate.push_back(judged_at, &result);
+            gate.push_back_by(judged_at, &result);
         } else if outcome != Outcome::Failure {
             // An answer: how fast the instance answers (a push-back says nothing of it).
             load.observe(judged_at.saturating_duration_since(self.started), judged_at);

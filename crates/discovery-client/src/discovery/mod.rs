@@ -174,5 +174,12 @@ pub trait Discovery: Send + Sync + std::fmt::Debug + 'static {
     fn watch(&self, service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()>;
 }
 
+/// A source chosen at run time (from configuration, say) is a source.
+impl Discovery for Box<dyn Discovery> {
+    fn watch(&self, service: &str, sink: DiscoverySink) -> BoxFuture<'static, ()> {
+        (**self).watch(service, sink)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -76,6 +76,7 @@ fn page_trace(trace: Option<Extension<TraceContext>>) -> TraceContext {
 fn ratings_fetch<'a>(state: &'a AppState, trace: &'a TraceContext) -> Fetch<'a> {
     Fetch {
         client: &state.ratings,
+        grpc: state.ratings_grpc.as_ref(),
         trace,
         shown: &state.shown,
     }

@@ -1,0 +1,128 @@
+//! [`channel`] and the [`GrpcChannel`] it builds.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{BoxFuture, FutureExt, TryFutureExt};
+use tonic::body::Body;
+use tower::buffer::Buffer;
+use tower::util::BoxService;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+use super::GrpcConfig;
+use super::leaf::InstanceChannel;
+use super::status::status_of;
+use crate::balance::Balancer;
+use crate::breaker::{Breakers, JudgedBody};
+use crate::discovery::InstanceStream;
+use crate::timeout::TimeoutLayer;
+use crate::{Discovery, Error};
+
+/// The body of a [`GrpcChannel`]'s answers: tonic's, passed on as it arrives, recording
+/// the call's outcome on the instance's breaker when its trailers arrive.
+pub type ResponseBody = JudgedBody<Body>;
+
+/// Calls that may wait for the balancer at once; more wait for room.
+const QUEUE: usize = 1024;
+
+/// The future of a call through the stack under the queue.
+type CallFuture = BoxFuture<'static, Result<http::Response<ResponseBody>, BoxError>>;
+
+/// A tonic client's transport over every instance of a service: cheap to clone (clones
+/// share the instances, their breakers and connections). Made by [`channel`].
+///
+/// A [`tower::Service`] of `http::Request<tonic::body::Body>`, as generated tonic clients
+/// take (`RatingsClient::new(channel)`). Its errors are [`tonic::Status`]es (see
+/// [`status_of`](super::status_of)).
+#[derive(Clone)]
+pub struct GrpcChannel {
+    /// The balancer over the instances, behind a queue so that clones share it.
+    inner: Buffer<http::Request<Body>, CallFuture>,
+    /// The service's name.
+    service: Arc<str>,
+}
+
+/// A [`GrpcChannel`] to the instances of `service` that `discovery` finds, configured by
+/// `config`. Must be called inside a tokio runtime: discovery and the queue in front of
+/// the balancer run as tasks on it.
+///
+/// # Errors
+///
+/// [`Error::Config`] outside a tokio runtime.
+pub fn channel(
+    service: &str,
+    discovery: impl Discovery,
+    config: GrpcConfig,
+) -> Result<GrpcChannel, Error> {
+    tokio::runtime::Handle::try_current()
+        .map_err(|_| Error::Config("a gRPC channel must be made inside a tokio runtime".into()))?;
+    let mut breakers = Breakers::new(service, config.breaker.clone());
+    let mut instances = InstanceStream::new(service, discovery)?;
+    if let Some(events) = &config.events {
+        breakers = breakers.events(events.clone());
+        instances = instances.events(events.clone());
+    }
+    let timeout = config.timeout;
+    let endpoints = instances.endpoints(move |instance| {
+        ServiceBuilder::new()
+            .layer(breakers.layer(instance).streamed())
+            .layer(TimeoutLayer::new(&instance.address, timeout))
+            .service(InstanceChannel::new(instance, timeout))
+    });
+    let mut balancer = Balancer::new(service, endpoints).balance(config.balance);
+    if let Some(events) = config.events {
+        balancer = balancer.events(events);
+    }
+    let balancer = balancer.map_err(|error| -> BoxError { Box::new(status_of(error)) });
+    let inner = Buffer::new(BoxService::new(balancer), QUEUE);
+    Ok(GrpcChannel {
+        inner,
+        service: Arc::from(service),
+    })
+}
+
+impl GrpcChannel {
+    /// The service this channel calls.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+impl Service<http::Request<Body>> for GrpcChannel {
+    type Response = http::Response<ResponseBody>;
+    type Error = BoxError;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        self.inner.call(request).map_err(unwrap_status).boxed()
+    }
+}
+
+/// A call's error as tonic should see it: the [`tonic::Status`] the stack failed with,
+/// unwrapped from the queue's error; a closed queue is `UNAVAILABLE`.
+fn unwrap_status(error: BoxError) -> BoxError {
+    if error.is::<tonic::Status>() {
+        return error;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(e) = next {
+        if let Some(status) = e.downcast_ref::<tonic::Status>() {
+            return Box::new(tonic::Status::new(status.code(), status.message()));
+        }
+        next = e.source();
+    }
+    Box::new(tonic::Status::unavailable(error.to_string()))
+}
+
+impl fmt::Debug for GrpcChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcChannel")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,56 @@
+//! gRPC through the library: a tonic client on any [`Discovery`], with per-instance
+//! breakers, picking and per-attempt timeouts (feature `grpc`).
+//!
+//! [`channel`] builds a [`GrpcChannel`], a cloneable [`tower::Service`] that a generated
+//! tonic client takes in place of tonic's own `Channel`:
+//!
+//! ```no_run
+//! # mod ratings_api { pub mod ratings_client { pub struct RatingsClient<T>(T); impl<T> RatingsClient<T> { pub fn new(t: T) -> Self { Self(t) } } } }
+//! use std::time::Duration;
+//! use discovery_client::grpc::{self, GrpcConfig};
+//! use discovery_client::RegistryDiscovery;
+//! use ratings_api::ratings_client::RatingsClient;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), discovery_client::Error> {
+//! let config = GrpcConfig::default()
+//!     .timeout(Duration::from_secs(1))
+//!     .retest_delay(Duration::from_secs(30));
+//! let channel = grpc::channel("ratings", RegistryDiscovery::new("http://127.0.0.1:8500"), config)?;
+//! let ratings = RatingsClient::new(channel);
+//! # let _ = ratings; Ok(()) }
+//! ```
+//!
+//! Each call goes through the same pieces as the tower stack of the crate's docs:
+//!
+//! - [`Balancer`](crate::balance::Balancer) picks an instance by the [`Balance`] rule among
+//!   those whose breaker grants a permit (`ratings using instance 2: http://...`); when none
+//!   does, the call fails at once with `UNAVAILABLE` (`ratings: all services are down`).
+//! - The instance's breaker, [streamed](crate::breaker::StreamedAnswer): a call is judged
+//!   by its `grpc-status`, from the headers of a trailers-only answer or from the trailers
+//!   that end the stream. `UNAVAILABLE`, `DEADLINE_EXCEEDED`, transport errors and
+//!   timeouts are the instance's failures (`OPEN breaker on [ratings at http://...]`);
+//!   `RESOURCE_EXHAUSTED` is back-pressure, and the instance is passed over for a while;
+//!   every other status is the application's answer and trips nothing.
+//! - The per-attempt [`Timeout`](crate::timeout::Timeout) bounds the time to the answer's
+//!   head: a server stream runs as long as it runs.
+//! - The leaf is one tonic `Channel` per instance: one HTTP/2 connection (prior knowledge,
+//!   `http://` addresses), which concurrent calls share.
+//!
+//! Errors reach the tonic client as a [`tonic::Status`] whose source is this crate's
+//! [`Error`]: `UNAVAILABLE` for no instance, an open breaker or a transport failure,
+//! `DEADLINE_EXCEEDED` for a timeout, `RESOURCE_EXHAUSTED` when every instance pushed back.
+//!
+//! Not yet: retries and hedging (a failed or slow call is not sent again on another
+//! instance; the next call goes elsewhere), and `https://` instances.
+
+mod channel;
+mod config;
+mod leaf;
+mod status;
+
+pub use channel::{GrpcChannel, ResponseBody, channel};
+pub use config::GrpcConfig;
+pub use status::status_of;
+
+#[cfg(doc)]
+use crate::{Balance, Discovery, Error};

@@ -1,0 +1,314 @@
+//! `grpc::channel` against real tonic servers of the ratings gRPC API on loopback: which
+//! statuses open which breakers, a paused instance, a stream longer than the per-attempt
+//! timeout, and connection sharing.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed expectation is a failed test
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use discovery_client::events::EventBus;
+use discovery_client::grpc::{self, GrpcChannel, GrpcConfig};
+use discovery_client::{Balance, Event, StaticDiscovery};
+use futures::{Stream, StreamExt};
+use ratings_api::ratings_client::RatingsClient;
+use ratings_api::ratings_server::{Ratings, RatingsServer};
+use ratings_api::{GetRatingRequest, Rating, WatchRatingsRequest};
+use tokio::sync::{Notify, broadcast};
+use tonic::{Code, Request, Response, Status};
+
+/// A test instance's mode that answers every `GetRating` `UNAVAILABLE` (0, the default,
+/// serves).
+const UNAVAILABLE: u8 = 1;
+
+/// One instance's behaviour, shared with its server.
+#[derive(Debug, Default)]
+struct Behaviour {
+    number: u32,
+    mode: AtomicU8,
+    paused: AtomicBool,
+    resumed: Notify,
+    calls: AtomicUsize,
+}
+
+impl Behaviour {
+    /// Waits while the instance is paused (as a SIGSTOPped process: nothing answers).
+    async fn wait_while_paused(&self) {
+        while self.paused.load(Ordering::SeqCst) {
+            let resumed = self.resumed.notified();
+            if !self.paused.load(Ordering::SeqCst) {
+                break;
+            }
+            resumed.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TestRatings(Arc<Behaviour>);
+
+type RatingStream = Pin<Box<dyn Stream<Item = Result<Rating, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ratings for TestRatings {
+    async fn get_rating(
+        &self,
+        request: Request<GetRatingRequest>,
+    ) -> Result<Response<Rating>, Status> {
+        let me = &self.0;
+        me.calls.fetch_add(1, Ordering::SeqCst);
+        me.wait_while_paused().await;
+        if me.mode.load(Ordering::SeqCst) == UNAVAILABLE {
+            return Err(Status::unavailable("instance is draining"));
+        }
+        let item_id = request.into_inner().item_id;
+        if item_id == "missing" {
+            return Err(Status::not_found(format!("no item {item_id}")));
+        }
+        Ok(Response::new(Rating {
+            item_id,
+            rating: 4,
+            instance: me.number,
+        }))
+    }
+
+    type WatchRatingsStream = RatingStream;
+
+    async fn watch_ratings(
+        &self,
+        request: Request<WatchRatingsRequest>,
+    ) -> Result<Response<RatingStream>, Status> {
+        let request = request.into_inner();
+        let number = self.0.number;
+        let every = Duration::from_millis(request.interval_ms);
+        let item = request.item_ids.first().cloned().unwrap_or_default();
+        let stream = futures::stream::iter(0..request.rounds).then(move |_| {
+            let item_id = item.clone();
+            async move {
+                tokio::time::sleep(every).await;
+                Ok(Rating {
+                    item_id,
+                    rating: 4,
+                    instance: number,
+                })
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// A tonic server on a port-0 loopback listener.
+struct Instance {
+    address: String,
+    behaviour: Arc<Behaviour>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Instance {
+    async fn start(number: u32) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let address = format!("http://{}", listener.local_addr().expect("an address"));
+        let behaviour = Arc::new(Behaviour {
+            number,
+            ..Behaviour::default()
+        });
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(listener).inspect(move |_| {
+                counted.fetch_add(1, Ordering::SeqCst);
+            });
+        let server = tonic::transport::Server::builder()
+            .add_service(RatingsServer::new(TestRatings(Arc::clone(&behaviour))))
+            .serve_with_incoming(incoming);
+        tokio::spawn(server);
+        Self {
+            address,
+            behaviour,
+            connections,
+        }
+    }
+
+    fn set_mode(&self, mode: u8) {
+        self.behaviour.mode.store(mode, Ordering::SeqCst);
+    }
+
+    fn pause(&self) {
+        self.behaviour.paused.store(true, Ordering::SeqCst);
+    }
+
+    fn calls(&self) -> usize {
+        self.behaviour.calls.load(Ordering::SeqCst)
+    }
+}
+
+async fn instances(count: u32) -> Vec<Instance> {
+    let mut all = Vec::new();
+    for number in 1..=count {
+        all.push(Instance::start(number).await);
+    }
+    all
+}
+
+fn client(instances: &[Instance], config: GrpcConfig) -> RatingsClient<GrpcChannel> {
+    let addresses: Vec<String> = instances.iter().map(|i| i.address.clone()).collect();
+    let channel = grpc::channel("ratings", StaticDiscovery::new(addresses), config)
+        .expect("a channel inside a runtime");
+    RatingsClient::new(channel)
+}
+
+async fn get(client: &mut RatingsClient<GrpcChannel>, item: &str) -> Result<Rating, Status> {
+    let request = GetRatingRequest {
+        item_id: item.into(),
+    };
+    client.get_rating(request).await.map(Response::into_inner)
+}
+
+/// The addresses whose breaker opened, from the events received so far.
+fn opened(events: &mut broadcast::Receiver<Event>) -> Vec<String> {
+    let mut addresses = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::BreakerOpened { address, .. } = event {
+            addresses.push(address);
+        }
+    }
+    addresses
+}
+
+fn config(bus: &EventBus) -> GrpcConfig {
+    GrpcConfig::default()
+        .balance(Balance::RoundRobin)
+        .events(bus.clone())
+}
+
+#[tokio::test]
+async fn unavailable_opens_only_that_instance() {
+    let all = instances(3).await;
+    all[1].set_mode(UNAVAILABLE);
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let mut ratings = client(&all, config(&bus));
+    let mut failed = 0;
+    let mut served_by = Vec::new();
+    for _ in 0..12 {
+        match get(&mut ratings, "widget").await {
+            Ok(rating) => served_by.push(rating.instance),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 1, "one UNAVAILABLE opens instance 2's breaker");
+    assert_eq!(opened(&mut events), vec![all[1].address.clone()]);
+    assert_eq!(all[1].calls(), 1, "no call reaches an open breaker");
+    assert!(served_by.contains(&1) && served_by.contains(&3));
+    assert!(!served_by.contains(&2));
+}
+
+#[tokio::test]
+async fn not_found_opens_nothing() {
+    let all = instances(2).await;
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let mut ratings = client(&all, config(&bus));
+    for _ in 0..6 {
+        let status = get(&mut ratings, "missing").await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::NotFound,
+            "the application's status reaches the caller"
+        );
+    }
+    assert!(opened(&mut events).is_empty());
+    assert_eq!(
+        (all[0].calls(), all[1].calls()),
+        (3, 3),
+        "round-robin, nobody ejected"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_instance_is_opened_and_the_others_serve() {
+    let all = instances(2).await;
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let config = config(&bus).timeout(Duration::from_millis(300));
+    let mut ratings = client(&all, config);
+    // Both instances connected and healthy first.
+    for _ in 0..2 {
+        get(&mut ratings, "widget").await.expect("a rating");
+    }
+    all[0].pause();
+    let mut timed_out = 0;
+    for _ in 0..6 {
+        match get(&mut ratings, "widget").await {
+            Ok(rating) => assert_eq!(rating.instance, 2),
+            Err(status) => {
+                assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+                timed_out += 1;
+            }
+        }
+    }
+    assert_eq!(timed_out, 1, "one timeout opens the paused instance");
+    assert_eq!(opened(&mut events), vec![all[0].address.clone()]);
+}
+
+/// A stream six times the per-attempt timeout (3 s under 500 ms: the same property as 30 s
+/// under 1 s, in a tenth of the time) runs to its end and opens nothing.
+#[tokio::test]
+async fn a_stream_longer_than_the_timeout_completes() {
+    let all = instances(1).await;
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let config = config(&bus).timeout(Duration::from_millis(500));
+    let mut ratings = client(&all, config);
+    let request = WatchRatingsRequest {
+        item_ids: vec!["widget".into()],
+        interval_ms: 100,
+        rounds: 30,
+    };
+    let started = tokio::time::Instant::now();
+    let mut stream = ratings
+        .watch_ratings(request)
+        .await
+        .expect("the stream's head in time")
+        .into_inner();
+    let mut received = 0;
+    while let Some(rating) = stream.message().await.expect("no error mid-stream") {
+        assert_eq!(rating.item_id, "widget");
+        received += 1;
+    }
+    assert_eq!(received, 30);
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(opened(&mut events).is_empty());
+    get(&mut ratings, "widget")
+        .await
+        .expect("the instance still serves");
+}
+
+#[tokio::test]
+async fn concurrent_calls_share_one_connection_per_instance() {
+    let all = instances(2).await;
+    let bus = EventBus::new(256);
+    let ratings = client(&all, config(&bus));
+    let calls = (0..100).map(|_| {
+        let mut ratings = ratings.clone();
+        async move { get(&mut ratings, "widget").await }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(all[0].calls() + all[1].calls(), 100);
+    assert!(all[0].calls() > 0 && all[1].calls() > 0);
+    assert_eq!(
+        (
+            all[0].connections.load(Ordering::SeqCst),
+            all[1].connections.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+}
