@@ -44,19 +44,6 @@ const CHROMIUM_FLAGS: &[&str] = &[
 /// How long any one browser expectation may take.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// Whether this is a CI run, where a missing browser is a failure rather than a skip.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
-}
-
-/// The first of `names` found on `PATH`.
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
 /// A chromedriver process on a free loopback port, in its own process group so that
 /// dropping it also ends every browser it started.
 struct ChromeDriver {
@@ -79,10 +66,7 @@ impl ChromeDriver {
             eprintln!("SKIPPED the browser test: {message}");
             return None;
         };
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            listener.local_addr().expect("port").port()
-        };
+        let port = free_port();
         let child = Command::new(&binary)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
