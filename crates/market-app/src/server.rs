@@ -92,7 +92,20 @@ pub async fn run(
     })?;
     let max_carts = usize::try_from(config.max_carts).unwrap_or(usize::MAX);
     let state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
-    listener.into().serve(app(state), shutdown).await?;
+    let history = state.history.clone();
+    let recording = tokio::spawn(
+        history
+            .clone()
+            .run(state.ratings.clone(), state.shown.clone()),
+    );
+    // Open dashboards' streams end as shutdown begins, so they do not hold the drain up.
+    let shutdown = async move {
+        shutdown.await;
+        history.close();
+    };
+    let served = listener.into().serve(app(state), shutdown).await;
+    recording.abort();
+    served?;
     tracing::info!("market stopped");
     Ok(())
 }

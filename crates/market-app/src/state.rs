@@ -8,7 +8,7 @@ use service_telemetry::PrometheusHandle;
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
 use crate::ratings::SourceCounter;
-use crate::status::StatusReport;
+use crate::status::{History, HistoryReport, StatusReport};
 
 /// Shared state of the market's handlers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct AppState {
     pub shown: SourceCounter,
     /// The process's Prometheus recorder, rendered by `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The last minutes of each ratings instance and the last events, for the live
+    /// dashboard; filled by [`History::run`], which [`crate::run`] starts.
+    pub history: History,
 }
 
 impl AppState {
@@ -32,6 +35,7 @@ impl AppState {
     pub fn new(catalog: Catalog, ratings: ServiceClient, carts: CartStore) -> Self {
         Self {
             catalog: Arc::new(catalog),
+            history: History::following(&ratings),
             ratings,
             carts,
             shown: SourceCounter::new(),
@@ -47,5 +51,10 @@ impl AppState {
             &self.ratings.instances(),
             self.shown.totals(),
         )
+    }
+
+    /// What `/api/status/history` answers and every dashboard stream starts with.
+    pub fn history_report(&self) -> HistoryReport {
+        self.history.report(self.shown.totals())
     }
 }
