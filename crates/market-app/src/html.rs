@@ -226,9 +226,9 @@ pub fn status(report: &StatusReport) -> String {
          <title>Status · Market</title>\n<style>{STYLE}{STATUS_STYLE}</style>\n</head>\n<body>\n\
          <header><h1><a href=\"/\">Market</a></h1><span>status</span></header>\n<main>\n\
          <section id=\"dashboard\" hidden>\n\
-         <h2>{service} instances, live <small id=\"connection\">connecting…</small></h2>\n\
+         <h2>{service} instances <small id=\"connection\">connecting…</small></h2>\n\
          <div id=\"live-instances\"></div>\n\
-         <h2>Breakers, last five minutes</h2>\n<div id=\"timeline\"></div>\n\
+         <h2>Breakers, up to the last five minutes</h2>\n<div id=\"timeline\"></div>\n\
          <p class=\"note legend\"><span class=\"swatch closed\"></span> closed \
          <span class=\"swatch retest\"></span> retest <span class=\"swatch open\"></span> open; \
          OPEN, RETEST and CLOSE mark the moments the breaker changed.</p>\n\
@@ -269,7 +269,7 @@ const STATUS_STYLE: &str = ".breaker{font-weight:bold}.closed{color:#1a7f37}.ret
 border-radius:6px;padding:.5em 1em}.card h3{margin:.2em 0}.spark{margin:.3em 0}\
 .spark figcaption{font-size:.8em;color:#444}#timeline svg{max-width:100%;background:#f6f8fa}\
 .lane-label,.axis,.mark-label{font-size:11px;font-family:sans-serif}\
-.mark{stroke:#24292f;stroke-width:1.5}.mark-label{fill:#fff;font-weight:bold}\
+.mark{stroke:#24292f;stroke-width:1.5}.mark-label{fill:#24292f;font-weight:bold}\
 .swatch{display:inline-block;width:1em;height:.8em;vertical-align:middle}\
 .swatch.closed{background:#2da44e}.swatch.retest{background:#d4a72c}.swatch.open{background:#cf222e}\
 .columns{display:flex;flex-wrap:wrap;gap:2em}#events{padding-left:1.2em}#events time{color:#666}\

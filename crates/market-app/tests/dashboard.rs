@@ -96,10 +96,7 @@ async fn the_history_keeps_samples_and_the_breaker_events() {
 }
 
 /// Reads the stream's next server-sent event (at most 5 s): its name and JSON data.
-async fn next_event(
-    body: &mut axum::body::Body,
-    buffer: &mut String,
-) -> Option<(String, Value)> {
+async fn next_event(body: &mut axum::body::Body, buffer: &mut String) -> Option<(String, Value)> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(end) = buffer.find("\n\n") {
@@ -199,7 +196,10 @@ async fn the_status_page_carries_the_dashboard_and_works_without_javascript() {
     assert!(html.contains("<table id=\"instances\">"), "{html}");
     // With it: the dashboard (shown once the stream answers) and its inline script.
     assert!(html.contains("<section id=\"dashboard\" hidden>"), "{html}");
-    assert!(html.contains("new EventSource(\"/api/status/stream\")"), "{html}");
+    assert!(
+        html.contains("new EventSource(\"/api/status/stream\")"),
+        "{html}"
+    );
     for external in ["src=\"http", "href=\"http", "<link", "src=\"//"] {
         assert!(!html.contains(external), "no external assets ({external})");
     }

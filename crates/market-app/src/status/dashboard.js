@@ -7,7 +7,8 @@
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
-  var WINDOW_MS = 300000;
+  var WINDOW_MS = 300000; // what the market keeps
+  var MIN_WINDOW_MS = 60000; // the shortest span drawn, while the history is younger
   var COLOURS = { closed: "#2da44e", open: "#cf222e", retest: "#d4a72c" };
   var MARKS = { opened: "OPEN", retest: "RETEST", closed: "CLOSE" };
   var data = null; // the HistoryReport, kept up to date
@@ -38,6 +39,15 @@
   function now() {
     return data.now_ms + (performance.now() - received);
   }
+  // The time drawn at the left edge: as far back as the oldest sample, within the kept
+  // five minutes, but at least a minute back, so a young history is not a thin sliver.
+  function windowStart(end) {
+    var oldest = end;
+    data.instances.forEach(function (i) {
+      if (i.samples.length && i.samples[0].t_ms < oldest) oldest = i.samples[0].t_ms;
+    });
+    return Math.max(end - WINDOW_MS, Math.min(oldest, end - MIN_WINDOW_MS));
+  }
   // The instance's state now: its last sample, or a later breaker event.
   function stateOf(instance) {
     var last = instance.samples[instance.samples.length - 1];
@@ -54,7 +64,7 @@
 
   function sparkline(title, series, unit) {
     var box = html("figure", undefined, { class: "spark" });
-    var width = 240, height = 40, end = now(), start = end - WINDOW_MS;
+    var width = 240, height = 40, end = now(), start = windowStart(end);
     var svg = el("svg", { viewBox: "0 0 " + width + " " + height, width: width, height: height }, box);
     var max = 0;
     series.forEach(function (s) {
@@ -65,7 +75,7 @@
       var d = "";
       s.points.forEach(function (p) {
         if (p[1] === null) return;
-        var x = ((p[0] - start) / WINDOW_MS) * width;
+        var x = ((p[0] - start) / (end - start)) * width;
         var y = height - 2 - (max > 0 ? (p[1] / max) * (height - 4) : 0);
         d += (d ? "L" : "M") + x.toFixed(1) + " " + y.toFixed(1);
       });
@@ -102,11 +112,11 @@
   function drawTimeline() {
     var holder = document.getElementById("timeline");
     holder.textContent = "";
-    var lane = 26, label = 40, width = 900, end = now(), start = end - WINDOW_MS;
+    var lane = 26, label = 40, width = 900, end = now(), start = windowStart(end);
     var height = Math.max(1, data.instances.length) * lane + 18;
     var svg = el("svg", { viewBox: "0 0 " + width + " " + height, width: "100%", role: "img",
       "aria-label": "breaker states over the last five minutes" }, holder);
-    var x = function (t) { return label + ((t - start) / WINDOW_MS) * (width - label); };
+    var x = function (t) { return label + ((t - start) / (end - start)) * (width - label - 50); };
     data.instances.forEach(function (instance, row) {
       var state = stateOf(instance);
       var g = el("g", { id: "timeline-" + instance.id, class: "lane", "data-state": state }, svg);
@@ -142,8 +152,8 @@
       });
     });
     var axis = el("text", { x: label, y: height - 2, class: "axis" }, svg);
-    axis.textContent = "−5 min";
-    var nowText = el("text", { x: width - 24, y: height - 2, class: "axis" }, svg);
+    axis.textContent = "−" + Math.round((end - start) / 1000) + " s";
+    var nowText = el("text", { x: width - 74, y: height - 2, class: "axis" }, svg);
     nowText.textContent = "now";
   }
 
@@ -199,7 +209,7 @@
     data = JSON.parse(message.data);
     received = performance.now();
     dashboard.hidden = false;
-    document.getElementById("connection").textContent = "live";
+    document.getElementById("connection").textContent = "· live";
     draw();
   });
   source.addEventListener("sample", function (message) {

@@ -210,7 +210,10 @@ impl History {
 
     fn kept(&self) -> std::sync::MutexGuard<'_, Kept> {
         // A panic while holding the lock leaves whole records behind; keep going.
-        self.inner.kept.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records one sample of every instance in `statuses` (the client's
@@ -282,9 +285,11 @@ impl History {
                     ("retest", id_of(address), address.clone())
                 }
                 Event::BreakerClosed { address, .. } => ("closed", id_of(address), address.clone()),
-                Event::Hedged { slow, hedge, .. } => {
-                    ("hedged", Some(slow.clone()), format!("hedged on instance {hedge}"))
-                }
+                Event::Hedged { slow, hedge, .. } => (
+                    "hedged",
+                    Some(slow.clone()),
+                    format!("hedged on instance {hedge}"),
+                ),
                 Event::AllInstancesDown { .. } => ("all down", None, String::new()),
                 Event::DiscoveryOutage { reason, .. } => ("discovery outage", None, reason.clone()),
                 Event::DiscoveryRecovered { .. } => ("discovery recovered", None, String::new()),
@@ -511,7 +516,11 @@ mod tests {
         assert_eq!(report.instances.len(), 1, "instance 2 aged out");
         let samples = &report.instances[0].samples;
         assert_eq!(samples.len(), KEEP_SAMPLES);
-        assert_eq!(samples.front().map(|s| s.t_ms), Some(20_000), "the oldest dropped");
+        assert_eq!(
+            samples.front().map(|s| s.t_ms),
+            Some(20_000),
+            "the oldest dropped"
+        );
         assert_eq!(report.events.len(), KEEP_EVENTS);
         assert_eq!(
             report.events.last().map(|e| e.t_ms),
@@ -571,7 +580,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn run_samples_every_second_until_closed() {
         let client = ServiceClient::builder("ratings")
-            .discovery(discovery_client::StaticDiscovery::new(["http://127.0.0.1:9"]))
+            .discovery(discovery_client::StaticDiscovery::new([
+                "http://127.0.0.1:9",
+            ]))
             .build()
             .unwrap();
         let history = History::new("ratings");
