@@ -44,7 +44,7 @@ impl Prometheus {
         std::fs::write(&config_file, config).expect("write prometheus.yml");
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let port = free_port();
-        let child = Command::new(&binary)
+        let child = Command::new(binary)
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",

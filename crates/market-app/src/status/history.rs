@@ -175,7 +175,7 @@ impl History {
     pub fn new(service: &str) -> Self {
         let started_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| millis_u64(since));
+            .map_or(0, millis_u64);
         let (updates, _) = broadcast::channel(UPDATE_BACKLOG);
         let (closing, _) = watch::channel(false);
         Self {
