@@ -10,6 +10,7 @@
 #   make stopRatings               stop every instance started by startRatings (SIGTERM)
 #   make run                       registry + 3 instances + market in one terminal
 #   make watch                     the market's view of each instance, redrawn every second
+#   make prometheus                Prometheus on 127.0.0.1:9090 scraping all of the above
 #   make test                      every test, unit to end-to-end
 #
 # TLS=1 on registry, market, startRatings, run, watch (and the fault targets below) runs
@@ -45,7 +46,7 @@ ifeq ($(PROFILE),release)
 BUILD_FLAGS := --release
 endif
 
-.PHONY: build registry market startRatings pauseRatings resumeRatings stopRatings run watch test lint example
+.PHONY: build registry market startRatings pauseRatings resumeRatings stopRatings run watch prometheus promtool test lint example
 
 build:
 	$(CARGO) build $(BUILD_FLAGS) --bin registry --bin ratings-service --bin market
@@ -85,12 +86,34 @@ watch: $(TLS_CERTS)
 	$(CARGO) build $(BUILD_FLAGS) -p market-app --bin watch
 	$(BIN)/watch --market $(MARKET) $(TRUST_TLS)
 
+# A real Prometheus (Debian: prometheus) against a running walkthrough, with
+# deploy/prometheus/prometheus.yml: the registry, the market, and every ratings instance
+# found through the registry's /v1/prometheus/targets; the recording rules and alerts of
+# deploy/prometheus/rules/. Its data goes to .run/prometheus/. PROMETHEUS_LISTEN to move it.
+PROMETHEUS_LISTEN ?= 127.0.0.1:9090
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { echo "prometheus is not installed (apt-get install -y prometheus)" >&2; exit 2; }
+	@mkdir -p $(RUN_DIR)/prometheus
+	prometheus --config.file=deploy/prometheus/prometheus.yml --storage.tsdb.path=$(RUN_DIR)/prometheus --web.listen-address=$(PROMETHEUS_LISTEN)
+
+# The Prometheus configuration, rules and alerts: syntax, and the alerts' unit tests.
+# Without promtool (Debian: prometheus) skipped with a message, unless CI is set.
+promtool:
+	@if command -v promtool >/dev/null 2>&1 || [ -n "$$CI" ]; then \
+		set -e; \
+		promtool check config deploy/prometheus/prometheus.yml; \
+		promtool check rules deploy/prometheus/rules/*.yml; \
+		promtool test rules deploy/prometheus/tests/*.yml; \
+	else \
+		echo "skipped: the Prometheus config, rules and alert tests need promtool (apt-get install -y prometheus)"; \
+	fi
+
 # The second step tests the etcd store and etcd discovery (cargo feature `etcd`, off by
 # default) against a real etcd started on loopback. Building them needs protoc (Debian:
 # protobuf-compiler): without it the step is skipped with a message, unless CI is set (then
 # it runs, and fails). Without etcd (Debian: etcd-server) the tests skip themselves, unless
 # CI is set.
-test:
+test: promtool
 	$(CARGO) test --workspace
 	@if command -v protoc >/dev/null 2>&1 || [ -n "$$CI" ]; then \
 		echo "$(CARGO) test -p registry -p discovery-client --features registry/etcd,discovery-client/etcd"; \

@@ -102,6 +102,16 @@ pub enum Event {
         /// Service name.
         service: String,
     },
+    /// An attempt had not answered within the hedging delay, so the call raced a second
+    /// attempt on another instance.
+    Hedged {
+        /// Service name.
+        service: String,
+        /// Id of the instance that had not answered.
+        slow: String,
+        /// Id of the instance the hedge went to.
+        hedge: String,
+    },
     /// A call found no instance whose breaker grants a permit.
     AllInstancesDown {
         /// Service name.

@@ -178,12 +178,14 @@ pub fn thank_you(bought: &[LineView<'_>]) -> String {
     layout("Thank you", 0, &body)
 }
 
-/// How often the status page reloads itself, in seconds.
+/// How often the status page reloads itself without JavaScript, in seconds.
 pub const STATUS_REFRESH_SECS: u32 = 2;
 
 /// `GET /status`: one row per ratings instance (breaker state, attempts in flight, requests,
 /// failures, recent latency, as the ratings client reports them) and the totals by rating
-/// source. Reloads itself every [`STATUS_REFRESH_SECS`] seconds.
+/// source. Without JavaScript it reloads itself every [`STATUS_REFRESH_SECS`] seconds; with
+/// it, a live dashboard above the table (sparklines per instance, the breaker timeline, the
+/// last events, the sources) is drawn from `/api/status/stream` and the page stays put.
 pub fn status(report: &StatusReport) -> String {
     let mut rows = String::new();
     for instance in &report.instances {
@@ -219,10 +221,20 @@ pub fn status(report: &StatusReport) -> String {
     let totals = report.ratings;
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"refresh\" content=\"{STATUS_REFRESH_SECS}\">\n\
+         <noscript><meta http-equiv=\"refresh\" content=\"{STATUS_REFRESH_SECS}\"></noscript>\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>Status · Market</title>\n<style>{STYLE}{STATUS_STYLE}</style>\n</head>\n<body>\n\
          <header><h1><a href=\"/\">Market</a></h1><span>status</span></header>\n<main>\n\
+         <section id=\"dashboard\" hidden>\n\
+         <h2>{service} instances <small id=\"connection\">connecting…</small></h2>\n\
+         <div id=\"live-instances\"></div>\n\
+         <h2>Breakers, up to the last five minutes</h2>\n<div id=\"timeline\"></div>\n\
+         <p class=\"note legend\"><span class=\"swatch closed\"></span> closed \
+         <span class=\"swatch retest\"></span> retest <span class=\"swatch open\"></span> open; \
+         OPEN, RETEST and CLOSE mark the moments the breaker changed.</p>\n\
+         <div class=\"columns\"><div><h2>Last events</h2>\n<ol id=\"events\"></ol></div>\n\
+         <div><h2>Ratings shown, by source</h2>\n<div id=\"sources-bar\"></div></div></div>\n\
+         </section>\n\
          <h2>{service} instances</h2>\n\
          <table id=\"instances\">\n<thead><tr><th>Instance</th><th>Address</th><th>Breaker</th>\
          <th class=\"num\">In flight</th><th class=\"num\">Requests</th><th class=\"num\">Failures</th>\
@@ -238,9 +250,11 @@ pub fn status(report: &StatusReport) -> String {
          latencies are the median and 99th percentile of its latest 128 attempts; the share is \
          its part of the balancer's turns, below 100 while it answers much slower than the \
          fastest instance or ramps up after slow start. \
-         Refreshes every {STATUS_REFRESH_SECS} s; \
-         <a href=\"/api/status\">JSON</a>, <a href=\"/metrics\">metrics</a>.</p>\n\
-         </main>\n</body>\n</html>\n",
+         Without JavaScript the page refreshes every {STATUS_REFRESH_SECS} s; with it, everything \
+         above the table is pushed live from <a href=\"/api/status/stream\">the stream</a>. \
+         <a href=\"/api/status\">JSON</a>, <a href=\"/api/status/history\">history</a>, \
+         <a href=\"/metrics\">metrics</a>.</p>\n\
+         </main>\n<script>{DASHBOARD_SCRIPT}</script>\n</body>\n</html>\n",
         service = escape(&report.service),
         live = totals.live,
         cache = totals.cache,
@@ -250,7 +264,22 @@ pub fn status(report: &StatusReport) -> String {
 }
 
 const STATUS_STYLE: &str = ".breaker{font-weight:bold}.closed{color:#1a7f37}.retest{color:#9a6700}\
-.open{color:#cf222e}.note{color:#666;font-size:.9em}";
+.open{color:#cf222e}.note{color:#666;font-size:.9em}\
+#live-instances{display:flex;flex-wrap:wrap;gap:1em}.card{border:1px solid #d0d7de;\
+border-radius:6px;padding:.5em 1em}.card h3{margin:.2em 0}.spark{margin:.3em 0}\
+.spark figcaption{font-size:.8em;color:#444}#timeline svg{max-width:100%;background:#f6f8fa}\
+.lane-label,.axis,.mark-label{font-size:11px;font-family:sans-serif}\
+.mark{stroke:#24292f;stroke-width:1.5}.mark-label{fill:#24292f;font-weight:bold}\
+.swatch{display:inline-block;width:1em;height:.8em;vertical-align:middle}\
+.swatch.closed{background:#2da44e}.swatch.retest{background:#d4a72c}.swatch.open{background:#cf222e}\
+.columns{display:flex;flex-wrap:wrap;gap:2em}#events{padding-left:1.2em}#events time{color:#666}\
+#sources-bar{display:flex;width:24em;max-width:100%}.source{padding:.2em .4em;color:#fff;\
+white-space:nowrap;overflow:hidden}.source.live{background:#2da44e}.source.cache{background:#0969da}\
+.source.stale{background:#d4a72c}.source.none{background:#8c959f}";
+
+/// The dashboard's script ([`status`]): reads `/api/status/stream` and draws the sparklines,
+/// the breaker timeline, the events and the sources. No external assets.
+const DASHBOARD_SCRIPT: &str = include_str!("status/dashboard.js");
 
 /// An error page with the status and a message for the visitor.
 pub fn error(status: StatusCode, message: &str, cart_count: u32) -> String {

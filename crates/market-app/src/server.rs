@@ -140,7 +140,20 @@ pub async fn run(
         })?;
         state = state.with_grpc(RatingsClient::new(channel));
     }
-    listener.into().serve(app(state), shutdown).await?;
+    let history = state.history.clone();
+    let recording = tokio::spawn(
+        history
+            .clone()
+            .run(state.ratings.clone(), state.shown.clone()),
+    );
+    // Open dashboards' streams end as shutdown begins, so they do not hold the drain up.
+    let shutdown = async move {
+        shutdown.await;
+        history.close();
+    };
+    let served = listener.into().serve(app(state), shutdown).await;
+    recording.abort();
+    served?;
     tracing::info!("market stopped");
     Ok(())
 }

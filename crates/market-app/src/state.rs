@@ -10,7 +10,7 @@ use service_telemetry::PrometheusHandle;
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
 use crate::ratings::SourceCounter;
-use crate::status::StatusReport;
+use crate::status::{History, HistoryReport, StatusReport};
 
 /// Shared state of the market's handlers. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -28,6 +28,9 @@ pub struct AppState {
     pub shown: SourceCounter,
     /// The process's Prometheus recorder, rendered by `/metrics`.
     pub metrics: PrometheusHandle,
+    /// The last minutes of each ratings instance and the last events, for the live
+    /// dashboard; filled by [`History::run`], which [`crate::run`] starts.
+    pub history: History,
 }
 
 impl AppState {
@@ -36,6 +39,7 @@ impl AppState {
     pub fn new(catalog: Catalog, ratings: ServiceClient, carts: CartStore) -> Self {
         Self {
             catalog: Arc::new(catalog),
+            history: History::following(&ratings),
             ratings,
             ratings_grpc: None,
             carts,
@@ -60,5 +64,10 @@ impl AppState {
             &self.ratings.instances(),
             self.shown.totals(),
         )
+    }
+
+    /// What `/api/status/history` answers and every dashboard stream starts with.
+    pub fn history_report(&self) -> HistoryReport {
+        self.history.report(self.shown.totals())
     }
 }

@@ -48,6 +48,17 @@ async fn watch_prints_the_markets_status_as_a_table() {
 
     let (status, _) = support::http_get(addr, "/api/items").await;
     assert_eq!(status, 200);
+    // The history samples every second: wait (bounded) for a sample of instance 1.
+    let mut sampled = false;
+    for _ in 0..50 {
+        let (_, body) = support::http_get(addr, "/api/status/history").await;
+        if body.contains("\"state\":\"closed\"") {
+            sampled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sampled, "the history has a sample of instance 1 within 5 s");
 
     let (ok, out) = run_watch(&["--market", &market, "--count", "2", "--interval", "100ms"]).await;
     assert!(ok, "{out}");
@@ -81,6 +92,19 @@ async fn watch_prints_the_markets_status_as_a_table() {
         "{out}"
     );
 
+    // Under the table, the breaker timeline: instance 1 closed up to now.
+    assert_eq!(
+        out.matches("ratings breakers, last 60 s").count(),
+        2,
+        "a timeline per poll: {out}"
+    );
+    let timeline = out
+        .lines()
+        .find(|line| line.starts_with("1  ") && line.contains('─'))
+        .unwrap_or_else(|| panic!("instance 1's timeline: {out}"));
+    assert!(timeline.ends_with("─  closed"), "{timeline:?}");
+    assert!(out.contains("last events:"), "{out}");
+    assert!(out.contains("added     instance 1"), "{out}");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
     fake.stop().await;

@@ -439,3 +439,29 @@ pub async fn market_items(market: &Proc) -> Vec<(String, Option<u64>, String, Op
         })
         .collect()
 }
+
+/// Whether this is a CI run (`CI` set to anything but `""`, `0` or `false`), where a test
+/// whose tool (chromium, prometheus) is missing fails rather than skips.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The first of `names` found on `PATH`.
+pub fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A loopback port free right now (bound and released), for programs that cannot be told
+/// to bind port 0 and report it (chromedriver, Prometheus).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    listener.local_addr().expect("port").port()
+}
+
+/// The workspace's root directory (for files such as `deploy/`).
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

@@ -3,7 +3,11 @@
 //!
 //! The shopper sees four items with ratings, adds one to the cart, checks out and finds the
 //! cart empty; then one ratings instance is paused (SIGSTOP) and the reloaded page still
-//! shows every rating, and `/status` shows that instance's breaker open.
+//! shows every rating, and `/status` shows that instance's breaker open. Then the live
+//! dashboard on `/status` (a second market with a 2 s retest delay, under steady page
+//! loads): instance 1 paused shows open on the breaker timeline within 2 s without a reload,
+//! resumed it closes, with the OPEN and CLOSE moments marked; a screenshot of the dashboard
+//! is saved as `target/test-artifacts/status-dashboard.png`.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium
 //! chromium-driver`). Without chromedriver on `PATH` the test says so and passes as skipped,
@@ -44,19 +48,6 @@ const CHROMIUM_FLAGS: &[&str] = &[
 /// How long any one browser expectation may take.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// Whether this is a CI run, where a missing browser is a failure rather than a skip.
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
-}
-
-/// The first of `names` found on `PATH`.
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
 /// A chromedriver process on a free loopback port, in its own process group so that
 /// dropping it also ends every browser it started.
 struct ChromeDriver {
@@ -79,10 +70,7 @@ impl ChromeDriver {
             eprintln!("SKIPPED the browser test: {message}");
             return None;
         };
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            listener.local_addr().expect("port").port()
-        };
+        let port = free_port();
         let child = Command::new(&binary)
             .arg(format!("--port={port}"))
             .stdin(Stdio::null())
@@ -275,6 +263,117 @@ async fn shop(browser: &Client, market: &Proc, r1: &mut Proc) {
     assert_eq!(state, "open");
 }
 
+/// The state instance `id`'s lane of the dashboard's breaker timeline shows, if drawn.
+async fn lane_state(browser: &Client, id: &str) -> Option<String> {
+    let lane = browser
+        .find(Locator::Id(&format!("timeline-{id}")))
+        .await
+        .ok()?;
+    lane.attr("data-state").await.ok()?
+}
+
+/// How many OPEN / RETEST / CLOSE marks of `kind` (`opened`, `retest`, `closed`) instance
+/// `id`'s lane has.
+async fn marks(browser: &Client, id: &str, kind: &str) -> usize {
+    let css = format!("#timeline-{id} line.mark.{kind}");
+    browser
+        .find_all(Locator::Css(&css))
+        .await
+        .map_or(0, |found| found.len())
+}
+
+/// Where test artifacts go: `target/test-artifacts/` (the profile directory's parent).
+fn artifacts_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/browser-...: three levels up is target/.
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("the target directory")
+        .to_path_buf();
+    target.join("test-artifacts")
+}
+
+/// The live dashboard follows instance 1 through a pause and a resume without a reload.
+async fn watch_the_dashboard(browser: &Client, market: &Proc, r1: &mut Proc) {
+    browser
+        .goto(&format!("{}/status", market.url))
+        .await
+        .expect("open the status page");
+    let (one, two) = until("both instances closed on the timeline", || async move {
+        let one = lane_state(browser, "1").await?;
+        let two = lane_state(browser, "2").await?;
+        (one == "closed" && two == "closed").then_some((one, two))
+    })
+    .await;
+    assert_eq!((one.as_str(), two.as_str()), ("closed", "closed"));
+    let hidden = browser
+        .find(Locator::Id("dashboard"))
+        .await
+        .expect("the dashboard")
+        .attr("hidden")
+        .await
+        .expect("attribute");
+    assert_eq!(hidden, None, "the script showed the dashboard");
+
+    // Ctrl-Z instance 1: the next page load's call to it times out (500 ms) and the open
+    // breaker is pushed to the page, which shows it within 2 s, with no reload.
+    r1.pause();
+    let paused = Instant::now();
+    until("instance 1 open on the timeline", || async move {
+        (lane_state(browser, "1").await.as_deref() == Some("open")).then_some(())
+    })
+    .await;
+    let shown_after = paused.elapsed();
+    assert!(
+        shown_after <= Duration::from_secs(2),
+        "the timeline showed instance 1 open {shown_after:?} after the pause"
+    );
+    assert!(marks(browser, "1", "opened").await >= 1, "OPEN is marked");
+    let listed = browser
+        .find_all(Locator::Css("#events li[data-kind=opened]"))
+        .await
+        .expect("events");
+    assert!(
+        !listed.is_empty(),
+        "the opening is listed in the last events"
+    );
+
+    // `fg`: after the retest delay (2 s) a probe succeeds and the breaker closes.
+    r1.resume();
+    until("instance 1 closed again on the timeline", || async move {
+        (lane_state(browser, "1").await.as_deref() == Some("closed")).then_some(())
+    })
+    .await;
+    assert!(marks(browser, "1", "closed").await >= 1, "CLOSE is marked");
+    assert!(marks(browser, "1", "retest").await >= 1, "RETEST is marked");
+    let sparklines = browser
+        .find_all(Locator::Css("#live-1 figure.spark svg path"))
+        .await
+        .expect("sparklines");
+    assert_eq!(sparklines.len(), 4, "requests, errors, p50 and p99");
+
+    let png = browser.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let dir = artifacts_dir();
+    std::fs::create_dir_all(&dir).expect("artifacts directory");
+    let file = dir.join("status-dashboard.png");
+    std::fs::write(&file, &png).expect("save the screenshot");
+    eprintln!("saved {}", file.display());
+}
+
+/// Page loads on `market` every 200 ms until dropped: traffic for the dashboard to show.
+fn shoppers(market: &Proc) -> tokio::task::JoinHandle<()> {
+    let page = format!("{}/api/items", market.url);
+    tokio::spawn(async move {
+        let client = http();
+        loop {
+            let _ = client.get(&page).send().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
 #[tokio::test]
 async fn a_shopper_buys_an_item_and_the_page_survives_a_paused_instance() {
     let Some(driver) = ChromeDriver::start().await else {
@@ -291,10 +390,27 @@ async fn a_shopper_buys_an_item_and_the_page_survives_a_paused_instance() {
     let visit = std::panic::AssertUnwindSafe(shop(&browser, &market, &mut r1))
         .catch_unwind()
         .await;
-    // Close the session whatever happened, then report the visit's failure, if any.
+    r1.resume();
+    let watched = match visit {
+        Ok(()) => {
+            // A market of its own, with a short retest delay so the resume shows soon.
+            let market =
+                system_tests::market(&registry, &["--timeout", "500ms", "--retest-delay", "2s"])
+                    .await;
+            let traffic = shoppers(&market);
+            let watched =
+                std::panic::AssertUnwindSafe(watch_the_dashboard(&browser, &market, &mut r1))
+                    .catch_unwind()
+                    .await;
+            traffic.abort();
+            watched
+        }
+        failed => failed,
+    };
+    // Close the session whatever happened, then report the failure, if any.
     let _ = browser.close().await;
     r1.resume();
-    if let Err(failure) = visit {
+    if let Err(failure) = watched {
         std::panic::resume_unwind(failure);
     }
 }

@@ -193,11 +193,16 @@ impl ServiceTelemetry {
     }
 
     /// Logs `{service} instance {slow} has not answered in {delay}: hedging on instance
-    /// {hedge}` as a hedge is sent.
+    /// {hedge}` and publishes [`Event::Hedged`] as a hedge is sent.
     pub(crate) fn hedging(&self, slow: &str, delay: Duration, hedge: &str) {
         let service = &*self.service;
         tracing::info!(service = %service, instance = %slow, hedge = %hedge,
             "{service} instance {slow} has not answered in {delay:?}: hedging on instance {hedge}");
+        self.send(Event::Hedged {
+            service: service.to_string(),
+            slow: slow.to_string(),
+            hedge: hedge.to_string(),
+        });
     }
 
     /// Counts a hedge once its race is decided: `won` if the hedge gave the call's answer.

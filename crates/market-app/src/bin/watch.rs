@@ -1,7 +1,10 @@
 //! `watch`: the ratings instances as the market sees them, redrawn every second.
 //!
 //! Polls the market's `/api/status` and prints it as a table (breaker state, attempts in
-//! flight, requests, failures, recent latency per instance). On a terminal it clears the screen and redraws in
+//! flight, requests, failures, recent latency per instance), then its
+//! `/api/status/history` as a breaker timeline: one line per instance, one character per
+//! second (`─` closed, `█` open, `▒` retest) over the last `--timeline` seconds, and the last
+//! events with their times. On a terminal it clears the screen and redraws in
 //! place, with breaker states in colour; into a pipe or file it prints one plain table per
 //! poll. Ctrl-C stops it; `--count N` stops it after N polls. `make watch` runs it. An
 //! `https://` market is reached through the library's client, trusting the system's roots
@@ -16,7 +19,8 @@ use axum::body::Bytes;
 use clap::Parser;
 use discovery_client::transport::{HttpClient, TlsConfig};
 use http_body_util::BodyExt;
-use market_app::status::{StatusReport, table};
+use market_app::status::{HistoryReport, StatusReport, table, timeline};
+use serde::de::DeserializeOwned;
 use tower::ServiceExt;
 
 /// How long one poll may take, connecting included.
@@ -41,6 +45,10 @@ struct Args {
     #[arg(long, env = "WATCH_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     interval: Duration,
 
+    /// Seconds of breaker timeline drawn under the table (0: no timeline).
+    #[arg(long, env = "WATCH_TIMELINE", default_value_t = 60)]
+    timeline: usize,
+
     /// Stop after this many polls (default: until Ctrl-C).
     #[arg(long)]
     count: Option<u64>,
@@ -58,6 +66,7 @@ async fn main() -> ExitCode {
     };
     let terminal = std::io::stdout().is_terminal();
     let url = format!("{}/api/status", args.market);
+    let history_url = format!("{}/api/status/history", args.market);
     let mut ticks = tokio::time::interval(args.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ctrl_c = tokio::signal::ctrl_c();
@@ -67,10 +76,24 @@ async fn main() -> ExitCode {
     while args.count.is_none_or(|count| polls < count) {
         let frame = async {
             ticks.tick().await;
-            match fetch(&http, &url).await {
+            let report = fetch::<StatusReport>(&http, &url).await;
+            let mut frame = match report {
                 Ok(report) => table::render(&report, &args.market, terminal),
-                Err(error) => table::render_unreachable(&args.market, &error),
+                Err(error) => return table::render_unreachable(&args.market, &error),
+            };
+            if args.timeline > 0 {
+                frame.push('\n');
+                match fetch::<HistoryReport>(&http, &history_url).await {
+                    Ok(history) => frame.push_str(&timeline::render(
+                        &history,
+                        &args.market,
+                        args.timeline,
+                        terminal,
+                    )),
+                    Err(error) => frame.push_str(&format!("no timeline: {error}\n")),
+                }
             }
+            frame
         };
         let frame = tokio::select! {
             _ = &mut ctrl_c => break,
@@ -102,8 +125,8 @@ fn http_client(ca_file: Option<&PathBuf>) -> Result<HttpClient, String> {
         .map_err(|e| format!("cannot set up an HTTP client: {e}"))
 }
 
-/// GETs and decodes the market's status, within [`POLL_TIMEOUT`].
-async fn fetch(http: &HttpClient, url: &str) -> Result<StatusReport, String> {
+/// GETs and decodes one of the market's status answers, within [`POLL_TIMEOUT`].
+async fn fetch<T: DeserializeOwned>(http: &HttpClient, url: &str) -> Result<T, String> {
     let request = axum::http::Request::get(url)
         .body(Bytes::new())
         .map_err(|e| format!("{url}: {e}"))?;
@@ -129,8 +152,7 @@ async fn fetch(http: &HttpClient, url: &str) -> Result<StatusReport, String> {
     if !status.is_success() {
         return Err(format!("{url} answered {status}"));
     }
-    serde_json::from_slice::<StatusReport>(&body)
-        .map_err(|e| format!("{url} did not answer a status report: {e}"))
+    serde_json::from_slice::<T>(&body).map_err(|e| format!("{url} did not answer as expected: {e}"))
 }
 
 /// Prints one frame; false if stdout cannot be written any more.

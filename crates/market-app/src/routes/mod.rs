@@ -10,8 +10,10 @@
 //! | `GET /api/cart` | `{"items": [{"id", "quantity"}], "total_cents": N}` |
 //! | `POST /api/cart/items` (JSON `{"item_id": "..."}`) | adds one unit, answers the cart |
 //! | `GET /health` | liveness, with the ratings instances and their breaker states |
-//! | `GET /status` | the ratings instances: breaker state, in flight, requests, failures, latency (HTML, refreshes every 2 s) |
-//! | `GET /api/status` | the same as JSON ([`crate::status::StatusReport`]) |
+//! | `GET /status` | the live dashboard: per ratings instance sparklines, a breaker timeline and the last events, pushed by `/api/status/stream`; without JavaScript, the table of breaker state, in flight, requests, failures, latency (refreshes every 2 s) |
+//! | `GET /api/status` | the table as JSON ([`crate::status::StatusReport`]) |
+//! | `GET /api/status/history` | the last five minutes and events as JSON ([`crate::status::HistoryReport`]) |
+//! | `GET /api/status/stream` | server-sent events: `history` (the above), then `sample` each second and `event` as they happen ([`crate::status::Update`]) |
 //! | `GET /metrics` | Prometheus text: per-route requests and durations, and the ratings client's metrics |
 //!
 //! HTML routes live in [`pages`], JSON routes in [`api`], what operators look at in
@@ -56,6 +58,8 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(api::health))
         .route("/status", get(operations::status_page))
         .route("/api/status", get(operations::status))
+        .route("/api/status/history", get(operations::history))
+        .route("/api/status/stream", get(operations::stream))
         .route("/metrics", get(operations::metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -7,11 +7,17 @@
 //!
 //! - [`report`]: [`StatusReport`], the `/api/status` JSON, which `watch` reads back.
 //! - [`table`]: the report as a text table, for `watch`.
+//! - [`history`]: the last five minutes per instance (a sample a second) and the last events,
+//!   for the live dashboard on `/status`, its stream and `watch --timeline`.
+//! - [`timeline`]: that history as text, one line per instance, for `watch --timeline`.
 //!
 //! [`ServiceClient::instances`]: discovery_client::ServiceClient::instances
 //! [`SourceCounter`]: crate::ratings::SourceCounter
 
+pub mod history;
 pub mod report;
 pub mod table;
+pub mod timeline;
 
+pub use history::{History, HistoryReport, Update};
 pub use report::{InstanceReport, StatusReport};

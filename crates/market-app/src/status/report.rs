@@ -107,7 +107,7 @@ impl From<&InstanceStatus> for InstanceReport {
 }
 
 /// Numeric ids in numeric order (2 before 10), then anything else by text.
-fn id_order(a: &str, b: &str) -> Ordering {
+pub(crate) fn id_order(a: &str, b: &str) -> Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y),
         (Ok(_), Err(_)) => Ordering::Less,

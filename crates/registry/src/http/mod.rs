@@ -7,6 +7,7 @@
 //! | `DELETE /v1/services/{service}/instances/{id}` | deregister (`X-Lease`); 204 |
 //! | `GET /v1/services` | `{"services": [...]}` |
 //! | `GET /v1/services/{service}?index=N&wait=30s&epoch=E` | `{"index", "instances"}` and `X-Registry-Epoch`, blocking with `index` (not across epochs) |
+//! | `GET /v1/prometheus/targets` | every instance in Prometheus' HTTP service-discovery format ([`prometheus_sd`]) |
 //! | `GET /health` | `{"status": "ok"}` |
 //! | `GET /metrics` | Prometheus text ([`crate::store_metrics`] and per-route requests) |
 //!
@@ -20,6 +21,7 @@ pub mod error;
 mod extract;
 mod metrics;
 mod per_client;
+pub mod prometheus_sd;
 mod routes;
 
 use std::sync::Arc;
@@ -155,6 +157,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/services/{service}/instances/{id}/heartbeat",
             put(routes::heartbeat),
         )
+        .route("/v1/prometheus/targets", get(prometheus_sd::targets))
         .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -336,7 +336,11 @@ async fn protect_reads_guards_reads_but_not_health() {
         c.token = Some("s3cret".parse().unwrap());
         c.protect_reads = true;
     });
-    for uri in ["/v1/services", "/v1/services/ratings"] {
+    for uri in [
+        "/v1/services",
+        "/v1/services/ratings",
+        "/v1/prometheus/targets",
+    ] {
         assert_error(
             &send(&state, get(uri)).await,
             StatusCode::UNAUTHORIZED,
@@ -349,6 +353,59 @@ async fn protect_reads_guards_reads_but_not_health() {
         assert_eq!(send(&state, authorized).await.status, StatusCode::OK);
     }
     assert_eq!(send(&state, get("/health")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn prometheus_targets_follow_registrations_of_every_service() {
+    let state = state();
+    let targets = || async { send(&state, get("/v1/prometheus/targets")).await };
+    assert_eq!(targets().await.body, json!([]), "nothing registered yet");
+
+    let lease = register(&state, "ratings", "2", "http://127.0.0.1:8002").await;
+    register(&state, "ratings", "1", ADDR).await;
+    register(&state, "search", "a", "https://127.0.0.1:9443").await;
+    let reply = targets().await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let groups: Vec<(String, String, String, String)> = reply
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| {
+            let label = |name: &str| group["labels"][name].as_str().unwrap().to_owned();
+            (
+                group["targets"][0].as_str().unwrap().to_owned(),
+                label("service"),
+                label("instance_id"),
+                label("__scheme__"),
+            )
+        })
+        .collect();
+    let row = |target: &str, service: &str, id: &str, scheme: &str| {
+        (target.into(), service.into(), id.into(), scheme.into())
+    };
+    assert_eq!(
+        groups,
+        [
+            row("127.0.0.1:8001", "ratings", "1", "http"),
+            row("127.0.0.1:8002", "ratings", "2", "http"),
+            row("127.0.0.1:9443", "search", "a", "https"),
+        ]
+    );
+
+    // An instance that leaves is no longer a target.
+    let uri = instance_uri("ratings", "2");
+    let reply = send(&state, with_lease(Method::DELETE, &uri, Some(&lease))).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = targets().await;
+    let ids: Vec<&str> = reply
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|group| group["labels"]["instance_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["1", "a"], "instance 2 left");
 }
 
 async fn send_owned(state: AppState, request: Request<Body>) -> Reply {

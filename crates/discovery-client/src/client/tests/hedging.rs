@@ -16,6 +16,15 @@ fn hedges(recorder: &TestRecorder, result: &str) -> u64 {
     ))
 }
 
+/// The event published when a call hedges from instance `slow` to instance `hedge`.
+fn hedged(slow: &str, hedge: &str) -> Event {
+    Event::Hedged {
+        service: "ratings".into(),
+        slow: slow.into(),
+        hedge: hedge.into(),
+    }
+}
+
 /// Two instances, the first hanging: the call that reaches it is answered by the second at
 /// exactly the hedge delay, never after the timeout.
 #[tokio::test(start_paused = true)]
@@ -28,6 +37,7 @@ async fn a_hanging_instance_is_hedged_after_the_delay() {
         .hedge_after(HEDGE)
         .build()
         .expect("client");
+    let mut events = c.subscribe();
     let started = Instant::now();
     let answer = c
         .get("/ratings/widget")
@@ -35,6 +45,9 @@ async fn a_hanging_instance_is_hedged_after_the_delay() {
         .await
         .expect("the hedge answers");
     assert_eq!(started.elapsed(), HEDGE);
+    let published = std::iter::from_fn(|| events.try_recv().ok())
+        .find(|event| !matches!(event, Event::InstanceAdded { .. }));
+    assert_eq!(published, Some(hedged("1", "2")), "the hedge is published");
     assert_eq!(answer.instance().id, "2");
     assert_eq!(answer.json::<Rating>().expect("json").instance, 2);
     assert_eq!(
@@ -72,6 +85,7 @@ async fn the_overtaken_attempt_runs_to_its_timeout_and_opens_its_breaker() {
         "the overtaken attempt is still out"
     );
     assert_eq!(c.instances()[0].state, BreakerState::Closed);
+    assert_eq!(next_event(&mut events).await, hedged("1", "2"));
     assert_eq!(next_event(&mut events).await, opened(&fakes[0].url));
     assert_eq!(started.elapsed(), TIMEOUT, "at its own timeout");
     assert_eq!(fakes[0].in_flight(), 0);
@@ -93,6 +107,7 @@ async fn the_overtaken_attempt_is_judged_by_the_calls_decoder() {
     let started = Instant::now();
     assert_eq!(instance_of(&c).await, 2);
     assert_eq!(started.elapsed(), HEDGE);
+    assert_eq!(next_event(&mut events).await, hedged("1", "2"));
     assert_eq!(next_event(&mut events).await, opened(&fakes[0].url));
     assert_eq!(started.elapsed(), Duration::from_millis(100));
 }
