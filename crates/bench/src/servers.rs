@@ -116,14 +116,33 @@ impl Binaries {
                 program.display()
             ));
         }
-        let mut args = vec![
-            "--listen".to_string(),
-            "127.0.0.1:0".into(),
-            "--static-ratings".into(),
-            ratings.join(","),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let args = market_args(ratings, extra);
         Server::start("market", &program, &args, log).await
+    }
+
+    /// Starts the market as [`market`](Self::market) does, but inside the cgroup whose
+    /// `cgroup.procs` file is `procs` from its first instruction (a shell puts itself there,
+    /// then becomes the market), as a container's limits apply from the start: the market's
+    /// runtime then sizes itself to the group's CPU quota.
+    pub async fn market_in_cgroup(
+        &self,
+        procs: &Path,
+        ratings: &[String],
+        extra: &[&str],
+        log: &str,
+    ) -> Result<Server, String> {
+        let program = self.dir.join("market");
+        if !program.is_file() {
+            return Err(format!("{} not found", program.display()));
+        }
+        let mut args = vec![
+            "-c".to_string(),
+            r#"echo $$ > "$0" && exec "$@""#.into(),
+            procs.display().to_string(),
+            program.display().to_string(),
+        ];
+        args.extend(market_args(ratings, extra));
+        Server::start("market", Path::new("/bin/sh"), &args, log).await
     }
 
     /// Starts the registry on a free loopback port with these extra flags.
@@ -158,6 +177,19 @@ impl Server {
             .ok_or_else(|| format!("{name}: cannot read the address in {line:?}"))?;
         Ok(Server { process, url })
     }
+}
+
+/// The market's arguments: a free loopback port, the `ratings` instances as a static list,
+/// then `extra`.
+fn market_args(ratings: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "--listen".to_string(),
+        "127.0.0.1:0".into(),
+        "--static-ratings".into(),
+        ratings.join(","),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// The URL in a `... listening on http://127.0.0.1:PORT ...` line (or `https://`).

@@ -152,6 +152,11 @@ impl CpuQuota {
         &self.dir
     }
 
+    /// The group's `cgroup.procs` file: a process that writes its pid there joins the group.
+    pub fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+
     fn write(&self, file: &str, value: &str) -> Result<(), String> {
         let path = self.dir.join(file);
         std::fs::write(&path, value)

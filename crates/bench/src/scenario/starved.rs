@@ -32,7 +32,7 @@ const MAX_IN_FLIGHT: usize = 2_000;
 const MARKET_LOG: &str = "info";
 /// What the library logs when a breaker opens.
 const OPEN_LINE: &str = "OPEN breaker on";
-/// The unthrottled warm-up: rate and length.
+/// The warm-up before the rate steps: rate and length.
 const WARMUP_RATE: u32 = 50;
 const WARMUP: Duration = Duration::from_secs(2);
 
@@ -69,11 +69,43 @@ struct Step {
     opened: usize,
 }
 
+/// When the quota comes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The market starts inside the group, as in a container whose limits apply from the
+    /// start: its runtime sizes itself to the quota (std's `available_parallelism` reads it:
+    /// one worker thread under 4 % of a core).
+    InGroup,
+    /// The group is put on a market already running, sized for the machine's cores, after
+    /// an unthrottled warm-up.
+    Imposed,
+}
+
+impl Start {
+    fn label(self) -> &'static str {
+        match self {
+            Start::InGroup => "started under the quota (as in a container)",
+            Start::Imposed => "quota put on a running market",
+        }
+    }
+}
+
+/// What one market went through.
+struct Starved {
+    start: Start,
+    steps: Vec<Step>,
+    opened: usize,
+    status: String,
+}
+
 /// Runs the starved-client scenario.
 pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
     let mut section = Section::new("12. A starved client: the market under a CPU quota (issue 13)");
     let quota = Quota::parse(&plan.starved_cpu_max)?;
-    let controller = match cpu_quota::controller() {
+    let controller = match cpu_quota::controller().and_then(|found| {
+        cpu_quota::probe()?;
+        Ok(found)
+    }) {
         Ok((version, root)) => format!("{version:?} at {}", root.display()),
         Err(why) => {
             eprintln!("  starved: skipped: {why}");
@@ -87,9 +119,95 @@ pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
         instances.push(bins.ratings(n, None).await?);
     }
     let urls: Vec<String> = instances.iter().map(|s| s.url.clone()).collect();
-    let market = bins
-        .market(&urls, &["--timeout", TIMEOUT], MARKET_LOG)
-        .await?;
+    let mut runs = Vec::new();
+    for start in [Start::InGroup, Start::Imposed] {
+        eprintln!("  starved: {}", start.label());
+        runs.push(starve(bins, plan, &urls, quota, start).await?);
+    }
+    drop(instances);
+
+    section.note(format!(
+        "3 healthy ratings instances; the market calls them directly (`--static-ratings`) with \
+         `--timeout {TIMEOUT}`, RUST_LOG={MARKET_LOG}, its process in a cgroup allowed {} µs of \
+         CPU per {} µs ({:.0} % of one core; cgroup {controller}). Two markets, one after the \
+         other: one started inside the group, as a container's limits apply, so that its \
+         runtime sizes itself to the quota (one worker thread); one started unthrottled (a \
+         worker per core), warmed up for {} at {WARMUP_RATE} pages/s, then put in the group. \
+         Each is loaded open loop with `GET /api/items` at each rate for {} (the first one's \
+         warm-up, under the quota, is its first row). A page fails if it is not a 200 within {}; it is \
+         stale if any rating on it is `stale`. Every instance is healthy, so every breaker \
+         opened is a healthy one (counted from the market's log lines; per rate they may lag \
+         into the next rate, the total is counted after the quota is lifted and the log \
+         written out).",
+        quota.quota_us,
+        quota.period_us,
+        100.0 * quota.cores(),
+        show(WARMUP),
+        show(plan.starved_step),
+        show(PAGE_LIMIT),
+    ));
+    let mut table = Table::new([
+        "market",
+        "pages/s",
+        "pages",
+        "failed",
+        "stale",
+        "not sent (2000 outstanding)",
+        "p50",
+        "p99",
+        "healthy breakers opened",
+    ]);
+    for run in &runs {
+        for s in &run.steps {
+            table.row([
+                run.start.label().to_string(),
+                s.rate.to_string(),
+                s.pages.to_string(),
+                s.failed.to_string(),
+                s.stale.to_string(),
+                s.not_sent.to_string(),
+                show(s.latencies.percentile(50.0)),
+                show(s.latencies.percentile(99.0)),
+                s.opened.to_string(),
+            ]);
+        }
+    }
+    section.table(&table);
+    for run in &runs {
+        let label = run.start.label();
+        section.note(format!("The market's `/api/status` at the end ({label}): {}", run.status));
+    }
+    for run in &runs {
+        let label = run.start.label();
+        let failed: u64 = run.steps.iter().map(|s| s.failed + s.not_sent).sum();
+        let stale: u64 = run.steps.iter().map(|s| s.stale).sum();
+        let opened = run.opened;
+        section.target(opened == 0, format!("{label}: 0 healthy breakers opened: {opened}"));
+        section.target(failed == 0, format!("{label}: 0 pages failed: {failed}"));
+        section.target(stale == 0, format!("{label}: 0 pages with stale ratings: {stale}"));
+    }
+    section.end_list();
+    Ok(section)
+}
+
+/// One market calling `urls`, throttled by `quota` from `start`, through every rate step.
+async fn starve(
+    bins: &Binaries,
+    plan: &Plan,
+    urls: &[String],
+    quota: Quota,
+    start: Start,
+) -> Result<Starved, String> {
+    let name = format!("discovery-bench-starved-{}-{start:?}", std::process::id());
+    let group = CpuQuota::create(&name, quota)?;
+    let flags = ["--timeout", TIMEOUT];
+    let market = match start {
+        Start::InGroup => {
+            bins.market_in_cgroup(&group.procs(), urls, &flags, MARKET_LOG)
+                .await?
+        }
+        Start::Imposed => bins.market(urls, &flags, MARKET_LOG).await?,
+    };
     let http = reqwest::Client::builder()
         .timeout(PAGE_LIMIT)
         .pool_max_idle_per_host(MAX_IN_FLIGHT)
@@ -97,29 +215,29 @@ pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
         .map_err(|e| format!("HTTP client: {e}"))?;
     let page_url = Arc::new(format!("{}/api/items", market.url));
 
-    // Unthrottled first: connections made, every instance known.
-    let warm = pages(&http, &page_url, WARMUP_RATE, WARMUP).await;
-    if warm.failed > 0 {
-        return Err(format!(
-            "the market failed {} of {} pages before any quota:\n{}",
-            warm.failed,
-            warm.pages,
-            market.process.output()
-        ));
-    }
-
-    let name = format!("discovery-bench-starved-{}", std::process::id());
-    let group = match CpuQuota::create(&name, quota) {
-        Ok(group) => group,
-        Err(why) => {
-            eprintln!("  starved: skipped: {why}");
-            section.note(format!("> starved client skipped: {why}"));
-            return Ok(section);
+    // Connections made, every instance known. Under the quota already, the warm-up is a
+    // step like the others (and its breakers count); unthrottled, it must not fail.
+    let mut warm = pages(&http, &page_url, WARMUP_RATE, WARMUP).await;
+    let mut steps = Vec::new();
+    let opened_before = match start {
+        Start::InGroup => {
+            warm.opened = count_open(&market.process.output());
+            steps.push(warm);
+            0
+        }
+        Start::Imposed if warm.failed > 0 => {
+            return Err(format!(
+                "the market failed {} of {} pages before any quota:\n{}",
+                warm.failed,
+                warm.pages,
+                market.process.output()
+            ));
+        }
+        Start::Imposed => {
+            group.add(market.process.pid())?;
+            count_open(&market.process.output())
         }
     };
-    group.add(market.process.pid())?;
-    let opened_before = count_open(&market.process.output());
-    let mut steps = Vec::new();
     for &rate in &plan.starved_rates {
         eprintln!("  starved: {rate} pages/s");
         let before = count_open(&market.process.output());
@@ -134,55 +252,12 @@ pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
     let opened = count_open(&market.process.output()) - opened_before;
     let status = status_line(&http, &market.url).await;
     drop(market);
-    drop(instances);
-
-    section.note(format!(
-        "3 healthy ratings instances; the market calls them directly (`--static-ratings`) with \
-         `--timeout {TIMEOUT}`, RUST_LOG={MARKET_LOG}. After {} unthrottled at {WARMUP_RATE} \
-         pages/s, the market's process is put in a cgroup allowed {} µs of CPU per {} µs ({:.0} \
-         % of one core; cgroup {controller}), and loaded open loop with `GET /api/items` at \
-         each rate for {}. A page fails if it is not a 200 within {}; it is stale if any rating \
-         on it is `stale`. Every instance is healthy, so every breaker opened is a healthy one \
-         (counted from the market's log lines; per rate they may lag into the next rate, the \
-         total is counted after the quota is lifted and the log written out).",
-        show(WARMUP),
-        quota.quota_us,
-        quota.period_us,
-        100.0 * quota.cores(),
-        show(plan.starved_step),
-        show(PAGE_LIMIT),
-    ));
-    let mut table = Table::new([
-        "pages/s",
-        "pages",
-        "failed",
-        "stale",
-        "not sent (2000 outstanding)",
-        "p50",
-        "p99",
-        "healthy breakers opened",
-    ]);
-    for s in &steps {
-        table.row([
-            s.rate.to_string(),
-            s.pages.to_string(),
-            s.failed.to_string(),
-            s.stale.to_string(),
-            s.not_sent.to_string(),
-            show(s.latencies.percentile(50.0)),
-            show(s.latencies.percentile(99.0)),
-            s.opened.to_string(),
-        ]);
-    }
-    section.table(&table);
-    section.note(format!("The market's `/api/status` at the end: {status}"));
-    let failed: u64 = steps.iter().map(|s| s.failed + s.not_sent).sum();
-    let stale: u64 = steps.iter().map(|s| s.stale).sum();
-    section.target(opened == 0, format!("0 healthy breakers opened: {opened}"));
-    section.target(failed == 0, format!("0 pages failed: {failed}"));
-    section.target(stale == 0, format!("0 pages with stale ratings: {stale}"));
-    section.end_list();
-    Ok(section)
+    Ok(Starved {
+        start,
+        steps,
+        opened,
+        status,
+    })
 }
 
 /// Loads `url` at `rate` pages a second for `duration`.
