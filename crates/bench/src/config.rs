@@ -41,6 +41,9 @@ pub enum Scenario {
     /// A starved client (issue 13): the market with its CPU capped by a cgroup quota, as a
     /// container limit does, under open-loop load.
     Starved,
+    /// gRPC (issue 16): `GetRating` on three ratings instances through our `grpc::channel`
+    /// and through tonic's `Channel::balance_list`, steady and with one instance paused.
+    Grpc,
 }
 
 /// The contenders, for `--contender`.

@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use discovery_client::ServiceClient;
+use discovery_client::grpc::GrpcChannel;
 use http_body_util::{BodyExt, Empty};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use ratings_api::GetRatingRequest;
+use ratings_api::ratings_client::RatingsClient;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -79,6 +82,11 @@ pub enum Contender {
     Ours(ServiceClient),
     /// tower's `p2c::Balance` over hyper clients, one per instance (see [`crate::tower_p2c`]).
     Tower(TowerClient),
+    /// The ratings gRPC client over our `grpc::channel` (`GetRating` for `/ratings/{id}`).
+    Grpc(RatingsClient<GrpcChannel>),
+    /// The ratings gRPC client over tonic's own `Channel::balance_list`, its per-request
+    /// timeout bounding each call.
+    GrpcTonic(RatingsClient<tonic::transport::Channel>),
     /// Plain reqwest to a proxy in front of the instances.
     Proxy {
         /// Pooled client; its timeout is generous so the proxy's own timeouts decide.
@@ -213,8 +221,28 @@ impl Contender {
                 .map(|r| r.instance),
             Contender::Tower(client) => tower_p2c::call(client, path).await,
             Contender::Proxy { http, url } => plain_get(http, url, path).await,
+            Contender::Grpc(client) => grpc_get(client.clone(), path).await,
+            Contender::GrpcTonic(client) => grpc_get(client.clone(), path).await,
         }
     }
+}
+
+/// `GetRating` of the item in `path` (`/ratings/{id}`) through `client` (a clone: calls
+/// take it mutably; its channel is shared); the instance that answered.
+async fn grpc_get<T>(mut client: RatingsClient<T>, path: &str) -> Option<u16>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let item_id = path.rsplit('/').next().unwrap_or_default().to_string();
+    let rating = client
+        .get_rating(GetRatingRequest { item_id })
+        .await
+        .ok()?
+        .into_inner();
+    u16::try_from(rating.instance).ok()
 }
 
 async fn plain_get(http: &reqwest::Client, base: &str, path: &str) -> Option<u16> {

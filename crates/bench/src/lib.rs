@@ -83,6 +83,7 @@ pub async fn run(args: &Args) -> Result<String, String> {
         Scenario::Backpressure,
         Scenario::SlowStart,
         Scenario::Starved,
+        Scenario::Grpc,
     ]
     .into_iter()
     .any(wants);
@@ -177,6 +178,10 @@ pub async fn run(args: &Args) -> Result<String, String> {
     if let (Some(bins), true) = (&bins, wants(Scenario::Starved)) {
         eprintln!("scenario 12: a starved client (the market under a CPU quota)");
         out.push_str(scenario::starved::run(bins, &plan).await?.render());
+    }
+    if let (Some(bins), true) = (&bins, wants(Scenario::Grpc)) {
+        eprintln!("scenario 13: gRPC, ours and tonic's balance_list");
+        out.push_str(scenario::grpc::run(bins, &plan).await?.render());
     }
     out.push_str(&format!(
         "Harness wall time: {:.0} s (criterion runs separately).\n",

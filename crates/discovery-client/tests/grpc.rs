@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use discovery_client::events::EventBus;
 use discovery_client::grpc::{self, GrpcChannel, GrpcConfig};
-use discovery_client::{Balance, Event, StaticDiscovery};
+use discovery_client::{Balance, Event, Hedging, StaticDiscovery};
 use futures::{Stream, StreamExt};
 use ratings_api::ratings_client::RatingsClient;
 use ratings_api::ratings_server::{Ratings, RatingsServer};
@@ -311,4 +311,143 @@ async fn concurrent_calls_share_one_connection_per_instance() {
         ),
         (1, 1)
     );
+}
+
+/// The path of `GetRating`, the method marked idempotent in the retry tests.
+const GET_RATING: &str = "/ratings.v1.Ratings/GetRating";
+
+/// Round-robin, `GetRating` idempotent, hedged after a fixed 50 ms.
+fn retrying(bus: &EventBus) -> GrpcConfig {
+    config(bus)
+        .idempotent(GET_RATING)
+        .hedging(Hedging::After(Duration::from_millis(50)))
+}
+
+/// Waits (at most `within`) for instance `address`'s breaker to open.
+async fn opens(events: &mut broadcast::Receiver<Event>, address: &str, within: Duration) {
+    let opened = async {
+        loop {
+            match events.recv().await {
+                Ok(Event::BreakerOpened { address: a, .. }) if a == address => return,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("bus closed"),
+            }
+        }
+    };
+    tokio::time::timeout(within, opened)
+        .await
+        .unwrap_or_else(|_| panic!("{address}'s breaker did not open in {within:?}"));
+}
+
+#[tokio::test]
+async fn a_paused_instance_is_hedged_and_its_breaker_opens() {
+    let all = instances(2).await;
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let mut ratings = client(&all, retrying(&bus).timeout(Duration::from_secs(1)));
+    for _ in 0..2 {
+        get(&mut ratings, "widget").await.expect("a rating");
+    }
+    all[0].pause();
+    for _ in 0..4 {
+        let started = tokio::time::Instant::now();
+        let rating = get(&mut ratings, "widget").await.expect("hedged, answered");
+        assert_eq!(rating.instance, 2);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "answered well before the 1 s timeout: {:?}",
+            started.elapsed()
+        );
+    }
+    let mut hedged = 0;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Hedged { slow, hedge, .. } = event {
+            assert_eq!((slow.as_str(), hedge.as_str()), ("1", "2"));
+            hedged += 1;
+        }
+    }
+    assert!(hedged >= 1, "the paused instance's call was hedged");
+    // The hedged-over attempt was not cancelled: its timeout opens the breaker.
+    opens(&mut events, &all[0].address, Duration::from_secs(3)).await;
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_on_another_instance() {
+    let all = instances(2).await;
+    all[0].set_mode(UNAVAILABLE);
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let mut ratings = client(&all, retrying(&bus));
+    for _ in 0..6 {
+        let rating = get(&mut ratings, "widget")
+            .await
+            .expect("retried, answered");
+        assert_eq!(rating.instance, 2);
+    }
+    assert_eq!(
+        all[0].calls(),
+        1,
+        "one UNAVAILABLE opens instance 1's breaker"
+    );
+    assert_eq!(opened(&mut events), vec![all[0].address.clone()]);
+}
+
+#[tokio::test]
+async fn not_found_is_not_retried() {
+    let all = instances(2).await;
+    let bus = EventBus::new(256);
+    let mut ratings = client(&all, retrying(&bus));
+    for _ in 0..4 {
+        let status = get(&mut ratings, "missing").await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+    }
+    assert_eq!((all[0].calls(), all[1].calls()), (2, 2), "one attempt each");
+}
+
+#[tokio::test]
+async fn methods_not_marked_are_neither_retried_nor_hedged() {
+    let all = instances(2).await;
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let config = config(&bus)
+        .hedging(Hedging::After(Duration::from_millis(20)))
+        .timeout(Duration::from_millis(300));
+    let mut ratings = client(&all, config);
+    for _ in 0..2 {
+        get(&mut ratings, "widget").await.expect("a rating");
+    }
+    all[0].pause();
+    let started = tokio::time::Instant::now();
+    let status = get(&mut ratings, "widget").await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(all[1].calls(), 1, "nothing hedged or retried on instance 2");
+    all[1].set_mode(UNAVAILABLE);
+    let status = get(&mut ratings, "widget").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let hedges = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e, Event::Hedged { .. }))
+        .count();
+    assert_eq!(hedges, 0);
+}
+
+#[tokio::test]
+async fn the_budget_bounds_retries() {
+    let all = instances(3).await;
+    for instance in &all {
+        instance.set_mode(UNAVAILABLE);
+    }
+    let bus = EventBus::new(256);
+    // No floor, one retry per two calls; breakers that do not open.
+    let config = retrying(&bus)
+        .failure_limit(1000)
+        .min_retries_per_sec(0)
+        .retry_budget(0.5);
+    let mut ratings = client(&all, config);
+    for _ in 0..10 {
+        let status = get(&mut ratings, "widget").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+    let attempts: usize = all.iter().map(Instance::calls).sum();
+    assert_eq!(attempts, 15, "10 calls and the 5 retries the budget allows");
 }

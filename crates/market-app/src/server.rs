@@ -51,7 +51,9 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
 
 /// The gRPC channel to ratings that `config` describes (`--ratings-protocol grpc`): the
 /// same discovery and breaker settings as [`ratings_client`]. A `--failure-rate` policy
-/// applies to the HTTP client only; the channel opens on `--failure-limit`.
+/// applies to the HTTP client only; the channel opens on `--failure-limit`. `GetRating` is
+/// marked idempotent: its calls are retried and hedged on another instance, as the HTTP
+/// client's GETs are.
 ///
 /// # Errors
 ///
@@ -60,7 +62,8 @@ pub fn ratings_grpc_channel(config: &Config) -> Result<GrpcChannel, discovery_cl
     let settings = GrpcConfig::default()
         .timeout(config.timeout)
         .failure_limit(config.failure_limit)
-        .retest_delay(config.retest_delay);
+        .retest_delay(config.retest_delay)
+        .idempotent(ratings_api::GET_RATING_PATH);
     let service = config.ratings_service.as_str();
     tracing::info!(service, "{service}: calling ratings over gRPC");
     grpc::channel(service, ratings_discovery(config)?, settings)

@@ -31,6 +31,10 @@ pub use messages::{GetRatingRequest, Rating, WatchRatingsRequest};
 /// The gRPC service's full name, as routes and reflection spell it.
 pub const SERVICE_NAME: &str = "ratings.v1.Ratings";
 
+/// `GetRating`'s path, `/ratings.v1.Ratings/GetRating`: the method a client may mark
+/// idempotent (a read, safe to send twice).
+pub const GET_RATING_PATH: &str = "/ratings.v1.Ratings/GetRating";
+
 /// The contract: proto/ratings.proto as written.
 pub const PROTO: &str = include_str!("../proto/ratings.proto");
 

@@ -119,13 +119,13 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let _r2 = ratings(2, &registry, &[]).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
     let mut market = market(&registry, &["--timeout", "300ms", "--retest-delay", "2s"]).await;
-    pause_open_retest_resume_close(&mut market, &mut r1, Calls::Hedged).await;
+    pause_open_retest_resume_close(&mut market, &mut r1).await;
 }
 
 /// Step 5 with the market calling ratings over gRPC (`--ratings-protocol grpc`, on the
-/// instances' one port): the same lines, the same breaker story. The gRPC channel does not
-/// hedge, so the calls sent to the paused instance time out and those ratings are missing
-/// from that one page.
+/// instances' one port): the same lines, the same breaker story. The market marks
+/// `GetRating` idempotent, so the calls sent to the paused instance are hedged on the other
+/// and the page still shows every rating.
 #[tokio::test]
 async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let registry = registry(&[]).await;
@@ -148,7 +148,7 @@ async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes()
         .await;
     assert!(market.count("ratings using instance 1: http://127.0.0.1:") >= 1);
     assert!(market.count("ratings using instance 2: http://127.0.0.1:") >= 1);
-    pause_open_retest_resume_close(&mut market, &mut r1, Calls::Unhedged).await;
+    pause_open_retest_resume_close(&mut market, &mut r1).await;
 }
 
 /// The whole walkthrough over TLS: the registry, three instances and the market serve
@@ -220,22 +220,14 @@ async fn over_tls_the_page_shows_live_ratings_and_a_paused_instance_opens_and_cl
         "every call names an https:// instance: {calls:#?}"
     );
 
-    pause_open_retest_resume_close(&mut market, &mut r1, Calls::Hedged).await;
-}
-
-/// Whether the market hedges its ratings calls (its HTTP client does; its gRPC channel
-/// does not).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Calls {
-    Hedged,
-    Unhedged,
+    pause_open_retest_resume_close(&mut market, &mut r1).await;
 }
 
 /// Step 5 of the walkthrough, with `r1` among the market's instances (the market started
-/// with `--timeout 300ms --retest-delay 2s`): pausing it opens its breaker (after a hedged
-/// call, with `Calls::Hedged`), nothing is sent to it until the retest, and once resumed the probe closes it and
-/// traffic reaches it again.
-async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc, calls: Calls) {
+/// with `--timeout 300ms --retest-delay 2s`): the calls sent to it are hedged on
+/// another instance and its breaker opens, nothing is sent to it until the retest, and
+/// once resumed the probe closes it and traffic reaches it again.
+async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc) {
     market_items(market).await;
     let url1 = r1.url.clone();
     let using1 = format!("ratings using instance 1: {url1}");
@@ -243,9 +235,7 @@ async fn pause_open_retest_resume_close(market: &mut Proc, r1: &mut Proc, calls:
     // Ctrl-Z instance 1: the attempts sent to it time out and open its breaker.
     r1.pause();
     let items = market_items(market).await;
-    if calls == Calls::Hedged {
-        hedged_around(market, &items).await;
-    }
+    hedged_around(market, &items).await;
     let open = format!("OPEN breaker on [ratings at {url1}]");
     market.wait_for_log(&open, Duration::from_secs(2)).await;
 

@@ -4,6 +4,7 @@
 
 pub mod backpressure;
 pub mod gray;
+pub mod grpc;
 pub mod http2;
 pub mod micro;
 pub mod propagation;

@@ -23,6 +23,9 @@
 //! published as [`Event::AllInstancesDown`](crate::Event::AllInstancesDown), counted in
 //! `discovery_client_all_down_total`): the caller never waits for a breaker.
 //!
+//! A request may carry the instances its call has tried already (a gRPC call's retry or
+//! hedge): [`Balancer`] then picks among the others only.
+//!
 //! [`ServiceClient`](crate::ServiceClient) picks its attempts by these rules.
 //! [`Balancer`] applies them as a tower [`Service`](tower::Service) over a
 //! [`Discover`](tower::discover::Discover) stream of per-instance services (each guarded by
@@ -34,12 +37,14 @@ mod future;
 mod load;
 mod pick;
 mod service;
+mod tried;
 
 pub use future::ResponseFuture;
 pub(crate) use load::{InFlightGuard, Load};
 pub use pick::Balance;
 pub(crate) use pick::Picker;
 pub use service::Balancer;
+pub(crate) use tried::Tried;
 
 #[cfg(test)]
 mod pick_tests;

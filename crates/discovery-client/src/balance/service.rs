@@ -1,5 +1,6 @@
 //! [`Balancer`]: the picking rules as a tower [`Service`] over a [`Discover`] stream.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,7 +10,7 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 use tower::discover::{Change, Discover};
 
-use super::{Balance, Load, Picker, ResponseFuture};
+use super::{Balance, Load, Picker, ResponseFuture, Tried};
 use crate::Error;
 use crate::breaker::AcquirePermit;
 use crate::events::EventBus;
@@ -36,6 +37,10 @@ use crate::telemetry::ServiceTelemetry;
 ///   [`InstanceStream`](crate::discovery::InstanceStream)); once endpoints are known, the
 ///   last ones stay in use through discovery errors. The end of the stream keeps the last
 ///   endpoints too.
+/// - A request carrying the instances its call has tried (a retry or a hedge) goes to an
+///   endpoint not among them: if the pick of `poll_ready` is one, `call` hands its permit
+///   back and picks again among the others (those ready at once); with none left it fails
+///   at once with [`Error::AllInstancesDown`], unlogged.
 /// - A call counts as in flight on its endpoint from `call` until its response future
 ///   finishes or is dropped.
 ///
@@ -229,6 +234,48 @@ impl<D: Discover> Balancer<D> {
         }
     }
 
+    /// Makes sure the endpoint selected for the next call is not one `tried` names: if it
+    /// is, hands its permit back and selects, among the endpoints not tried, one that grants
+    /// a permit and is ready at once (none: nothing is selected).
+    fn steer_clear_of<Req>(&mut self, tried: &Tried)
+    where
+        D::Key: Borrow<str>,
+        D::Service: Service<Req> + AcquirePermit,
+    {
+        let Some(index) = self.selected else {
+            return;
+        };
+        let Some((key, _)) = self.endpoints.get(index) else {
+            return;
+        };
+        if !tried.contains(key.borrow()) {
+            return;
+        }
+        self.unselect();
+        // Readiness asked outside of `poll_ready`: a service not ready at once is passed
+        // over, and whoever polls it next registers a real waker.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let now = Instant::now();
+        let (endpoints, loads) = (&mut self.endpoints, &self.loads);
+        let load = |index: usize| &loads[index];
+        let picked = self
+            .picker
+            .pick(self.balance, endpoints.len(), load, now, |index| {
+                let (key, svc) = &mut endpoints[index];
+                if tried.contains((*key).borrow()) || !svc.try_acquire(now) {
+                    return None;
+                }
+                match svc.poll_ready(&mut cx) {
+                    Poll::Ready(Ok(())) => Some(()),
+                    _ => {
+                        svc.release();
+                        None
+                    }
+                }
+            });
+        self.selected = picked.map(|(index, ())| index);
+    }
+
     /// Whether `poll_ready` must still wait for discovery's first word.
     fn awaiting_discovery(&mut self, cx: &mut Context<'_>) -> bool {
         let FirstWord::Awaited(sleep) = &mut self.first_word else {
@@ -243,16 +290,17 @@ impl<D: Discover> Balancer<D> {
     }
 }
 
-impl<D, Req> Service<Req> for Balancer<D>
+impl<D, B> Service<http::Request<B>> for Balancer<D>
 where
     D: Discover + Unpin,
+    D::Key: Borrow<str>,
     D::Error: Into<Error>,
-    D::Service: Service<Req> + AcquirePermit,
-    <D::Service as Service<Req>>::Error: Into<Error>,
+    D::Service: Service<http::Request<B>> + AcquirePermit,
+    <D::Service as Service<http::Request<B>>>::Error: Into<Error>,
 {
-    type Response = <D::Service as Service<Req>>::Response;
+    type Response = <D::Service as Service<http::Request<B>>>::Response;
     type Error = Error;
-    type Future = ResponseFuture<<D::Service as Service<Req>>::Future>;
+    type Future = ResponseFuture<<D::Service as Service<http::Request<B>>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.update(cx);
@@ -304,13 +352,28 @@ where
         }
     }
 
-    fn call(&mut self, request: Req) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let tried = request.extensions().get::<Tried>().cloned();
+        if let Some(tried) = &tried {
+            self.steer_clear_of(tried);
+        }
         let chosen = self.selected.take().and_then(|index| {
             let load = self.loads.get(index)?;
             Some((self.endpoints.get_mut(index)?, load))
         });
         match chosen {
-            Some(((_, svc), load)) => ResponseFuture::called(svc.call(request), load.start()),
+            Some(((key, svc), load)) => {
+                if let Some(tried) = &tried {
+                    tried.push((*key).borrow());
+                }
+                ResponseFuture::called(svc.call(request), load.start())
+            }
+            // Every endpoint left was tried by this call: it says so itself.
+            None if tried.as_ref().is_some_and(|t| t.len() > 0) => {
+                ResponseFuture::failed(Error::AllInstancesDown {
+                    service: self.telemetry.service().to_string(),
+                })
+            }
             None => match &self.unavailable {
                 Some(error) => ResponseFuture::failed(error.clone()),
                 None => ResponseFuture::failed(self.none_available()),

@@ -414,3 +414,32 @@ async fn the_balancer_times_its_calls_and_gives_a_slow_endpoint_a_trickle() {
     let seen = sequence(&mut plain, 300).await;
     assert_eq!(seen.iter().filter(|who| *who == "2").count(), 100);
 }
+
+/// Calls with a request carrying `tried`; the answering instance's number.
+async fn call_avoiding(rr: &mut Tested, tried: &Tried) -> Result<String, Error> {
+    let mut request = http::Request::new(());
+    request.extensions_mut().insert(tried.clone());
+    let answer = rr.ready().await?.call(request).await?;
+    Ok(String::from_utf8(answer.into_body().to_vec()).expect("utf-8"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_carrying_its_tried_instances_goes_elsewhere_until_none_is_left() {
+    let (mut rr, _tx, _) = balancer(3);
+    let tried = Tried::default();
+    // Round-robin would give 1, 2, 3 anyway: start the cursor on 1 again after each.
+    assert_eq!(call_avoiding(&mut rr, &tried).await.expect("answer"), "1");
+    assert_eq!(sequence(&mut rr, 2).await, ["2", "3"]);
+    // The cursor is on 1, which this call has tried: it goes to another.
+    let second = call_avoiding(&mut rr, &tried).await.expect("answer");
+    assert_ne!(second, "1");
+    let third = call_avoiding(&mut rr, &tried).await.expect("answer");
+    assert!(third != "1" && third != second, "{second} then {third}");
+    assert_eq!(tried.len(), 3);
+    assert!(tried.contains("http://instance-1"));
+    let error = call_avoiding(&mut rr, &tried).await.unwrap_err();
+    assert!(matches!(error, Error::AllInstancesDown { .. }), "{error:?}");
+    assert_eq!(tried.len(), 3);
+    // Requests without the list are not steered.
+    assert_eq!(sequence(&mut rr, 3).await.len(), 3);
+}

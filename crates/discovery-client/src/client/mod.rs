@@ -55,7 +55,7 @@ pub use response::Response;
 use call::Request;
 use decode::Json;
 use endpoints::{Endpoint, Known};
-use hedging::LatencyEstimate;
+pub(crate) use hedging::LatencyEstimate;
 
 /// A resilient client for one named service. Cheap to clone; clones share instances,
 /// breakers, the balancer cursor and the cache.

@@ -12,10 +12,12 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 use super::GrpcConfig;
 use super::leaf::InstanceChannel;
+use super::retry::{InstanceIds, Queue, Retries};
 use super::status::status_of;
 use crate::balance::Balancer;
 use crate::breaker::{Breakers, JudgedBody};
 use crate::discovery::InstanceStream;
+use crate::telemetry::ServiceTelemetry;
 use crate::timeout::TimeoutLayer;
 use crate::{Discovery, Error};
 
@@ -27,7 +29,7 @@ pub type ResponseBody = JudgedBody<Body>;
 const QUEUE: usize = 1024;
 
 /// The future of a call through the stack under the queue.
-type CallFuture = BoxFuture<'static, Result<http::Response<ResponseBody>, BoxError>>;
+pub(super) type CallFuture = BoxFuture<'static, Result<http::Response<ResponseBody>, BoxError>>;
 
 /// A tonic client's transport over every instance of a service: cheap to clone (clones
 /// share the instances, their breakers and connections). Made by [`channel`].
@@ -38,7 +40,9 @@ type CallFuture = BoxFuture<'static, Result<http::Response<ResponseBody>, BoxErr
 #[derive(Clone)]
 pub struct GrpcChannel {
     /// The balancer over the instances, behind a queue so that clones share it.
-    inner: Buffer<http::Request<Body>, CallFuture>,
+    inner: Queue,
+    /// When calls are sent again, and what their retries share.
+    retries: Arc<Retries>,
     /// The service's name.
     service: Arc<str>,
 }
@@ -49,7 +53,7 @@ pub struct GrpcChannel {
 ///
 /// # Errors
 ///
-/// [`Error::Config`] outside a tokio runtime.
+/// [`Error::Config`] outside a tokio runtime, or with a zero hedge delay.
 pub fn channel(
     service: &str,
     discovery: impl Discovery,
@@ -57,6 +61,7 @@ pub fn channel(
 ) -> Result<GrpcChannel, Error> {
     tokio::runtime::Handle::try_current()
         .map_err(|_| Error::Config("a gRPC channel must be made inside a tokio runtime".into()))?;
+    config.hedging.validate().map_err(Error::Config)?;
     let mut breakers = Breakers::new(service, config.breaker.clone());
     let mut instances = InstanceStream::new(service, discovery)?;
     if let Some(events) = &config.events {
@@ -64,7 +69,11 @@ pub fn channel(
         instances = instances.events(events.clone());
     }
     let timeout = config.timeout;
+    let ids = InstanceIds::default();
+    let telemetry = ServiceTelemetry::new(service, config.events.clone());
+    let retries = Arc::new(Retries::new(&config, telemetry, ids.clone()));
     let endpoints = instances.endpoints(move |instance| {
+        ids.insert(&instance.address, &instance.id);
         ServiceBuilder::new()
             .layer(breakers.layer(instance).streamed())
             .layer(TimeoutLayer::new(&instance.address, timeout))
@@ -78,6 +87,7 @@ pub fn channel(
     let inner = Buffer::new(BoxService::new(balancer), QUEUE);
     Ok(GrpcChannel {
         inner,
+        retries,
         service: Arc::from(service),
     })
 }
@@ -99,13 +109,19 @@ impl Service<http::Request<Body>> for GrpcChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        self.inner.call(request).map_err(unwrap_status).boxed()
+        if !self.retries.covers(request.uri().path()) {
+            return self.inner.call(request).map_err(unwrap_status).boxed();
+        }
+        // The handle `poll_ready` readied goes with the call; this channel keeps a fresh one.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        Arc::clone(&self.retries).call(ready, request).boxed()
     }
 }
 
 /// A call's error as tonic should see it: the [`tonic::Status`] the stack failed with,
 /// unwrapped from the queue's error; a closed queue is `UNAVAILABLE`.
-fn unwrap_status(error: BoxError) -> BoxError {
+pub(super) fn unwrap_status(error: BoxError) -> BoxError {
     if error.is::<tonic::Status>() {
         return error;
     }

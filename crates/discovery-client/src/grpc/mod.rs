@@ -40,12 +40,27 @@
 //! [`Error`]: `UNAVAILABLE` for no instance, an open breaker or a transport failure,
 //! `DEADLINE_EXCEEDED` for a timeout, `RESOURCE_EXHAUSTED` when every instance pushed back.
 //!
-//! Not yet: retries and hedging (a failed or slow call is not sent again on another
-//! instance; the next call goes elsewhere), and `https://` instances.
+//! Calls of the methods marked with [`GrpcConfig::idempotent`] (unary methods only, such
+//! as `/ratings.v1.Ratings/GetRating`) are also retried and hedged, on an instance the call
+//! has not used, within [`GrpcConfig::max_retries`] and the retry budget:
+//!
+//! - **Retry** after an instance failure seen in the answer's head: `UNAVAILABLE`,
+//!   `RESOURCE_EXHAUSTED`, a transport failure or the head's timeout. `NOT_FOUND` and every
+//!   other status are the call's answer; a call whose status comes in trailers has been
+//!   answered and is not sent again.
+//! - **Hedge** an attempt with no head after the hedge delay ([`Hedging`]; by default
+//!   twice the recent p99, at least 50 ms): one more attempt elsewhere (`ratings instance 1
+//!   has not answered in 50ms: hedging on instance 2`), the first good head winning. The
+//!   other attempt is not cancelled: it runs to its end in a task of its own, so that its
+//!   breaker judges it (a paused instance's breaker opens when its attempt times out).
+//! - The request is buffered to be sent again: one larger than 64 KiB is sent once.
+//!
+//! Not yet: `https://` instances.
 
 mod channel;
 mod config;
 mod leaf;
+mod retry;
 mod status;
 
 pub use channel::{GrpcChannel, ResponseBody, channel};
@@ -53,4 +68,4 @@ pub use config::GrpcConfig;
 pub use status::status_of;
 
 #[cfg(doc)]
-use crate::{Balance, Discovery, Error};
+use crate::{Balance, Discovery, Error, Hedging};
