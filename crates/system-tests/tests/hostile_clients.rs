@@ -225,10 +225,9 @@ async fn attacker(address: String, slow: bool) -> Attack {
         } else {
             deadline
         };
-        match timeout_at(wait, stream.read(&mut buffer)).await {
-            Ok(Ok(0) | Err(_)) => return Attack::Closed(start.elapsed()),
-            // A 408 or similar before the close: keep reading for the close.
-            Ok(Ok(_)) | Err(_) => {}
+        // EOF or a reset is the close; bytes (a 408 or similar) or no news: keep reading.
+        if let Ok(Ok(0) | Err(_)) = timeout_at(wait, stream.read(&mut buffer)).await {
+            return Attack::Closed(start.elapsed());
         }
     }
     Attack::StillOpen
