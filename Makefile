@@ -133,6 +133,9 @@ example: build
 #   make chaos                              every fault under load, full form (200 req/s, 60 s each)
 #   make chaos CHAOS=--quick                the short form CI runs (40 req/s, a few s each)
 #   make chaos CHAOS="--scenario pause"     one fault (see: make chaos CHAOS=--list)
+# The etcd-* faults run the registry on a 3-member etcd on loopback: they need etcd
+# (etcd-server) and protoc (to build the registry with `etcd`), and are skipped with a line
+# saying why without them, unless CI is set.
 # The fault targets below use instance N's admin endpoint (http://127.0.0.1:800N/admin/faults,
 # https:// with TLS=1),
 # which exists only on instances started with `make startRatings ADMIN=1`; if the instances

@@ -7,8 +7,10 @@ Opens --slow connections that send one header byte every 3 s and --idle ones tha
 nothing, for --seconds; meanwhile a normal client opens a new connection every 100 ms
 (10 req/s) for GET --path (2 s limit). Prints: failed normal requests, their p50/p99,
 how long the server took to close the slow and idle connections, and the service's RSS
-(VmRSS of PID) before, during and after. Raises its own soft file limit to the hard one;
-if that is too low for slow + idle + 100, it opens fewer and says so.
+(VmRSS of PID) before, during and after. Every attacker is counted once, as closed by
+the server (EOF or reset), still open at the end, or never connected (5 s limit), so the
+three add up to the number opened. Raises its own soft file limit to the hard one; if that
+is too low for slow + idle + 100, it opens fewer and says so.
 """
 import argparse, asyncio, resource, time
 
@@ -19,7 +21,7 @@ def rss_kb(pid):
                 return int(line.split()[1])
     return -1
 
-async def hold(host, port, slow, seconds, closed_after, refused):
+async def hold(host, port, slow, seconds, closed_after, refused, open_at_end):
     start = time.monotonic()
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
@@ -45,8 +47,9 @@ async def hold(host, port, slow, seconds, closed_after, refused):
         except Exception:
             break
     else:
+        open_at_end.append(1)
         writer.close()
-        return  # still open at the end
+        return
     closed_after.append(time.monotonic() - start)
     writer.close()
 
@@ -88,9 +91,12 @@ async def main():
         args.slow, args.idle = int(args.slow * scale), int(args.idle * scale)
         print(f"file limit {hard}: opening only {args.slow} slow + {args.idle} idle")
     rss_before = rss_kb(args.pid)
-    slow_closed, idle_closed, refused, latencies, failures = [], [], [], [], []
-    attack = [hold(host, port, True, args.seconds, slow_closed, refused) for _ in range(args.slow)]
-    attack += [hold(host, port, False, args.seconds, idle_closed, refused) for _ in range(args.idle)]
+    slow_closed, idle_closed, latencies, failures = [], [], [], []
+    slow_refused, idle_refused, slow_open, idle_open = [], [], [], []
+    attack = [hold(host, port, True, args.seconds, slow_closed, slow_refused, slow_open)
+              for _ in range(args.slow)]
+    attack += [hold(host, port, False, args.seconds, idle_closed, idle_refused, idle_open)
+               for _ in range(args.idle)]
     async def sample_rss(out):
         await asyncio.sleep(min(5, args.seconds / 3)); out.append(rss_kb(args.pid))
     during = []
@@ -100,17 +106,16 @@ async def main():
     rss_after = rss_kb(args.pid)
     latencies.sort()
     pct = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000 if latencies else float("nan")
-    def closed(label, times, total):
+    def closed(label, times, total, still_open, refused):
         times.sort()
+        line = f"{label}: {len(times)}/{total} closed by the server"
         if times:
-            print(f"{label}: {len(times)}/{total} closed by the server, after {times[0]:.1f}..{times[-1]:.1f} s (median {times[len(times)//2]:.1f} s)")
-        else:
-            print(f"{label}: 0/{total} closed by the server")
+            line += f", after {times[0]:.1f}..{times[-1]:.1f} s (median {times[len(times)//2]:.1f} s)"
+        print(f"{line}; {len(still_open)} still open at the end; {len(refused)} never connected")
     print(f"normal: {len(latencies) + len(failures)} requests, {len(failures)} failed, p50 {pct(0.5):.1f} ms, p99 {pct(0.99):.1f} ms")
     if failures: print("  first failures:", failures[:3])
-    closed("slowloris", slow_closed, args.slow)
-    closed("idle", idle_closed, args.idle)
-    print(f"connect failures of attackers: {len(refused)}")
+    closed("slowloris", slow_closed, args.slow, slow_open, slow_refused)
+    closed("idle", idle_closed, args.idle, idle_open, idle_refused)
     print(f"RSS kB: before {rss_before}, during {during[0] if during else -1}, after {rss_after}")
 
 asyncio.run(main())

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::black_hole::BlackHole;
 use crate::load::Truth;
+use crate::store::RegistryStore;
 
 /// The id under which the black hole is registered as a ratings instance.
 pub const BLACK_HOLE_ID: &str = "hang";
@@ -34,6 +35,9 @@ pub struct ClusterConfig {
     pub retest_delay: Duration,
     /// Each instance's registration TTL (it heartbeats every third of it).
     pub instance_ttl: Duration,
+    /// Whether the registry keeps its registrations in a 3-member etcd cluster (started
+    /// with the cluster) rather than in its own memory.
+    pub etcd: bool,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +47,7 @@ impl Default for ClusterConfig {
             timeout: Duration::from_millis(300),
             retest_delay: Duration::from_secs(1),
             instance_ttl: Duration::from_secs(3),
+            etcd: false,
         }
     }
 }
@@ -79,6 +84,9 @@ pub struct Cluster {
     ids_by_address: BTreeMap<String, String>,
     /// Where the instances keep their lease files.
     lease_dir: LeaseDir,
+    /// The registry's store (etcd members included): declared last, so it is dropped
+    /// after the programs that use it.
+    store: RegistryStore,
 }
 
 /// A private directory for the instances' lease files, removed when dropped.
@@ -111,7 +119,12 @@ impl Cluster {
     /// Starts the registry, the instances and the market, and waits until the registry
     /// lists every instance.
     pub async fn start(config: ClusterConfig) -> Result<Cluster, String> {
-        let registry = system_tests::registry(&[]).await;
+        let store = if config.etcd {
+            RegistryStore::start_etcd().await?
+        } else {
+            RegistryStore::Memory
+        };
+        let registry = store.start_registry("127.0.0.1:0").await;
         let registry_port = port_of(&registry.url)?;
         let admin_token = format!("{:032x}", rand::random::<u128>());
         let http = reqwest::Client::builder()
@@ -154,6 +167,7 @@ impl Cluster {
             black_hole: None,
             ids_by_address,
             lease_dir,
+            store,
         })
     }
 
@@ -333,12 +347,23 @@ impl Cluster {
         }
     }
 
-    /// Starts an empty registry on the old port.
+    /// Starts a registry on the old port, on the same store: empty with the memory store,
+    /// with every registration still there with etcd.
     pub async fn restart_registry(&mut self) {
         if self.registry.is_none() {
             let listen = format!("127.0.0.1:{}", self.registry_port);
-            self.registry = Some(Proc::start("registry", &["--listen", &listen]).await);
+            self.registry = Some(self.store.start_registry(&listen).await);
         }
+    }
+
+    /// The registry's store, to hurt its etcd members.
+    pub fn store(&mut self) -> &mut RegistryStore {
+        &mut self.store
+    }
+
+    /// An HTTP client for calls to the registry (5 s limit).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
     }
 
     /// The ratings instance ids the registry lists now.

@@ -10,6 +10,8 @@
 //! - [`tally`]: what the load saw: sent, failed, stale, wrong, latencies.
 //! - [`black_hole`]: a TCP listener that accepts connections and never answers.
 //! - [`cluster`]: the real programs, and the faults that can be done to them.
+//! - [`store`]: the registry's store: its memory, or a 3-member etcd cluster on loopback.
+//! - [`listing`]: watches the registry's listing, to show no registration was lost.
 //! - [`transitions`]: breaker transitions and probes, read back from the market's log.
 //! - [`scenario`]: the faults, and what each one must show.
 //! - [`runner`]: runs one scenario under load ([`Profile::quick`] for CI, [`Profile::full`]).
@@ -22,10 +24,12 @@
 
 pub mod black_hole;
 pub mod cluster;
+pub mod listing;
 pub mod load;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod store;
 pub mod tally;
 pub mod transitions;
 

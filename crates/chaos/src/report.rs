@@ -34,6 +34,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 let _ = write!(transitions, ", ≤{held} at a time once open");
             }
         }
+        if let Some(listing) = &o.listing {
+            let _ = write!(transitions, "; registry {}", listing.summary());
+        }
         let _ = writeln!(
             out,
             "| {} | {} | {:.0} req/s × {:.1} s | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |",

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, ClusterConfig};
+use crate::listing::{Listing, ListingWatch};
 use crate::load::{Load, LoadConfig};
 use crate::scenario::{Check, Expect, Scenario};
 use crate::tally::Tally;
@@ -90,6 +91,8 @@ pub struct Outcome {
     /// The most requests the black hole held at once after its breaker opened (the
     /// `silent` scenario only).
     pub black_hole_max_held: Option<usize>,
+    /// What the registry's listing showed through the run (the etcd scenarios only).
+    pub listing: Option<Listing>,
     /// Why the run could not be carried out, if it could not.
     pub error: Option<String>,
 }
@@ -104,6 +107,7 @@ impl Outcome {
             checks: Vec::new(),
             black_hole_connections: 0,
             black_hole_max_held: None,
+            listing: None,
             error: Some(error),
         }
     }
@@ -130,7 +134,11 @@ pub async fn run(scenario: Scenario, profile: &Profile) -> Outcome {
 }
 
 async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
-    let mut cluster = match Cluster::start(ClusterConfig::default()).await {
+    let config = ClusterConfig {
+        etcd: scenario.on_etcd(),
+        ..ClusterConfig::default()
+    };
+    let mut cluster = match Cluster::start(config).await {
         Ok(cluster) => cluster,
         Err(error) => return Outcome::broken(scenario, &profile, error),
     };
@@ -150,6 +158,9 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
             max_duration: profile.max_load(scenario),
         },
     );
+    let watch = scenario
+        .live_instances()
+        .map(|_| ListingWatch::start(cluster.registry_url(), cluster.http()));
     tokio::time::sleep(profile.warmup).await;
     let inflicted = scenario.inflict(&mut cluster, profile.fault).await;
     let healed = Instant::now();
@@ -161,6 +172,10 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
         }
     }
     let tally = load.stop().await;
+    let listing = match watch {
+        Some(watch) => Some(watch.stop().await),
+        None => None,
+    };
     // The log is read by threads as the programs write it; give the last lines a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let market_log = cluster.market_log_since(from);
@@ -175,6 +190,9 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
             passed: held <= 1,
             observed: format!("at most {held} at once after its breaker opened"),
         });
+    }
+    if let (Some(live), Some(listing)) = (scenario.live_instances(), &listing) {
+        checks.push(listing_check(live, listing));
     }
     checks.extend(
         expectations
@@ -191,7 +209,25 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
         checks,
         black_hole_connections,
         black_hole_max_held,
+        listing,
         error: inflicted.err(),
+    }
+}
+
+/// No registration lost: every answered read of the registry's listing named at least the
+/// `live` instances (and some read was answered).
+fn listing_check(live: &[&str], listing: &Listing) -> Check {
+    let complete = listing
+        .fewest
+        .as_ref()
+        .is_some_and(|fewest| live.iter().all(|id| fewest.iter().any(|f| f == id)));
+    Check {
+        what: format!(
+            "no registration lost: the listing never below {}",
+            live.join(",")
+        ),
+        passed: listing.answered > 0 && complete,
+        observed: listing.summary(),
     }
 }
 

@@ -33,6 +33,11 @@ pub const THROTTLE: Quota = Quota {
 pub const FLAP_PERIOD: Duration = Duration::from_secs(1);
 /// The shortest window for `flap`, so even the quick form sees two down/up cycles.
 const MIN_FLAP_WINDOW: Duration = Duration::from_secs(4);
+/// The longest `etcd-quorum` keeps two of etcd's three members down (the 10 s).
+pub const QUORUM_LOSS: Duration = Duration::from_secs(10);
+/// The ratings instances alive through every etcd scenario: the registry's listing must
+/// never name fewer.
+const LIVE: &[&str] = &["1", "2", "3"];
 
 /// One fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +65,19 @@ pub enum Scenario {
     /// The market's CPU is capped by a cgroup quota (40 ms per second) for the window; every
     /// instance stays healthy. Needs a writable cgroup cpu controller (root).
     Throttled,
+    /// The registry on a 3-member etcd: etcd's leader SIGKILLed, restarted after the window.
+    EtcdLeader,
+    /// The registry on a 3-member etcd: two members SIGKILLed (quorum lost) for the window,
+    /// at most 10 s, then restarted.
+    EtcdQuorum,
+    /// The registry on a 3-member etcd: the registry SIGKILLed, restarted on the same
+    /// store after the window.
+    EtcdRegistryRestart,
 }
 
 impl Scenario {
     /// Every scenario, in the order they are run.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::Pause,
         Scenario::KillOne,
         Scenario::KillAll,
@@ -76,6 +89,9 @@ impl Scenario {
         Scenario::Flap,
         Scenario::Gray,
         Scenario::Throttled,
+        Scenario::EtcdLeader,
+        Scenario::EtcdQuorum,
+        Scenario::EtcdRegistryRestart,
     ];
 
     /// Its name on the command line.
@@ -92,6 +108,9 @@ impl Scenario {
             Scenario::Flap => "flap",
             Scenario::Gray => "gray",
             Scenario::Throttled => "throttled",
+            Scenario::EtcdLeader => "etcd-leader",
+            Scenario::EtcdQuorum => "etcd-quorum",
+            Scenario::EtcdRegistryRestart => "etcd-registry-restart",
         }
     }
 
@@ -114,22 +133,48 @@ impl Scenario {
             Scenario::Flap => "instance 1 SIGKILLed and restarted every second",
             Scenario::Gray => "instance 1 latency 20 ms (timeout 300 ms), healed after",
             Scenario::Throttled => "the market's CPU capped at 40 ms per 1 s (cgroup quota)",
+            Scenario::EtcdLeader => {
+                "registry on 3-member etcd: SIGKILL etcd's leader, restart it after the window"
+            }
+            Scenario::EtcdQuorum => {
+                "registry on 3-member etcd: SIGKILL 2 members (quorum lost) for the window (≤ 10 s), restart them"
+            }
+            Scenario::EtcdRegistryRestart => {
+                "registry on 3-member etcd: SIGKILL the registry, restart it on the same etcd after the window"
+            }
         }
     }
 
     /// Why this scenario cannot run on this machine, if it cannot (the `throttled` fault
-    /// needs to create a cgroup).
+    /// needs to create a cgroup; the etcd faults need etcd and protoc, unless `CI` is set).
     pub fn unavailable(self) -> Option<String> {
         match self {
             Scenario::Throttled => cpu_quota::probe().err(),
+            _ if self.on_etcd() => crate::store::etcd_unavailable(),
             _ => None,
         }
+    }
+
+    /// Whether the registry runs on a 3-member etcd cluster in this scenario, whose
+    /// listing is then watched for lost registrations.
+    pub fn on_etcd(self) -> bool {
+        matches!(
+            self,
+            Scenario::EtcdLeader | Scenario::EtcdQuorum | Scenario::EtcdRegistryRestart
+        )
+    }
+
+    /// The ratings instances that stay alive through the scenario, if the registry's
+    /// listing is watched: it must never list fewer.
+    pub fn live_instances(self) -> Option<&'static [&'static str]> {
+        self.on_etcd().then_some(LIVE)
     }
 
     /// The fault window actually used for a requested `window`.
     pub fn window(self, window: Duration) -> Duration {
         match self {
             Scenario::Flap => window.max(MIN_FLAP_WINDOW),
+            Scenario::EtcdQuorum => window.min(QUORUM_LOSS),
             _ => window,
         }
     }
@@ -211,6 +256,29 @@ impl Scenario {
                 // Removing the group moves the market back to the unlimited parent.
                 drop(quota);
             }
+            Scenario::EtcdLeader => {
+                let store = cluster.store();
+                let leader = store.etcd_leader()?;
+                store.kill_etcd(leader)?;
+                tokio::time::sleep(window).await;
+                cluster.store().restart_etcd(leader)?;
+            }
+            Scenario::EtcdQuorum => {
+                let store = cluster.store();
+                let leader = store.etcd_leader()?;
+                let follower = (leader + 1) % 3;
+                store.kill_etcd(leader)?;
+                store.kill_etcd(follower)?;
+                tokio::time::sleep(window).await;
+                let store = cluster.store();
+                store.restart_etcd(leader)?;
+                store.restart_etcd(follower)?;
+            }
+            Scenario::EtcdRegistryRestart => {
+                cluster.kill_registry();
+                tokio::time::sleep(window).await;
+                cluster.restart_registry().await;
+            }
             Scenario::Flap => {
                 let end = Instant::now() + window;
                 while Instant::now() < end {
@@ -266,6 +334,16 @@ impl Scenario {
                 AtLeast(Outage),
                 AtLeast(Recovered),
                 Registered(&["1", "2", "3"]),
+                NoStale,
+            ],
+            // The market keeps its instances through any registry outage, so no answer is
+            // stale; every instance is listed at the end (and, checked by the runner, at
+            // every answered read in between).
+            Scenario::EtcdLeader | Scenario::EtcdQuorum => vec![Registered(LIVE), NoStale],
+            Scenario::EtcdRegistryRestart => vec![
+                AtLeast(Outage),
+                AtLeast(Recovered),
+                Registered(LIVE),
                 NoStale,
             ],
         }

@@ -168,6 +168,48 @@ impl EtcdCluster {
         }
     }
 
+    /// The index of the member that is the Raft leader now, as the running members report
+    /// it (`POST /v3/maintenance/status`): `None` while there is no leader (an election, or
+    /// no quorum) or no running member answers.
+    pub fn leader(&self) -> Option<usize> {
+        let statuses: Vec<Option<String>> = self
+            .members
+            .iter()
+            .map(|member| {
+                let address = member.client_url.trim_start_matches("http://");
+                (!member.killed).then(|| member_status(address)).flatten()
+            })
+            .collect();
+        let leader = statuses
+            .iter()
+            .flatten()
+            .find_map(|status| json_string_field(status, "leader").filter(|id| id != "0"))?;
+        statuses.iter().position(|status| {
+            status
+                .as_deref()
+                .and_then(|s| json_string_field(s, "member_id"))
+                .as_deref()
+                == Some(leader.as_str())
+        })
+    }
+
+    /// Waits (at most `limit`) until a leader is elected and returns its index.
+    ///
+    /// # Panics
+    ///
+    /// If no member reports a leader within `limit`.
+    pub fn wait_for_leader(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        // Bounded by the deadline; each pass sleeps 20 ms.
+        loop {
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+            assert!(Instant::now() < deadline, "no etcd leader within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Member `i`'s log so far (etcd's own output), for diagnosing a failed test.
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
@@ -393,6 +435,34 @@ fn is_healthy(address: &str) -> bool {
     answer.contains(r#""health":"true""#)
 }
 
+/// The body of etcd's `POST /v3/maintenance/status` at `address` (JSON through etcd's
+/// gateway, 64-bit ids as strings), or `None` if it does not answer 200.
+fn member_status(address: &str) -> Option<String> {
+    let mut stream =
+        TcpStream::connect_timeout(&address.parse().expect("socket address"), TIMEOUT).ok()?;
+    let _ = stream.set_read_timeout(Some(TIMEOUT));
+    let _ = stream.set_write_timeout(Some(TIMEOUT));
+    let request = format!(
+        "POST /v3/maintenance/status HTTP/1.0\r\nHost: {address}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    let _ = stream.take(64 * 1024).read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_owned())
+}
+
+/// The string value of the first `"name":"value"` in `json` (enough for etcd's status,
+/// whose ids are decimal strings and contain no quotes).
+fn json_string_field(json: &str, name: &str) -> Option<String> {
+    let key = format!("\"{name}\":\"");
+    let start = json.find(&key)? + key.len();
+    let end = json[start..].find('"')?;
+    Some(json[start..start + end].to_owned())
+}
+
 /// Per-probe network timeout while waiting for health.
 const TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -443,6 +513,33 @@ mod tests {
         assert!(!is_running(pid), "the member was killed");
         assert!(!dir.exists(), "the data directory was removed");
         assert!(TcpStream::connect(&address).is_err());
+    }
+
+    #[test]
+    fn a_three_member_cluster_elects_a_new_leader_when_its_leader_dies() {
+        let Some(mut etcd) = EtcdCluster::start(3) else {
+            return;
+        };
+        let first = etcd.wait_for_leader(Duration::from_secs(10));
+        etcd.kill(first);
+        let second = etcd.wait_for_leader(Duration::from_secs(10));
+        assert_ne!(second, first, "a killed member cannot lead");
+        etcd.restart(first);
+        assert!(etcd.wait_for_leader(Duration::from_secs(10)) < 3);
+    }
+
+    #[test]
+    fn status_fields_are_read_from_etcds_json() {
+        let body = r#"{"header":{"cluster_id":"14841639068965178418","member_id":"10276657743932975437"},"leader":"10276657743932975437"}"#;
+        assert_eq!(
+            json_string_field(body, "member_id").as_deref(),
+            Some("10276657743932975437")
+        );
+        assert_eq!(
+            json_string_field(body, "leader").as_deref(),
+            Some("10276657743932975437")
+        );
+        assert_eq!(json_string_field(body, "nope"), None);
     }
 
     #[test]

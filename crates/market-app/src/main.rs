@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use market_app::Config;
 use serving::Server;
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,7 +23,7 @@ async fn main() -> ExitCode {
     // With the `otlp` feature it also exports spans; the guard flushes them on exit.
     let _logging = service_telemetry::logging::init("market");
 
-    let listener = match TcpListener::bind(config.listen).await {
+    let listener = match serving::listen::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(listen = %config.listen, %error, "cannot listen");

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use ratings_service::{Config, run};
 use serving::Server;
-use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -24,7 +23,7 @@ async fn main() -> ExitCode {
     let _logging = service_telemetry::logging::init("ratings");
 
     let addr = config.listen_addr();
-    let listener = match TcpListener::bind(addr).await {
+    let listener = match serving::listen::bind(addr).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(%addr, "cannot listen on {addr}: {error}");

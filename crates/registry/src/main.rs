@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use registry::Config;
 use serving::Server;
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -45,7 +44,7 @@ async fn main() -> ExitCode {
         }
     };
 
-    let listener = match TcpListener::bind(config.listen).await {
+    let listener = match serving::listen::bind(config.listen).await {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(listen = %config.listen, %error, "cannot listen");

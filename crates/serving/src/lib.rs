@@ -10,6 +10,7 @@
 //!   that hold a connection without using it (slowloris, idle), so they cannot exhaust the
 //!   process's file descriptors.
 //! - [`flags`]: parsing the connection-limit flags the three binaries share.
+//! - [`listen`]: [`listen::bind`], a listener with a backlog for bursts of connections.
 //! - [`tls`]: [`ServerTls`], the certificate chain and key a TLS server presents
 //!   (`--tls-cert` / `--tls-key`), with errors that name the file at fault ([`TlsError`]).
 //!
@@ -42,6 +43,7 @@
 mod burst_log;
 mod drain;
 pub mod flags;
+pub mod listen;
 pub mod server;
 pub mod tls;
 

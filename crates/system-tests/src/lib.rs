@@ -71,6 +71,51 @@ fn ensure_built() -> PathBuf {
         .clone()
 }
 
+/// The name under which [`registry_with_etcd`] keeps the registry built with its `etcd`
+/// feature, beside the other programs; pass it to [`Proc::start`].
+pub const REGISTRY_ETCD: &str = "registry-etcd";
+
+/// Builds the registry with its `etcd` feature (once per test process) and copies it to
+/// [`REGISTRY_ETCD`] in the programs' directory, so a later plain build of `registry`
+/// cannot replace it under a running test. Building needs protoc (etcd-client's build
+/// script): without it, or if the build fails, the reason.
+pub fn registry_with_etcd() -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = ensure_built();
+            if on_path(&["protoc"]).is_none() && std::env::var_os("PROTOC").is_none() {
+                return Err("building the registry with etcd needs protoc \
+                            (apt-get install -y protobuf-compiler)"
+                    .into());
+            }
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+            build.current_dir(workspace).args([
+                "build",
+                "-p",
+                "registry",
+                "--features",
+                "etcd",
+                "--bin",
+                "registry",
+            ]);
+            if dir.ends_with("release") {
+                build.arg("--release");
+            }
+            let status = build.status().map_err(|e| format!("run cargo: {e}"))?;
+            if !status.success() {
+                return Err("cargo build -p registry --features etcd failed".into());
+            }
+            let copy = dir.join(REGISTRY_ETCD);
+            std::fs::copy(dir.join("registry"), &copy)
+                .map_err(|e| format!("copy the registry to {}: {e}", copy.display()))?;
+            Ok(copy)
+        })
+        .clone()
+}
+
 /// The path of the program `name` (`registry`, `ratings-service`, `market`), built first
 /// if need be.
 pub fn program(name: &str) -> PathBuf {
@@ -92,9 +137,30 @@ pub struct Proc {
 impl Proc {
     /// Starts `binary` with `args`, waits for its `listening on` line (at most 20 s).
     pub async fn start(binary: &str, args: &[&str]) -> Proc {
-        let dir = ensure_built();
-        let mut child = Command::new(dir.join(binary))
-            .args(args)
+        let mut command = Command::new(ensure_built().join(binary));
+        command.args(args);
+        Proc::spawn(binary, command).await
+    }
+
+    /// Starts `binary` with `args` as [`Proc::start`] does, but with its soft and hard limit
+    /// on open files (`RLIMIT_NOFILE`) lowered to `files` first, by `sh -c 'ulimit -n N;
+    /// exec ..'`, as an operator's `ulimit -n` would. The process is `exec`ed in place of
+    /// the shell, so [`Proc::pid`] is the program's own.
+    pub async fn start_with_file_limit(binary: &str, args: &[&str], files: u32) -> Proc {
+        let path = ensure_built().join(binary);
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(path)
+            .args(args);
+        Proc::spawn(binary, command).await
+    }
+
+    /// Spawns `command` (which runs `binary`), collects its output, and waits for its
+    /// `listening on` line (at most 20 s).
+    async fn spawn(binary: &str, mut command: Command) -> Proc {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env_remove("REGISTRY_URL")
             .stdin(Stdio::null())
