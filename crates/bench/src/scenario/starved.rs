@@ -175,16 +175,25 @@ pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
     section.table(&table);
     for run in &runs {
         let label = run.start.label();
-        section.note(format!("The market's `/api/status` at the end ({label}): {}", run.status));
+        section.note(format!(
+            "The market's `/api/status` at the end ({label}): {}",
+            run.status
+        ));
     }
     for run in &runs {
         let label = run.start.label();
         let failed: u64 = run.steps.iter().map(|s| s.failed + s.not_sent).sum();
         let stale: u64 = run.steps.iter().map(|s| s.stale).sum();
         let opened = run.opened;
-        section.target(opened == 0, format!("{label}: 0 healthy breakers opened: {opened}"));
+        section.target(
+            opened == 0,
+            format!("{label}: 0 healthy breakers opened: {opened}"),
+        );
         section.target(failed == 0, format!("{label}: 0 pages failed: {failed}"));
-        section.target(stale == 0, format!("{label}: 0 pages with stale ratings: {stale}"));
+        section.target(
+            stale == 0,
+            format!("{label}: 0 pages with stale ratings: {stale}"),
+        );
     }
     section.end_list();
     Ok(section)
