@@ -55,9 +55,11 @@ mod tests {
     fn reads_this_machines_tables() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
         let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
-        assert_eq!(super::established_to(&[port]), 0);
+        // The tables are the whole machine's: another connection to a port with the same
+        // number (to another address) may come and go meanwhile, so ours is seen as one more.
+        let before = super::established_to(&[port]);
         let _client = std::net::TcpStream::connect(("127.0.0.1", port));
         let _server = listener.accept();
-        assert_eq!(super::established_to(&[port]), 1);
+        assert!(super::established_to(&[port]) > before);
     }
 }
