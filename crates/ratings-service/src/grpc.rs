@@ -64,34 +64,19 @@ impl Ratings for RatingsGrpc {
     ) -> Result<Response<Rating>, Status> {
         let item = request.into_inner().item_id;
         let instance = self.state.instance();
-        let faults = self.state.faults().get();
-        if faults.latency_ms > 0 {
-            tokio::time::sleep(faults.latency()).await;
-        }
-        match faults.roll() {
+        match self.state.suffer_faults(&item).await {
             Injected::Nothing => {}
             Injected::Error => {
-                tracing::info!(
-                    instance,
-                    item,
-                    "instance {instance} injected an error for {item}"
-                );
                 return Err(Status::unavailable(format!(
                     "instance {instance} injected an error"
                 )));
             }
             Injected::Throttled => {
-                tracing::info!(instance, item, "instance {instance} throttled {item}");
                 return Err(Status::resource_exhausted(format!(
                     "instance {instance} is busy"
                 )));
             }
             Injected::Garbage => {
-                tracing::info!(
-                    instance,
-                    item,
-                    "instance {instance} injected garbage for {item}"
-                );
                 return Err(Status::internal(format!(
                     "instance {instance} injected garbage"
                 )));

@@ -83,32 +83,11 @@ async fn rating(
     validate_item_id(&item).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let instance = state.instance();
 
-    let faults = state.faults().get();
-    if faults.latency_ms > 0 {
-        tokio::time::sleep(faults.latency()).await;
-    }
-    match faults.roll() {
+    match state.suffer_faults(&item).await {
         Injected::Nothing => {}
-        Injected::Error => {
-            tracing::info!(
-                instance,
-                item,
-                "instance {instance} injected an error for {item}"
-            );
-            return Err(ApiError::InjectedFault(instance));
-        }
-        Injected::Throttled => {
-            tracing::info!(instance, item, "instance {instance} throttled {item}");
-            return Err(ApiError::Throttled(instance));
-        }
-        Injected::Garbage => {
-            tracing::info!(
-                instance,
-                item,
-                "instance {instance} injected garbage for {item}"
-            );
-            return Ok(garbage(instance));
-        }
+        Injected::Error => return Err(ApiError::InjectedFault(instance)),
+        Injected::Throttled => return Err(ApiError::Throttled(instance)),
+        Injected::Garbage => return Ok(garbage(instance)),
     }
 
     let Some(rating) = state.catalog().rating(&item) else {

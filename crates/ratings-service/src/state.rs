@@ -8,7 +8,7 @@ use service_telemetry::PrometheusHandle;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
-use crate::faults::{FaultSwitch, Faults};
+use crate::faults::{FaultSwitch, Faults, Injected};
 
 /// Who may use the admin endpoint.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,6 +90,38 @@ impl AppState {
     /// The faults, to read or change.
     pub fn faults(&self) -> &FaultSwitch {
         &self.inner.faults
+    }
+
+    /// Applies the faults to one request for `item`, over HTTP and gRPC alike: waits the
+    /// injected latency, then draws what the request suffers, logging it unless nothing.
+    pub async fn suffer_faults(&self, item: &str) -> Injected {
+        let instance = self.instance();
+        let faults = self.faults().get();
+        if faults.latency_ms > 0 {
+            tokio::time::sleep(faults.latency()).await;
+        }
+        let injected = faults.roll();
+        match injected {
+            Injected::Nothing => {}
+            Injected::Error => {
+                tracing::info!(
+                    instance,
+                    item,
+                    "instance {instance} injected an error for {item}"
+                );
+            }
+            Injected::Throttled => {
+                tracing::info!(instance, item, "instance {instance} throttled {item}");
+            }
+            Injected::Garbage => {
+                tracing::info!(
+                    instance,
+                    item,
+                    "instance {instance} injected garbage for {item}"
+                );
+            }
+        }
+        injected
     }
 
     /// Who may use the admin endpoint.
