@@ -157,6 +157,18 @@ impl Proc {
         Proc::spawn(binary, command).await
     }
 
+    /// Starts `binary` with `args` as [`Proc::start`] does, but inside the network namespace
+    /// `netns`, by `ip netns exec NETNS ..` (which needs root). `ip` `exec`s the program in
+    /// its own place, so [`Proc::pid`] is the program's own.
+    pub async fn start_in_netns(netns: &str, binary: &str, args: &[&str]) -> Proc {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(ensure_built().join(binary))
+            .args(args);
+        Proc::spawn(binary, command).await
+    }
+
     /// Spawns `command` (which runs `binary`), collects its output, and waits for its
     /// `listening on` line (at most 20 s).
     async fn spawn(binary: &str, mut command: Command) -> Proc {
