@@ -9,6 +9,8 @@
 //! - [`load`]: the bounded open-loop load generator (rate, duration, concurrency cap).
 //! - [`tally`]: what the load saw: sent, failed, stale, wrong, latencies.
 //! - [`black_hole`]: a TCP listener that accepts connections and never answers.
+//! - [`netns`]: a network namespace behind a veth pair, whose packets can be dropped.
+//! - [`delay_relay`]: a TCP relay that holds every chunk for a delay: a slow link.
 //! - [`cluster`]: the real programs, and the faults that can be done to them.
 //! - [`store`]: the registry's store: its memory, or a 3-member etcd cluster on loopback.
 //! - [`listing`]: watches the registry's listing, to show no registration was lost.
@@ -24,8 +26,10 @@
 
 pub mod black_hole;
 pub mod cluster;
+pub mod delay_relay;
 pub mod listing;
 pub mod load;
+pub mod netns;
 pub mod report;
 pub mod runner;
 pub mod scenario;
