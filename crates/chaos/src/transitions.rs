@@ -1,8 +1,9 @@
 //! Breaker transitions and probes, read back from the market's log.
 //!
 //! The library logs `OPEN breaker on [ratings at URL]`, `RETEST ...`, `CLOSE ...`,
-//! `ratings using instance ID: URL` for every attempt, `ratings: all services are down`, and
-//! discovery outages and recoveries. This module counts them per instance, and checks the
+//! `ratings using instance ID: URL` for every attempt, `ratings: all services are down`,
+//! instances added and removed, and discovery outages and recoveries. This module counts
+//! them per instance, and checks the
 //! probe discipline: between a `RETEST` and the `OPEN` that follows a failed probe, at most
 //! one attempt may go to that instance.
 //!
@@ -54,6 +55,10 @@ pub struct Transitions {
     pub recoveries: usize,
     /// `instance ID removed` lines, per id.
     removed: BTreeMap<String, usize>,
+    /// `instance ID added` lines, per id.
+    added: BTreeMap<String, usize>,
+    /// `using instance ID` lines (attempts), per id.
+    attempts: BTreeMap<String, usize>,
     /// Per instance, the most attempts seen between a `RETEST` and the `OPEN` after it.
     max_probes: BTreeMap<String, usize>,
     /// Failed retests checked for the probe discipline.
@@ -119,6 +124,7 @@ impl Transitions {
                 }
                 *seen.counts.entry((kind, id)).or_default() += 1;
             } else if let Some(id) = attempt(line) {
+                *seen.attempts.entry(id.to_owned()).or_default() += 1;
                 if let Some(window) = windows.get_mut(id) {
                     window.attempts += usize::from(window.retesting);
                 }
@@ -128,8 +134,12 @@ impl Transitions {
                 seen.outages += 1;
             } else if line.contains("discovery for") && line.contains("recovered") {
                 seen.recoveries += 1;
-            } else if let Some(id) = removed(line) {
-                *seen.removed.entry(id.to_owned()).or_default() += 1;
+            } else if let Some((id, change)) = membership(line) {
+                let counts = match change {
+                    Membership::Added => &mut seen.added,
+                    Membership::Removed => &mut seen.removed,
+                };
+                *counts.entry(id.to_owned()).or_default() += 1;
             }
         }
         for (id, window) in windows {
@@ -160,6 +170,18 @@ impl Transitions {
     /// How many times the market said instance `id` was removed from discovery.
     pub fn removed(&self, id: &str) -> usize {
         self.removed.get(id).copied().unwrap_or(0)
+    }
+
+    /// How many times the market said instance `id` was added to discovery.
+    pub fn added(&self, id: &str) -> usize {
+        self.added.get(id).copied().unwrap_or(0)
+    }
+
+    /// The share of all attempts that went to instance `id`, if there was any attempt.
+    pub fn share(&self, id: &str) -> Option<f64> {
+        let all: usize = self.attempts.values().sum();
+        let to_id = self.attempts.get(id).copied().unwrap_or(0);
+        (all > 0).then(|| to_id as f64 / all as f64)
     }
 
     /// The most attempts any instance received during one failed retest (should be ≤ 1).
@@ -216,11 +238,26 @@ fn attempt(line: &str) -> Option<&str> {
     rest.split(':').next()
 }
 
-/// `ratings instance ID removed: URL` → ID.
-fn removed(line: &str) -> Option<&str> {
+/// An instance joining or leaving the market's set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// `ratings instance ID added: URL`.
+    Added,
+    /// `ratings instance ID removed: URL`.
+    Removed,
+}
+
+/// `ratings instance ID removed: URL` → (ID, Removed); `.. added: ..` → (ID, Added).
+fn membership(line: &str) -> Option<(&str, Membership)> {
     let rest = &line[line.find(" instance ")? + " instance ".len()..];
     let (id, tail) = rest.split_once(' ')?;
-    tail.starts_with("removed").then_some(id)
+    if tail.starts_with("removed:") {
+        Some((id, Membership::Removed))
+    } else if tail.starts_with("added:") {
+        Some((id, Membership::Added))
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +286,7 @@ mod tests {
              INFO ratings using instance 1: http://127.0.0.1:9001\n\
              WARN ratings: all services are down\n\
              INFO ratings instance 1 removed: http://127.0.0.1:9001\n\
+             INFO ratings instance 1 added: http://127.0.0.1:9001\n\
              WARN discovery outage for ratings, keeping the last known instances\n\
              INFO discovery for ratings recovered",
         );
@@ -258,7 +296,9 @@ mod tests {
         assert_eq!(seen.count(Kind::Close, "1"), 1);
         assert_eq!(seen.total(Kind::Open), 2);
         assert_eq!((seen.all_down, seen.outages, seen.recoveries), (1, 1, 1));
-        assert_eq!(seen.removed("1"), 1);
+        assert_eq!((seen.removed("1"), seen.added("1")), (1, 1));
+        assert_eq!(seen.share("1"), Some(1.0));
+        assert_eq!(seen.share("2"), Some(0.0));
         assert_eq!(seen.max_probes_per_retest(), 1);
         assert_eq!(seen.retests_checked, 1);
         assert_eq!(
