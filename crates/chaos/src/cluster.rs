@@ -8,8 +8,13 @@
 //! Each instance keeps its registration lease in a file (as `make startRatings` does), so
 //! one restarted after `kill -9` takes its registration back at once: the registry refuses
 //! the id to anyone without the live lease.
+//!
+//! With [`ClusterConfig::isolation`], instance 1 runs in its own network namespace behind a
+//! veth pair ([`NetNs`]), so packet faults can be done to its traffic alone; the registry
+//! then listens on the veth's root-side address, which every program can reach.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,11 +23,28 @@ use system_tests::Proc;
 use tokio::time::Instant;
 
 use crate::black_hole::BlackHole;
+use crate::delay_relay::DelayRelay;
 use crate::load::Truth;
+use crate::netns::NetNs;
 use crate::store::RegistryStore;
 
 /// The id under which the black hole is registered as a ratings instance.
 pub const BLACK_HOLE_ID: &str = "hang";
+/// The instance that runs in its own network namespace, with [`ClusterConfig::isolation`].
+pub const ISOLATED: u16 = 1;
+/// The port the isolated instance listens on in its namespace, where nothing else listens.
+const ISOLATED_PORT: u16 = 8001;
+
+/// How the isolated instance (in its own network namespace) is reached from the root
+/// namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// At its own address across the veth: the market's calls and its heartbeats cross it.
+    Direct,
+    /// Through a [`DelayRelay`] in this process, on loopback, which reaches the instance
+    /// across the veth: the instance advertises the relay's address.
+    Relayed,
+}
 
 /// How the cluster is set up.
 #[derive(Debug, Clone)]
@@ -38,6 +60,8 @@ pub struct ClusterConfig {
     /// Whether the registry keeps its registrations in a 3-member etcd cluster (started
     /// with the cluster) rather than in its own memory.
     pub etcd: bool,
+    /// Whether instance 1 runs in its own network namespace, and how it is reached.
+    pub isolation: Option<Isolation>,
 }
 
 impl Default for ClusterConfig {
@@ -48,6 +72,7 @@ impl Default for ClusterConfig {
             retest_delay: Duration::from_secs(1),
             instance_ttl: Duration::from_secs(3),
             etcd: false,
+            isolation: None,
         }
     }
 }
@@ -68,8 +93,9 @@ pub struct Cluster {
     config: ClusterConfig,
     /// The registry process; `None` while it is stopped.
     registry: Option<Proc>,
-    /// The registry's port, the same after a restart.
-    registry_port: u16,
+    /// The registry's address (loopback, or the veth's root side with an isolated
+    /// instance) and port, the same after a restart.
+    registry_addr: SocketAddr,
     /// The ratings instances, in order.
     instances: Vec<Instance>,
     /// The market.
@@ -84,6 +110,9 @@ pub struct Cluster {
     ids_by_address: BTreeMap<String, String>,
     /// Where the instances keep their lease files.
     lease_dir: LeaseDir,
+    /// The isolated instance's namespace and relay: declared after the programs, so they
+    /// are stopped before the namespace is deleted.
+    isolated: Option<Isolated>,
     /// The registry's store (etcd members included): declared last, so it is dropped
     /// after the programs that use it.
     store: RegistryStore,
@@ -115,6 +144,39 @@ impl Drop for LeaseDir {
     }
 }
 
+/// The isolated instance's network namespace, and the relay it is reached through.
+struct Isolated {
+    /// The namespace and its veth pair.
+    netns: NetNs,
+    /// The relay to the instance, with [`Isolation::Relayed`].
+    relay: Option<DelayRelay>,
+}
+
+impl Isolated {
+    async fn create(isolation: Isolation) -> Result<Isolated, String> {
+        let netns = tokio::task::block_in_place(NetNs::create)?;
+        let relay = match isolation {
+            Isolation::Direct => None,
+            Isolation::Relayed => {
+                let target = SocketAddr::from((netns.inner_ip(), ISOLATED_PORT));
+                let relay = DelayRelay::start(target)
+                    .await
+                    .map_err(|e| format!("delay relay: {e}"))?;
+                Some(relay)
+            }
+        };
+        Ok(Isolated { netns, relay })
+    }
+
+    /// The address the instance registers: the relay's, or its own across the veth.
+    fn advertised(&self) -> String {
+        self.relay.as_ref().map_or_else(
+            || format!("http://{}:{ISOLATED_PORT}", self.netns.inner_ip()),
+            |relay| relay.url().to_owned(),
+        )
+    }
+}
+
 impl Cluster {
     /// Starts the registry, the instances and the market, and waits until the registry
     /// lists every instance.
@@ -124,8 +186,15 @@ impl Cluster {
         } else {
             RegistryStore::Memory
         };
-        let registry = store.start_registry("127.0.0.1:0").await;
-        let registry_port = port_of(&registry.url)?;
+        let isolated = match config.isolation {
+            Some(isolation) => Some(Isolated::create(isolation).await?),
+            None => None,
+        };
+        let registry_ip = isolated
+            .as_ref()
+            .map_or(Ipv4Addr::LOCALHOST, |i| i.netns.root_ip());
+        let registry = store.start_registry(&format!("{registry_ip}:0")).await;
+        let registry_addr = SocketAddr::new(IpAddr::V4(registry_ip), port_of(&registry.url)?);
         let admin_token = format!("{:032x}", rand::random::<u128>());
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -135,11 +204,19 @@ impl Cluster {
         let mut cluster_instances = Vec::new();
         let mut ids_by_address = BTreeMap::new();
         for n in 1..=config.instances {
-            let lease_file = lease_dir.file(n);
-            let proc =
-                start_instance(n, 0, &registry.url, &config, &admin_token, &lease_file).await;
+            let isolated = isolated.as_ref().filter(|_| n == ISOLATED);
+            let launch = Launch {
+                registry: &registry.url,
+                config: &config,
+                admin_token: &admin_token,
+                lease_file: &lease_dir.file(n),
+                isolated,
+            };
+            let port = if isolated.is_some() { ISOLATED_PORT } else { 0 };
+            let proc = launch.start(n, port).await;
             let port = port_of(&proc.url)?;
-            ids_by_address.insert(proc.url.clone(), n.to_string());
+            let advertised = isolated.map_or_else(|| proc.url.clone(), Isolated::advertised);
+            ids_by_address.insert(advertised, n.to_string());
             cluster_instances.push(Instance {
                 n,
                 port,
@@ -159,7 +236,7 @@ impl Cluster {
         Ok(Cluster {
             config,
             registry: Some(registry),
-            registry_port,
+            registry_addr,
             instances: cluster_instances,
             market,
             admin_token,
@@ -167,6 +244,7 @@ impl Cluster {
             black_hole: None,
             ids_by_address,
             lease_dir,
+            isolated,
             store,
         })
     }
@@ -293,15 +371,23 @@ impl Cluster {
 
     /// Starts instance `n` again on its old port (it re-registers at the same address).
     pub async fn restart(&mut self, n: u16) -> Result<(), String> {
-        let registry_url = self.registry_url();
-        let (config, token) = (self.config.clone(), self.admin_token.clone());
-        let lease_file = self.lease_dir.file(n);
-        let instance = self.instance(n)?;
-        if instance.proc.is_none() {
-            let port = instance.port;
-            let proc = start_instance(n, port, &registry_url, &config, &token, &lease_file).await;
-            instance.proc = Some(proc);
+        let Some(instance) = self.instances.iter().find(|i| i.n == n) else {
+            return Err(format!("no ratings instance {n}"));
+        };
+        if instance.proc.is_some() {
+            return Ok(());
         }
+        let port = instance.port;
+        let registry = self.registry_url();
+        let launch = Launch {
+            registry: &registry,
+            config: &self.config,
+            admin_token: &self.admin_token,
+            lease_file: &self.lease_dir.file(n),
+            isolated: self.isolated.as_ref().filter(|_| n == ISOLATED),
+        };
+        let proc = launch.start(n, port).await;
+        self.instance(n)?.proc = Some(proc);
         Ok(())
     }
 
@@ -337,7 +423,7 @@ impl Cluster {
 
     /// The registry's base URL (the same across restarts).
     pub fn registry_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.registry_port)
+        format!("http://{}", self.registry_addr)
     }
 
     /// `kill -9` the registry: every registration it held is gone with it.
@@ -351,9 +437,25 @@ impl Cluster {
     /// with every registration still there with etcd.
     pub async fn restart_registry(&mut self) {
         if self.registry.is_none() {
-            let listen = format!("127.0.0.1:{}", self.registry_port);
+            let listen = self.registry_addr.to_string();
             self.registry = Some(self.store.start_registry(&listen).await);
         }
+    }
+
+    /// The isolated instance's network namespace, to hurt its packets.
+    pub fn netns(&mut self) -> Result<&mut NetNs, String> {
+        self.isolated
+            .as_mut()
+            .map(|i| &mut i.netns)
+            .ok_or_else(|| "no instance runs in its own network namespace".to_owned())
+    }
+
+    /// The relay the isolated instance is reached through, to slow it down.
+    pub fn delay_relay(&self) -> Result<&DelayRelay, String> {
+        self.isolated
+            .as_ref()
+            .and_then(|i| i.relay.as_ref())
+            .ok_or_else(|| "the isolated instance is not reached through a relay".to_owned())
     }
 
     /// The registry's store, to hurt its etcd members.
@@ -477,36 +579,52 @@ impl Cluster {
     }
 }
 
-async fn start_instance(
-    n: u16,
-    port: u16,
-    registry: &str,
-    config: &ClusterConfig,
-    admin_token: &str,
-    lease_file: &Path,
-) -> Proc {
-    let (instance, listen) = (n.to_string(), format!("127.0.0.1:{port}"));
-    let ttl = humantime::format_duration(config.instance_ttl).to_string();
-    let lease_file = lease_file.to_string_lossy();
-    Proc::start(
-        "ratings-service",
-        &[
+/// How to start one ratings instance.
+struct Launch<'a> {
+    /// The registry's base URL.
+    registry: &'a str,
+    /// The cluster's settings (the registration TTL).
+    config: &'a ClusterConfig,
+    /// The token its admin endpoint requires.
+    admin_token: &'a str,
+    /// Where it keeps its lease.
+    lease_file: &'a Path,
+    /// Its namespace and relay, if it is the isolated instance.
+    isolated: Option<&'a Isolated>,
+}
+
+impl Launch<'_> {
+    /// Starts instance `n` on `port` (0 for a free one), in its namespace if it is isolated.
+    async fn start(&self, n: u16, port: u16) -> Proc {
+        let instance = n.to_string();
+        let ttl = humantime::format_duration(self.config.instance_ttl).to_string();
+        let lease_file = self.lease_file.to_string_lossy();
+        let ip = self
+            .isolated
+            .map_or(Ipv4Addr::LOCALHOST, |i| i.netns.inner_ip());
+        let listen = format!("{ip}:{port}");
+        let mut args = vec![
             "--instance",
             &instance,
             "--listen",
             &listen,
             "--registry",
-            registry,
+            self.registry,
             "--ttl",
             &ttl,
             "--admin",
             "--admin-token",
-            admin_token,
+            self.admin_token,
             "--lease-file",
             &lease_file,
-        ],
-    )
-    .await
+        ];
+        let Some(isolated) = self.isolated else {
+            return Proc::start("ratings-service", &args).await;
+        };
+        let advertised = isolated.advertised();
+        args.extend(["--allow-remote", "--advertise", &advertised]);
+        Proc::start_in_netns(isolated.netns.name(), "ratings-service", &args).await
+    }
 }
 
 fn port_of(url: &str) -> Result<u16, String> {

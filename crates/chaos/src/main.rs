@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A fault this machine cannot inflict (`throttled` without a writable cgroup cpu
-//! controller) is skipped with a line saying why.
+//! controller, the network faults where no network namespace can be made) is skipped with
+//! a line saying why.
 
 use std::process::ExitCode;
 use std::time::Duration;

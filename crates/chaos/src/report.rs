@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use crate::cluster::ISOLATED;
 use crate::runner::Outcome;
 
 /// One table, one row per outcome: load held, sent, failed, stale, latencies, transitions.
@@ -33,6 +34,16 @@ pub fn table(outcomes: &[Outcome]) -> String {
             if let Some(held) = o.black_hole_max_held {
                 let _ = write!(transitions, ", ≤{held} at a time once open");
             }
+        }
+        if let Some(share) = o.fault_share {
+            let id = ISOLATED.to_string();
+            let _ = write!(
+                transitions,
+                "; instance {id}: {:.1} % of attempts during the fault, removed×{} added×{}",
+                share * 100.0,
+                o.transitions.removed(&id),
+                o.transitions.added(&id)
+            );
         }
         if let Some(listing) = &o.listing {
             let _ = write!(transitions, "; registry {}", listing.summary());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{Cluster, ClusterConfig, ISOLATED};
 use crate::listing::{Listing, ListingWatch};
 use crate::load::{Load, LoadConfig};
 use crate::scenario::{Check, Expect, Scenario};
@@ -93,6 +93,9 @@ pub struct Outcome {
     pub black_hole_max_held: Option<usize>,
     /// What the registry's listing showed through the run (the etcd scenarios only).
     pub listing: Option<Listing>,
+    /// The isolated instance's share of the market's attempts while the fault was on (the
+    /// network scenarios only).
+    pub fault_share: Option<f64>,
     /// Why the run could not be carried out, if it could not.
     pub error: Option<String>,
 }
@@ -108,6 +111,7 @@ impl Outcome {
             black_hole_connections: 0,
             black_hole_max_held: None,
             listing: None,
+            fault_share: None,
             error: Some(error),
         }
     }
@@ -136,6 +140,7 @@ pub async fn run(scenario: Scenario, profile: &Profile) -> Outcome {
 async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
     let config = ClusterConfig {
         etcd: scenario.on_etcd(),
+        isolation: scenario.isolation(),
         ..ClusterConfig::default()
     };
     let mut cluster = match Cluster::start(config).await {
@@ -162,8 +167,17 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
         .live_instances()
         .map(|_| ListingWatch::start(cluster.registry_url(), cluster.http()));
     tokio::time::sleep(profile.warmup).await;
+    let fault_from = cluster.market_log_len();
     let inflicted = scenario.inflict(&mut cluster, profile.fault).await;
     let healed = Instant::now();
+    // Which instances the market called while the fault was on.
+    let fault_share = scenario.isolation().and_then(|_| {
+        Transitions::read(
+            &cluster.market_log_since(fault_from),
+            cluster.ids_by_address(),
+        )
+        .share(&ISOLATED.to_string())
+    });
     while healed.elapsed() < profile.recover_max {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if healed.elapsed() >= profile.recover_min && all_seen(&cluster, from, &expectations).await
@@ -191,6 +205,9 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
             observed: format!("at most {held} at once after its breaker opened"),
         });
     }
+    if let Some(most) = scenario.max_fault_share() {
+        checks.push(share_check(most, fault_share));
+    }
     if let (Some(live), Some(listing)) = (scenario.live_instances(), &listing) {
         checks.push(listing_check(live, listing));
     }
@@ -210,6 +227,7 @@ async fn run_scenario(scenario: Scenario, profile: Profile) -> Outcome {
         black_hole_connections,
         black_hole_max_held,
         listing,
+        fault_share,
         error: inflicted.err(),
     }
 }
@@ -228,6 +246,21 @@ fn listing_check(live: &[&str], listing: &Listing) -> Check {
         ),
         passed: listing.answered > 0 && complete,
         observed: listing.summary(),
+    }
+}
+
+/// The isolated instance took at most `most` of the attempts while the fault was on (and
+/// some attempt was made).
+fn share_check(most: f64, share: Option<f64>) -> Check {
+    Check {
+        what: format!(
+            "instance {ISOLATED} took at most {:.0} % of attempts during the fault",
+            most * 100.0
+        ),
+        passed: share.is_some_and(|share| share <= most),
+        observed: share.map_or("no attempt".to_owned(), |share| {
+            format!("{:.1} %", share * 100.0)
+        }),
     }
 }
 

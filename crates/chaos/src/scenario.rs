@@ -2,6 +2,8 @@
 //!
 //! Every fault hits instance 1 (or all instances, or the registry) while the market is
 //! under load; most are healed after the fault window so the log must also show recovery.
+//! The network faults (`netdelay`, `netloss`, `partition`) run instance 1 in its own network
+//! namespace behind a veth pair and hurt the packets crossing it.
 
 use std::fmt;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use cpu_quota::{CpuQuota, Quota};
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::cluster::{BLACK_HOLE_ID, Cluster};
+use crate::cluster::{BLACK_HOLE_ID, Cluster, Isolation};
 use crate::tally::Tally;
 use crate::transitions::{Kind, Transitions};
 
@@ -35,6 +37,17 @@ pub const FLAP_PERIOD: Duration = Duration::from_secs(1);
 const MIN_FLAP_WINDOW: Duration = Duration::from_secs(4);
 /// The longest `etcd-quorum` keeps two of etcd's three members down (the 10 s).
 pub const QUORUM_LOSS: Duration = Duration::from_secs(10);
+/// The round trip the `netdelay` fault adds to instance 1's link: half of it each way.
+pub const NET_DELAY: Duration = Duration::from_millis(200);
+/// The most of the market's attempts instance 1 may take while the `netdelay` fault is on
+/// (a fair share is a third): latency-aware balancing must send it little.
+pub const NET_DELAY_MAX_SHARE: f64 = 0.1;
+/// The share of packets dropped each way on instance 1's veth by the `netloss` fault.
+pub const PACKET_LOSS: f64 = 0.1;
+/// How long the `partition` fault cuts instance 1 off, whatever the profile's window:
+/// longer than its registration TTL (3 s), so the registry drops it and it must register
+/// again once healed.
+pub const PARTITION: Duration = Duration::from_secs(10);
 /// The ratings instances alive through every etcd scenario: the registry's listing must
 /// never name fewer.
 const LIVE: &[&str] = &["1", "2", "3"];
@@ -73,11 +86,20 @@ pub enum Scenario {
     /// The registry on a 3-member etcd: the registry SIGKILLed, restarted on the same
     /// store after the window.
     EtcdRegistryRestart,
+    /// Instance 1, in its own network namespace, reached through a relay that delays its
+    /// traffic by 100 ms each way (200 ms more per round trip); healed after.
+    NetDelay,
+    /// Instance 1, in its own network namespace, loses 10 % of its packets each way on its
+    /// veth (iptables `-m statistic`); healed after.
+    NetLoss,
+    /// Instance 1, in its own network namespace, cut off (iptables `DROP` on its veth) for
+    /// 10 s, then healed.
+    Partition,
 }
 
 impl Scenario {
     /// Every scenario, in the order they are run.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Pause,
         Scenario::KillOne,
         Scenario::KillAll,
@@ -92,6 +114,9 @@ impl Scenario {
         Scenario::EtcdLeader,
         Scenario::EtcdQuorum,
         Scenario::EtcdRegistryRestart,
+        Scenario::NetDelay,
+        Scenario::NetLoss,
+        Scenario::Partition,
     ];
 
     /// Its name on the command line.
@@ -111,6 +136,9 @@ impl Scenario {
             Scenario::EtcdLeader => "etcd-leader",
             Scenario::EtcdQuorum => "etcd-quorum",
             Scenario::EtcdRegistryRestart => "etcd-registry-restart",
+            Scenario::NetDelay => "netdelay",
+            Scenario::NetLoss => "netloss",
+            Scenario::Partition => "partition",
         }
     }
 
@@ -142,15 +170,38 @@ impl Scenario {
             Scenario::EtcdRegistryRestart => {
                 "registry on 3-member etcd: SIGKILL the registry, restart it on the same etcd after the window"
             }
+            Scenario::NetDelay => {
+                "instance 1 in its own netns, its link 200 ms slower per round trip (relay), healed after"
+            }
+            Scenario::NetLoss => {
+                "instance 1 in its own netns, 10 % of packets dropped each way on its veth, healed after"
+            }
+            Scenario::Partition => {
+                "instance 1 in its own netns, every packet on its veth dropped for 10 s, healed"
+            }
         }
     }
 
     /// Why this scenario cannot run on this machine, if it cannot (the `throttled` fault
-    /// needs to create a cgroup; the etcd faults need etcd and protoc, unless `CI` is set).
+    /// needs to create a cgroup; the etcd faults need etcd and protoc, unless `CI` is set;
+    /// the network faults need to create a network namespace, and iptables unless `CI` is
+    /// set).
     pub fn unavailable(self) -> Option<String> {
         match self {
             Scenario::Throttled => cpu_quota::probe().err(),
+            Scenario::NetDelay => crate::netns::unavailable(false),
+            Scenario::NetLoss | Scenario::Partition => crate::netns::unavailable(true),
             _ if self.on_etcd() => crate::store::etcd_unavailable(),
+            _ => None,
+        }
+    }
+
+    /// Whether instance 1 runs in its own network namespace in this scenario, and how the
+    /// market reaches it.
+    pub fn isolation(self) -> Option<Isolation> {
+        match self {
+            Scenario::NetDelay => Some(Isolation::Relayed),
+            Scenario::NetLoss | Scenario::Partition => Some(Isolation::Direct),
             _ => None,
         }
     }
@@ -170,11 +221,18 @@ impl Scenario {
         self.on_etcd().then_some(LIVE)
     }
 
+    /// The most of the market's attempts the isolated instance may take while the fault is
+    /// on, where the scenario bounds it.
+    pub fn max_fault_share(self) -> Option<f64> {
+        (self == Scenario::NetDelay).then_some(NET_DELAY_MAX_SHARE)
+    }
+
     /// The fault window actually used for a requested `window`.
     pub fn window(self, window: Duration) -> Duration {
         match self {
             Scenario::Flap => window.max(MIN_FLAP_WINDOW),
             Scenario::EtcdQuorum => window.min(QUORUM_LOSS),
+            Scenario::Partition => PARTITION,
             _ => window,
         }
     }
@@ -279,6 +337,23 @@ impl Scenario {
                 tokio::time::sleep(window).await;
                 cluster.restart_registry().await;
             }
+            Scenario::NetDelay => {
+                cluster.delay_relay()?.set_delay(NET_DELAY / 2);
+                tokio::time::sleep(window).await;
+                cluster.delay_relay()?.set_delay(Duration::ZERO);
+            }
+            Scenario::NetLoss | Scenario::Partition => {
+                let share = if self == Scenario::Partition {
+                    1.0
+                } else {
+                    PACKET_LOSS
+                };
+                let netns = cluster.netns()?;
+                tokio::task::block_in_place(|| netns.drop_packets(share))?;
+                tokio::time::sleep(window).await;
+                let netns = cluster.netns()?;
+                tokio::task::block_in_place(|| netns.drop_packets(0.0))?;
+            }
             Scenario::Flap => {
                 let end = Instant::now() + window;
                 while Instant::now() < end {
@@ -295,7 +370,7 @@ impl Scenario {
     /// What the run must show, beyond what every run must (no failed request, ...).
     pub fn expectations(self) -> Vec<Expect> {
         use Expect::{AtLeast, Never, NoStale, Registered, SomeStale};
-        use Seen::{AllDown, Outage, Recovered, Removed, Transition};
+        use Seen::{Added, AllDown, Outage, Recovered, Removed, Transition};
         let open = |id| AtLeast(Transition(Kind::Open, id));
         let close = |id| AtLeast(Transition(Kind::Close, id));
         match self {
@@ -346,6 +421,27 @@ impl Scenario {
                 Registered(LIVE),
                 NoStale,
             ],
+            // Answers 200 ms late, within the 300 ms timeout: the balancer sends it little
+            // and the hedge covers what it is sent; nothing fails.
+            Scenario::NetDelay => vec![
+                Never(Transition(Kind::Open, "1")),
+                Never(Transition(Kind::Open, "2")),
+                Never(Transition(Kind::Open, "3")),
+                NoStale,
+            ],
+            // Lost packets are sent again; the instance stays registered throughout.
+            Scenario::NetLoss => vec![Registered(LIVE), NoStale],
+            // Cut off for longer than its TTL: its calls time out (OPEN), the registry drops
+            // it (removed), and once healed it registers again (added) and its breaker, kept
+            // open while it was gone, closes on a probe.
+            Scenario::Partition => vec![
+                open("1"),
+                close("1"),
+                AtLeast(Removed("1")),
+                AtLeast(Added("1")),
+                Registered(LIVE),
+                NoStale,
+            ],
         }
     }
 }
@@ -369,6 +465,8 @@ pub enum Seen {
     Recovered,
     /// An instance removed from discovery.
     Removed(&'static str),
+    /// An instance added to discovery after the load began (so: again).
+    Added(&'static str),
 }
 
 impl Seen {
@@ -379,6 +477,7 @@ impl Seen {
             Seen::Outage => transitions.outages,
             Seen::Recovered => transitions.recoveries,
             Seen::Removed(id) => transitions.removed(id),
+            Seen::Added(id) => transitions.added(id),
         }
     }
 }
@@ -391,6 +490,7 @@ impl fmt::Display for Seen {
             Seen::Outage => f.write_str("discovery outage"),
             Seen::Recovered => f.write_str("discovery recovered"),
             Seen::Removed(id) => write!(f, "instance {id} removed"),
+            Seen::Added(id) => write!(f, "instance {id} added"),
         }
     }
 }

@@ -46,12 +46,18 @@ impl RegistryStore {
     }
 
     /// Starts a registry on this store, listening on `listen` (`127.0.0.1:0` for a free
-    /// port).
+    /// port; another address than loopback is passed with `--allow-remote`).
     pub async fn start_registry(&self, listen: &str) -> Proc {
+        let mut all = vec!["--listen", listen];
+        let loopback = listen
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|addr| addr.ip().is_loopback());
+        if !loopback {
+            all.push("--allow-remote");
+        }
         match self {
-            RegistryStore::Memory => Proc::start("registry", &["--listen", listen]).await,
+            RegistryStore::Memory => Proc::start("registry", &all).await,
             RegistryStore::Etcd { args, .. } => {
-                let mut all = vec!["--listen", listen];
                 all.extend(args.iter().map(String::as_str));
                 Proc::start(system_tests::REGISTRY_ETCD, &all).await
             }
