@@ -136,6 +136,10 @@ example: build
 # The etcd-* faults run the registry on a 3-member etcd on loopback: they need etcd
 # (etcd-server) and protoc (to build the registry with `etcd`), and are skipped with a line
 # saying why without them, unless CI is set.
+# The network faults (netdelay, netloss, partition) run instance 1 in its own network
+# namespace behind a veth: they need root (skipped with a line saying why without it, CI
+# or not), `ip` (iproute2) and, for netloss and partition, iptables (skipped without it,
+# unless CI is set).
 # The fault targets below use instance N's admin endpoint (http://127.0.0.1:800N/admin/faults,
 # https:// with TLS=1),
 # which exists only on instances started with `make startRatings ADMIN=1`; if the instances
