@@ -8,8 +8,15 @@
 //! - the **stale** store keeps the last good answer for much longer (default one hour), and is
 //!   used only when the upstream call fails, with the answer marked [`Source::Stale`].
 //!
-//! A fresh TTL of zero turns the fresh cache off (every call goes upstream) while keeping the
-//! stale fallback. moka runs on its own clock, so cache expiry is tested with short real TTLs.
+//! A fresh TTL of zero turns fresh answers off (every call that finds no fetch of its key in
+//! flight goes upstream) but still coalesces: a caller that arrives while another caller's
+//! fetch of the same key is in flight shares that fetch's answer ([`Source::Cache`]), as
+//! nginx's `proxy_cache_lock` and Go's `singleflight` do. Unloaded, calls rarely overlap and
+//! each goes upstream. A client starved of CPU queues many page loads at once: they share a
+//! few upstream calls instead of each making its own, which is what kept a market under a
+//! 40 ms-per-second CPU quota serving 200 pages/s (docs/BENCHMARKS.md, starved client).
+//! The stale fallback is kept either way. moka runs on its own clock, so cache expiry is
+//! tested with short real TTLs.
 //!
 //! [`ServiceClient::get_json_cached`](crate::ServiceClient::get_json_cached) caches bodies;
 //! [`CacheLayer`] offers the same cache as tower middleware for `GET` requests. Every lookup
@@ -106,7 +113,8 @@ pub struct Cached<T> {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
-    /// How long an answer is served without asking upstream (zero: always ask).
+    /// How long an answer is served without asking upstream (zero: ask every time, except
+    /// that callers arriving while a fetch of the same key is in flight share it).
     pub ttl: Duration,
     /// How long the last good answer is kept for use when upstream fails.
     pub stale_ttl: Duration,
@@ -128,8 +136,9 @@ impl Default for CacheConfig {
 /// for [`CacheService`]), fresh and stale, keyed by path.
 #[derive(Clone)]
 pub(crate) struct ResponseCache<V = Bytes> {
-    /// Answers younger than the TTL; `None` when the TTL is zero.
-    fresh: Option<Cache<String, V>>,
+    /// Answers younger than the TTL, and the fetches in flight that concurrent misses share
+    /// (with a TTL of zero, only those).
+    fresh: Cache<String, V>,
     /// The last good answer per key, for when upstream fails.
     stale: Cache<String, V>,
     /// `discovery_client_cache_total{service,result}`.
@@ -139,7 +148,7 @@ pub(crate) struct ResponseCache<V = Bytes> {
 impl<V> std::fmt::Debug for ResponseCache<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCache")
-            .field("fresh", &self.fresh.as_ref().map(|c| c.entry_count()))
+            .field("fresh", &self.fresh.entry_count())
             .field("stale", &self.stale.entry_count())
             .finish()
     }
@@ -147,12 +156,12 @@ impl<V> std::fmt::Debug for ResponseCache<V> {
 
 impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
     pub(crate) fn new(config: &CacheConfig) -> Self {
-        let fresh = (!config.ttl.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_live(config.ttl)
-                .build()
-        });
+        // A TTL of zero keeps nothing fresh: moka's waiters still get the value the
+        // fetch they waited on produced.
+        let fresh = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.ttl)
+            .build();
         let stale = Cache::builder()
             .max_capacity(config.max_entries)
             .time_to_live(config.stale_ttl.max(config.ttl))
@@ -198,19 +207,14 @@ impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
         E: Clone + Send + Sync + 'static,
     {
         let fetched_here = AtomicBool::new(false);
-        let result = match &self.fresh {
-            Some(fresh) => fresh
-                .try_get_with_by_ref(key, async {
-                    fetched_here.store(true, Ordering::Relaxed);
-                    fetch.await
-                })
-                .await
-                .map_err(|shared| (*shared).clone()),
-            None => {
+        let result = self
+            .fresh
+            .try_get_with_by_ref(key, async {
                 fetched_here.store(true, Ordering::Relaxed);
                 fetch.await
-            }
-        };
+            })
+            .await
+            .map_err(|shared| (*shared).clone());
         match result {
             Ok(value) => {
                 let source = if fetched_here.load(Ordering::Relaxed) {
@@ -245,9 +249,7 @@ impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
 
     /// Forgets every entry (fresh and stale).
     pub(crate) fn clear(&self) {
-        if let Some(fresh) = &self.fresh {
-            fresh.invalidate_all();
-        }
+        self.fresh.invalidate_all();
         self.stale.invalidate_all();
     }
 }

@@ -43,12 +43,24 @@ async fn fresh_hit_then_expiry_then_live_again() {
 
 #[tokio::test]
 async fn concurrent_misses_make_one_upstream_call() {
-    let cache = Arc::new(ResponseCache::new(&config(10_000)));
-    let calls = Arc::new(AtomicUsize::new(0));
+    for ttl_ms in [10_000, 0] {
+        let cache = Arc::new(ResponseCache::new(&config(ttl_ms)));
+        let calls = Arc::new(AtomicUsize::new(0));
+        assert_eq!(
+            twenty_at_once(&cache, &calls).await,
+            1,
+            "exactly the caller that fetched sees Live (TTL {ttl_ms} ms)"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "coalesced into one call");
+    }
+}
+
+/// Twenty concurrent callers of one key whose fetch takes 100 ms; how many saw `Live`.
+async fn twenty_at_once(cache: &Arc<ResponseCache>, calls: &Arc<AtomicUsize>) -> usize {
     let tasks: Vec<_> = (0..20)
         .map(|_| {
-            let cache = Arc::clone(&cache);
-            let calls = Arc::clone(&calls);
+            let cache = Arc::clone(cache);
+            let calls = Arc::clone(calls);
             tokio::spawn(async move {
                 cache
                     .get_or_fetch("/same", async {
@@ -66,8 +78,17 @@ async fn concurrent_misses_make_one_upstream_call() {
         assert_eq!(body, Bytes::from_static(b"one"));
         live += usize::from(source == Source::Live);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "coalesced into one call");
-    assert_eq!(live, 1, "exactly the caller that fetched sees Live");
+    live
+}
+
+#[tokio::test]
+async fn zero_ttl_shares_a_fetch_only_while_it_is_in_flight() {
+    let cache = Arc::new(ResponseCache::new(&config(0)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    assert_eq!(twenty_at_once(&cache, &calls).await, 1);
+    // Done: the next callers fetch again, and share that fetch in turn.
+    assert_eq!(twenty_at_once(&cache, &calls).await, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -86,7 +107,7 @@ async fn failure_falls_back_to_stale_and_says_so() {
 }
 
 #[tokio::test]
-async fn zero_ttl_always_fetches_but_keeps_stale_fallback() {
+async fn zero_ttl_fetches_every_call_in_turn_and_keeps_stale_fallback() {
     let cache = ResponseCache::new(&config(0));
     let calls = AtomicUsize::new(0);
     for _ in 0..3 {
