@@ -101,9 +101,10 @@ pub struct Config {
     pub retest_delay: Duration,
 
     /// How long a rating is served from the fresh cache without calling ratings. `0s` (the
-    /// default) calls ratings on every page load, except that page loads asking for the
-    /// same rating while a call for it is in flight share that call; the last good rating
-    /// is still served, marked stale, when every instance is down.
+    /// default) calls ratings on every page load, except that when the market is swamped
+    /// (more than 32 ratings calls in flight, as after a CPU-starved pause) page loads asking
+    /// for the same rating while a call for it is in flight share that call; the last good
+    /// rating is still served, marked stale, when every instance is down.
     #[arg(long, env = "RATINGS_CACHE_TTL", default_value = "0s", value_parser = humantime::parse_duration)]
     pub cache_ttl: Duration,
 

@@ -43,21 +43,19 @@ async fn fresh_hit_then_expiry_then_live_again() {
 
 #[tokio::test]
 async fn concurrent_misses_make_one_upstream_call() {
-    for ttl_ms in [10_000, 0] {
-        let cache = Arc::new(ResponseCache::new(&config(ttl_ms)));
-        let calls = Arc::new(AtomicUsize::new(0));
-        assert_eq!(
-            twenty_at_once(&cache, &calls).await,
-            1,
-            "exactly the caller that fetched sees Live (TTL {ttl_ms} ms)"
-        );
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "coalesced into one call");
-    }
+    let cache = Arc::new(ResponseCache::new(&config(10_000)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    assert_eq!(
+        at_once(20, &cache, &calls).await,
+        1,
+        "exactly the caller that fetched sees Live"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "coalesced into one call");
 }
 
-/// Twenty concurrent callers of one key whose fetch takes 100 ms; how many saw `Live`.
-async fn twenty_at_once(cache: &Arc<ResponseCache>, calls: &Arc<AtomicUsize>) -> usize {
-    let tasks: Vec<_> = (0..20)
+/// `n` concurrent callers of one key whose fetch takes 100 ms; how many saw `Live`.
+async fn at_once(n: usize, cache: &Arc<ResponseCache>, calls: &Arc<AtomicUsize>) -> usize {
+    let tasks: Vec<_> = (0..n)
         .map(|_| {
             let cache = Arc::clone(cache);
             let calls = Arc::clone(calls);
@@ -82,13 +80,18 @@ async fn twenty_at_once(cache: &Arc<ResponseCache>, calls: &Arc<AtomicUsize>) ->
 }
 
 #[tokio::test]
-async fn zero_ttl_shares_a_fetch_only_while_it_is_in_flight() {
+async fn zero_ttl_shares_a_fetch_only_when_the_client_is_swamped() {
     let cache = Arc::new(ResponseCache::new(&config(0)));
     let calls = Arc::new(AtomicUsize::new(0));
-    assert_eq!(twenty_at_once(&cache, &calls).await, 1);
-    // Done: the next callers fetch again, and share that fetch in turn.
-    assert_eq!(twenty_at_once(&cache, &calls).await, 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A few at once: nobody waits on anybody else's fetch.
+    assert_eq!(at_once(20, &cache, &calls).await, 20);
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    // Past the threshold, the calls beyond it share one fetch.
+    let swamped = COALESCE_ABOVE + 20;
+    assert_eq!(at_once(swamped, &cache, &calls).await, COALESCE_ABOVE + 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 20 + COALESCE_ABOVE + 1);
+    // Done: the next callers fetch again.
+    assert_eq!(at_once(3, &cache, &calls).await, 3);
 }
 
 #[tokio::test]
