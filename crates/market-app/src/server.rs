@@ -50,7 +50,7 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
 }
 
 /// The gRPC channel to ratings that `config` describes (`--ratings-protocol grpc`): the
-/// same discovery and breaker settings as [`ratings_client`]. A `--failure-rate` policy
+/// same discovery, breaker and TLS settings (`--ca-file`) as [`ratings_client`]. A `--failure-rate` policy
 /// applies to the HTTP client only; the channel opens on `--failure-limit`. `GetRating` is
 /// marked idempotent: its calls are retried and hedged on another instance, as the HTTP
 /// client's GETs are.
@@ -59,7 +59,11 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
 ///
 /// As [`ratings_client`]. Must be called inside a tokio runtime.
 pub fn ratings_grpc_channel(config: &Config) -> Result<GrpcChannel, discovery_client::Error> {
+    let tls = config
+        .client_tls()
+        .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
     let settings = GrpcConfig::default()
+        .tls(tls)
         .timeout(config.timeout)
         .failure_limit(config.failure_limit)
         .retest_delay(config.retest_delay)

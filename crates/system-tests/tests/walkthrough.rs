@@ -151,6 +151,62 @@ async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes()
     pause_open_retest_resume_close(&mut market, &mut r1).await;
 }
 
+/// Step 5 over gRPC to `https://` instances: the market (`--ratings-protocol grpc
+/// --ca-file`) reaches them over TLS with ALPN `h2`, trusting the test CA, and the breaker
+/// story is the same.
+#[tokio::test]
+async fn over_grpc_and_tls_the_page_shows_live_ratings_and_a_paused_instance_opens_and_closes() {
+    let tls = TlsFiles::write();
+    let registry = registry(&tls.serve_args()).await;
+    let serve_and_trust = [&tls.serve_args()[..], &tls.trust_args()].concat();
+    let mut r1 = ratings(1, &registry, &serve_and_trust).await;
+    let _r2 = ratings(2, &registry, &serve_and_trust).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let args = [
+        &tls.trust_args()[..],
+        &["--ratings-protocol", "grpc"],
+        &["--timeout", "300ms", "--retest-delay", "2s"],
+    ]
+    .concat();
+    let mut market = market(&registry, &args).await;
+    let items = market_items(&market).await;
+    for (id, rating, source, _) in &items {
+        assert!(matches!(rating, Some(1..=5)), "{id}: {rating:?}");
+        assert_eq!(source, "live", "{id}");
+    }
+    market
+        .wait_for_nth_log("ratings using instance", 4, Duration::from_secs(2))
+        .await;
+    assert!(market.count("ratings using instance 1: https://127.0.0.1:") >= 1);
+    assert!(market.count("ratings using instance 2: https://127.0.0.1:") >= 1);
+    pause_open_retest_resume_close(&mut market, &mut r1).await;
+}
+
+/// An `https://` instance whose certificate the market does not trust (no `--ca-file`) is
+/// the instance's failure over gRPC as over HTTP: its breaker opens while the page still
+/// loads, without its rating. (The same instance serves the market that trusts the test CA,
+/// in the test above.)
+#[tokio::test]
+async fn over_grpc_an_untrusted_certificate_opens_the_breaker_and_the_page_still_loads() {
+    let tls = TlsFiles::write();
+    let registry = registry(&[]).await;
+    let _r1 = ratings(1, &registry, &tls.serve_args()).await;
+    wait_for_instances(&registry, "ratings", &["1"]).await;
+    let args = ["--ratings-protocol", "grpc", "--timeout", "300ms"];
+    let mut market = market(&registry, &args).await;
+    let items = market_items(&market).await;
+    assert!(!items.is_empty());
+    for (id, rating, _, _) in &items {
+        assert_eq!(*rating, None, "{id}: no rating without a trusted instance");
+    }
+    market
+        .wait_for_log(
+            "OPEN breaker on [ratings at https://127.0.0.1:",
+            Duration::from_secs(5),
+        )
+        .await;
+}
+
 /// The whole walkthrough over TLS: the registry, three instances and the market serve
 /// HTTPS with certificates from a test CA and trust it in their calls, the page shows live
 /// ratings, and the breaker's lines name `https://` addresses.

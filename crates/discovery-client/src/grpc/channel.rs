@@ -69,6 +69,7 @@ pub fn channel(
         instances = instances.events(events.clone());
     }
     let timeout = config.timeout;
+    let tls = config.tls.client_config(&[])?;
     let ids = InstanceIds::default();
     let telemetry = ServiceTelemetry::new(service, config.events.clone());
     let retries = Arc::new(Retries::new(&config, telemetry, ids.clone()));
@@ -77,7 +78,7 @@ pub fn channel(
         ServiceBuilder::new()
             .layer(breakers.layer(instance).streamed())
             .layer(TimeoutLayer::new(&instance.address, timeout))
-            .service(InstanceChannel::new(instance, timeout))
+            .service(InstanceChannel::new(instance, timeout, &tls))
     });
     let mut balancer = Balancer::new(service, endpoints).balance(config.balance);
     if let Some(events) = config.events {
