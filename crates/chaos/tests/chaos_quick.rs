@@ -10,21 +10,7 @@
 //! skew each other's latencies on a small machine. `chaos --quick` runs the same thing and
 //! prints the table; `make chaos` runs the full form.
 
-use chaos::{Profile, Scenario, report, run};
-
-/// Held by the running scenario, so scenarios never overlap.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn survives(scenario: Scenario) {
-    if let Some(why) = scenario.unavailable() {
-        eprintln!("SKIPPED: {} {why}", scenario.name());
-        return;
-    }
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let outcome = run(scenario, &Profile::quick()).await;
-    eprintln!("{}", report::table(std::slice::from_ref(&outcome)));
-    assert!(outcome.passed(), "{}", report::details(&outcome));
-}
+use chaos::{Scenario, survives};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_instance_opens_its_breaker_and_closes_it_once_resumed() {

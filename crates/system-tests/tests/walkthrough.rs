@@ -132,23 +132,7 @@ async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes()
     let mut r1 = ratings(1, &registry, &[]).await;
     let _r2 = ratings(2, &registry, &[]).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
-    let grpc = ["--ratings-protocol", "grpc"];
-    let args = [&grpc[..], &["--timeout", "300ms", "--retest-delay", "2s"]].concat();
-    let mut market = market(&registry, &args).await;
-    market
-        .wait_for_log("ratings: calling ratings over gRPC", Duration::from_secs(2))
-        .await;
-    let items = market_items(&market).await;
-    for (id, rating, source, _) in &items {
-        assert!(matches!(rating, Some(1..=5)), "{id}: {rating:?}");
-        assert_eq!(source, "live", "{id}");
-    }
-    market
-        .wait_for_nth_log("ratings using instance", 4, Duration::from_secs(2))
-        .await;
-    assert!(market.count("ratings using instance 1: http://127.0.0.1:") >= 1);
-    assert!(market.count("ratings using instance 2: http://127.0.0.1:") >= 1);
-    pause_open_retest_resume_close(&mut market, &mut r1).await;
+    grpc_walkthrough(&registry, &[], &mut r1, "http").await;
 }
 
 /// Step 5 over gRPC to `https://` instances: the market (`--ratings-protocol grpc
@@ -162,13 +146,22 @@ async fn over_grpc_and_tls_the_page_shows_live_ratings_and_a_paused_instance_ope
     let mut r1 = ratings(1, &registry, &serve_and_trust).await;
     let _r2 = ratings(2, &registry, &serve_and_trust).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    grpc_walkthrough(&registry, &tls.trust_args(), &mut r1, "https").await;
+}
+
+/// A market over gRPC (with `extra` flags) to instances 1 and 2 at `scheme://` addresses:
+/// live ratings, both instances used, then step 5 on instance 1.
+async fn grpc_walkthrough(registry: &Proc, extra: &[&str], r1: &mut Proc, scheme: &str) {
     let args = [
-        &tls.trust_args()[..],
+        extra,
         &["--ratings-protocol", "grpc"],
         &["--timeout", "300ms", "--retest-delay", "2s"],
     ]
     .concat();
-    let mut market = market(&registry, &args).await;
+    let mut market = market(registry, &args).await;
+    market
+        .wait_for_log("ratings: calling ratings over gRPC", Duration::from_secs(2))
+        .await;
     let items = market_items(&market).await;
     for (id, rating, source, _) in &items {
         assert!(matches!(rating, Some(1..=5)), "{id}: {rating:?}");
@@ -177,9 +170,11 @@ async fn over_grpc_and_tls_the_page_shows_live_ratings_and_a_paused_instance_ope
     market
         .wait_for_nth_log("ratings using instance", 4, Duration::from_secs(2))
         .await;
-    assert!(market.count("ratings using instance 1: https://127.0.0.1:") >= 1);
-    assert!(market.count("ratings using instance 2: https://127.0.0.1:") >= 1);
-    pause_open_retest_resume_close(&mut market, &mut r1).await;
+    for n in [1, 2] {
+        let line = format!("ratings using instance {n}: {scheme}://127.0.0.1:");
+        assert!(market.count(&line) >= 1, "no {line:?}");
+    }
+    pause_open_retest_resume_close(&mut market, r1).await;
 }
 
 /// An `https://` instance whose certificate the market does not trust (no `--ca-file`) is
