@@ -60,6 +60,7 @@
 
 mod channel;
 mod config;
+mod instances;
 mod leaf;
 mod retry;
 mod status;

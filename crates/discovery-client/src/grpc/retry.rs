@@ -16,8 +16,7 @@
 //! answer (`NOT_FOUND` included) is the call's. A call whose status comes in trailers
 //! has been answered: it is never sent again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +32,7 @@ use tower::{BoxError, Service, ServiceExt};
 
 use super::GrpcConfig;
 use super::channel::{CallFuture, ResponseBody, unwrap_status};
+use super::instances::InstanceGates;
 use crate::Hedging;
 use crate::balance::Tried;
 use crate::budget::RetryBudget;
@@ -63,35 +63,19 @@ pub(super) struct Retries {
     budget: RetryBudget,
     /// Logs and counts retries and hedges.
     telemetry: ServiceTelemetry,
-    /// Instance ids by address, for the logs.
-    ids: InstanceIds,
+    /// The instances' gates by address, for their ids in the logs.
+    gates: InstanceGates,
     /// How long a hedged-over attempt's body is read, so that its outcome is judged.
     timeout: Duration,
 }
 
-/// Instance ids by address (the balancer's key), filled as discovery reports instances.
-#[derive(Debug, Clone, Default)]
-pub(super) struct InstanceIds(Arc<Mutex<HashMap<String, String>>>);
-
-impl InstanceIds {
-    /// Notes that the instance at `address` is `id`.
-    pub(super) fn insert(&self, address: &str, id: &str) {
-        let mut ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.insert(address.to_string(), id.to_string());
-    }
-
-    /// The id of the instance at `address`, or the address if it is not known.
-    fn id(&self, address: &str) -> String {
-        let ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.get(address)
-            .cloned()
-            .unwrap_or_else(|| address.to_string())
-    }
-}
-
 impl Retries {
     /// The rules `config` sets for `service`, logging as `telemetry`.
-    pub(super) fn new(config: &GrpcConfig, telemetry: ServiceTelemetry, ids: InstanceIds) -> Self {
+    pub(super) fn new(
+        config: &GrpcConfig,
+        telemetry: ServiceTelemetry,
+        gates: InstanceGates,
+    ) -> Self {
         Self {
             idempotent: config.idempotent.clone(),
             max_retries: config.max_retries,
@@ -103,7 +87,7 @@ impl Retries {
                 config.retry_budget,
             ),
             telemetry,
-            ids,
+            gates,
             timeout: config.timeout,
         }
     }
@@ -272,7 +256,7 @@ impl Call<'_> {
             // No instance for the hedge: the first attempt is the call's only one.
             return (first.future.await, first.started);
         };
-        let ids = &retries.ids;
+        let ids = &retries.gates;
         let slow = self.tried.get(first.picked_before).unwrap_or_default();
         retries
             .telemetry
