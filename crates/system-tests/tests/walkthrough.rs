@@ -202,6 +202,66 @@ async fn over_grpc_an_untrusted_certificate_opens_the_breaker_and_the_page_still
         .await;
 }
 
+/// With `--ratings-protocol grpc`, `/api/status` shows the instances of the gRPC channel
+/// that carries the calls (not the idle HTTP client's): both closed, with the calls each
+/// took; then, with instance 1 paused, its breaker open and the other's closed.
+#[tokio::test]
+async fn over_grpc_the_status_shows_the_channels_breakers() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let _r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let args = [
+        "--ratings-protocol",
+        "grpc",
+        "--timeout",
+        "300ms",
+        "--retest-delay",
+        "30s",
+    ];
+    let mut market = market(&registry, &args).await;
+    market
+        .wait_for_log("ratings: calling ratings over gRPC", Duration::from_secs(2))
+        .await;
+    let status_url = format!("{}/api/status", market.url);
+    // Page loads until each instance has taken calls, as the channel counts them.
+    let before = eventually(Duration::from_secs(5), "calls on both instances", || {
+        let (market, status_url) = (&market, &status_url);
+        async move {
+            market_items(market).await;
+            let status = get_json(status_url).await;
+            let instances = status["instances"].as_array()?;
+            let served = |i: &serde_json::Value| i["requests"].as_u64().is_some_and(|n| n > 0);
+            instances.iter().all(served).then_some(status)
+        }
+    })
+    .await;
+    let states = |status: &serde_json::Value| -> Vec<(String, String)> {
+        let instances = status["instances"].as_array().expect("instances");
+        let field = |i: &serde_json::Value, name: &str| i[name].as_str().unwrap_or("").to_owned();
+        instances
+            .iter()
+            .map(|i| (field(i, "id"), field(i, "state")))
+            .collect()
+    };
+    let closed = [("1".into(), "closed".into()), ("2".into(), "closed".into())];
+    assert_eq!(states(&before), closed, "{before}");
+    assert_eq!(before["service"], "ratings", "{before}");
+
+    r1.pause();
+    market_items(&market).await;
+    let open = format!("OPEN breaker on [ratings at {}]", r1.url);
+    market.wait_for_log(&open, Duration::from_secs(2)).await;
+    let after = get_json(&status_url).await;
+    let opened = [("1".into(), "open".into()), ("2".into(), "closed".into())];
+    assert_eq!(states(&after), opened, "{after}");
+    assert!(
+        after["instances"][0]["failures"].as_u64() >= Some(1),
+        "{after}"
+    );
+    r1.resume();
+}
+
 /// The whole walkthrough over TLS: the registry, three instances and the market serve
 /// HTTPS with certificates from a test CA and trust it in their calls, the page shows live
 /// ratings, and the breaker's lines name `https://` addresses.
