@@ -7,14 +7,17 @@
 //! features turned on (by another crate in the build) it refuses an `https://` endpoint
 //! that has no tonic TLS settings.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, FutureExt};
 use http::Uri;
 use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tonic::body::Body;
+use tonic::transport::channel::ResponseFuture;
 use tonic::transport::{Channel, Endpoint};
 use tower::Service;
 
@@ -30,7 +33,7 @@ pub(crate) struct InstanceChannel {
     /// The connection, or why there is none.
     channel: Result<Channel, String>,
     /// The instance's address, named in errors.
-    address: String,
+    address: Arc<str>,
 }
 
 impl InstanceChannel {
@@ -50,7 +53,7 @@ impl InstanceChannel {
         };
         Self {
             channel,
-            address: instance.address.clone(),
+            address: Arc::from(instance.address.as_str()),
         }
     }
 }
@@ -106,7 +109,7 @@ fn over_tls(
 impl Service<http::Request<Body>> for InstanceChannel {
     type Response = http::Response<Body>;
     type Error = Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Error>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         match &mut self.channel {
@@ -118,23 +121,49 @@ impl Service<http::Request<Body>> for InstanceChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let address = self.address.clone();
-        match &mut self.channel {
-            Ok(channel) => {
-                let call = channel.call(request);
-                async move {
-                    call.await
-                        .map_err(|e| Error::from_transport(e.into(), &address))
-                }
-                .boxed()
-            }
-            Err(message) => {
-                let error = Error::Http {
-                    address,
-                    message: message.clone(),
-                };
-                futures::future::ready(Err(error)).boxed()
-            }
+        let state = match &mut self.channel {
+            Ok(channel) => State::Sent(channel.call(request)),
+            Err(message) => State::Failed(Some(Error::Http {
+                address: self.address.to_string(),
+                message: message.clone(),
+            })),
+        };
+        Answer {
+            state,
+            address: Arc::clone(&self.address),
+        }
+    }
+}
+
+/// The head of one call's answer from an instance, or the transport's failure.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The call under way, or why it was not sent.
+    state: State,
+    /// The instance's address, named in errors.
+    address: Arc<str>,
+}
+
+/// Where an [`Answer`] stands.
+#[derive(Debug)]
+enum State {
+    /// Sent on the instance's connection.
+    Sent(ResponseFuture),
+    /// Not sent: the error, until it is taken.
+    Failed(Option<Error>),
+}
+
+impl Future for Answer {
+    type Output = Result<http::Response<Body>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match &mut this.state {
+            State::Sent(sent) => Pin::new(sent)
+                .poll(cx)
+                .map_err(|e| Error::from_transport(Box::new(e), &this.address)),
+            // Polled again after it failed: it has nothing more to give.
+            State::Failed(error) => error.take().map_or(Poll::Pending, |e| Poll::Ready(Err(e))),
         }
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{Either, select};
+use futures::future::{Either, MapErr, TryFutureExt, select};
 use futures::{StreamExt, stream};
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
@@ -47,6 +47,10 @@ pub(super) type Queue = Buffer<http::Request<Body>, CallFuture>;
 
 /// What one attempt, or the call, ends with.
 type Answer = Result<http::Response<ResponseBody>, BoxError>;
+
+/// One attempt's answer through the queue, its error as tonic should see it.
+type AttemptFuture =
+    MapErr<tower::buffer::future::ResponseFuture<CallFuture>, fn(BoxError) -> BoxError>;
 
 /// The retry and hedging rules of one channel, and what its calls share: the retry
 /// budget, the latency estimate behind an adaptive hedge delay, instance ids for the logs.
@@ -151,6 +155,10 @@ async fn buffer(mut body: Body) -> Result<Buffered, tonic::Status> {
             ))));
         }
     }
+    // One chunk (a unary call's one message) is the body as it is.
+    if chunks.len() == 1 {
+        return Ok(Buffered::Whole(chunks.swap_remove(0)));
+    }
     let mut whole = BytesMut::with_capacity(size);
     chunks.iter().for_each(|c| whole.extend_from_slice(c));
     Ok(Buffered::Whole(whole.freeze()))
@@ -159,7 +167,7 @@ async fn buffer(mut body: Body) -> Result<Buffered, tonic::Status> {
 /// One attempt under way.
 struct Attempt {
     /// Its answer's head, or why there is none.
-    future: CallFuture,
+    future: AttemptFuture,
     /// When it was sent.
     started: Instant,
     /// How many of the call's attempts had been given an instance before it: its own is
@@ -216,9 +224,9 @@ impl Call<'_> {
         *request.extensions_mut() = self.parts.extensions.clone();
         request.extensions_mut().insert(self.tried.clone());
         self.sent += 1;
-        let future = queue.call(request);
+        let unwrap: fn(BoxError) -> BoxError = unwrap_status;
         Attempt {
-            future: Box::pin(async move { future.await.map_err(unwrap_status) }),
+            future: queue.call(request).map_err(unwrap),
             started: Instant::now(),
             picked_before: self.tried.len(),
         }
