@@ -115,8 +115,9 @@ pub struct Config {
 
     /// How the market calls ratings: `http` (`GET /ratings/{id}`, with the response cache
     /// and its stale fallback) or `grpc` (`ratings.v1.Ratings/GetRating` through the
-    /// library's gRPC channel: the same picking, breakers, timeouts and log lines, no
-    /// cache).
+    /// library's gRPC channel: the same picking, breakers, timeouts and log lines; no fresh
+    /// cache, but the last good rating of each item is shown stale when every instance
+    /// fails).
     #[arg(long, env = "RATINGS_PROTOCOL", value_enum, default_value_t = RatingsProtocol::Http)]
     pub ratings_protocol: RatingsProtocol,
 

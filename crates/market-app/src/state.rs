@@ -5,12 +5,11 @@ use std::sync::Arc;
 use discovery_client::ServiceClient;
 use discovery_client::events::EventBus;
 use discovery_client::grpc::GrpcChannel;
-use ratings_api::ratings_client::RatingsClient;
 use service_telemetry::PrometheusHandle;
 
 use crate::cart::CartStore;
 use crate::catalog::Catalog;
-use crate::ratings::SourceCounter;
+use crate::ratings::{GrpcRatings, SourceCounter};
 use crate::status::{History, HistoryReport, StatusReport, StatusSource};
 
 /// Shared state of the market's handlers. Cheap to clone.
@@ -21,7 +20,7 @@ pub struct AppState {
     /// The resilient client for the ratings service.
     pub ratings: ServiceClient,
     /// With `--ratings-protocol grpc`: the gRPC client ratings are fetched with instead.
-    pub ratings_grpc: Option<RatingsClient<GrpcChannel>>,
+    pub ratings_grpc: Option<GrpcRatings>,
     /// The client that carries the ratings calls (`ratings`, or the gRPC channel), whose
     /// instances `/status`, `/api/status` and `/health` show.
     pub status_source: StatusSource,
@@ -62,7 +61,7 @@ impl AppState {
             events,
         };
         Self {
-            ratings_grpc: Some(RatingsClient::new(channel)),
+            ratings_grpc: Some(GrpcRatings::new(channel)),
             history: History::following(&status_source),
             status_source,
             ..self

@@ -112,6 +112,35 @@ async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_d
     );
 }
 
+/// Step 4 over gRPC: with every instance gone the page still shows the last good ratings,
+/// marked stale, and the market says all services are down.
+#[tokio::test]
+async fn over_grpc_total_failure_shows_the_last_good_ratings_stale() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let mut r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let mut market = market(&registry, &["--ratings-protocol", "grpc"]).await;
+    let before = market_items(&market).await;
+    assert!(before.iter().all(|i| i.2 == "live"), "{before:?}");
+
+    assert!(r1.terminate().await, "instance 1 exits cleanly");
+    assert!(r2.terminate().await, "instance 2 exits cleanly");
+    wait_for_instances(&registry, "ratings", &[]).await;
+    market
+        .wait_for_nth_log("removed", 2, Duration::from_secs(5))
+        .await;
+
+    let after = market_items(&market).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.1, b.1, "same rating for {}", a.0);
+        assert_eq!(a.2, "stale", "{a:?}");
+    }
+    market
+        .wait_for_log("ratings: all services are down", Duration::from_secs(2))
+        .await;
+}
+
 #[tokio::test]
 async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let registry = registry(&[]).await;
