@@ -18,6 +18,8 @@
 //! - [`scenario`]: the faults, and what each one must show.
 //! - [`runner`]: runs one scenario under load ([`Profile::quick`] for CI, [`Profile::full`]).
 //! - [`report`]: Markdown tables of the outcomes.
+//! - [`survives`]: one scenario's short form as a test: skipped where it cannot run, else
+//!   it must pass.
 //!
 //! The `chaos` binary runs them: `chaos --quick`, `chaos --full`, `chaos --scenario pause`.
 
@@ -39,3 +41,21 @@ pub mod transitions;
 
 pub use runner::{Outcome, Profile, run};
 pub use scenario::Scenario;
+
+/// Held by the running scenario, so that a test binary's scenarios never overlap (they
+/// time real processes and would skew each other's latencies on a small machine).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `scenario`'s short form ([`Profile::quick`]) and panics with the details unless it
+/// passed; prints its table row. Where it cannot run ([`Scenario::unavailable`]: no root,
+/// no etcd, unless `CI` is set) it is skipped with a message.
+pub async fn survives(scenario: Scenario) {
+    if let Some(why) = scenario.unavailable() {
+        eprintln!("SKIPPED: {} {why}", scenario.name());
+        return;
+    }
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let outcome = run(scenario, &Profile::quick()).await;
+    eprintln!("{}", report::table(std::slice::from_ref(&outcome)));
+    assert!(outcome.passed(), "{}", report::details(&outcome));
+}

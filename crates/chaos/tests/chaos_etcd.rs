@@ -7,21 +7,7 @@
 //! Skipped with a message where etcd (Debian's etcd-server) or protoc (to build the registry
 //! with its `etcd` feature) is missing, unless `CI` is set: then they run, and fail.
 
-use chaos::{Profile, Scenario, report, run};
-
-/// Held by the running scenario, so scenarios never overlap.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn survives(scenario: Scenario) {
-    if let Some(why) = scenario.unavailable() {
-        eprintln!("SKIPPED: {} {why}", scenario.name());
-        return;
-    }
-    let _turn = ONE_AT_A_TIME.lock().await;
-    let outcome = run(scenario, &Profile::quick()).await;
-    eprintln!("{}", report::table(std::slice::from_ref(&outcome)));
-    assert!(outcome.passed(), "{}", report::details(&outcome));
-}
+use chaos::{Scenario, survives};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcds_leader_killed_and_restarted_loses_no_registration() {

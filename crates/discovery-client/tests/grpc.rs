@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use discovery_client::breaker::BreakerState;
 use discovery_client::events::EventBus;
 use discovery_client::grpc::{self, GrpcChannel, GrpcConfig};
 use discovery_client::{Balance, Event, Hedging, StaticDiscovery};
@@ -208,6 +209,44 @@ async fn unavailable_opens_only_that_instance() {
     assert_eq!(all[1].calls(), 1, "no call reaches an open breaker");
     assert!(served_by.contains(&1) && served_by.contains(&3));
     assert!(!served_by.contains(&2));
+}
+
+/// What `GrpcChannel::instances` reports: every instance, by id, all closed with their
+/// calls counted; then the one that answered `UNAVAILABLE` open, with its failure.
+#[tokio::test]
+async fn the_channel_reports_each_instance_its_breaker_and_calls() {
+    let all = instances(3).await;
+    let addresses: Vec<String> = all.iter().map(|i| i.address.clone()).collect();
+    let bus = EventBus::new(256);
+    let channel = grpc::channel("ratings", StaticDiscovery::new(addresses), config(&bus))
+        .expect("a channel inside a runtime");
+    let mut ratings = RatingsClient::new(channel.clone());
+    for _ in 0..6 {
+        get(&mut ratings, "widget").await.expect("served");
+    }
+    let status = channel.instances();
+    let ids: Vec<&str> = status.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3"], "{status:?}");
+    for (instance, status) in all.iter().zip(&status) {
+        assert_eq!(status.address, instance.address);
+        assert_eq!(status.state, BreakerState::Closed, "{status:?}");
+        assert_eq!((status.requests, status.failures), (2, 0), "{status:?}");
+        assert!(status.latency_p50.is_some(), "{status:?}");
+        assert_eq!(status.share, 1.0, "{status:?}");
+    }
+    all[1].set_mode(UNAVAILABLE);
+    for _ in 0..3 {
+        let _ = get(&mut ratings, "widget").await;
+    }
+    let status = channel.instances();
+    let states: Vec<BreakerState> = status.iter().map(|s| s.state).collect();
+    let open = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::Closed,
+    ];
+    assert_eq!(states, open, "{status:?}");
+    assert_eq!((status[1].requests, status[1].failures), (3, 1));
 }
 
 #[tokio::test]

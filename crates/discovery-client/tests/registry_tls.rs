@@ -145,7 +145,7 @@ impl Store for CountingStore {
         Store::wait_for_change(&self.inner, service, index, deadline)
     }
 
-    fn expire(&self) -> usize {
+    fn expire(&self) -> StoreFuture<'_, usize> {
         Store::expire(&self.inner)
     }
 }

@@ -26,8 +26,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long dnsmasq may take to start, or to re-read its hosts file.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -325,55 +324,20 @@ fn free_port() -> u16 {
 /// `/usr/sbin`. Prints why and returns `None` if there is none, unless CI or
 /// `DNSMASQ_REQUIRED` says it is required: then panics.
 fn find_dnsmasq() -> Option<PathBuf> {
-    let found = match std::env::var_os("DNSMASQ_BIN") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "DNSMASQ_BIN={} is not a file",
-                path.display()
-            );
-            Some(path)
-        }
-        None => {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain([PathBuf::from("/usr/sbin")])
-                .map(|dir| dir.join("dnsmasq"))
-                .find(|candidate| candidate.is_file())
-        }
-    };
-    if found.is_none() {
-        let message = "no dnsmasq binary (install Debian's dnsmasq-base, or set DNSMASQ_BIN)";
-        assert!(
-            !required(),
-            "dnsmasq is required here (CI or DNSMASQ_REQUIRED is set) but there is {message}"
-        );
-        eprintln!("SKIPPED: this test needs a real name server, and there is {message}");
+    test_tools::Tool {
+        binary: "dnsmasq",
+        env: "DNSMASQ_BIN",
+        required_env: "DNSMASQ_REQUIRED",
+        also_in: &["/usr/sbin"],
+        install: "install Debian's dnsmasq-base",
+        needed_for: "a real name server",
     }
-    found
-}
-
-/// Whether a missing dnsmasq must fail the test rather than skip it.
-fn required() -> bool {
-    let set =
-        |name: &str| std::env::var(name).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    set("CI") || set("DNSMASQ_REQUIRED")
+    .find()
 }
 
 /// A new, empty directory under the system temp dir that dnsmasq (as `nobody`) can read.
 fn scratch_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "dns-harness-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create the dnsmasq scratch directory");
+    let dir = test_tools::scratch_dir("dns-harness");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .expect("make the scratch directory readable");
     dir

@@ -26,8 +26,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long all members together may take to report healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -232,50 +231,20 @@ impl Drop for EtcdCluster {
 /// The etcd binary to run: `ETCD_BIN`, else `etcd` on the `PATH`. Prints why and returns
 /// `None` if there is none, unless CI or `ETCD_REQUIRED` says etcd is required: then panics.
 fn find_etcd() -> Option<PathBuf> {
-    let found = match std::env::var_os("ETCD_BIN") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(path.is_file(), "ETCD_BIN={} is not a file", path.display());
-            Some(path)
-        }
-        None => std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("etcd"))
-                .find(|candidate| candidate.is_file())
-        }),
-    };
-    if found.is_none() {
-        let message = "no etcd binary on the PATH (install Debian's etcd-server, or set ETCD_BIN)";
-        assert!(
-            !required(),
-            "etcd is required here (CI or ETCD_REQUIRED is set) but there is {message}"
-        );
-        eprintln!("SKIPPED: this test needs a real etcd, and there is {message}");
+    test_tools::Tool {
+        binary: "etcd",
+        env: "ETCD_BIN",
+        required_env: "ETCD_REQUIRED",
+        also_in: &[],
+        install: "install Debian's etcd-server",
+        needed_for: "a real etcd",
     }
-    found
-}
-
-/// Whether a missing etcd must fail the test rather than skip it.
-fn required() -> bool {
-    let set =
-        |name: &str| std::env::var(name).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    set("CI") || set("ETCD_REQUIRED")
+    .find()
 }
 
 /// A new, empty directory under the system temp dir.
 fn scratch_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let dir = std::env::temp_dir().join(format!(
-        "etcd-harness-{}-{}-{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create the etcd scratch directory");
-    dir
+    test_tools::scratch_dir("etcd-harness")
 }
 
 /// Free loopback ports, all distinct (the listeners are held until every port is chosen).

@@ -101,8 +101,10 @@ pub struct Config {
     pub retest_delay: Duration,
 
     /// How long a rating is served from the fresh cache without calling ratings. `0s` (the
-    /// default) calls ratings on every page load; the last good rating is still served,
-    /// marked stale, when every instance is down.
+    /// default) calls ratings on every page load, except that when the market is swamped
+    /// (more than 32 ratings calls in flight, as after a CPU-starved pause) page loads asking
+    /// for the same rating while a call for it is in flight share that call; the last good
+    /// rating is still served, marked stale, when every instance is down.
     #[arg(long, env = "RATINGS_CACHE_TTL", default_value = "0s", value_parser = humantime::parse_duration)]
     pub cache_ttl: Duration,
 
@@ -113,8 +115,9 @@ pub struct Config {
 
     /// How the market calls ratings: `http` (`GET /ratings/{id}`, with the response cache
     /// and its stale fallback) or `grpc` (`ratings.v1.Ratings/GetRating` through the
-    /// library's gRPC channel: the same picking, breakers, timeouts and log lines, no
-    /// cache).
+    /// library's gRPC channel: the same picking, breakers, timeouts and log lines; no fresh
+    /// cache, but the last good rating of each item is shown stale when every instance
+    /// fails).
     #[arg(long, env = "RATINGS_PROTOCOL", value_enum, default_value_t = RatingsProtocol::Http)]
     pub ratings_protocol: RatingsProtocol,
 

@@ -13,9 +13,10 @@
 //! view names the instance that gave it, as the client reports it, and its source is counted
 //! in the [`SourceCounter`] for `/status`.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use discovery_client::grpc::GrpcChannel;
 use discovery_client::{ServiceClient, Source};
@@ -24,6 +25,7 @@ use ratings_api::GetRatingRequest;
 use ratings_api::ratings_client::RatingsClient;
 use serde::{Deserialize, Serialize};
 use service_telemetry::TraceContext;
+use tonic::Code;
 use tracing::Instrument;
 
 use crate::catalog::Item;
@@ -104,7 +106,7 @@ pub struct Fetch<'a> {
     /// The ratings client.
     pub client: &'a ServiceClient,
     /// With `--ratings-protocol grpc`: the gRPC client used instead of `client`.
-    pub grpc: Option<&'a RatingsClient<GrpcChannel>>,
+    pub grpc: Option<&'a GrpcRatings>,
     /// The page load's trace; each call is sent as a child of it.
     pub trace: &'a TraceContext,
     /// Where each rating's source is counted.
@@ -124,7 +126,7 @@ async fn fetch_one(fetch: Fetch<'_>, item: &Item) -> RatingView {
 
 async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
     if let Some(grpc) = fetch.grpc {
-        return call_grpc(grpc.clone(), item).await;
+        return grpc.call(item).await;
     }
     let path = format!("/ratings/{}", item.id);
     // A new span id for each call (the exported client span's, with the `otlp` feature).
@@ -149,25 +151,79 @@ async fn call(fetch: Fetch<'_>, item: &Item) -> RatingView {
     }
 }
 
-/// `GetRating` over gRPC: a live rating, or none (the channel logs breaker changes and
-/// "all services are down"; there is no response cache on this path).
-async fn call_grpc(mut client: RatingsClient<GrpcChannel>, item: &Item) -> RatingView {
-    let request = GetRatingRequest {
-        item_id: item.id.to_string(),
-    };
-    match client.get_rating(request).await {
-        Ok(answer) => {
-            let rating = answer.into_inner();
-            RatingView {
-                rating: u8::try_from(rating.rating).ok(),
-                source: RatingSource::Live,
-                instance: Some(rating.instance.to_string()),
+/// Ratings over gRPC (`--ratings-protocol grpc`): the client, and the last good rating of
+/// each item, shown marked stale when every instance fails, as the HTTP path's response
+/// cache does (the gRPC channel has no cache of its own). Only the catalog's items are
+/// asked for, so the store stays as small as the catalog.
+#[derive(Debug, Clone)]
+pub struct GrpcRatings {
+    /// The tonic client over the library's channel.
+    client: RatingsClient<GrpcChannel>,
+    /// By item id: the last good rating, and the instance that gave it.
+    last_good: Arc<Mutex<HashMap<String, (u8, String)>>>,
+}
+
+impl GrpcRatings {
+    /// Ratings through `channel`, nothing known yet.
+    pub fn new(channel: GrpcChannel) -> Self {
+        Self {
+            client: RatingsClient::new(channel),
+            last_good: Arc::default(),
+        }
+    }
+
+    /// `GetRating` for `item`: live; or, when the instances failed (`UNAVAILABLE`, which
+    /// includes "all services are down", `DEADLINE_EXCEEDED`, `RESOURCE_EXHAUSTED`), the
+    /// last good rating marked stale; or none.
+    async fn call(&self, item: &Item) -> RatingView {
+        let request = GetRatingRequest {
+            item_id: item.id.to_string(),
+        };
+        let status = match self.client.clone().get_rating(request).await {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                let Ok(rating) = u8::try_from(answer.rating) else {
+                    return RatingView::none();
+                };
+                let instance = answer.instance.to_string();
+                self.remember(&item.id, rating, &instance);
+                return RatingView {
+                    rating: Some(rating),
+                    source: RatingSource::Live,
+                    instance: Some(instance),
+                };
             }
+            Err(status) => status,
+        };
+        tracing::debug!(item = %item.id, %status, "no live rating for {}: {status}", item.id);
+        let instances_failed = matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+        );
+        match self.recall(&item.id).filter(|_| instances_failed) {
+            Some((rating, instance)) => RatingView {
+                rating: Some(rating),
+                source: RatingSource::Stale,
+                instance: Some(instance),
+            },
+            None => RatingView::none(),
         }
-        Err(status) => {
-            tracing::debug!(item = %item.id, %status, "no rating for {}: {status}", item.id);
-            RatingView::none()
-        }
+    }
+
+    fn remember(&self, item: &str, rating: u8, instance: &str) {
+        let mut last_good = self
+            .last_good
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last_good.insert(item.to_owned(), (rating, instance.to_owned()));
+    }
+
+    fn recall(&self, item: &str) -> Option<(u8, String)> {
+        let last_good = self
+            .last_good
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        last_good.get(item).cloned()
     }
 }
 

@@ -4,11 +4,11 @@ use std::future::Future;
 use std::io;
 
 use discovery_client::discovery::Discovery;
+use discovery_client::events::EventBus;
 use discovery_client::grpc::{self, GrpcChannel, GrpcConfig};
 use discovery_client::{
     DnsDiscovery, FailureRate, RegistryDiscovery, ServiceClient, StaticDiscovery,
 };
-use ratings_api::ratings_client::RatingsClient;
 use serving::Server;
 
 use crate::cart::CartStore;
@@ -16,6 +16,10 @@ use crate::catalog::Catalog;
 use crate::config::{Config, RatingsDiscovery, RatingsProtocol};
 use crate::routes::app;
 use crate::state::AppState;
+
+/// Events the gRPC channel's bus holds for a slow reader (the status history), as many as
+/// the HTTP client's.
+const GRPC_EVENTS: usize = 1024;
 
 /// The ratings client `config` describes: registry discovery, or the `--static-ratings` list;
 /// both it and the registry calls trust `--ca-file` besides the system's roots.
@@ -50,20 +54,28 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
 }
 
 /// The gRPC channel to ratings that `config` describes (`--ratings-protocol grpc`): the
-/// same discovery and breaker settings as [`ratings_client`]. A `--failure-rate` policy
+/// same discovery, breaker and TLS settings (`--ca-file`) as [`ratings_client`]. A `--failure-rate` policy
 /// applies to the HTTP client only; the channel opens on `--failure-limit`. `GetRating` is
 /// marked idempotent: its calls are retried and hedged on another instance, as the HTTP
-/// client's GETs are.
+/// client's GETs are. Its events go to `events`.
 ///
 /// # Errors
 ///
 /// As [`ratings_client`]. Must be called inside a tokio runtime.
-pub fn ratings_grpc_channel(config: &Config) -> Result<GrpcChannel, discovery_client::Error> {
+pub fn ratings_grpc_channel(
+    config: &Config,
+    events: &EventBus,
+) -> Result<GrpcChannel, discovery_client::Error> {
+    let tls = config
+        .client_tls()
+        .map_err(|e| discovery_client::Error::Config(e.to_string()))?;
     let settings = GrpcConfig::default()
+        .tls(tls)
         .timeout(config.timeout)
         .failure_limit(config.failure_limit)
         .retest_delay(config.retest_delay)
-        .idempotent(ratings_api::GET_RATING_PATH);
+        .idempotent(ratings_api::GET_RATING_PATH)
+        .events(events.clone());
     let service = config.ratings_service.as_str();
     tracing::info!(service, "{service}: calling ratings over gRPC");
     grpc::channel(service, ratings_discovery(config)?, settings)
@@ -135,19 +147,20 @@ pub async fn run(
     let max_carts = usize::try_from(config.max_carts).unwrap_or(usize::MAX);
     let mut state = AppState::new(Catalog::standard(), ratings, CartStore::new(max_carts));
     if config.ratings_protocol == RatingsProtocol::Grpc {
-        let channel = ratings_grpc_channel(&config).map_err(|e| {
+        let events = EventBus::new(GRPC_EVENTS);
+        let channel = ratings_grpc_channel(&config, &events).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot set up the ratings gRPC channel: {e}"),
             )
         })?;
-        state = state.with_grpc(RatingsClient::new(channel));
+        state = state.with_grpc(channel, events);
     }
     let history = state.history.clone();
     let recording = tokio::spawn(
         history
             .clone()
-            .run(state.ratings.clone(), state.shown.clone()),
+            .run(state.status_source.clone(), state.shown.clone()),
     );
     // Open dashboards' streams end as shutdown begins, so they do not hold the drain up.
     let shutdown = async move {

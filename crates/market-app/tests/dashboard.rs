@@ -22,7 +22,7 @@ fn record(state: &AppState) {
         state
             .history
             .clone()
-            .run(state.ratings.clone(), state.shown.clone()),
+            .run(state.status_source.clone(), state.shown.clone()),
     );
 }
 

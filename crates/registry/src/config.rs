@@ -85,6 +85,13 @@ pub struct Config {
     #[arg(long, env = "REGISTRY_ETCD_PREFIX", default_value = "/discovery/")]
     pub etcd_prefix: String,
 
+    /// How long `--store etcd` keeps a registration beyond its TTL while no registry
+    /// renews it: the longest outage of every registry on the etcd that loses no
+    /// registration (whole seconds; 0 leaves expiry to etcd at the TTL). Registries still
+    /// expire an instance that stops heartbeating at its TTL.
+    #[arg(long, env = "REGISTRY_ETCD_OUTAGE_GRACE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub etcd_outage_grace: Duration,
+
     /// Bearer token required on every write (`Authorization: Bearer <token>`); none by default.
     #[arg(long, env = "REGISTRY_TOKEN", hide_env_values = true)]
     pub token: Option<BearerToken>,
@@ -154,6 +161,7 @@ impl Default for Config {
             store: StoreKind::Memory,
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: "/discovery/".into(),
+            etcd_outage_grace: Duration::from_secs(60),
             token: None,
             protect_reads: false,
             default_ttl: Duration::from_secs(120),

@@ -1,8 +1,9 @@
 //! The background task that removes instances whose lease ran out.
 //!
-//! Every store operation already expires lapsed leases before it runs, so readers never
-//! see one; the sweeper exists so that *blocking* readers learn about an expiry promptly
-//! even when nothing else touches the store. It ticks every `--sweep-interval` on tokio's
+//! Every memory store operation already expires lapsed leases before it runs, so readers
+//! never see one; the sweeper exists so that *blocking* readers learn about an expiry
+//! promptly even when nothing else touches the store. On etcd it is what expires instances
+//! at their TTL (see the etcd store's `reaper`). It ticks every `--sweep-interval` on tokio's
 //! clock (so paused-time tests drive it) and stops when the [`Shutdown`] signal fires.
 
 use std::sync::Arc;
@@ -26,11 +27,13 @@ where
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            // A sweep waiting on etcd is dropped at shutdown.
             tokio::select! {
                 () = shutdown.triggered() => break,
-                _ = ticks.tick() => {
-                    store.expire();
-                }
+                _ = async {
+                    ticks.tick().await;
+                    store.expire().await
+                } => {}
             }
         }
         tracing::debug!("sweeper stopped");

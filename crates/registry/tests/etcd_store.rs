@@ -249,9 +249,10 @@ async fn keys_hold_the_documented_value_and_no_secret() {
         "the secret is not stored"
     );
     let granted = client.lease_time_to_live(kv.lease(), None).await.unwrap();
+    let grace = i64::try_from(registry::store::etcd::DEFAULT_OUTAGE_GRACE.as_secs()).unwrap();
     assert!(
-        (1..=9).contains(&granted.ttl()) && granted.granted_ttl() == 9,
-        "the key's etcd lease has the registration's TTL: {} of {}",
+        (1..=9 + grace).contains(&granted.ttl()) && granted.granted_ttl() == 9 + grace,
+        "the key's etcd lease has the registration's TTL and the outage grace: {} of {}",
         granted.ttl(),
         granted.granted_ttl()
     );
@@ -426,4 +427,126 @@ async fn each_registry_counts_an_expiry_once_and_a_deregistration_never() {
     }
     a_child.kill().await.unwrap();
     b_child.kill().await.unwrap();
+}
+
+/// A registry on `endpoints` whose etcd leases outlive a registry outage by `grace`.
+async fn start_with_grace(endpoints: Vec<String>, grace: Duration) -> Server {
+    start_with(EtcdOptions {
+        endpoints,
+        outage_grace: grace,
+        ..EtcdOptions::default()
+    })
+    .await
+}
+
+/// Sends one heartbeat through `server`, expecting 200.
+async fn heartbeat(http: &reqwest::Client, server: &Server, id: &str, lease: &str) {
+    let answer = http
+        .put(format!("{}/heartbeat", server.instance("ratings", id)))
+        .header("X-Lease", lease)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "heartbeat of {id} through {}",
+        server.url
+    );
+}
+
+#[tokio::test]
+async fn a_registry_down_for_longer_than_the_ttl_comes_back_to_every_registration() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let ttl = json!({ "address": "http://127.0.0.1:8001", "ttl_secs": 2 });
+    let before = start_with_grace(etcd.endpoints(), Duration::from_secs(30)).await;
+    let alive = before.register(&http, "ratings", "1", &ttl).await;
+    before.register(&http, "ratings", "2", &ttl).await;
+    before.stop().await.unwrap();
+
+    // Down for twice the TTL: nobody renews the leases, and etcd keeps both keys.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = start_with_grace(etcd.endpoints(), Duration::from_secs(30)).await;
+    let started = Instant::now();
+    assert_eq!(ids(&after.service(&http, "ratings").await), ["1", "2"]);
+
+    // Instance 1 heartbeats again; instance 2 died during the outage and goes one TTL
+    // after the restart (etcd says to the second), never earlier, while 1 stays.
+    let mut gone_after = None;
+    while Instant::now() < started + Duration::from_secs(6) {
+        heartbeat(&http, &after, "1", &alive).await;
+        let listed = ids(&after.service(&http, "ratings").await);
+        match listed.as_slice() {
+            [one, two] if one == "1" && two == "2" => {
+                assert!(gone_after.is_none(), "2 came back: {listed:?}");
+            }
+            [one] if one == "1" => {
+                gone_after.get_or_insert(started.elapsed());
+            }
+            _ => panic!(
+                "listed {listed:?} {:?} after the restart",
+                started.elapsed()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone_after = gone_after.expect("the dead instance was never expired");
+    assert!(
+        gone_after >= Duration::from_millis(1800) && gone_after <= Duration::from_millis(4500),
+        "the dead instance went {gone_after:?} after the restart (TTL 2 s)"
+    );
+    after.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeats_through_another_registry_keep_an_instance_and_silence_expires_it_at_the_ttl() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let grace = Duration::from_secs(30);
+    let a = start_with_grace(etcd.endpoints(), grace).await;
+    let b = start_with_grace(etcd.endpoints(), grace).await;
+    let body = json!({ "address": "http://127.0.0.1:8001", "ttl_secs": 2 });
+    let lease = a.register(&http, "ratings", "1", &body).await;
+
+    // Every heartbeat goes to B; A, which took only the registration, looks the lease up
+    // in etcd once the TTL has passed and sees it renewed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        heartbeat(&http, &b, "1", &lease).await;
+        for server in [&a, &b] {
+            assert_eq!(ids(&server.service(&http, "ratings").await), ["1"]);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Silent from now: gone from both within the TTL, a second for etcd's whole seconds and
+    // a sweep, although its etcd lease has the grace left.
+    let silent = Instant::now();
+    loop {
+        let listed = [
+            ids(&a.service(&http, "ratings").await),
+            ids(&b.service(&http, "ratings").await),
+        ];
+        if listed.iter().all(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            silent.elapsed() < Duration::from_millis(4000),
+            "still listed {listed:?} {:?} after the last heartbeat (TTL 2 s)",
+            silent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        silent.elapsed() >= Duration::from_millis(1500),
+        "expired {:?} after the last heartbeat, before its TTL of 2 s",
+        silent.elapsed()
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
 }

@@ -112,6 +112,35 @@ async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_d
     );
 }
 
+/// Step 4 over gRPC: with every instance gone the page still shows the last good ratings,
+/// marked stale, and the market says all services are down.
+#[tokio::test]
+async fn over_grpc_total_failure_shows_the_last_good_ratings_stale() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let mut r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let mut market = market(&registry, &["--ratings-protocol", "grpc"]).await;
+    let before = market_items(&market).await;
+    assert!(before.iter().all(|i| i.2 == "live"), "{before:?}");
+
+    assert!(r1.terminate().await, "instance 1 exits cleanly");
+    assert!(r2.terminate().await, "instance 2 exits cleanly");
+    wait_for_instances(&registry, "ratings", &[]).await;
+    market
+        .wait_for_nth_log("removed", 2, Duration::from_secs(5))
+        .await;
+
+    let after = market_items(&market).await;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.1, b.1, "same rating for {}", a.0);
+        assert_eq!(a.2, "stale", "{a:?}");
+    }
+    market
+        .wait_for_log("ratings: all services are down", Duration::from_secs(2))
+        .await;
+}
+
 #[tokio::test]
 async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let registry = registry(&[]).await;
@@ -132,9 +161,33 @@ async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes()
     let mut r1 = ratings(1, &registry, &[]).await;
     let _r2 = ratings(2, &registry, &[]).await;
     wait_for_instances(&registry, "ratings", &["1", "2"]).await;
-    let grpc = ["--ratings-protocol", "grpc"];
-    let args = [&grpc[..], &["--timeout", "300ms", "--retest-delay", "2s"]].concat();
-    let mut market = market(&registry, &args).await;
+    grpc_walkthrough(&registry, &[], &mut r1, "http").await;
+}
+
+/// Step 5 over gRPC to `https://` instances: the market (`--ratings-protocol grpc
+/// --ca-file`) reaches them over TLS with ALPN `h2`, trusting the test CA, and the breaker
+/// story is the same.
+#[tokio::test]
+async fn over_grpc_and_tls_the_page_shows_live_ratings_and_a_paused_instance_opens_and_closes() {
+    let tls = TlsFiles::write();
+    let registry = registry(&tls.serve_args()).await;
+    let serve_and_trust = [&tls.serve_args()[..], &tls.trust_args()].concat();
+    let mut r1 = ratings(1, &registry, &serve_and_trust).await;
+    let _r2 = ratings(2, &registry, &serve_and_trust).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    grpc_walkthrough(&registry, &tls.trust_args(), &mut r1, "https").await;
+}
+
+/// A market over gRPC (with `extra` flags) to instances 1 and 2 at `scheme://` addresses:
+/// live ratings, both instances used, then step 5 on instance 1.
+async fn grpc_walkthrough(registry: &Proc, extra: &[&str], r1: &mut Proc, scheme: &str) {
+    let args = [
+        extra,
+        &["--ratings-protocol", "grpc"],
+        &["--timeout", "300ms", "--retest-delay", "2s"],
+    ]
+    .concat();
+    let mut market = market(registry, &args).await;
     market
         .wait_for_log("ratings: calling ratings over gRPC", Duration::from_secs(2))
         .await;
@@ -146,9 +199,96 @@ async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes()
     market
         .wait_for_nth_log("ratings using instance", 4, Duration::from_secs(2))
         .await;
-    assert!(market.count("ratings using instance 1: http://127.0.0.1:") >= 1);
-    assert!(market.count("ratings using instance 2: http://127.0.0.1:") >= 1);
-    pause_open_retest_resume_close(&mut market, &mut r1).await;
+    for n in [1, 2] {
+        let line = format!("ratings using instance {n}: {scheme}://127.0.0.1:");
+        assert!(market.count(&line) >= 1, "no {line:?}");
+    }
+    pause_open_retest_resume_close(&mut market, r1).await;
+}
+
+/// An `https://` instance whose certificate the market does not trust (no `--ca-file`) is
+/// the instance's failure over gRPC as over HTTP: its breaker opens while the page still
+/// loads, without its rating. (The same instance serves the market that trusts the test CA,
+/// in the test above.)
+#[tokio::test]
+async fn over_grpc_an_untrusted_certificate_opens_the_breaker_and_the_page_still_loads() {
+    let tls = TlsFiles::write();
+    let registry = registry(&[]).await;
+    let _r1 = ratings(1, &registry, &tls.serve_args()).await;
+    wait_for_instances(&registry, "ratings", &["1"]).await;
+    let args = ["--ratings-protocol", "grpc", "--timeout", "300ms"];
+    let mut market = market(&registry, &args).await;
+    let items = market_items(&market).await;
+    assert!(!items.is_empty());
+    for (id, rating, _, _) in &items {
+        assert_eq!(*rating, None, "{id}: no rating without a trusted instance");
+    }
+    market
+        .wait_for_log(
+            "OPEN breaker on [ratings at https://127.0.0.1:",
+            Duration::from_secs(5),
+        )
+        .await;
+}
+
+/// With `--ratings-protocol grpc`, `/api/status` shows the instances of the gRPC channel
+/// that carries the calls (not the idle HTTP client's): both closed, with the calls each
+/// took; then, with instance 1 paused, its breaker open and the other's closed.
+#[tokio::test]
+async fn over_grpc_the_status_shows_the_channels_breakers() {
+    let registry = registry(&[]).await;
+    let mut r1 = ratings(1, &registry, &[]).await;
+    let _r2 = ratings(2, &registry, &[]).await;
+    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let args = [
+        "--ratings-protocol",
+        "grpc",
+        "--timeout",
+        "300ms",
+        "--retest-delay",
+        "30s",
+    ];
+    let mut market = market(&registry, &args).await;
+    market
+        .wait_for_log("ratings: calling ratings over gRPC", Duration::from_secs(2))
+        .await;
+    let status_url = format!("{}/api/status", market.url);
+    // Page loads until each instance has taken calls, as the channel counts them.
+    let before = eventually(Duration::from_secs(5), "calls on both instances", || {
+        let (market, status_url) = (&market, &status_url);
+        async move {
+            market_items(market).await;
+            let status = get_json(status_url).await;
+            let instances = status["instances"].as_array()?;
+            let served = |i: &serde_json::Value| i["requests"].as_u64().is_some_and(|n| n > 0);
+            instances.iter().all(served).then_some(status)
+        }
+    })
+    .await;
+    let states = |status: &serde_json::Value| -> Vec<(String, String)> {
+        let instances = status["instances"].as_array().expect("instances");
+        let field = |i: &serde_json::Value, name: &str| i[name].as_str().unwrap_or("").to_owned();
+        instances
+            .iter()
+            .map(|i| (field(i, "id"), field(i, "state")))
+            .collect()
+    };
+    let closed = [("1".into(), "closed".into()), ("2".into(), "closed".into())];
+    assert_eq!(states(&before), closed, "{before}");
+    assert_eq!(before["service"], "ratings", "{before}");
+
+    r1.pause();
+    market_items(&market).await;
+    let open = format!("OPEN breaker on [ratings at {}]", r1.url);
+    market.wait_for_log(&open, Duration::from_secs(2)).await;
+    let after = get_json(&status_url).await;
+    let opened = [("1".into(), "open".into()), ("2".into(), "closed".into())];
+    assert_eq!(states(&after), opened, "{after}");
+    assert!(
+        after["instances"][0]["failures"].as_u64() >= Some(1),
+        "{after}"
+    );
+    r1.resume();
 }
 
 /// The whole walkthrough over TLS: the registry, three instances and the market serve

@@ -6,8 +6,9 @@
 //! left out.
 //!
 //! - Steady: closed loop at `--concurrency` callers, in rounds, each contender once per
-//!   round in rotated order, a fresh client per contender warmed up once; throughput and
-//!   p50/p99 over all rounds.
+//!   round in rotated order, a fresh client per contender warmed up once; throughput,
+//!   p50/p99 and the bench process's CPU time per call (the callers' side only: the
+//!   instances are other processes) over all rounds.
 //! - Sick: a fresh client per contender, warmed up; instance 1 is paused (SIGSTOP) during
 //!   the run as in scenario 2; calls that failed and calls that waited at least 90 % of the
 //!   timeout.
@@ -35,17 +36,21 @@ enum Kind {
     Ours,
     /// Our `grpc::channel` with hedging off (retries still on).
     OursUnhedged,
+    /// Our `grpc::channel` with `GetRating` not marked idempotent: sent once, never
+    /// retried or hedged (what the retry machinery costs, by difference).
+    OursOnce,
     /// tonic's `Channel::balance_list`.
     Tonic,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Ours, Kind::OursUnhedged, Kind::Tonic];
+    const ALL: [Kind; 4] = [Kind::Ours, Kind::OursUnhedged, Kind::OursOnce, Kind::Tonic];
 
     fn name(self) -> &'static str {
         match self {
             Kind::Ours => "discovery-client grpc::channel",
             Kind::OursUnhedged => "discovery-client grpc::channel, hedging off",
+            Kind::OursOnce => "discovery-client grpc::channel, not idempotent",
             Kind::Tonic => "tonic Channel::balance_list",
         }
     }
@@ -57,13 +62,15 @@ const SICK: usize = 0;
 /// Makes a fresh client of `kind` for the instances at `urls`.
 fn make(kind: Kind, urls: &[String], plan: &Plan, retest: Duration) -> Result<Contender, String> {
     match kind {
-        Kind::Ours | Kind::OursUnhedged => {
+        Kind::Ours | Kind::OursUnhedged | Kind::OursOnce => {
             let mut config = GrpcConfig::default()
                 .timeout(plan.timeout)
                 .failure_limit(1)
                 .retest_delay(retest)
-                .max_retries(plan.retries)
-                .idempotent(ratings_api::GET_RATING_PATH);
+                .max_retries(plan.retries);
+            if kind != Kind::OursOnce {
+                config = config.idempotent(ratings_api::GET_RATING_PATH);
+            }
             if kind == Kind::OursUnhedged {
                 config = config.hedging(Hedging::Off);
             }
@@ -96,7 +103,8 @@ pub async fn run(bins: &Binaries, plan: &Plan) -> Result<Section, String> {
     let kinds: Vec<Kind> = Kind::ALL.to_vec();
     let steady = steady(&urls, &kinds, plan).await?;
     let mut sick = Vec::new();
-    for &kind in &kinds {
+    // Sent once, the calls caught on the paused instance fail: that row says nothing new.
+    for &kind in kinds.iter().filter(|&&k| k != Kind::OursOnce) {
         eprintln!("  grpc sick: {}", kind.name());
         sick.push(sick_one(&mut instances, &urls, kind, plan).await?);
     }
@@ -108,10 +116,25 @@ struct Steady {
     kind: Kind,
     figures: Figures,
     measured: Duration,
+    /// This process's CPU time during the contender's windows.
+    cpu: Duration,
+}
+
+impl Steady {
+    /// Calls answered per second.
+    fn rate(&self) -> f64 {
+        self.figures.ok as f64 / self.measured.as_secs_f64().max(1e-9)
+    }
+
+    /// This process's CPU time per call answered, in microseconds.
+    fn cpu_per_call(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.figures.ok.max(1) as f64
+    }
 }
 
 async fn steady(urls: &[String], kinds: &[Kind], plan: &Plan) -> Result<Vec<Steady>, String> {
     let paths = Arc::new(paths());
+    let cpu = || crate::procs::cpu_time_of(std::process::id() as i32).unwrap_or_default();
     let mut clients = Vec::new();
     for &kind in kinds {
         let client = Arc::new(make(kind, urls, plan, Duration::from_secs(30))?);
@@ -124,13 +147,20 @@ async fn steady(urls: &[String], kinds: &[Kind], plan: &Plan) -> Result<Vec<Stea
             usize::MAX,
         );
         warm.await;
-        clients.push((kind, client, Vec::<Sample>::new(), Duration::ZERO));
+        clients.push((
+            kind,
+            client,
+            Vec::<Sample>::new(),
+            Duration::ZERO,
+            Duration::ZERO,
+        ));
     }
     for round in 0..plan.steady_rounds {
         eprintln!("  grpc steady: round {}/{}", round + 1, plan.steady_rounds);
         let n = clients.len();
         for i in 0..n {
-            let (_, client, samples, measured) = &mut clients[(i + round) % n];
+            let (_, client, samples, measured, spent) = &mut clients[(i + round) % n];
+            let before = cpu();
             let run = closed_loop(
                 Arc::clone(client),
                 Arc::clone(&paths),
@@ -140,16 +170,18 @@ async fn steady(urls: &[String], kinds: &[Kind], plan: &Plan) -> Result<Vec<Stea
                 usize::MAX,
             )
             .await;
+            *spent += cpu().saturating_sub(before);
             samples.extend(run.samples);
             *measured += run.elapsed;
         }
     }
     Ok(clients
         .into_iter()
-        .map(|(kind, _, samples, measured)| Steady {
+        .map(|(kind, _, samples, measured, cpu)| Steady {
             kind,
             figures: Figures::of(&samples),
             measured,
+            cpu,
         })
         .collect())
 }
@@ -212,10 +244,11 @@ fn report(steady: &[Steady], sick: &[Sick], plan: &Plan) -> Section {
     section.note(format!(
         "`GetRating` on 3 ratings instances (real processes, gRPC on their port), {} closed-loop \
          callers. Ours: `grpc::channel` with `GetRating` marked idempotent (retries {}, \
-         hedging as set), breakers opening on one failure. tonic: `Channel::balance_list` \
+         hedging as set; steady also once with it not marked, so sent once), breakers opening on one failure. tonic: `Channel::balance_list` \
          (p2c over pending requests) with a {} per-request timeout, as ours has per attempt. \
          ginepro is not available offline and is not measured. Steady: {} rounds of {} per \
-         contender, rotated order, after {} of warm-up.",
+         contender, rotated order, after {} of warm-up. \"CPU/call\": this process's CPU \
+         time (user + system, the callers' side) per call answered.",
         plan.concurrency,
         plan.retries,
         show(plan.timeout),
@@ -223,27 +256,39 @@ fn report(steady: &[Steady], sick: &[Sick], plan: &Plan) -> Section {
         show(plan.steady_window),
         show(plan.warmup),
     ));
-    let mut table = Table::new(["contender", "calls", "failed", "calls/s", "p50", "p99"]);
-    let rate = |s: &Steady| s.figures.ok as f64 / s.measured.as_secs_f64().max(1e-9);
+    let mut table = Table::new([
+        "contender",
+        "calls",
+        "failed",
+        "calls/s",
+        "p50",
+        "p99",
+        "CPU/call",
+    ]);
     for s in steady {
         table.row([
             s.kind.name().to_string(),
             (s.figures.ok + s.figures.failed).to_string(),
             s.figures.failed.to_string(),
-            format!("{:.0}", rate(s)),
+            format!("{:.0}", s.rate()),
             show(s.figures.p50()),
             show(s.figures.p99()),
+            format!("{:.1} µs", s.cpu_per_call()),
         ]);
     }
     section.table(&table);
     let find = |kind| steady.iter().find(|s| s.kind == kind);
     if let (Some(ours), Some(tonic)) = (find(Kind::Ours), find(Kind::Tonic)) {
-        let (a, b) = (rate(ours), rate(tonic));
+        let (a, b) = (ours.rate(), tonic.rate());
         section.target(
             a >= 0.95 * b,
             format!("steady throughput ours/tonic ≥ 0.95: {}", ratio(a, b)),
         );
         section.end_list();
+        section.note(format!(
+            "Caller CPU per call, ours/tonic: {}.",
+            ratio(ours.cpu_per_call(), tonic.cpu_per_call())
+        ));
     }
     section.note(format!(
         "Sick: instance 1 paused (SIGSTOP) {} into a {} run, for {}; a fresh client per \

@@ -36,6 +36,8 @@
 mod future;
 mod load;
 mod pick;
+#[cfg(feature = "grpc")]
+mod roster;
 mod service;
 mod tried;
 
@@ -43,6 +45,8 @@ pub use future::ResponseFuture;
 pub(crate) use load::{InFlightGuard, Load};
 pub use pick::Balance;
 pub(crate) use pick::Picker;
+#[cfg(feature = "grpc")]
+pub(crate) use roster::Roster;
 pub use service::Balancer;
 pub(crate) use tried::Tried;
 

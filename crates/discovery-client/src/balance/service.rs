@@ -3,6 +3,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use tokio::time::{Instant, Sleep};
 use tower::Service;
 use tower::discover::{Change, Discover};
 
+#[cfg(feature = "grpc")]
+use super::Roster;
 use super::{Balance, Load, Picker, ResponseFuture, Tried};
 use crate::Error;
 use crate::breaker::AcquirePermit;
@@ -79,7 +82,7 @@ pub struct Balancer<D: Discover> {
     /// separate list so the picker can read them while it asks endpoints for permits).
     loads: Vec<Load>,
     /// The round-robin cursor.
-    picker: Picker,
+    picker: Arc<Picker>,
     /// Whether calls in flight steer the pick.
     balance: Balance,
     /// The endpoint chosen by `poll_ready` for the next call (holding its breaker's permit).
@@ -94,6 +97,9 @@ pub struct Balancer<D: Discover> {
     unavailable: Option<Error>,
     /// Service name and event bus for `all services are down`.
     telemetry: ServiceTelemetry,
+    /// Where the endpoints are published for status pages, once asked for.
+    #[cfg(feature = "grpc")]
+    roster: Option<Roster>,
 }
 
 /// Whether discovery has said anything yet.
@@ -111,7 +117,7 @@ impl<D: Discover> Balancer<D> {
             discover,
             endpoints: Vec::new(),
             loads: Vec::new(),
-            picker: Picker::new(),
+            picker: Arc::new(Picker::new()),
             balance: Balance::default(),
             selected: None,
             discover_done: false,
@@ -119,6 +125,8 @@ impl<D: Discover> Balancer<D> {
             first_word: FirstWord::Awaited(None),
             unavailable: None,
             telemetry: ServiceTelemetry::new(service, None),
+            #[cfg(feature = "grpc")]
+            roster: None,
         }
     }
 
@@ -152,6 +160,36 @@ impl<D: Discover> Balancer<D> {
         self.endpoints.is_empty()
     }
 
+    /// The endpoints as status pages read them, kept up to date from now on. Ask after
+    /// setting the [`balance`](Self::balance) rule: the shares are those of the rule set
+    /// then.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn roster(&mut self) -> Roster
+    where
+        D::Key: Borrow<str>,
+    {
+        if let Some(roster) = &self.roster {
+            return roster.clone();
+        }
+        let roster = Roster::new(Arc::clone(&self.picker), self.balance);
+        self.publish_to(&roster);
+        self.roster = Some(roster.clone());
+        roster
+    }
+
+    /// Publishes the endpoints to `roster`.
+    #[cfg(feature = "grpc")]
+    fn publish_to(&self, roster: &Roster)
+    where
+        D::Key: Borrow<str>,
+    {
+        let keys = self
+            .endpoints
+            .iter()
+            .map(|(key, _)| (*key).borrow().to_string());
+        roster.publish(keys.zip(self.loads.iter().cloned()));
+    }
+
     /// Hands back the permit held for a call that was picked but not made.
     fn unselect(&mut self)
     where
@@ -168,6 +206,7 @@ impl<D: Discover> Balancer<D> {
     fn update(&mut self, cx: &mut Context<'_>)
     where
         D: Unpin,
+        D::Key: Borrow<str>,
         D::Error: Into<Error>,
         D::Service: AcquirePermit,
     {
@@ -212,6 +251,10 @@ impl<D: Discover> Balancer<D> {
                         self.loads.remove(index);
                     }
                 }
+            }
+            #[cfg(feature = "grpc")]
+            if let Some(roster) = &self.roster {
+                self.publish_to(roster);
             }
         }
     }

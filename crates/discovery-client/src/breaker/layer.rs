@@ -111,6 +111,12 @@ impl<A> BreakerLayer<A> {
     pub fn breaker(&self) -> &Arc<Breaker> {
         self.gate.breaker()
     }
+
+    /// The gate every service made by this layer shares.
+    #[cfg(feature = "grpc")]
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
+    }
 }
 
 impl<S, A> Layer<S> for BreakerLayer<A> {

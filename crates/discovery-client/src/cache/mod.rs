@@ -8,15 +8,22 @@
 //! - the **stale** store keeps the last good answer for much longer (default one hour), and is
 //!   used only when the upstream call fails, with the answer marked [`Source::Stale`].
 //!
-//! A fresh TTL of zero turns the fresh cache off (every call goes upstream) while keeping the
-//! stale fallback. moka runs on its own clock, so cache expiry is tested with short real TTLs.
+//! A fresh TTL of zero turns fresh answers off: every call goes upstream, except when the
+//! client is swamped. With more than 32 calls through the cache in flight at once, a call that finds a fetch of its key in flight shares that fetch's answer
+//! ([`Source::Cache`]), as nginx's `proxy_cache_lock` and Go's `singleflight` do. That is what
+//! a client starved of CPU needs: it queues many page loads at once, and they share a few
+//! upstream calls instead of each making its own, which kept a market under a 40 ms-per-second
+//! CPU quota serving 200 pages/s (docs/BENCHMARKS.md, starved client). Below the threshold
+//! calls do not wait on each other, so one slow attempt (a gray instance, a hedge) delays no
+//! other caller. The stale fallback is kept either way. moka runs on its own clock, so cache
+//! expiry is tested with short real TTLs.
 //!
 //! [`ServiceClient::get_json_cached`](crate::ServiceClient::get_json_cached) caches bodies;
 //! [`CacheLayer`] offers the same cache as tower middleware for `GET` requests. Every lookup
 //! is counted in `discovery_client_cache_total{service,result=hit|miss|stale}`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -106,7 +113,9 @@ pub struct Cached<T> {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
-    /// How long an answer is served without asking upstream (zero: always ask).
+    /// How long an answer is served without asking upstream (zero: ask every time, except
+    /// that in a swamped client, over 32 calls in flight, callers arriving while a fetch of
+    /// the same key is in flight share it).
     pub ttl: Duration,
     /// How long the last good answer is kept for use when upstream fails.
     pub stale_ttl: Duration,
@@ -124,12 +133,23 @@ impl Default for CacheConfig {
     }
 }
 
+/// With a fresh TTL of zero, concurrent misses of one key share one fetch only when more
+/// than this many calls through the cache are in flight: a client that is queueing work
+/// (an unloaded market at 200 pages/s has about 3 in flight; one thawing from a CPU quota,
+/// hundreds).
+pub(crate) const COALESCE_ABOVE: usize = 32;
+
 /// Successful answers (bodies for [`ServiceClient`](crate::ServiceClient), whole responses
 /// for [`CacheService`]), fresh and stale, keyed by path.
 #[derive(Clone)]
 pub(crate) struct ResponseCache<V = Bytes> {
-    /// Answers younger than the TTL; `None` when the TTL is zero.
-    fresh: Option<Cache<String, V>>,
+    /// Answers younger than the TTL, and the fetches in flight that concurrent misses share
+    /// (with a TTL of zero, only those, and only above [`COALESCE_ABOVE`] in flight).
+    fresh: Cache<String, V>,
+    /// Whether `fresh` keeps answers (a TTL above zero).
+    keeps_fresh: bool,
+    /// Calls through the cache in flight now, shared by clones.
+    in_flight: Arc<AtomicUsize>,
     /// The last good answer per key, for when upstream fails.
     stale: Cache<String, V>,
     /// `discovery_client_cache_total{service,result}`.
@@ -139,7 +159,7 @@ pub(crate) struct ResponseCache<V = Bytes> {
 impl<V> std::fmt::Debug for ResponseCache<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseCache")
-            .field("fresh", &self.fresh.as_ref().map(|c| c.entry_count()))
+            .field("fresh", &self.fresh.entry_count())
             .field("stale", &self.stale.entry_count())
             .finish()
     }
@@ -147,18 +167,20 @@ impl<V> std::fmt::Debug for ResponseCache<V> {
 
 impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
     pub(crate) fn new(config: &CacheConfig) -> Self {
-        let fresh = (!config.ttl.is_zero()).then(|| {
-            Cache::builder()
-                .max_capacity(config.max_entries)
-                .time_to_live(config.ttl)
-                .build()
-        });
+        // A TTL of zero keeps nothing fresh: moka's waiters still get the value the
+        // fetch they waited on produced.
+        let fresh = Cache::builder()
+            .max_capacity(config.max_entries)
+            .time_to_live(config.ttl)
+            .build();
         let stale = Cache::builder()
             .max_capacity(config.max_entries)
             .time_to_live(config.stale_ttl.max(config.ttl))
             .build();
         Self {
             fresh,
+            keeps_fresh: !config.ttl.is_zero(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
             stale,
             counters: CacheCounters {
                 hit: Counter::noop(),
@@ -197,20 +219,21 @@ impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
         F: Future<Output = Result<V, E>>,
         E: Clone + Send + Sync + 'static,
     {
+        let in_flight = InFlight::enter(&self.in_flight);
         let fetched_here = AtomicBool::new(false);
-        let result = match &self.fresh {
-            Some(fresh) => fresh
+        let result = if self.keeps_fresh || in_flight.others >= COALESCE_ABOVE {
+            self.fresh
                 .try_get_with_by_ref(key, async {
                     fetched_here.store(true, Ordering::Relaxed);
                     fetch.await
                 })
                 .await
-                .map_err(|shared| (*shared).clone()),
-            None => {
-                fetched_here.store(true, Ordering::Relaxed);
-                fetch.await
-            }
+                .map_err(|shared| (*shared).clone())
+        } else {
+            fetched_here.store(true, Ordering::Relaxed);
+            fetch.await
         };
+        drop(in_flight);
         match result {
             Ok(value) => {
                 let source = if fetched_here.load(Ordering::Relaxed) {
@@ -245,10 +268,28 @@ impl<V: Clone + Send + Sync + 'static> ResponseCache<V> {
 
     /// Forgets every entry (fresh and stale).
     pub(crate) fn clear(&self) {
-        if let Some(fresh) = &self.fresh {
-            fresh.invalidate_all();
-        }
+        self.fresh.invalidate_all();
         self.stale.invalidate_all();
+    }
+}
+
+/// One call counted in a cache's in-flight count until dropped (also when the call is).
+struct InFlight<'a> {
+    count: &'a AtomicUsize,
+    /// How many other calls were in flight when this one began.
+    others: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        let others = count.fetch_add(1, Ordering::Relaxed);
+        Self { count, others }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -45,10 +45,20 @@ async fn fresh_hit_then_expiry_then_live_again() {
 async fn concurrent_misses_make_one_upstream_call() {
     let cache = Arc::new(ResponseCache::new(&config(10_000)));
     let calls = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..20)
+    assert_eq!(
+        at_once(20, &cache, &calls).await,
+        1,
+        "exactly the caller that fetched sees Live"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "coalesced into one call");
+}
+
+/// `n` concurrent callers of one key whose fetch takes 100 ms; how many saw `Live`.
+async fn at_once(n: usize, cache: &Arc<ResponseCache>, calls: &Arc<AtomicUsize>) -> usize {
+    let tasks: Vec<_> = (0..n)
         .map(|_| {
-            let cache = Arc::clone(&cache);
-            let calls = Arc::clone(&calls);
+            let cache = Arc::clone(cache);
+            let calls = Arc::clone(calls);
             tokio::spawn(async move {
                 cache
                     .get_or_fetch("/same", async {
@@ -66,8 +76,22 @@ async fn concurrent_misses_make_one_upstream_call() {
         assert_eq!(body, Bytes::from_static(b"one"));
         live += usize::from(source == Source::Live);
     }
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "coalesced into one call");
-    assert_eq!(live, 1, "exactly the caller that fetched sees Live");
+    live
+}
+
+#[tokio::test]
+async fn zero_ttl_shares_a_fetch_only_when_the_client_is_swamped() {
+    let cache = Arc::new(ResponseCache::new(&config(0)));
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A few at once: nobody waits on anybody else's fetch.
+    assert_eq!(at_once(20, &cache, &calls).await, 20);
+    assert_eq!(calls.load(Ordering::SeqCst), 20);
+    // Past the threshold, the calls beyond it share one fetch.
+    let swamped = COALESCE_ABOVE + 20;
+    assert_eq!(at_once(swamped, &cache, &calls).await, COALESCE_ABOVE + 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 20 + COALESCE_ABOVE + 1);
+    // Done: the next callers fetch again.
+    assert_eq!(at_once(3, &cache, &calls).await, 3);
 }
 
 #[tokio::test]
@@ -86,7 +110,7 @@ async fn failure_falls_back_to_stale_and_says_so() {
 }
 
 #[tokio::test]
-async fn zero_ttl_always_fetches_but_keeps_stale_fallback() {
+async fn zero_ttl_fetches_every_call_in_turn_and_keeps_stale_fallback() {
     let cache = ResponseCache::new(&config(0));
     let calls = AtomicUsize::new(0);
     for _ in 0..3 {

@@ -154,25 +154,27 @@ pub struct InstanceStatus {
 }
 
 impl InstanceStatus {
-    fn of(endpoint: &Endpoint, share: f64, now: Instant) -> Self {
-        let telemetry = endpoint.gate.telemetry();
+    /// The snapshot at `now` of the instance behind `gate`, whose load is `load` and whose
+    /// share of the turns is `share`: what [`ServiceClient`](crate::ServiceClient) and the
+    /// gRPC channel report alike.
+    pub(crate) fn of(gate: &Gate, load: &Load, share: f64, now: Instant) -> Self {
+        let telemetry = gate.telemetry();
         let stats = telemetry.stats();
         let latency = stats.recent_latency();
         Self {
-            id: endpoint.instance.id.clone(),
-            address: endpoint.instance.address.clone(),
-            state: endpoint.gate.breaker().state(),
-            in_flight: endpoint.load.in_flight(),
+            id: telemetry.id().to_owned(),
+            address: telemetry.address().to_owned(),
+            state: gate.breaker().state(),
+            in_flight: load.in_flight(),
             requests: stats.attempts(),
             failures: stats.failures(),
             latency_p50: latency.map(|(p50, _)| p50),
             latency_p99: latency.map(|(_, p99)| p99),
-            latency_estimate: endpoint
-                .load
+            latency_estimate: load
                 .latency(now)
                 .map(|nanos| Duration::from_nanos(nanos as u64)),
             share,
-            pushed_back_for: endpoint.gate.avoided_for(now),
+            pushed_back_for: gate.avoided_for(now),
         }
     }
 }
@@ -189,6 +191,6 @@ pub(crate) fn status_of(
     endpoints
         .iter()
         .zip(shares)
-        .map(|(endpoint, share)| InstanceStatus::of(endpoint, share, now))
+        .map(|(endpoint, share)| InstanceStatus::of(&endpoint.gate, &endpoint.load, share, now))
         .collect()
 }

@@ -11,15 +11,16 @@ use tower::util::BoxService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 use super::GrpcConfig;
+use super::instances::InstanceGates;
 use super::leaf::InstanceChannel;
-use super::retry::{InstanceIds, Queue, Retries};
+use super::retry::{Queue, Retries};
 use super::status::status_of;
-use crate::balance::Balancer;
+use crate::balance::{Balancer, Roster};
 use crate::breaker::{Breakers, JudgedBody};
 use crate::discovery::InstanceStream;
 use crate::telemetry::ServiceTelemetry;
 use crate::timeout::TimeoutLayer;
-use crate::{Discovery, Error};
+use crate::{Discovery, Error, InstanceStatus};
 
 /// The body of a [`GrpcChannel`]'s answers: tonic's, passed on as it arrives, recording
 /// the call's outcome on the instance's breaker when its trailers arrive.
@@ -43,6 +44,10 @@ pub struct GrpcChannel {
     inner: Queue,
     /// When calls are sent again, and what their retries share.
     retries: Arc<Retries>,
+    /// The balancer's endpoints and loads, for [`instances`](Self::instances).
+    roster: Roster,
+    /// The instances' gates, for [`instances`](Self::instances).
+    gates: InstanceGates,
     /// The service's name.
     service: Arc<str>,
 }
@@ -69,25 +74,31 @@ pub fn channel(
         instances = instances.events(events.clone());
     }
     let timeout = config.timeout;
-    let ids = InstanceIds::default();
+    let tls = config.tls.client_config(&[])?;
+    let gates = InstanceGates::default();
     let telemetry = ServiceTelemetry::new(service, config.events.clone());
-    let retries = Arc::new(Retries::new(&config, telemetry, ids.clone()));
+    let retries = Arc::new(Retries::new(&config, telemetry, gates.clone()));
+    let known = gates.clone();
     let endpoints = instances.endpoints(move |instance| {
-        ids.insert(&instance.address, &instance.id);
+        let breaker = breakers.layer(instance);
+        known.insert(breaker.gate());
         ServiceBuilder::new()
-            .layer(breakers.layer(instance).streamed())
+            .layer(breaker.streamed())
             .layer(TimeoutLayer::new(&instance.address, timeout))
-            .service(InstanceChannel::new(instance, timeout))
+            .service(InstanceChannel::new(instance, timeout, &tls))
     });
     let mut balancer = Balancer::new(service, endpoints).balance(config.balance);
     if let Some(events) = config.events {
         balancer = balancer.events(events);
     }
+    let roster = balancer.roster();
     let balancer = balancer.map_err(|error| -> BoxError { Box::new(status_of(error)) });
     let inner = Buffer::new(BoxService::new(balancer), QUEUE);
     Ok(GrpcChannel {
         inner,
         retries,
+        roster,
+        gates,
         service: Arc::from(service),
     })
 }
@@ -96,6 +107,27 @@ impl GrpcChannel {
     /// The service this channel calls.
     pub fn service(&self) -> &str {
         &self.service
+    }
+
+    /// The instances known right now, by id, with their breaker states and what the
+    /// channel has seen of their calls (requests, failures, recent latency, the answer
+    /// time and share the balancer weighs them by), as
+    /// [`ServiceClient::instances`](crate::ServiceClient::instances) reports its own.
+    ///
+    /// ```no_run
+    /// use discovery_client::grpc::{self, GrpcConfig};
+    /// use discovery_client::StaticDiscovery;
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), discovery_client::Error> {
+    /// let discovery = StaticDiscovery::new(["http://127.0.0.1:50051"]);
+    /// let channel = grpc::channel("ratings", discovery, GrpcConfig::default())?;
+    /// for status in channel.instances() {
+    ///     println!("{} {}: {}", status.id, status.address, status.state.as_str());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn instances(&self) -> Vec<InstanceStatus> {
+        self.gates.status(&self.roster)
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::breaker::{BreakerConfig, FailurePolicy};
 use crate::events::EventBus;
+use crate::transport::TlsConfig;
 use crate::{Balance, Hedging};
 
 /// How a [`GrpcChannel`](super::GrpcChannel) calls a service's instances: the per-attempt
@@ -53,6 +54,8 @@ pub struct GrpcConfig {
     pub(crate) min_retries_per_sec: u32,
     /// When a slow attempt of an idempotent call is hedged.
     pub(crate) hedging: Hedging,
+    /// Whom `https://` instances are trusted as (the system's roots by default).
+    pub(crate) tls: TlsConfig,
 }
 
 impl Default for GrpcConfig {
@@ -67,11 +70,21 @@ impl Default for GrpcConfig {
             retry_budget: 0.2,
             min_retries_per_sec: 10,
             hedging: Hedging::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
 
 impl GrpcConfig {
+    /// The roots (and client certificate) for `https://` instances, which are called over
+    /// TLS with ALPN `h2`; certificates are checked against the address's host, or the
+    /// instance's [`TLS_SERVER_NAME`](crate::TLS_SERVER_NAME) metadata. By default the
+    /// system's roots. `http://` instances are called over HTTP/2 with prior knowledge.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The time an instance has to answer a call's head (its headers, or a trailers-only
     /// status); a stream's messages after it are not bounded. Default 1 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {

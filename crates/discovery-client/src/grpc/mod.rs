@@ -33,8 +33,11 @@
 //!   every other status is the application's answer and trips nothing.
 //! - The per-attempt [`Timeout`](crate::timeout::Timeout) bounds the time to the answer's
 //!   head: a server stream runs as long as it runs.
-//! - The leaf is one tonic `Channel` per instance: one HTTP/2 connection (prior knowledge,
-//!   `http://` addresses), which concurrent calls share.
+//! - The leaf is one tonic `Channel` per instance: one HTTP/2 connection, which concurrent
+//!   calls share: prior knowledge to an `http://` address; TLS with ALPN `h2` to an
+//!   `https://` one, trusting what [`GrpcConfig::tls`] says (the system's roots by
+//!   default). A certificate the client does not trust is an instance failure
+//!   ([`Error::Tls`]), as on the HTTP path.
 //!
 //! Errors reach the tonic client as a [`tonic::Status`] whose source is this crate's
 //! [`Error`]: `UNAVAILABLE` for no instance, an open breaker or a transport failure,
@@ -54,11 +57,10 @@
 //!   other attempt is not cancelled: it runs to its end in a task of its own, so that its
 //!   breaker judges it (a paused instance's breaker opens when its attempt times out).
 //! - The request is buffered to be sent again: one larger than 64 KiB is sent once.
-//!
-//! Not yet: `https://` instances.
 
 mod channel;
 mod config;
+mod instances;
 mod leaf;
 mod retry;
 mod status;

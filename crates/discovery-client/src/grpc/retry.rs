@@ -16,12 +16,11 @@
 //! answer (`NOT_FOUND` included) is the call's. A call whose status comes in trailers
 //! has been answered: it is never sent again.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{Either, select};
+use futures::future::{Either, MapErr, TryFutureExt, select};
 use futures::{StreamExt, stream};
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
@@ -33,6 +32,7 @@ use tower::{BoxError, Service, ServiceExt};
 
 use super::GrpcConfig;
 use super::channel::{CallFuture, ResponseBody, unwrap_status};
+use super::instances::InstanceGates;
 use crate::Hedging;
 use crate::balance::Tried;
 use crate::budget::RetryBudget;
@@ -47,6 +47,10 @@ pub(super) type Queue = Buffer<http::Request<Body>, CallFuture>;
 
 /// What one attempt, or the call, ends with.
 type Answer = Result<http::Response<ResponseBody>, BoxError>;
+
+/// One attempt's answer through the queue, its error as tonic should see it.
+type AttemptFuture =
+    MapErr<tower::buffer::future::ResponseFuture<CallFuture>, fn(BoxError) -> BoxError>;
 
 /// The retry and hedging rules of one channel, and what its calls share: the retry
 /// budget, the latency estimate behind an adaptive hedge delay, instance ids for the logs.
@@ -63,35 +67,19 @@ pub(super) struct Retries {
     budget: RetryBudget,
     /// Logs and counts retries and hedges.
     telemetry: ServiceTelemetry,
-    /// Instance ids by address, for the logs.
-    ids: InstanceIds,
+    /// The instances' gates by address, for their ids in the logs.
+    gates: InstanceGates,
     /// How long a hedged-over attempt's body is read, so that its outcome is judged.
     timeout: Duration,
 }
 
-/// Instance ids by address (the balancer's key), filled as discovery reports instances.
-#[derive(Debug, Clone, Default)]
-pub(super) struct InstanceIds(Arc<Mutex<HashMap<String, String>>>);
-
-impl InstanceIds {
-    /// Notes that the instance at `address` is `id`.
-    pub(super) fn insert(&self, address: &str, id: &str) {
-        let mut ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.insert(address.to_string(), id.to_string());
-    }
-
-    /// The id of the instance at `address`, or the address if it is not known.
-    fn id(&self, address: &str) -> String {
-        let ids = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.get(address)
-            .cloned()
-            .unwrap_or_else(|| address.to_string())
-    }
-}
-
 impl Retries {
     /// The rules `config` sets for `service`, logging as `telemetry`.
-    pub(super) fn new(config: &GrpcConfig, telemetry: ServiceTelemetry, ids: InstanceIds) -> Self {
+    pub(super) fn new(
+        config: &GrpcConfig,
+        telemetry: ServiceTelemetry,
+        gates: InstanceGates,
+    ) -> Self {
         Self {
             idempotent: config.idempotent.clone(),
             max_retries: config.max_retries,
@@ -103,7 +91,7 @@ impl Retries {
                 config.retry_budget,
             ),
             telemetry,
-            ids,
+            gates,
             timeout: config.timeout,
         }
     }
@@ -167,6 +155,10 @@ async fn buffer(mut body: Body) -> Result<Buffered, tonic::Status> {
             ))));
         }
     }
+    // One chunk (a unary call's one message) is the body as it is.
+    if chunks.len() == 1 {
+        return Ok(Buffered::Whole(chunks.swap_remove(0)));
+    }
     let mut whole = BytesMut::with_capacity(size);
     chunks.iter().for_each(|c| whole.extend_from_slice(c));
     Ok(Buffered::Whole(whole.freeze()))
@@ -175,7 +167,7 @@ async fn buffer(mut body: Body) -> Result<Buffered, tonic::Status> {
 /// One attempt under way.
 struct Attempt {
     /// Its answer's head, or why there is none.
-    future: CallFuture,
+    future: AttemptFuture,
     /// When it was sent.
     started: Instant,
     /// How many of the call's attempts had been given an instance before it: its own is
@@ -232,9 +224,9 @@ impl Call<'_> {
         *request.extensions_mut() = self.parts.extensions.clone();
         request.extensions_mut().insert(self.tried.clone());
         self.sent += 1;
-        let future = queue.call(request);
+        let unwrap: fn(BoxError) -> BoxError = unwrap_status;
         Attempt {
-            future: Box::pin(async move { future.await.map_err(unwrap_status) }),
+            future: queue.call(request).map_err(unwrap),
             started: Instant::now(),
             picked_before: self.tried.len(),
         }
@@ -272,7 +264,7 @@ impl Call<'_> {
             // No instance for the hedge: the first attempt is the call's only one.
             return (first.future.await, first.started);
         };
-        let ids = &retries.ids;
+        let ids = &retries.gates;
         let slow = self.tried.get(first.picked_before).unwrap_or_default();
         retries
             .telemetry

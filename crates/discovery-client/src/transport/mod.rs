@@ -25,7 +25,7 @@ mod base_url;
 mod endpoint;
 mod first_call;
 mod http_client;
-mod tls;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::pin::pin;

@@ -151,15 +151,15 @@ pub async fn add_to_cart(
 
 /// `GET /health`: `{"status": "ok", "ratings": {"service", "instances": [...]}}`.
 pub async fn health(State(state): State<AppState>) -> Response {
-    let instances: Vec<serde_json::Value> = state
-        .ratings
+    let source = &state.status_source;
+    let instances: Vec<serde_json::Value> = source
         .instances()
         .into_iter()
         .map(|i| serde_json::json!({ "id": i.id, "address": i.address, "state": i.state.as_str() }))
         .collect();
     Json(serde_json::json!({
         "status": "ok",
-        "ratings": { "service": state.ratings.service(), "instances": instances },
+        "ratings": { "service": source.service(), "instances": instances },
     }))
     .into_response()
 }

@@ -21,11 +21,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use discovery_client::{Event, InstanceStatus, ServiceClient};
+use discovery_client::{Event, InstanceStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::StatusSource;
 use super::report::id_order;
 use crate::ratings::{SourceCounter, SourceCounts};
 
@@ -193,7 +194,7 @@ impl History {
 
     /// An empty history of `client`'s service, starting now, that [`run`](Self::run) fills
     /// with `client`'s events from this moment on.
-    pub fn following(client: &ServiceClient) -> Self {
+    pub fn following(client: &StatusSource) -> Self {
         let history = Self::new(client.service());
         *history
             .inner
@@ -217,7 +218,7 @@ impl History {
     }
 
     /// Records one sample of every instance in `statuses` (the client's
-    /// [`ServiceClient::instances`]) and broadcasts it with `ratings`. Instances the client
+    /// [`StatusSource::instances`]) and broadcasts it with `ratings`. Instances the client
     /// no longer knows keep their samples until these are older than [`KEEP_SAMPLES`]
     /// rounds.
     pub fn sample(&self, statuses: &[InstanceStatus], ratings: SourceCounts) {
@@ -349,7 +350,7 @@ impl History {
     /// Samples `client` every [`SAMPLE_EVERY`] and records its events (since
     /// [`following`](Self::following) if the history was made so), until
     /// [`close`](Self::close). `shown` gives the ratings-by-source totals.
-    pub async fn run(self, client: ServiceClient, shown: SourceCounter) {
+    pub async fn run(self, client: StatusSource, shown: SourceCounter) {
         let early = self
             .inner
             .early_events
@@ -579,14 +580,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn run_samples_every_second_until_closed() {
-        let client = ServiceClient::builder("ratings")
+        let client = discovery_client::ServiceClient::builder("ratings")
             .discovery(discovery_client::StaticDiscovery::new([
                 "http://127.0.0.1:9",
             ]))
             .build()
             .unwrap();
         let history = History::new("ratings");
-        let task = tokio::spawn(history.clone().run(client, SourceCounter::new()));
+        let source = StatusSource::Http(client);
+        let task = tokio::spawn(history.clone().run(source, SourceCounter::new()));
         tokio::time::sleep(Duration::from_millis(3500)).await;
         let samples = history.report(SourceCounts::default()).instances[0]
             .samples

@@ -1,4 +1,5 @@
-//! The store flags: `--store memory|etcd`, `--etcd-endpoints`, `--etcd-prefix`.
+//! The store flags: `--store memory|etcd`, `--etcd-endpoints`, `--etcd-prefix`,
+//! `--etcd-outage-grace`.
 
 use super::{Config, ConfigError};
 
@@ -83,6 +84,13 @@ impl Config {
                     .into(),
             ));
         }
+        if self.etcd_outage_grace.subsec_nanos() != 0 {
+            return Err(ConfigError(format!(
+                "--etcd-outage-grace must be a whole number of seconds, as etcd leases are \
+                 (got {})",
+                humantime::format_duration(self.etcd_outage_grace)
+            )));
+        }
         Ok(())
     }
 }
@@ -138,12 +146,16 @@ mod tests {
     #[test]
     fn etcd_endpoints_and_prefix_are_checked() {
         assert_eq!(parse(&["--store", "etcd"]).validate(), Ok(()));
+        let no_grace = parse(&["--store", "etcd", "--etcd-outage-grace", "0s"]);
+        assert_eq!(no_grace.validate(), Ok(()));
+        assert!(no_grace.etcd_outage_grace.is_zero());
         for (args, needle) in [
             (&["--etcd-endpoints", ""][..], "at least one"),
             (&["--etcd-endpoints", "127.0.0.1:2379"], "http://"),
             (&["--etcd-endpoints", "https://etcd:2379"], "TLS"),
             (&["--etcd-endpoints", "http://"], "host"),
             (&["--etcd-prefix", " "], "--etcd-prefix"),
+            (&["--etcd-outage-grace", "1500ms"], "--etcd-outage-grace"),
         ] {
             let mut all = vec!["--store", "etcd"];
             all.extend_from_slice(args);

@@ -59,9 +59,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         deadline: Instant,
     ) -> StoreFuture<'a, Arc<Snapshot>>;
 
-    /// Removes lapsed leases now and says how many; called by the sweeper. A store whose
-    /// backend expires leases by itself (etcd) has nothing to do and returns 0.
-    fn expire(&self) -> usize;
+    /// Removes lapsed leases now and says how many; called by the sweeper. The etcd store
+    /// looks up, in etcd, the leases of instances it has not heard from for their TTL.
+    fn expire(&self) -> StoreFuture<'_, usize>;
 
     /// Which history of registrations this store serves (see the [module docs](super) on
     /// epochs): the same number for as long as registrations and indexes carry on from
@@ -116,8 +116,8 @@ impl Store for MemoryStore {
         Box::pin(MemoryStore::wait_for_change(self, service, index, deadline))
     }
 
-    fn expire(&self) -> usize {
-        MemoryStore::expire(self)
+    fn expire(&self) -> StoreFuture<'_, usize> {
+        Box::pin(std::future::ready(MemoryStore::expire(self)))
     }
 
     fn epoch(&self) -> u64 {

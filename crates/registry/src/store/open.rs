@@ -40,6 +40,7 @@ async fn open_etcd(config: &Config) -> Result<Arc<dyn Store>, OpenError> {
         endpoints: config.etcd_endpoint_list(),
         prefix: config.etcd_key_prefix(),
         limits: config.store_limits(),
+        outage_grace: config.etcd_outage_grace,
         ..super::etcd::EtcdOptions::default()
     };
     let store = super::EtcdStore::connect(options).await?;

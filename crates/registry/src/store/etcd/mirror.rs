@@ -40,6 +40,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::reaper::Watched;
 use super::record::Record;
 use crate::store::published::{self, PublishedService, PublishedServices, View};
 use crate::store::{Expired, InstanceView, Snapshot};
@@ -249,6 +250,30 @@ impl Mirror {
             .get(service)
             .and_then(|known| known.instances.get(id))
             .cloned()
+    }
+
+    /// The instance keys a registry's sweep expires: records a registry made (with a
+    /// lease digest and a TTL), on an etcd lease.
+    pub fn watched(&self) -> Vec<Watched> {
+        let state = self.lock();
+        let mut keys = Vec::new();
+        for service in state.live() {
+            let Some(known) = state.get(service) else {
+                continue;
+            };
+            for (id, entry) in &known.instances {
+                let record = &entry.record;
+                if entry.lease != 0 && record.ttl_secs > 0 && !record.lease_sha256.is_empty() {
+                    keys.push(Watched {
+                        service: service.clone(),
+                        id: id.clone(),
+                        lease: entry.lease,
+                        ttl: Duration::from_secs(record.ttl_secs),
+                    });
+                }
+            }
+        }
+        keys
     }
 
     /// `(instances of service, services with instances)`, for the limits.

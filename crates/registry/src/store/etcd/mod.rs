@@ -4,21 +4,31 @@
 //! ## How the registry's model maps onto etcd
 //!
 //! - **Registration**: one key per instance, `<prefix><service>/<id>` (see [`record`] for
-//!   the value), attached to a fresh etcd lease whose TTL is the registration's. The write
+//!   the value), attached to a fresh etcd lease whose TTL is the registration's plus the
+//!   outage grace ([`EtcdOptions::outage_grace`], see [`reaper`]). The write
 //!   is a transaction conditioned on the key's revision as just read, so two registries
 //!   racing on one id cannot both win, and the anti-hijack rule (re-registering a live id
 //!   needs its lease secret) holds across registries. The time left on a refused caller's
-//!   wait is the etcd lease's remaining TTL. The previous etcd lease is revoked once the key
-//!   has moved to the new one.
+//!   wait is the time until the instance has been silent for its TTL. The previous etcd
+//!   lease is revoked once the key has moved to the new one.
 //! - **Heartbeat**: after checking the secret against the key's digest, one lease
 //!   keep-alive. An unknown key, or a lease that has run out, is 404, as in memory.
+//!   (An instance silent for its TTL whose key the sweep has not removed yet is still
+//!   renewed, as its heartbeat is only a sweep interval late.)
 //! - **Deregistration**: after checking the secret, a transaction conditioned on the key's
 //!   revision deletes the key and puts a deregistration marker (see [`record`]) on the
 //!   key's etcd lease, which is then revoked, taking the marker with it.
-//! - **Expiry**: etcd's own. When a lease runs out etcd deletes the key, and the watch below
-//!   sees the deletion; there is nothing for the sweeper to do. A deletion without a marker
-//!   at its revision is an expiry, which every registry following the etcd counts in
-//!   `registry_lease_expiries_total` as it sees it (see [`mirror`]).
+//! - **Expiry**: at the TTL, by the registries' sweep, which revokes the etcd lease of an
+//!   instance silent for its TTL (see [`reaper`]); and by etcd itself when no registry ran
+//!   for the outage grace beyond it. Either way etcd deletes the key and the watch below
+//!   sees the deletion. A deletion without a marker at its revision is an expiry, which
+//!   every registry following the etcd counts in `registry_lease_expiries_total` as it sees
+//!   it (see [`mirror`]).
+//! - **Registry restarts**: a registry that starts gives every registration it finds one
+//!   TTL from its start, so instances whose heartbeats failed while no registry ran are
+//!   kept while they heartbeat again (and one that died meanwhile goes one TTL later). A
+//!   registry down for longer than the TTL plus the grace finds the registrations gone:
+//!   etcd expired them; the instances register again when their heartbeats get a 404.
 //! - **Index**: the etcd revision of the last change readers can see (see [`mirror`]).
 //! - **Epoch**: a random number kept in etcd (see [`epoch`]), the same for every registry
 //!   on this etcd and prefix and across their restarts, since registrations and revisions
@@ -36,6 +46,7 @@ mod connection;
 mod epoch;
 mod follow;
 pub mod mirror;
+pub mod reaper;
 pub mod record;
 
 use std::sync::Arc;
@@ -48,6 +59,7 @@ use tokio::time::Instant;
 
 use self::connection::{CallError, Connection, is_lease_not_found};
 use self::mirror::Mirror;
+use self::reaper::{Reaper, Verdict, Watched};
 use self::record::{KeyLayout, Record};
 use super::{
     Lease, OpenError, Registered, Registration, Snapshot, Store, StoreError, StoreFuture,
@@ -56,6 +68,10 @@ use super::{
 
 /// How often a conditional write is retried when another writer got in between.
 const WRITE_ATTEMPTS: usize = 5;
+
+/// [`EtcdOptions::outage_grace`]'s default: a registry restart, or a rolling upgrade of
+/// every registry, takes less.
+pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(60);
 
 /// How to reach etcd and where to keep the keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +87,10 @@ pub struct EtcdOptions {
     /// Bound on one etcd call, retries on other members included; also how long opening
     /// the store may take.
     pub call_timeout: Duration,
+    /// How long etcd keeps a registration beyond its TTL while no registry renews it:
+    /// the longest registry outage (every registry on this etcd down) that loses no
+    /// registration. Registries still expire silent instances at their TTL.
+    pub outage_grace: Duration,
 }
 
 impl Default for EtcdOptions {
@@ -81,6 +101,7 @@ impl Default for EtcdOptions {
             limits: StoreLimits::default(),
             attempt_timeout: Duration::from_secs(2),
             call_timeout: Duration::from_secs(5),
+            outage_grace: DEFAULT_OUTAGE_GRACE,
         }
     }
 }
@@ -102,6 +123,8 @@ pub struct EtcdStore {
     retry_now: Arc<Notify>,
     /// The epoch kept in etcd for this prefix (see [`epoch`]).
     epoch: u64,
+    /// Until when each instance is known alive; drives expiry at the TTL.
+    reaper: Reaper,
 }
 
 /// An instance key as etcd has it now.
@@ -178,6 +201,7 @@ impl EtcdStore {
             limits: options.limits,
             follower,
             retry_now,
+            reaper: Reaper::new(options.outage_grace),
         })
     }
 
@@ -210,8 +234,12 @@ impl EtcdStore {
             match &current {
                 Some(current) if !may_replace(current.record.as_ref(), &address, presented) => {
                     match self.time_left(current).await? {
-                        // It ran out after the read; etcd has deleted the key: look again.
-                        TimeLeft::Gone => continue,
+                        // Silent for its TTL (the sweep would expire it now), or it ran out
+                        // after the read: let it go and look again.
+                        TimeLeft::Gone => {
+                            self.revoke(current.lease).await?;
+                            continue;
+                        }
                         TimeLeft::Left(retry_after) => {
                             return Err(StoreError::LeaseHeld { retry_after });
                         }
@@ -223,7 +251,7 @@ impl EtcdStore {
 
             let secret = Lease::generate();
             let record = Record::new(address.clone(), metadata.clone(), ttl_secs, &secret);
-            let lease = self.grant(ttl_secs).await?;
+            let lease = self.grant(self.reaper.lease_secs(ttl_secs)).await?;
             let condition = match &current {
                 Some(current) => {
                     Compare::mod_revision(key.as_str(), CompareOp::Equal, current.mod_revision)
@@ -249,6 +277,7 @@ impl EtcdStore {
                     self.revoke_later(*old_lease);
                 }
             }
+            self.reaper.heard(&service, &id, lease, ttl);
             self.caught_up(revision).await;
             let created = previous.is_none();
             let changed = previous
@@ -295,8 +324,10 @@ impl EtcdStore {
             .await;
         match kept {
             Ok(()) => {
+                let ttl = Duration::from_secs(record.ttl_secs);
+                self.reaper.heard(service, id, lease, ttl);
                 tracing::debug!(service, instance = id, "heartbeat");
-                Ok(Duration::from_secs(record.ttl_secs))
+                Ok(ttl)
             }
             // It ran out between the read and the keep-alive; etcd is deleting the key.
             Err(error) if is_lease_not_found(&error) => Err(unknown(service, id)),
@@ -399,34 +430,85 @@ impl EtcdStore {
         Ok(None)
     }
 
-    /// How long the etcd lease of `current` has left. etcd answers in whole seconds, and
-    /// the lease runs out in under that plus one, which is what is returned. If etcd cannot
-    /// say, the record's full TTL is a bound.
+    /// How long until the instance in `current` has been silent for its TTL, by what etcd
+    /// says is left of its lease (see [`reaper::judge`]), plus a second for etcd's whole
+    /// seconds. If etcd cannot say, the record's full TTL plus the grace is a bound.
     async fn time_left(&self, current: &Current) -> Result<TimeLeft, StoreError> {
         let lease = current.lease;
         if lease == 0 {
             // A key without a lease never expires.
             return Ok(TimeLeft::Left(None));
         }
+        let ttl = Duration::from_secs(current.record.as_ref().map_or(0, |r| r.ttl_secs));
+        match self.lease_left(lease, ttl).await {
+            Ok(Some(Verdict::Alive(alive_for))) => {
+                Ok(TimeLeft::Left(Some(alive_for + Duration::from_secs(1))))
+            }
+            Ok(Some(Verdict::Silent) | None) => Ok(TimeLeft::Gone),
+            Err(error) => {
+                tracing::debug!(lease, %error, "could not read an etcd lease's TTL");
+                let bound = Duration::from_secs(self.reaper.lease_secs(ttl.as_secs().max(1)));
+                Ok(TimeLeft::Left(Some(bound)))
+            }
+        }
+    }
+
+    /// What etcd says of `lease`, held by a registration of `ttl`; `None` if the lease is
+    /// gone.
+    async fn lease_left(&self, lease: i64, ttl: Duration) -> Result<Option<Verdict>, CallError> {
         let answer = self
             .conn
             .call(|mut client: Client| async move { client.lease_time_to_live(lease, None).await })
             .await;
-        let fallback = current
-            .record
-            .as_ref()
-            .map(|record| Duration::from_secs(record.ttl_secs.max(1)));
         match answer {
-            Ok(answer) => match u64::try_from(answer.ttl()) {
-                Ok(secs) => Ok(TimeLeft::Left(Some(Duration::from_secs(secs + 1)))),
-                // -1: the lease has run out (or was revoked).
-                Err(_) => Ok(TimeLeft::Gone),
-            },
-            Err(error) if is_lease_not_found(&error) => Ok(TimeLeft::Gone),
-            Err(error) => {
-                tracing::debug!(lease, %error, "could not read an etcd lease's TTL");
-                Ok(TimeLeft::Left(fallback))
+            Ok(answer) => Ok(Some(reaper::judge(answer.granted_ttl(), answer.ttl(), ttl))),
+            Err(error) if is_lease_not_found(&error) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Expires the instances silent for their TTL (see [`reaper`]): looks up the leases of
+    /// those this registry has not heard from lately, and revokes the silent ones. Returns
+    /// how many it revoked. Stops at the first etcd call that fails: nothing expires while
+    /// etcd is unreachable.
+    async fn reap(&self) -> usize {
+        let overdue = self.reaper.overdue(self.mirror.watched(), Instant::now());
+        let mut revoked = 0;
+        for key in overdue {
+            let verdict = match self.lease_left(key.lease, key.ttl).await {
+                Ok(verdict) => verdict,
+                Err(error) => {
+                    tracing::debug!(%error, "etcd unreachable; expiry waits");
+                    break;
+                }
+            };
+            match verdict {
+                Some(Verdict::Alive(alive_for)) => self.reaper.alive(&key, alive_for),
+                // etcd is deleting it already.
+                None => {}
+                Some(Verdict::Silent) => match self.revoke(key.lease).await {
+                    Ok(()) => {
+                        revoked += 1;
+                        let Watched { service, id, .. } = &key;
+                        tracing::debug!(%service, instance = %id, "no heartbeat for its TTL: lease revoked");
+                    }
+                    Err(_) => break,
+                },
             }
+        }
+        revoked
+    }
+
+    /// Revokes a lease now, deleting the keys on it; one that is gone already is no error.
+    async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let revoked = self
+            .conn
+            .call(|mut client: Client| async move { client.lease_revoke(lease).await })
+            .await;
+        match revoked {
+            Ok(_) => Ok(()),
+            Err(error) if is_lease_not_found(&error) => Ok(()),
+            Err(error) => Err(unavailable("revoke a lease", "", &error)),
         }
     }
 
@@ -544,9 +626,9 @@ impl Store for EtcdStore {
         Box::pin(self.mirror.wait_for_change(service, index, deadline))
     }
 
-    fn expire(&self) -> usize {
-        // etcd expires leases and deletes their keys itself; the watch sees and counts it.
-        0
+    fn expire(&self) -> StoreFuture<'_, usize> {
+        // The watch sees the deletions and counts them as expiries.
+        Box::pin(self.reap())
     }
 
     fn epoch(&self) -> u64 {

@@ -1,7 +1,8 @@
 //! What the etcd store writes: one key per instance and its JSON value.
 //!
 //! The key is `<prefix><service>/<id>` (default prefix `/discovery/`), attached to an etcd
-//! lease whose TTL is the registration's. The value is
+//! lease whose TTL is the registration's plus the outage grace (see the `reaper` module).
+//! The value is
 //!
 //! ```json
 //! {"address": "http://127.0.0.1:8001", "metadata": {"zone": "a"}, "ttl_secs": 60,
