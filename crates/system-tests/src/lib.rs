@@ -45,23 +45,19 @@ fn ensure_built() -> PathBuf {
     BUILT
         .get_or_init(|| {
             let dir = bin_dir();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-            build.current_dir(workspace).args([
-                "build",
-                "-p",
-                "registry",
-                "-p",
-                "ratings-service",
-                "-p",
-                "market-app",
-                "--bins",
-            ]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build");
+            let status = cargo_build(
+                &dir,
+                &[
+                    "-p",
+                    "registry",
+                    "-p",
+                    "ratings-service",
+                    "-p",
+                    "market-app",
+                    "--bins",
+                ],
+            )
+            .expect("run cargo build");
             assert!(
                 status.success(),
                 "cargo build of the service binaries failed"
@@ -69,6 +65,19 @@ fn ensure_built() -> PathBuf {
             dir
         })
         .clone()
+}
+
+/// Runs `cargo build ARGS` in the workspace, with `--release` when the programs' directory
+/// `dir` is a release one, and waits for it.
+fn cargo_build(dir: &Path, args: &[&str]) -> std::io::Result<std::process::ExitStatus> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    build.current_dir(workspace).arg("build").args(args);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    build.status()
 }
 
 /// The name under which [`registry_with_etcd`] keeps the registry built with its `etcd`
@@ -89,22 +98,8 @@ pub fn registry_with_etcd() -> Result<PathBuf, String> {
                             (apt-get install -y protobuf-compiler)"
                     .into());
             }
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-            build.current_dir(workspace).args([
-                "build",
-                "-p",
-                "registry",
-                "--features",
-                "etcd",
-                "--bin",
-                "registry",
-            ]);
-            if dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status().map_err(|e| format!("run cargo: {e}"))?;
+            let args = ["-p", "registry", "--features", "etcd", "--bin", "registry"];
+            let status = cargo_build(&dir, &args).map_err(|e| format!("run cargo: {e}"))?;
             if !status.success() {
                 return Err("cargo build -p registry --features etcd failed".into());
             }
