@@ -501,15 +501,9 @@ impl EtcdStore {
 
     /// Revokes a lease now, deleting the keys on it; one that is gone already is no error.
     async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        let revoked = self
-            .conn
-            .call(|mut client: Client| async move { client.lease_revoke(lease).await })
-            .await;
-        match revoked {
-            Ok(_) => Ok(()),
-            Err(error) if is_lease_not_found(&error) => Ok(()),
-            Err(error) => Err(unavailable("revoke a lease", "", &error)),
-        }
+        revoke(&self.conn, lease)
+            .await
+            .map_err(|error| unavailable("revoke a lease", "", &error))
     }
 
     /// A new etcd lease of `ttl_secs`.
@@ -529,13 +523,8 @@ impl EtcdStore {
         }
         let conn = Arc::clone(&self.conn);
         tokio::spawn(async move {
-            let revoked = conn
-                .call(|mut client: Client| async move { client.lease_revoke(lease).await })
-                .await;
-            if let Err(error) = revoked {
-                if !is_lease_not_found(&error) {
-                    tracing::debug!(lease, %error, "could not revoke an old etcd lease");
-                }
+            if let Err(error) = revoke(&conn, lease).await {
+                tracing::debug!(lease, %error, "could not revoke an old etcd lease");
             }
         });
     }
@@ -633,6 +622,17 @@ impl Store for EtcdStore {
 
     fn epoch(&self) -> u64 {
         self.epoch
+    }
+}
+
+/// Revokes `lease`, deleting the keys on it; a lease that is gone already is no error.
+async fn revoke(conn: &Connection, lease: i64) -> Result<(), CallError> {
+    let revoked = conn
+        .call(|mut client: Client| async move { client.lease_revoke(lease).await })
+        .await;
+    match revoked {
+        Err(error) if !is_lease_not_found(&error) => Err(error),
+        _ => Ok(()),
     }
 }
 
