@@ -4,16 +4,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::future::{BoxFuture, FutureExt, TryFutureExt};
+use futures::future::{BoxFuture, FutureExt};
 use tonic::body::Body;
-use tower::buffer::Buffer;
 use tower::util::BoxService;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 use super::GrpcConfig;
 use super::instances::InstanceGates;
 use super::leaf::InstanceChannel;
-use super::retry::{Queue, Retries};
+use super::retry::Retries;
+use super::shared::{Answer, SharedBalancer};
 use super::status::status_of;
 use crate::balance::{Balancer, Roster};
 use crate::breaker::{Breakers, JudgedBody};
@@ -26,12 +26,6 @@ use crate::{Discovery, Error, InstanceStatus};
 /// the call's outcome on the instance's breaker when its trailers arrive.
 pub type ResponseBody = JudgedBody<Body>;
 
-/// Calls that may wait for the balancer at once; more wait for room.
-const QUEUE: usize = 1024;
-
-/// The future of a call through the stack under the queue.
-pub(super) type CallFuture = BoxFuture<'static, Result<http::Response<ResponseBody>, BoxError>>;
-
 /// A tonic client's transport over every instance of a service: cheap to clone (clones
 /// share the instances, their breakers and connections). Made by [`channel`].
 ///
@@ -40,8 +34,8 @@ pub(super) type CallFuture = BoxFuture<'static, Result<http::Response<ResponseBo
 /// [`status_of`](super::status_of)).
 #[derive(Clone)]
 pub struct GrpcChannel {
-    /// The balancer over the instances, behind a queue so that clones share it.
-    inner: Queue,
+    /// The balancer over the instances, which the clones share.
+    balancer: SharedBalancer,
     /// When calls are sent again, and what their retries share.
     retries: Arc<Retries>,
     /// The balancer's endpoints and loads, for [`instances`](Self::instances).
@@ -53,8 +47,7 @@ pub struct GrpcChannel {
 }
 
 /// A [`GrpcChannel`] to the instances of `service` that `discovery` finds, configured by
-/// `config`. Must be called inside a tokio runtime: discovery and the queue in front of
-/// the balancer run as tasks on it.
+/// `config`. Must be called inside a tokio runtime: discovery runs as a task on it.
 ///
 /// # Errors
 ///
@@ -93,9 +86,8 @@ pub fn channel(
     }
     let roster = balancer.roster();
     let balancer = balancer.map_err(|error| -> BoxError { Box::new(status_of(error)) });
-    let inner = Buffer::new(BoxService::new(balancer), QUEUE);
     Ok(GrpcChannel {
-        inner,
+        balancer: SharedBalancer::new(BoxService::new(balancer)),
         retries,
         roster,
         gates,
@@ -134,37 +126,20 @@ impl GrpcChannel {
 impl Service<http::Request<Body>> for GrpcChannel {
     type Response = http::Response<ResponseBody>;
     type Error = BoxError;
-    type Future = CallFuture;
+    type Future = BoxFuture<'static, Answer>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: a call waits for the balancer in its own future.
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if !self.retries.covers(request.uri().path()) {
-            return self.inner.call(request).map_err(unwrap_status).boxed();
+            return self.balancer.call(request).boxed();
         }
-        // The handle `poll_ready` readied goes with the call; this channel keeps a fresh one.
-        let fresh = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, fresh);
-        Arc::clone(&self.retries).call(ready, request).boxed()
+        let retries = Arc::clone(&self.retries);
+        retries.call(self.balancer.clone(), request).boxed()
     }
-}
-
-/// A call's error as tonic should see it: the [`tonic::Status`] the stack failed with,
-/// unwrapped from the queue's error; a closed queue is `UNAVAILABLE`.
-pub(super) fn unwrap_status(error: BoxError) -> BoxError {
-    if error.is::<tonic::Status>() {
-        return error;
-    }
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
-    while let Some(e) = next {
-        if let Some(status) = e.downcast_ref::<tonic::Status>() {
-            return Box::new(tonic::Status::new(status.code(), status.message()));
-        }
-        next = e.source();
-    }
-    Box::new(tonic::Status::unavailable(error.to_string()))
 }
 
 impl fmt::Debug for GrpcChannel {

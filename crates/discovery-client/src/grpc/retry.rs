@@ -7,7 +7,7 @@
 //!                                        └──▶ hedge elsewhere, race ─▶ answer ◀─┘ no
 //! ```
 //!
-//! Every attempt goes through the channel's queue and [`Balancer`](crate::balance::Balancer)
+//! Every attempt goes through the channel's [`Balancer`](crate::balance::Balancer)
 //! carrying the call's [`Tried`] list, so that a retry or a hedge goes to an instance the
 //! call has not used. An attempt's head is an instance failure when it is an error of the
 //! stack that says so (`UNAVAILABLE`: a transport failure or an open breaker;
@@ -20,19 +20,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{Either, MapErr, TryFutureExt, select};
+use futures::future::{Either, select};
 use futures::{StreamExt, stream};
 use http_body::Frame;
 use http_body_util::{BodyExt, BodyStream, Full, StreamBody};
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::body::Body;
-use tower::buffer::Buffer;
-use tower::{BoxError, Service, ServiceExt};
 
 use super::GrpcConfig;
-use super::channel::{CallFuture, ResponseBody, unwrap_status};
 use super::instances::InstanceGates;
+use super::shared::{Answer, Pick, SharedBalancer};
 use crate::Hedging;
 use crate::balance::Tried;
 use crate::budget::RetryBudget;
@@ -41,16 +39,6 @@ use crate::telemetry::ServiceTelemetry;
 
 /// The largest request buffered to be sent again; a larger one is sent once.
 pub(super) const BUFFER_LIMIT: usize = 64 * 1024;
-
-/// The channel's queue in front of the balancer.
-pub(super) type Queue = Buffer<http::Request<Body>, CallFuture>;
-
-/// What one attempt, or the call, ends with.
-type Answer = Result<http::Response<ResponseBody>, BoxError>;
-
-/// One attempt's answer through the queue, its error as tonic should see it.
-type AttemptFuture =
-    MapErr<tower::buffer::future::ResponseFuture<CallFuture>, fn(BoxError) -> BoxError>;
 
 /// The retry and hedging rules of one channel, and what its calls share: the retry
 /// budget, the latency estimate behind an adaptive hedge delay, instance ids for the logs.
@@ -101,12 +89,12 @@ impl Retries {
         self.idempotent.iter().any(|p| p == path)
     }
 
-    /// Sends `request`, an idempotent call, through `ready` (a queue handle that
-    /// `poll_ready` has readied): buffered, then as the [module docs](self) say; a request
+    /// Sends `request`, an idempotent call, through `balancer`: buffered, then as the
+    /// [module docs](self) say; a request
     /// over [`BUFFER_LIMIT`] is sent once.
     pub(super) async fn call(
         self: Arc<Self>,
-        mut ready: Queue,
+        balancer: SharedBalancer,
         request: http::Request<Body>,
     ) -> Answer {
         let (parts, body) = request.into_parts();
@@ -114,19 +102,19 @@ impl Retries {
             Ok(Buffered::Whole(body)) => body,
             Ok(Buffered::Large(body)) => {
                 let request = http::Request::from_parts(parts, body);
-                return ready.call(request).await.map_err(unwrap_status);
+                return balancer.call(request).await;
             }
             Err(status) => return Err(Box::new(status)),
         };
         self.budget.deposit_at(Instant::now());
-        let call = Call {
+        let mut call = Call {
             retries: &self,
             parts,
             body,
             tried: Tried::default(),
             sent: 0,
         };
-        call.run(ready).await
+        call.run(&balancer).await
     }
 }
 
@@ -167,7 +155,7 @@ async fn buffer(mut body: Body) -> Result<Buffered, tonic::Status> {
 /// One attempt under way.
 struct Attempt {
     /// Its answer's head, or why there is none.
-    future: AttemptFuture,
+    future: Pick,
     /// When it was sent.
     started: Instant,
     /// How many of the call's attempts had been given an instance before it: its own is
@@ -190,11 +178,11 @@ struct Call<'r> {
 }
 
 impl Call<'_> {
-    async fn run(mut self, mut queue: Queue) -> Answer {
-        let mut attempt = self.send(&mut queue);
+    async fn run(&mut self, balancer: &SharedBalancer) -> Answer {
+        let mut attempt = self.send(balancer);
         // Each turn sends one more attempt, and no more than max_retries + 1 are sent.
         loop {
-            let (answer, started) = self.wait_or_hedge(&mut queue, attempt).await;
+            let (answer, started) = self.wait_or_hedge(balancer, attempt).await;
             if !is_instance_failure(&answer) {
                 self.learn(&answer, started);
                 return answer;
@@ -205,17 +193,16 @@ impl Call<'_> {
             if self.sent > retries.max_retries
                 || out_of_instances
                 || !retries.budget.withdraw_at(Instant::now())
-                || queue.ready().await.is_err()
             {
                 return answer;
             }
             retries.telemetry.retried();
-            attempt = self.send(&mut queue);
+            attempt = self.send(balancer);
         }
     }
 
-    /// Sends one attempt through `queue`, which is ready.
-    fn send(&mut self, queue: &mut Queue) -> Attempt {
+    /// Sends one attempt through `balancer`.
+    fn send(&mut self, balancer: &SharedBalancer) -> Attempt {
         let mut request = http::Request::new(Body::new(Full::new(self.body.clone())));
         *request.method_mut() = self.parts.method.clone();
         *request.uri_mut() = self.parts.uri.clone();
@@ -224,11 +211,12 @@ impl Call<'_> {
         *request.extensions_mut() = self.parts.extensions.clone();
         request.extensions_mut().insert(self.tried.clone());
         self.sent += 1;
-        let unwrap: fn(BoxError) -> BoxError = unwrap_status;
+        // Counted before the call: a balancer that is ready picks inside it.
+        let picked_before = self.tried.len();
         Attempt {
-            future: queue.call(request).map_err(unwrap),
             started: Instant::now(),
-            picked_before: self.tried.len(),
+            future: balancer.call(request),
+            picked_before,
         }
     }
 
@@ -237,7 +225,11 @@ impl Call<'_> {
     /// not an instance failure wins and the other attempt is left to finish in a task of
     /// its own, so that its outcome is recorded on its breaker; if the first to end failed,
     /// the other is waited for. Returns the answer and when its attempt was sent.
-    async fn wait_or_hedge(&mut self, queue: &mut Queue, mut first: Attempt) -> (Answer, Instant) {
+    async fn wait_or_hedge(
+        &mut self,
+        balancer: &SharedBalancer,
+        mut first: Attempt,
+    ) -> (Answer, Instant) {
         let retries = self.retries;
         let Some(delay) = retries.hedging.delay(&retries.latency) else {
             return (first.future.await, first.started);
@@ -246,13 +238,22 @@ impl Call<'_> {
         if let Either::Left((answer, _)) = select(&mut first.future, timer).await {
             return (answer, first.started);
         }
-        if self.sent > retries.max_retries
-            || !retries.budget.withdraw_at(Instant::now())
-            || queue.ready().await.is_err()
-        {
+        // Boxed: the rare path keeps the future of every call small.
+        Box::pin(self.hedge(balancer, first, delay)).await
+    }
+
+    /// [`wait_or_hedge`](Self::wait_or_hedge) once `first` has had no head for `delay`.
+    async fn hedge(
+        &mut self,
+        balancer: &SharedBalancer,
+        mut first: Attempt,
+        delay: Duration,
+    ) -> (Answer, Instant) {
+        let retries = self.retries;
+        if self.sent > retries.max_retries || !retries.budget.withdraw_at(Instant::now()) {
             return (first.future.await, first.started);
         }
-        let mut hedge = self.send(queue);
+        let mut hedge = self.send(balancer);
         // The hedge's instance, for the log, once the balancer has picked it; a hedge
         // that found none has ended already.
         let picked = std::pin::pin!(self.tried.picked_more_than(hedge.picked_before));
