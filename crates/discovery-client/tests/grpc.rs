@@ -17,7 +17,7 @@ use futures::{Stream, StreamExt};
 use ratings_api::ratings_client::RatingsClient;
 use ratings_api::ratings_server::{Ratings, RatingsServer};
 use ratings_api::{GetRatingRequest, Rating, WatchRatingsRequest};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, oneshot};
 use tonic::{Code, Request, Response, Status};
 
 /// A test instance's mode that answers every `GetRating` `UNAVAILABLE` (0, the default,
@@ -105,6 +105,8 @@ struct Instance {
     address: String,
     behaviour: Arc<Behaviour>,
     connections: Arc<AtomicUsize>,
+    /// Stops the server (closing its connections) and says when it has.
+    stop: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Instance {
@@ -117,21 +119,45 @@ impl Instance {
             number,
             ..Behaviour::default()
         });
-        let connections = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&connections);
+        let mut instance = Self {
+            address,
+            behaviour,
+            connections: Arc::new(AtomicUsize::new(0)),
+            stop: None,
+        };
+        instance.serve(listener);
+        instance
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let counted = Arc::clone(&self.connections);
         let incoming =
             tokio_stream::wrappers::TcpListenerStream::new(listener).inspect(move |_| {
                 counted.fetch_add(1, Ordering::SeqCst);
             });
+        let (stop, stopped) = oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()
-            .add_service(RatingsServer::new(TestRatings(Arc::clone(&behaviour))))
-            .serve_with_incoming(incoming);
-        tokio::spawn(server);
-        Self {
-            address,
-            behaviour,
-            connections,
+            .add_service(RatingsServer::new(TestRatings(Arc::clone(&self.behaviour))))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            });
+        let running = tokio::spawn(async {
+            let _ = server.await;
+        });
+        self.stop = Some((stop, running));
+    }
+
+    /// Stops the server, closing its connections, and starts a new one on the same port.
+    async fn restart(&mut self) {
+        if let Some((stop, running)) = self.stop.take() {
+            let _ = stop.send(());
+            running.await.expect("the server stopped");
         }
+        let port = self.address.trim_start_matches("http://");
+        let listener = tokio::net::TcpListener::bind(port)
+            .await
+            .expect("the same port again");
+        self.serve(listener);
     }
 
     fn set_mode(&self, mode: u8) {
@@ -489,4 +515,59 @@ async fn the_budget_bounds_retries() {
     }
     let attempts: usize = all.iter().map(Instance::calls).sum();
     assert_eq!(attempts, 15, "10 calls and the 5 retries the budget allows");
+}
+
+/// The connection to an instance that restarted (its server closed the connection) is
+/// made again by the next call: no call fails, no breaker opens, and the new server
+/// counts a connection of its own.
+#[tokio::test]
+async fn a_restarted_instance_is_connected_to_again() {
+    let mut all = instances(1).await;
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let mut ratings = client(&all, config(&bus));
+    get(&mut ratings, "widget").await.expect("served");
+    assert_eq!(all[0].connections.load(Ordering::SeqCst), 1);
+    all[0].restart().await;
+    // The client's connection task sees the close (it is not a call's to find).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        let rating = get(&mut ratings, "widget").await.expect("served again");
+        assert_eq!(rating.instance, 1);
+    }
+    assert_eq!(
+        all[0].connections.load(Ordering::SeqCst),
+        2,
+        "one new connection"
+    );
+    assert_eq!(opened(&mut events), Vec::<String>::new());
+}
+
+/// An instance that refuses connections fails its calls as transport failures: its
+/// breaker opens, and the other instance serves.
+#[tokio::test]
+async fn an_instance_refusing_connections_is_opened_and_the_other_serves() {
+    let all = instances(1).await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refusing = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let addresses = vec![refusing.clone(), all[0].address.clone()];
+    let channel = grpc::channel("ratings", StaticDiscovery::new(addresses), config(&bus))
+        .expect("a channel inside a runtime");
+    let mut ratings = RatingsClient::new(channel);
+    let mut failed = Vec::new();
+    for _ in 0..6 {
+        if let Err(status) = get(&mut ratings, "widget").await {
+            failed.push(status.code());
+        }
+    }
+    assert_eq!(
+        failed,
+        vec![Code::Unavailable],
+        "one refused call opens the breaker"
+    );
+    assert_eq!(opened(&mut events), vec![refusing]);
+    assert_eq!(all[0].calls(), 5);
 }

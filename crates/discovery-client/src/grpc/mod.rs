@@ -33,11 +33,14 @@
 //!   every other status is the application's answer and trips nothing.
 //! - The per-attempt [`Timeout`](crate::timeout::Timeout) bounds the time to the answer's
 //!   head: a server stream runs as long as it runs.
-//! - The leaf is one tonic `Channel` per instance: one HTTP/2 connection, which concurrent
-//!   calls share: prior knowledge to an `http://` address; TLS with ALPN `h2` to an
-//!   `https://` one, trusting what [`GrpcConfig::tls`] says (the system's roots by
-//!   default). A certificate the client does not trust is an instance failure
-//!   ([`Error::Tls`]), as on the HTTP path.
+//! - The leaf is one HTTP/2 connection per instance (hyper's), which concurrent calls
+//!   share, made by the first call and made again after it closes: prior knowledge to an
+//!   `http://` address; TLS with ALPN `h2` to an `https://` one, trusting what
+//!   [`GrpcConfig::tls`] says (the system's roots by default). A certificate the client
+//!   does not trust is an instance failure ([`Error::Tls`]), as on the HTTP path.
+//! - No queue and no task of the channel's own: a call picks its instance in the caller's
+//!   task (the balancer is shared by the channel's clones, locked while one picks) and
+//!   is handed straight to the instance's connection.
 //!
 //! Errors reach the tonic client as a [`tonic::Status`] whose source is this crate's
 //! [`Error`]: `UNAVAILABLE` for no instance, an open breaker or a transport failure,
@@ -63,6 +66,7 @@ mod config;
 mod instances;
 mod leaf;
 mod retry;
+mod shared;
 mod status;
 
 pub use channel::{GrpcChannel, ResponseBody, channel};
