@@ -571,3 +571,41 @@ async fn an_instance_refusing_connections_is_opened_and_the_other_serves() {
     assert_eq!(opened(&mut events), vec![refusing]);
     assert_eq!(all[0].calls(), 5);
 }
+
+/// A call's own deadline (`grpc-timeout`, from tonic's `Request::set_timeout`) bounds the
+/// whole call, shorter than the per-attempt timeout: `DEADLINE_EXCEEDED` when it passes,
+/// and the instance is not blamed for the caller's deadline. The instance takes connections
+/// and never answers (as a stopped process), so only the client can end the call.
+#[tokio::test]
+async fn the_calls_grpc_timeout_bounds_it() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let bus = EventBus::new(256);
+    let mut events = bus.subscribe();
+    let config = config(&bus)
+        .idempotent("/ratings.v1.Ratings/GetRating")
+        .timeout(Duration::from_secs(3));
+    let channel = grpc::channel("ratings", StaticDiscovery::new([address]), config)
+        .expect("a channel inside a runtime");
+    let mut ratings = RatingsClient::new(channel);
+    let mut request = Request::new(GetRatingRequest {
+        item_id: "widget".into(),
+    });
+    request.set_timeout(Duration::from_millis(150));
+    let started = tokio::time::Instant::now();
+    let status = ratings.get_rating(request).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("grpc-timeout"), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(150) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert_eq!(opened(&mut events), Vec::<String>::new());
+}

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use tonic::body::Body;
@@ -134,11 +135,51 @@ impl Service<http::Request<Body>> for GrpcChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if !self.retries.covers(request.uri().path()) {
-            return self.balancer.call(request).boxed();
+        let deadline = grpc_timeout(request.headers());
+        let call = if self.retries.covers(request.uri().path()) {
+            let retries = Arc::clone(&self.retries);
+            retries.call(self.balancer.clone(), request).boxed()
+        } else {
+            self.balancer.call(request).boxed()
+        };
+        match deadline {
+            None => call,
+            Some(limit) => within(limit, call).boxed(),
         }
-        let retries = Arc::clone(&self.retries);
-        retries.call(self.balancer.clone(), request).boxed()
+    }
+}
+
+/// The call's own deadline, from its `grpc-timeout` header (set by tonic's
+/// `Request::set_timeout`): digits, then a unit (`H`, `M`, `S`, `m`, `u` or `n`). A value
+/// that is not one is ignored, as gRPC servers ignore it.
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    // gRPC allows at most 8 digits.
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let count: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(count * 3600),
+        "M" => Duration::from_secs(count * 60),
+        "S" => Duration::from_secs(count),
+        "m" => Duration::from_millis(count),
+        "u" => Duration::from_micros(count),
+        "n" => Duration::from_nanos(count),
+        _ => return None,
+    })
+}
+
+/// `call`, failed with `DEADLINE_EXCEEDED` if it has no answer within `limit`: the whole
+/// call, every attempt, retry and hedge included, as the caller asked. The attempts under
+/// way are dropped; their instances are not blamed for the caller's deadline.
+async fn within(limit: Duration, call: BoxFuture<'static, Answer>) -> Answer {
+    match tokio::time::timeout(limit, call).await {
+        Ok(answer) => answer,
+        Err(_) => Err(Box::new(tonic::Status::deadline_exceeded(format!(
+            "no answer within the call's grpc-timeout of {limit:?}"
+        )))),
     }
 }
 
@@ -147,5 +188,37 @@ impl fmt::Debug for GrpcChannel {
         f.debug_struct("GrpcChannel")
             .field("service", &self.service)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("grpc-timeout", value.parse().unwrap());
+        grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn grpc_timeout_is_read_in_every_unit() {
+        assert_eq!(timeout_of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout_of("4S"), Some(Duration::from_secs(4)));
+        assert_eq!(timeout_of("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(
+            timeout_of("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(timeout_of("7n"), Some(Duration::from_nanos(7)));
+    }
+
+    #[test]
+    fn a_malformed_grpc_timeout_is_ignored() {
+        for value in ["", "m", "150", "150x", "123456789m", "-1S", "1.5S", "١S"] {
+            assert_eq!(timeout_of(value), None, "{value:?}");
+        }
+        assert_eq!(grpc_timeout(&http::HeaderMap::new()), None);
     }
 }

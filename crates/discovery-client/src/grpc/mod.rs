@@ -32,7 +32,10 @@
 //!   `RESOURCE_EXHAUSTED` is back-pressure, and the instance is passed over for a while;
 //!   every other status is the application's answer and trips nothing.
 //! - The per-attempt [`Timeout`](crate::timeout::Timeout) bounds the time to the answer's
-//!   head: a server stream runs as long as it runs.
+//!   head: a server stream runs as long as it runs. A call's own deadline, the
+//!   `grpc-timeout` that tonic's `Request::set_timeout` sets (and the server is told),
+//!   bounds the whole call, retries and hedges included: `DEADLINE_EXCEEDED` when it
+//!   passes, blaming no instance.
 //! - The leaf is one HTTP/2 connection per instance (hyper's), which concurrent calls
 //!   share, made by the first call and made again after it closes: prior knowledge to an
 //!   `http://` address; TLS with ALPN `h2` to an `https://` one, trusting what
