@@ -154,21 +154,23 @@ impl Connection {
         if let Err(e) = self.address(&mut request) {
             return Sent::Refused(Some(Box::new(e)));
         }
-        if let State::Idle = self.state {
-            self.state = State::Connecting(self.connector.connect());
-        }
-        match &mut self.state {
-            State::Connected(sender) => Sent::OnConnection(Box::pin(sender.send_request(request))),
-            State::Connecting(connecting) => {
-                Sent::AfterConnecting(Box::pin(connecting.clone().then(|connected| async move {
-                    match connected {
-                        Ok(mut sender) => Ok(sender.send_request(request).await?),
-                        Err(e) => Err(Box::new(e) as BoxError),
-                    }
-                })))
+        let connecting = match &mut self.state {
+            State::Connected(sender) => {
+                return Sent::OnConnection(Box::pin(sender.send_request(request)));
             }
-            State::Idle => unreachable!("a connection was started just above"),
-        }
+            State::Connecting(connecting) => connecting.clone(),
+            State::Idle => {
+                let connecting = self.connector.connect();
+                self.state = State::Connecting(connecting.clone());
+                connecting
+            }
+        };
+        Sent::AfterConnecting(Box::pin(connecting.then(|connected| async move {
+            match connected {
+                Ok(mut sender) => Ok(sender.send_request(request).await?),
+                Err(e) => Err(Box::new(e) as BoxError),
+            }
+        })))
     }
 
     /// `request`'s URI with the instance's scheme and authority.
