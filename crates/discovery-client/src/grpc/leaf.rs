@@ -27,13 +27,13 @@ use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tonic::body::Body;
 use tower::{BoxError, Service};
 
-use crate::transport::tls::ServerNames;
+use crate::transport::{ServerNames, https_connector};
 use crate::{Error, Instance, TLS_SERVER_NAME};
 
 /// Sends calls to one instance over one HTTP/2 connection (see the [module docs](self)).
@@ -106,16 +106,9 @@ impl Connection {
                 .insert(&instance.address, name)
                 .map_err(|e| e.to_string())?;
         }
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.enforce_http(false);
-        // No ALPN in `tls`: hyper-rustls offers `h2`, the only protocol enabled.
-        let https = HttpsConnectorBuilder::new()
-            .with_tls_config(tls.clone())
-            .https_or_http()
-            .with_server_name_resolver(move |uri: &Uri| names.resolve(uri))
-            .enable_http2()
-            .wrap_connector(tcp);
+        // No ALPN in `tls`: hyper-rustls offers `h2` only. The connect timeout below
+        // bounds the TLS and HTTP/2 handshakes too.
+        let https = https_connector(tls.clone(), names, None, true);
         Ok(Self {
             connector: Connector {
                 https,

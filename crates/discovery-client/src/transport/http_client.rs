@@ -187,22 +187,15 @@ impl HttpClientBuilder {
     /// whatever rustls features other crates turn on: the `ring` provider is given
     /// explicitly.
     pub fn build(self) -> Result<HttpClient, Error> {
-        let mut tcp = HttpConnector::new();
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(self.connect_timeout);
-        tcp.enforce_http(false);
         let server_names = ServerNames::default();
-        let resolver = server_names.clone();
-        // No ALPN here: hyper-rustls offers the protocols enabled below.
+        // No ALPN here: hyper-rustls offers the protocols the connector enables.
         let tls = self.tls.client_config(&[])?;
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .with_server_name_resolver(move |uri: &http::Uri| resolver.resolve(uri));
-        let connector = match self.http2_prior_knowledge {
-            true => connector.enable_http2().wrap_connector(tcp),
-            false => connector.enable_all_versions().wrap_connector(tcp),
-        };
+        let connector = https_connector(
+            tls,
+            server_names.clone(),
+            self.connect_timeout,
+            self.http2_prior_knowledge,
+        );
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -220,6 +213,30 @@ impl HttpClientBuilder {
             first_calls: (!self.http2_prior_knowledge)
                 .then(|| FirstCalls::new(self.pool_idle_timeout)),
         })
+    }
+}
+
+/// The connector under every connection to an instance: TCP (no Nagle, `connect_timeout`
+/// for the TCP connect), then for `https://` TLS with `tls`, checking certificates against
+/// `names`; ALPN offers `h2` only when `http2_only`, otherwise `h2` and `http/1.1`.
+/// `http://` is plain TCP.
+pub(crate) fn https_connector(
+    tls: rustls::ClientConfig,
+    names: ServerNames,
+    connect_timeout: Option<Duration>,
+    http2_only: bool,
+) -> HttpsConnector<HttpConnector> {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(connect_timeout);
+    tcp.enforce_http(false);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .with_server_name_resolver(move |uri: &http::Uri| names.resolve(uri));
+    match http2_only {
+        true => connector.enable_http2().wrap_connector(tcp),
+        false => connector.enable_all_versions().wrap_connector(tcp),
     }
 }
 

@@ -25,7 +25,7 @@ mod base_url;
 mod endpoint;
 mod first_call;
 mod http_client;
-pub(crate) mod tls;
+mod tls;
 
 use std::fmt;
 use std::pin::pin;
@@ -40,6 +40,8 @@ use tower::{BoxError, Service, ServiceExt};
 
 pub(crate) use base_url::BaseUrl;
 pub use endpoint::HttpEndpoint;
+#[cfg(feature = "grpc")]
+pub(crate) use http_client::https_connector;
 pub use http_client::{HttpClient, HttpClientBuilder, ResponseFuture};
 pub use tls::TlsConfig;
 pub(crate) use tls::{ServerNames, tls_failure};
