@@ -9,8 +9,8 @@ use super::{Balance, Load, Picker};
 
 /// The endpoints of a [`Balancer`](super::Balancer), by key (the instance's address), with
 /// their loads and shares of the picker's turns, as its last discovery change left them.
-/// A balancer runs behind a queue, out of reach: status pages read this instead. Cheap to
-/// clone; clones read the same balancer.
+/// The gRPC channel's balancer is boxed behind the lock its calls take: status pages read
+/// this instead, and never hold up a call. Cheap to clone; clones read the same balancer.
 #[derive(Debug, Clone)]
 pub(crate) struct Roster {
     /// What every clone reads.

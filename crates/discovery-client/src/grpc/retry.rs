@@ -90,8 +90,7 @@ impl Retries {
     }
 
     /// Sends `request`, an idempotent call, through `balancer`: buffered, then as the
-    /// [module docs](self) say; a request
-    /// over [`BUFFER_LIMIT`] is sent once.
+    /// [module docs](self) say; a request over [`BUFFER_LIMIT`] is sent once.
     pub(super) async fn call(
         self: Arc<Self>,
         balancer: SharedBalancer,
