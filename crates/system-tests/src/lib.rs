@@ -341,6 +341,15 @@ pub async fn ratings(n: u32, registry: &Proc, extra: &[&str]) -> Proc {
     Proc::start("ratings-service", &args).await
 }
 
+/// Starts ratings instances 1 and 2 (each with `extra`) registered with `registry`, and
+/// waits until the registry lists both: the set-up of most end-to-end tests.
+pub async fn two_ratings(registry: &Proc, extra: &[&str]) -> (Proc, Proc) {
+    let r1 = ratings(1, registry, extra).await;
+    let r2 = ratings(2, registry, extra).await;
+    wait_for_instances(registry, "ratings", &["1", "2"]).await;
+    (r1, r2)
+}
+
 /// Starts the market on a free loopback port, using `registry` for discovery.
 pub async fn market(registry: &Proc, extra: &[&str]) -> Proc {
     let mut args = vec!["--listen", "127.0.0.1:0", "--registry", &registry.url];

@@ -380,9 +380,7 @@ async fn a_shopper_buys_an_item_and_the_page_survives_a_paused_instance() {
         return;
     };
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, _r2) = two_ratings(&registry, &[]).await;
     // A short timeout so the paused instance costs the reload half a second, not one.
     let market = market(&registry, &["--timeout", "500ms"]).await;
 

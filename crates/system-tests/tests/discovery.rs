@@ -113,9 +113,7 @@ async fn a_stopped_instance_disappears_from_the_client_at_once() {
 #[tokio::test]
 async fn with_the_registry_gone_the_market_keeps_using_the_last_known_instances() {
     let mut registry = registry(&[]).await;
-    let _r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (_r1, _r2) = two_ratings(&registry, &[]).await;
     let mut market = market(&registry, &[]).await;
     assert!(market_items(&market).await.iter().all(|i| i.2 == "live"));
 

@@ -189,9 +189,7 @@ async fn every_program_serves_metrics() {
 #[tokio::test]
 async fn the_status_shows_a_paused_instances_breaker_open() {
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, _r2) = two_ratings(&registry, &[]).await;
     let market = market(&registry, &["--timeout", "300ms", "--retest-delay", "30s"]).await;
     market_items(&market).await;
     let status_url = &format!("{}/api/status", market.url);

@@ -30,9 +30,7 @@ async fn without_ratings_the_page_shows_prices_and_no_rating_yet() {
 #[tokio::test]
 async fn ratings_appear_and_calls_interleave_across_instances() {
     let registry = registry(&[]).await;
-    let _r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (_r1, _r2) = two_ratings(&registry, &[]).await;
     let mut market = market(&registry, &[]).await;
 
     let items = market_items(&market).await;
@@ -70,9 +68,7 @@ async fn ratings_appear_and_calls_interleave_across_instances() {
 #[tokio::test]
 async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_down() {
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let mut r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, mut r2) = two_ratings(&registry, &[]).await;
     let mut market = market(&registry, &[]).await;
     let before = market_items(&market).await;
     assert!(before.iter().all(|i| i.2 == "live"), "{before:?}");
@@ -117,9 +113,7 @@ async fn total_failure_serves_ratings_from_the_cache_and_says_all_services_are_d
 #[tokio::test]
 async fn over_grpc_total_failure_shows_the_last_good_ratings_stale() {
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let mut r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, mut r2) = two_ratings(&registry, &[]).await;
     let mut market = market(&registry, &["--ratings-protocol", "grpc"]).await;
     let before = market_items(&market).await;
     assert!(before.iter().all(|i| i.2 == "live"), "{before:?}");
@@ -144,9 +138,7 @@ async fn over_grpc_total_failure_shows_the_last_good_ratings_stale() {
 #[tokio::test]
 async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, _r2) = two_ratings(&registry, &[]).await;
     let mut market = market(&registry, &["--timeout", "300ms", "--retest-delay", "2s"]).await;
     pause_open_retest_resume_close(&mut market, &mut r1).await;
 }
@@ -158,9 +150,7 @@ async fn a_paused_instance_opens_its_breaker_then_retests_and_closes() {
 #[tokio::test]
 async fn over_grpc_a_paused_instance_opens_its_breaker_then_retests_and_closes() {
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, _r2) = two_ratings(&registry, &[]).await;
     grpc_walkthrough(&registry, &[], &mut r1, "http").await;
 }
 
@@ -172,9 +162,7 @@ async fn over_grpc_and_tls_the_page_shows_live_ratings_and_a_paused_instance_ope
     let tls = TlsFiles::write();
     let registry = registry(&tls.serve_args()).await;
     let serve_and_trust = [&tls.serve_args()[..], &tls.trust_args()].concat();
-    let mut r1 = ratings(1, &registry, &serve_and_trust).await;
-    let _r2 = ratings(2, &registry, &serve_and_trust).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, _r2) = two_ratings(&registry, &serve_and_trust).await;
     grpc_walkthrough(&registry, &tls.trust_args(), &mut r1, "https").await;
 }
 
@@ -237,9 +225,7 @@ async fn over_grpc_an_untrusted_certificate_opens_the_breaker_and_the_page_still
 #[tokio::test]
 async fn over_grpc_the_status_shows_the_channels_breakers() {
     let registry = registry(&[]).await;
-    let mut r1 = ratings(1, &registry, &[]).await;
-    let _r2 = ratings(2, &registry, &[]).await;
-    wait_for_instances(&registry, "ratings", &["1", "2"]).await;
+    let (mut r1, _r2) = two_ratings(&registry, &[]).await;
     let args = [
         "--ratings-protocol",
         "grpc",
