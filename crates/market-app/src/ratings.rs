@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use discovery_client::grpc::GrpcChannel;
 use discovery_client::{ServiceClient, Source};
@@ -211,19 +211,19 @@ impl GrpcRatings {
     }
 
     fn remember(&self, item: &str, rating: u8, instance: &str) {
-        let mut last_good = self
-            .last_good
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        last_good.insert(item.to_owned(), (rating, instance.to_owned()));
+        self.last_good()
+            .insert(item.to_owned(), (rating, instance.to_owned()));
     }
 
     fn recall(&self, item: &str) -> Option<(u8, String)> {
-        let last_good = self
-            .last_good
+        self.last_good().get(item).cloned()
+    }
+
+    fn last_good(&self) -> MutexGuard<'_, HashMap<String, (u8, String)>> {
+        // A panic while the lock was held cannot leave the map half-changed (one insert).
+        self.last_good
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        last_good.get(item).cloned()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

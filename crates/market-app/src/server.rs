@@ -54,10 +54,10 @@ pub fn ratings_client(config: &Config) -> Result<ServiceClient, discovery_client
 }
 
 /// The gRPC channel to ratings that `config` describes (`--ratings-protocol grpc`): the
-/// same discovery, breaker and TLS settings (`--ca-file`) as [`ratings_client`]. A `--failure-rate` policy
-/// applies to the HTTP client only; the channel opens on `--failure-limit`. `GetRating` is
-/// marked idempotent: its calls are retried and hedged on another instance, as the HTTP
-/// client's GETs are. Its events go to `events`.
+/// same discovery, breaker and TLS settings (`--ca-file`) as [`ratings_client`]. A
+/// `--failure-rate` policy applies to the HTTP client only; the channel opens on
+/// `--failure-limit`. `GetRating` is marked idempotent: its calls are retried and hedged on
+/// another instance, as the HTTP client's GETs are. Its events go to `events`.
 ///
 /// # Errors
 ///
