@@ -35,6 +35,25 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
+/// Loads `target` with `concurrency` workers for `duration` from now and drops what was
+/// measured: connections pooled and code paged in before a measured run.
+pub async fn warm(
+    target: &Arc<Contender>,
+    paths: &Arc<Vec<String>>,
+    concurrency: usize,
+    duration: Duration,
+) {
+    let _ = closed_loop(
+        Arc::clone(target),
+        Arc::clone(paths),
+        concurrency,
+        Instant::now(),
+        duration,
+        usize::MAX,
+    )
+    .await;
+}
+
 /// Runs `concurrency` workers against `target` for `duration` (each worker stops starting
 /// new requests then, and at most `cap` requests in all), cycling through `paths`.
 /// `origin` is the moment sample times are measured from.

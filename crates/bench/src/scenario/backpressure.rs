@@ -18,7 +18,7 @@ use crate::contender::paths;
 use crate::faults;
 use crate::figures::{Figures, percent};
 use crate::latency::show;
-use crate::load::closed_loop;
+use crate::load::{closed_loop, warm};
 use crate::openings::Openings;
 use crate::peers::PeerKind;
 use crate::report::{Section, Table};
@@ -82,15 +82,7 @@ async fn run_one(bed: &Bed, plan: &Plan, kind: Kind) -> Result<Outcome, String> 
     let entry = make(bed, kind, plan, RETEST).await?;
     let contender = Arc::clone(&entry.contender);
     let paths = Arc::new(paths());
-    let _ = closed_loop(
-        Arc::clone(&contender),
-        Arc::clone(&paths),
-        plan.concurrency,
-        Instant::now(),
-        plan.warmup,
-        usize::MAX,
-    )
-    .await;
+    warm(&contender, &paths, plan.concurrency, plan.warmup).await;
 
     let healthy = closed_loop(
         Arc::clone(&contender),

@@ -25,7 +25,7 @@ use crate::config::Plan;
 use crate::contender::{Contender, paths};
 use crate::figures::Figures;
 use crate::latency::show;
-use crate::load::{Sample, closed_loop};
+use crate::load::{Sample, closed_loop, warm};
 use crate::report::{Section, Table, ratio};
 use crate::servers::{Binaries, Server};
 
@@ -138,15 +138,7 @@ async fn steady(urls: &[String], kinds: &[Kind], plan: &Plan) -> Result<Vec<Stea
     let mut clients = Vec::new();
     for &kind in kinds {
         let client = Arc::new(make(kind, urls, plan, Duration::from_secs(30))?);
-        let warm = closed_loop(
-            Arc::clone(&client),
-            Arc::clone(&paths),
-            plan.concurrency,
-            Instant::now(),
-            plan.warmup,
-            usize::MAX,
-        );
-        warm.await;
+        warm(&client, &paths, plan.concurrency, plan.warmup).await;
         clients.push((
             kind,
             client,
@@ -202,15 +194,7 @@ async fn sick_one(
 ) -> Result<Sick, String> {
     let client = Arc::new(make(kind, urls, plan, plan.sick_retest)?);
     let paths = Arc::new(paths());
-    let warm = closed_loop(
-        Arc::clone(&client),
-        Arc::clone(&paths),
-        plan.concurrency,
-        Instant::now(),
-        plan.warmup,
-        usize::MAX,
-    );
-    warm.await;
+    warm(&client, &paths, plan.concurrency, plan.warmup).await;
     let origin = Instant::now();
     let load = tokio::spawn(closed_loop(
         Arc::clone(&client),

@@ -29,7 +29,7 @@ use crate::config::Plan;
 use crate::connections::established_to;
 use crate::contender::{Alpn, Contender, answered_over, https_connector, paths, tls_hyper};
 use crate::latency::{Latencies, show};
-use crate::load::closed_loop;
+use crate::load::{closed_loop, warm};
 use crate::report::{Section, Table, ratio};
 
 /// What this scenario compares.
@@ -177,15 +177,7 @@ async fn warm_up(
     let mut last = None;
     let mut duration = warmup;
     for _ in 0..=10 {
-        let _ = closed_loop(
-            Arc::clone(contender),
-            Arc::clone(paths),
-            workers,
-            Instant::now(),
-            duration,
-            usize::MAX,
-        )
-        .await;
+        warm(contender, paths, workers, duration).await;
         let now = established_to(ports);
         if last.is_some_and(|last: usize| now.abs_diff(last) <= (last / 50).max(1)) {
             return;

@@ -10,7 +10,7 @@ use super::Entry;
 use crate::config::Plan;
 use crate::contender::paths;
 use crate::latency::{Latencies, show};
-use crate::load::closed_loop;
+use crate::load::{closed_loop, warm};
 use crate::report::{Table, ratio};
 use crate::servers::Server;
 
@@ -84,16 +84,7 @@ pub async fn measure<K: Copy>(
     let paths = Arc::new(paths());
     // Warm every contender up once (connections pooled, code paged in).
     for (_, entry) in &entries {
-        let origin = Instant::now();
-        let _ = closed_loop(
-            Arc::clone(&entry.contender),
-            Arc::clone(&paths),
-            plan.concurrency,
-            origin,
-            plan.warmup,
-            usize::MAX,
-        )
-        .await;
+        warm(&entry.contender, &paths, plan.concurrency, plan.warmup).await;
     }
     let mut tallies: Vec<Tally<K>> = entries
         .iter()

@@ -17,7 +17,7 @@ use super::{Bed, Kind, kinds, make};
 use crate::config::Plan;
 use crate::contender::{Contender, paths};
 use crate::latency::{Latencies, show};
-use crate::load::{Sample, closed_loop};
+use crate::load::{Sample, closed_loop, warm};
 use crate::report::{Section, Table};
 
 /// The instance that gets paused (the first; plain reqwest to one instance calls it).
@@ -57,15 +57,7 @@ async fn run_one(bed: &mut Bed, plan: &Plan, kind: Kind) -> Result<Outcome, Stri
     let sick_id = u16::try_from(SICK + 1).unwrap_or(1);
     let sick_address = bed.instances[SICK].url.clone();
     // Warm up (pools filled) without pausing anything.
-    let _ = closed_loop(
-        Arc::clone(&entry.contender),
-        Arc::clone(&paths),
-        plan.concurrency,
-        Instant::now(),
-        plan.warmup,
-        usize::MAX,
-    )
-    .await;
+    warm(&entry.contender, &paths, plan.concurrency, plan.warmup).await;
 
     let origin = Instant::now();
     let log: EventLog = Arc::new(Mutex::new(Vec::new()));
